@@ -1,0 +1,651 @@
+"""The training loop: AMP, clipping, bad-batch skipping, logging, validation, checkpoints, exact resume.
+
+Usage::
+
+    from asr_kd.training import Trainer, TrainerConfig, LossOutput
+
+    def loss_fn(model, batch, step):            # batch: whatever the DataLoader yields (moved to device)
+        losses = model(batch["x"], batch["x_lens"], batch["tokens"])   # dict of named losses
+        return LossOutput(loss=combine(losses, step), parts=losses, num_frames=batch["x_lens"].sum())
+
+    trainer = Trainer(model, optimizer, loss_fn, train_dl, scheduler=sched, valid_dl=valid_dl,
+                      exp_dir="exp/conformer_ctc", cfg=TrainerConfig(max_steps=20000), config=full_cfg)
+    trainer.resume()      # from the latest checkpoint in exp_dir, if any
+    result = trainer.fit()
+
+One step: forward under autocast (bf16/fp16 on CUDA only; off on CPU), loss checked for NaN/inf
+(**every rank skips together** if any rank's loss is bad: no backward, no optimiser step, counted and
+logged with the cut ids; after ``max_consecutive_bad`` consecutive bad batches training stops with
+:class:`TooManyBadBatchesError`), backward (through the fp16 ``GradScaler`` when used), gradient
+clipping by global norm (a non-finite norm without fp16 scaling is also a bad batch), optimiser step,
+scheduler step.
+
+Exact resume. A checkpoint stores model, optimiser, scheduler, grad scaler, the data position
+``{"epoch", "batches_consumed", "state"}`` and the RNG states of every rank. On resume:
+
+* the data position is restored through the sampler's ``load_state_dict`` when it has one (lhotse
+  samplers: the trainer rewrites the sampler's batch count to the number of batches the loop actually
+  *consumed*, so batches prefetched by DataLoader workers are not lost), otherwise by calling
+  ``set_epoch(epoch)`` and skipping ``batches_consumed`` batches of the new iterator;
+* the RNG states are restored right after the epoch's DataLoader iterator is created (creating an
+  iterator draws from the global torch RNG) and after any skipping.
+
+With a deterministic dataset (randomness from the global RNG in the main process or seeded per cut)
+and ``num_workers=0``, a run killed and resumed produces bitwise the same parameters as an
+uninterrupted run (``tests/training/test_resume.py``). With ``num_workers > 0``, the sampler position is
+still exact, but random augmentation inside worker processes is re-seeded on resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+
+from . import ddp
+from .checkpoint import (
+    find_latest,
+    get_rng_state,
+    load_checkpoint,
+    remove_old_checkpoints,
+    save_checkpoint,
+    set_rng_state,
+    unwrap_model,
+)
+from .optim import clip_grad_norm
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Trainer",
+    "TrainerConfig",
+    "LossOutput",
+    "TooManyBadBatchesError",
+    "seed_everything",
+    "move_to_device",
+    "batch_cut_ids",
+]
+
+
+class TooManyBadBatchesError(RuntimeError):
+    """Raised after ``max_consecutive_bad`` consecutive batches with a non-finite loss or gradient."""
+
+
+@dataclass
+class LossOutput:
+    """What a loss function returns to the trainer.
+
+    ``loss``: 0-dim tensor to back-propagate (already combined and normalised, e.g. per frame).
+    ``parts``: named values for logging (tensors or floats; e.g. the unscaled ``ctc``/``att`` losses).
+    ``num_frames``: weight of this batch when averaging logged values over batches (e.g. the number
+    of encoder frames or utterances); ``cut_ids``: ids of the batch's cuts, for bad-batch reports.
+    """
+
+    loss: torch.Tensor
+    parts: Mapping[str, Any] = field(default_factory=dict)
+    num_frames: float = 1.0
+    cut_ids: list[str] | None = None
+
+
+@dataclass
+class TrainerConfig:
+    """Loop settings (the ``training:`` section of an experiment config; unknown keys are ignored by
+    :meth:`from_dict`).
+
+    ``max_steps``/``max_epochs``/``max_minutes``: stop at whichever comes first (``None`` = no limit;
+    ``max_minutes`` counts this process's wall clock). ``ckpt_interval``: steps between
+    ``checkpoint-<step>.pt`` (0 = none); one is also written at every epoch end (``epoch-<e>.pt``) and
+    when a limit stops training. ``valid_interval``: steps between validations (0 = only at epoch end).
+    ``amp``: ``auto`` (bf16 on CUDA if supported, else off), ``bf16``, ``fp16``, ``off``; always off on CPU.
+    """
+
+    max_steps: int | None = None
+    max_epochs: int | None = 100
+    max_minutes: float | None = None
+    grad_clip: float | None = 5.0
+    amp: str = "auto"
+    log_interval: int = 50
+    valid_interval: int = 1000
+    ckpt_interval: int = 1000
+    keep_last: int = 3
+    keep_last_epochs: int = 0
+    max_consecutive_bad: int = 20
+    progress_bar: bool | None = None
+    tensorboard: bool = True
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "TrainerConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in dict(d or {}).items() if k in names})
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global generator and torch (CPU and CUDA)."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    """Recursively move tensors in dicts/lists/tuples to ``device`` (other objects are left alone)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return type(batch)((k, move_to_device(v, device)) for k, v in batch.items()) if isinstance(batch, dict) \
+            else {k: move_to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
+        return type(batch)(*(move_to_device(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(v, device) for v in batch)
+    return batch
+
+
+def batch_cut_ids(batch: Any) -> list[str] | None:
+    """Cut ids of a batch if it carries them: ``batch["cut_ids"]``, ``batch["cuts"]`` or lhotse's
+    ``batch["supervisions"]["cut"]`` (``return_cuts=True``)."""
+    if not isinstance(batch, Mapping):
+        return None
+    if "cut_ids" in batch:
+        return [str(c) for c in batch["cut_ids"]]
+    cuts = batch.get("cuts")
+    if cuts is None and isinstance(batch.get("supervisions"), Mapping):
+        cuts = batch["supervisions"].get("cut")
+    if cuts is not None:
+        try:
+            return [c.id for c in cuts]
+        except AttributeError:
+            return None
+    return None
+
+
+def _as_loss_output(out: Any, batch: Any) -> LossOutput:
+    if isinstance(out, LossOutput):
+        res = out
+    elif isinstance(out, torch.Tensor):
+        res = LossOutput(loss=out)
+    elif isinstance(out, (tuple, list)):
+        res = LossOutput(*out)
+    elif isinstance(out, Mapping):
+        res = LossOutput(**out)
+    else:
+        raise TypeError(f"loss_fn returned {type(out).__name__}; expected LossOutput, a tensor or a tuple")
+    if res.cut_ids is None:
+        res.cut_ids = batch_cut_ids(batch)
+    return res
+
+
+def _to_float(v: Any) -> float:
+    if isinstance(v, torch.Tensor):
+        return float(v.detach().float().sum().item()) if v.numel() > 1 else float(v.detach().float().item())
+    return float(v)
+
+
+def _lhotse_position_fix(state: dict, batches_consumed: int) -> dict:
+    """Make a lhotse sampler state count only the batches the loop consumed (not those prefetched).
+
+    lhotse's ``load_state_dict`` fast-forwards by re-iterating ``total_batches`` (= kept + discarded)
+    batches of the current epoch; we set kept = consumed, discarded = 0.
+    """
+    diag = state.get("diagnostics")
+    if not isinstance(diag, dict) or "stats_per_epoch" not in diag:
+        return state
+    cur = diag.get("current_epoch")
+    stats = diag["stats_per_epoch"].get(cur)
+    if isinstance(stats, dict) and "kept_batches" in stats:
+        stats["kept_batches"] = int(batches_consumed)
+        stats["discarded_batches"] = 0
+    return state
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    amp = (amp or "off").lower()
+    if device.type != "cuda" or amp in ("off", "none", "false", "fp32", "no"):
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if amp in ("bf16", "bfloat16"):
+        return torch.bfloat16
+    if amp in ("fp16", "float16", "half"):
+        return torch.float16
+    raise ValueError(f"amp must be auto, bf16, fp16 or off, not {amp!r}")
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+class Trainer:
+    """Runs training steps over ``train_dl`` with ``loss_fn(model, batch, step)``.
+
+    Args:
+        model: the (possibly DDP-wrapped) model; checkpoints store the unwrapped module.
+        optimizer, scheduler: scheduler may be ``None``; it is stepped after each optimiser update and
+            gets ``set_epoch(epoch)`` at each epoch start if it has that method.
+        loss_fn: ``(model, batch, step) -> LossOutput | Tensor | (loss, parts, ...)``; the batch has
+            been moved to ``device`` with :func:`move_to_device`.
+        train_dl: an iterable of batches (typically a ``DataLoader``), re-iterated every epoch.
+        sampler: the object that knows the data order (``set_epoch``, optionally ``state_dict`` /
+            ``load_state_dict``). Default: ``train_dl.sampler`` if it has ``set_epoch``, else
+            ``train_dl`` if it has ``set_epoch``, else none (then resume skips batches of a fresh iterator).
+        valid_dl: optional iterable for the validation loss.
+        exp_dir: where checkpoints and ``tensorboard/`` go (``None``: nothing is written).
+        cfg: :class:`TrainerConfig`. config: the full experiment config, stored in every checkpoint.
+        device: where batches go; default: the device of the model's first parameter.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Callable[[torch.nn.Module, Any, int], Any],
+        train_dl: Iterable,
+        *,
+        scheduler: Any = None,
+        sampler: Any = None,
+        valid_dl: Iterable | None = None,
+        exp_dir: str | Path | None = None,
+        cfg: TrainerConfig | None = None,
+        config: Mapping[str, Any] | None = None,
+        device: torch.device | str | None = None,
+        tb_writer: Any = None,
+    ):
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.loss_fn = loss_fn
+        self.train_dl = train_dl
+        self.valid_dl = valid_dl
+        self.cfg = cfg or TrainerConfig()
+        self.config = dict(config or {})
+        self.exp_dir = Path(exp_dir) if exp_dir is not None else None
+        if device is None:
+            p = next(iter(model.parameters()), None)
+            device = p.device if p is not None else torch.device("cpu")
+        self.device = torch.device(device)
+        if sampler is None:
+            s = getattr(train_dl, "sampler", None)
+            if s is not None and hasattr(s, "set_epoch"):
+                sampler = s
+            elif hasattr(train_dl, "set_epoch"):
+                sampler = train_dl
+        self.sampler = sampler
+        self.rank = ddp.get_rank()
+        self.world_size = ddp.get_world_size()
+        self.is_main = self.rank == 0
+
+        self.amp_dtype = _amp_dtype(self.cfg.amp, self.device)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda"
+        )
+
+        # progress
+        self.step = 0  # training batches processed (good or bad)
+        self.epoch = 0  # current 0-based data epoch
+        self.batches_consumed = 0  # batches of the current epoch already processed
+        self.num_bad_batches = 0
+        self.consecutive_bad = 0
+        self.train_seconds = 0.0  # cumulative over resumes
+        self.last_valid: dict[str, float] | None = None
+        self._pending_rng: dict | None = None
+        self._pending_skip = 0
+        self._restored_sampler = False
+        self._log_acc: dict[str, float] = {}
+        self._log_weight = 0.0
+        self._last_grad_norm = float("nan")
+
+        self.tb = tb_writer
+        if self.tb is None and self.cfg.tensorboard and self.exp_dir is not None and self.is_main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(log_dir=str(self.exp_dir / "tensorboard"))
+            except Exception as e:  # pragma: no cover - tensorboard is a dependency
+                log.warning("tensorboard unavailable: %s", e)
+
+    # ---------------------------------------------------------------------------------------- state
+    def sampler_position(self) -> dict[str, Any]:
+        """The data position stored in checkpoints: ``{"epoch", "batches_consumed", "state"}``."""
+        state = None
+        if self.sampler is not None and hasattr(self.sampler, "state_dict") and self.batches_consumed > 0:
+            try:
+                state = _lhotse_position_fix(self.sampler.state_dict(), self.batches_consumed)
+            except Exception as e:  # e.g. lhotse samplers with a custom constraint
+                log.warning("sampler.state_dict() failed (%s); resume will skip batches instead", e)
+                state = None
+        return {"epoch": self.epoch, "batches_consumed": self.batches_consumed, "state": state}
+
+    def save(self, path: str | Path) -> Path | None:
+        """Write a checkpoint (collective under DDP: every rank must call it; rank 0 writes)."""
+        rng = get_rng_state()
+        per_rank = ddp.all_gather_object(rng) if self.world_size > 1 else None
+        out = None
+        if self.is_main:
+            if per_rank is not None:
+                rng = dict(rng, per_rank=per_rank)
+            meta = {
+                "train_seconds": self.train_seconds,
+                "num_bad_batches": self.num_bad_batches,
+                "world_size": self.world_size,
+                "last_valid": dict(self.last_valid or {}),
+            }
+            out = save_checkpoint(
+                path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                sampler=self.sampler_position(), grad_scaler=self.scaler, step=self.step, epoch=self.epoch,
+                config=self.config, meta=meta, rng=rng,
+            )
+            log.info("saved checkpoint %s (step %d, epoch %d)", out, self.step, self.epoch)
+        ddp.barrier()
+        return out
+
+    def resume(self, path: str | Path | None = None) -> bool:
+        """Restore from ``path`` or, when ``None``, from the latest checkpoint in ``exp_dir``.
+        Returns ``False`` when there is nothing to resume from."""
+        if path is None:
+            if self.exp_dir is None:
+                return False
+            path = find_latest(self.exp_dir)
+            if path is None:
+                return False
+        ckpt = load_checkpoint(
+            path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+            grad_scaler=self.scaler, map_location="cpu",
+        )
+        self.step = int(ckpt["step"])
+        self.epoch = int(ckpt["epoch"])
+        meta = ckpt.get("meta") or {}
+        self.train_seconds = float(meta.get("train_seconds", 0.0))
+        self.num_bad_batches = int(meta.get("num_bad_batches", 0))
+        self.last_valid = meta.get("last_valid") or None
+        pos = ckpt.get("sampler") or {"epoch": self.epoch, "batches_consumed": 0, "state": None}
+        self.batches_consumed = int(pos.get("batches_consumed", 0))
+        self._restored_sampler = False
+        self._pending_skip = 0
+        if self.batches_consumed > 0:
+            state = pos.get("state")
+            if state is not None and self.sampler is not None and hasattr(self.sampler, "load_state_dict"):
+                self.sampler.load_state_dict(dict(state))
+                self._restored_sampler = True
+            else:
+                self._pending_skip = self.batches_consumed
+        rng = ckpt.get("rng")
+        if rng:
+            per_rank = rng.get("per_rank")
+            if per_rank is not None and len(per_rank) == self.world_size:
+                rng = per_rank[self.rank]
+            elif per_rank is not None:
+                log.warning("checkpoint has RNG states of %d ranks, running with %d: reusing rank 0's",
+                            len(per_rank), self.world_size)
+            self._pending_rng = {k: v for k, v in rng.items() if k != "per_rank"}
+        log.info("resumed from %s: step %d, epoch %d, %d batches into the epoch", path, self.step, self.epoch,
+                 self.batches_consumed)
+        return True
+
+    # ---------------------------------------------------------------------------------------- steps
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _params(self):
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def train_step(self, batch: Any) -> dict[str, float] | None:
+        """One optimiser step on ``batch``. Returns logged values, or ``None`` for a skipped bad batch."""
+        self.model.train()
+        batch = move_to_device(batch, self.device)
+        with self._autocast():
+            out = _as_loss_output(self.loss_fn(self.model, batch, self.step), batch)
+        loss = out.loss
+        bad_local = not bool(torch.isfinite(loss.detach()).all())
+        if ddp.any_true(bad_local, device=self.device if self.device.type == "cuda" else "cpu"):
+            if ddp.is_distributed():
+                # DDP's reducer expects a backward after a forward with grad enabled: run a zero one.
+                sum((p * 0.0).sum() for p in self._params()).backward()
+            self.optimizer.zero_grad(set_to_none=True)
+            self._bad_batch("non-finite loss" if bad_local else "non-finite loss on another rank",
+                            out.cut_ids, _to_float(loss) if loss.numel() == 1 else float("nan"))
+            return None
+
+        self.scaler.scale(loss).backward()
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(self.optimizer)
+        grad_norm = clip_grad_norm(self._params(), self.cfg.grad_clip)
+        gn = float(grad_norm)
+        if not math.isfinite(gn):
+            if self.scaler.is_enabled():
+                # fp16: the scaler skips the update and lowers the scale; that is its normal job.
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
+            self.optimizer.zero_grad(set_to_none=True)
+            self._bad_batch("non-finite gradient norm", out.cut_ids, _to_float(loss))
+            return None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.consecutive_bad = 0
+        self._last_grad_norm = gn
+        stats = {"loss": _to_float(loss), "grad_norm": gn}
+        for k, v in out.parts.items():
+            try:
+                stats[k] = _to_float(v)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        w = _to_float(out.num_frames) if out.num_frames is not None else 1.0
+        for k, v in stats.items():
+            if k != "grad_norm":
+                self._log_acc[k] = self._log_acc.get(k, 0.0) + v * w
+        self._log_weight += w
+        return stats
+
+    def _bad_batch(self, reason: str, cut_ids: list[str] | None, loss_value: float) -> None:
+        self.num_bad_batches += 1
+        self.consecutive_bad += 1
+        ids = ", ".join(cut_ids[:20]) + (" ..." if len(cut_ids) > 20 else "") if cut_ids else "unknown"
+        log.warning("step %d: skipping batch (%s, loss=%s); %d bad so far, %d in a row; cuts: %s",
+                    self.step, reason, loss_value, self.num_bad_batches, self.consecutive_bad, ids)
+        if self.tb is not None:
+            self.tb.add_scalar("train/bad_batches", self.num_bad_batches, self.step)
+        if self.consecutive_bad >= self.cfg.max_consecutive_bad:
+            raise TooManyBadBatchesError(
+                f"{self.consecutive_bad} consecutive batches had a {reason} (limit max_consecutive_bad="
+                f"{self.cfg.max_consecutive_bad}) at step {self.step}; last cuts: {ids}. Lower the learning "
+                "rate, check the data (empty transcripts, too-short cuts for CTC) or disable fp16."
+            )
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float] | None:
+        """Frame-weighted average of the loss and its parts over ``valid_dl`` (summed over ranks)."""
+        if self.valid_dl is None:
+            return None
+        was_training = self.model.training
+        self.model.eval()
+        sums: dict[str, float] = {}
+        weight = 0.0
+        for batch in self.valid_dl:
+            batch = move_to_device(batch, self.device)
+            with self._autocast():
+                out = _as_loss_output(self.loss_fn(self.model, batch, self.step), batch)
+            if not bool(torch.isfinite(out.loss.detach()).all()):
+                log.warning("validation: non-finite loss on cuts %s", out.cut_ids)
+                continue
+            w = _to_float(out.num_frames) if out.num_frames is not None else 1.0
+            vals = {"loss": _to_float(out.loss)}
+            for k, v in out.parts.items():
+                try:
+                    vals[k] = _to_float(v)
+                except (TypeError, ValueError, RuntimeError):
+                    pass
+            for k, v in vals.items():
+                sums[k] = sums.get(k, 0.0) + v * w
+            weight += w
+        keys = sorted(sums)
+        if ddp.is_distributed():
+            names = ddp.all_gather_object(keys)
+            keys = sorted(set().union(*names))
+            t = torch.tensor([sums.get(k, 0.0) for k in keys] + [weight], dtype=torch.float64,
+                             device=self.device if self.device.type == "cuda" else "cpu")
+            ddp.all_reduce_sum(t)
+            sums = dict(zip(keys, t[:-1].tolist()))
+            weight = float(t[-1])
+        self.model.train(was_training)
+        if weight <= 0:
+            return None
+        res = {k: v / weight for k, v in sums.items()}
+        self.last_valid = res
+        log.info("step %d: validation %s", self.step, _fmt(res))
+        if self.tb is not None:
+            for k, v in res.items():
+                self.tb.add_scalar(f"valid/{k}", v, self.step)
+        return res
+
+    def _log_train(self) -> None:
+        if self._log_weight <= 0:
+            return
+        vals = {k: v / self._log_weight for k, v in self._log_acc.items()}
+        lr = self.optimizer.param_groups[0]["lr"]
+        log.info("epoch %d step %d: %s lr=%.3g grad_norm=%.3g bad=%d", self.epoch, self.step, _fmt(vals), lr,
+                 self._last_grad_norm, self.num_bad_batches)
+        if self.tb is not None:
+            for k, v in vals.items():
+                self.tb.add_scalar(f"train/{k}", v, self.step)
+            self.tb.add_scalar("train/lr", lr, self.step)
+            self.tb.add_scalar("train/grad_norm", self._last_grad_norm, self.step)
+            if self.scaler.is_enabled():
+                self.tb.add_scalar("train/grad_scale", self.scaler.get_scale(), self.step)
+        self._log_acc, self._log_weight = {}, 0.0
+
+    # ---------------------------------------------------------------------------------------- loop
+    def _start_epoch_iterator(self):
+        if not self._restored_sampler:
+            if self.sampler is not None:
+                if hasattr(self.sampler, "allow_iter_to_reset_state"):
+                    self.sampler.allow_iter_to_reset_state()
+                self.sampler.set_epoch(self.epoch)
+        if self.scheduler is not None and hasattr(self.scheduler, "set_epoch"):
+            self.scheduler.set_epoch(self.epoch)
+        it = iter(self.train_dl)
+        self._restored_sampler = False
+        skip, self._pending_skip = self._pending_skip, 0
+        for i in range(skip):
+            try:
+                next(it)
+            except StopIteration:
+                log.warning("resume: epoch %d has only %d batches, expected to skip %d", self.epoch, i, skip)
+                break
+        if self._pending_rng is not None:
+            set_rng_state(self._pending_rng)
+            self._pending_rng = None
+        return it
+
+    def _limit_reached(self, t0: float) -> str | None:
+        c = self.cfg
+        reason = None
+        if c.max_steps is not None and self.step >= c.max_steps:
+            reason = "max_steps"
+        elif c.max_minutes is not None and time.monotonic() - t0 >= c.max_minutes * 60.0:
+            reason = "max_minutes"
+        if ddp.is_distributed():  # the wall clock may differ between ranks: agree
+            flag = ddp.any_true(reason is not None, device=self.device if self.device.type == "cuda" else "cpu")
+            if flag and reason is None:
+                reason = "max_minutes"
+        return reason
+
+    def _checkpoint_path(self, kind: str) -> Path:
+        assert self.exp_dir is not None
+        if kind == "epoch":
+            return self.exp_dir / f"epoch-{self.epoch}.pt"  # saved after incrementing: 1-based count
+        return self.exp_dir / f"checkpoint-{self.step}.pt"
+
+    def _save_and_cleanup(self, kind: str) -> None:
+        if self.exp_dir is None:
+            return
+        self.save(self._checkpoint_path(kind))
+        if self.is_main:
+            remove_old_checkpoints(self.exp_dir, self.cfg.keep_last, self.cfg.keep_last_epochs)
+
+    def fit(self) -> dict[str, Any]:
+        """Train until ``max_steps`` / ``max_epochs`` / ``max_minutes``; returns a summary dict with
+        ``step``, ``epoch``, ``stopped_because``, ``num_bad_batches``, ``last_valid``, ``train_seconds``."""
+        c = self.cfg
+        t0 = time.monotonic()
+        t_last = t0
+        show_bar = c.progress_bar if c.progress_bar is not None else sys.stderr.isatty()
+        bar = None
+        if show_bar and self.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=c.max_steps, initial=self.step, desc="train", dynamic_ncols=True, leave=False)
+        stopped = self._limit_reached(t0)
+        try:
+            while stopped is None and (c.max_epochs is None or self.epoch < c.max_epochs):
+                it = self._start_epoch_iterator()
+                for batch in it:
+                    stats = self.train_step(batch)
+                    self.step += 1
+                    self.batches_consumed += 1
+                    now = time.monotonic()
+                    self.train_seconds += now - t_last
+                    t_last = now
+                    if bar is not None:
+                        bar.update(1)
+                        if stats is not None:
+                            bar.set_postfix(loss=f"{stats['loss']:.3f}", epoch=self.epoch, refresh=False)
+                    if c.log_interval > 0 and self.step % c.log_interval == 0 and self.is_main:
+                        self._log_train()
+                    if c.valid_interval > 0 and self.step % c.valid_interval == 0:
+                        self.validate()
+                    stopped = self._limit_reached(t0)
+                    if stopped is not None:
+                        break
+                    if c.ckpt_interval > 0 and self.step % c.ckpt_interval == 0:
+                        self._save_and_cleanup("periodic")
+                if stopped is not None:
+                    break
+                # epoch finished
+                if self.is_main:
+                    self._log_train()
+                self.epoch += 1
+                self.batches_consumed = 0
+                if self.valid_dl is not None:
+                    self.validate()
+                self._save_and_cleanup("epoch")
+            if stopped is None:
+                stopped = "max_epochs"
+            elif self.exp_dir is not None and self.batches_consumed > 0:
+                self._save_and_cleanup("periodic")
+        finally:
+            if bar is not None:
+                bar.close()
+            if self.tb is not None:
+                self.tb.flush()
+        log.info("training stopped (%s) at step %d, epoch %d; %d bad batches skipped", stopped, self.step,
+                 self.epoch, self.num_bad_batches)
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "stopped_because": stopped,
+            "num_bad_batches": self.num_bad_batches,
+            "last_valid": self.last_valid,
+            "train_seconds": self.train_seconds,
+        }
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
+
+def _fmt(d: Mapping[str, float]) -> str:
+    return " ".join(f"{k}={v:.4g}" for k, v in d.items())
