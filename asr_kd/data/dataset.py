@@ -1,0 +1,202 @@
+"""The ASR dataset: a CutSet (one mini-batch from a sampler) -> a dict of padded tensors.
+
+Batch schema (the one place it is written down)::
+
+    {
+        "inputs":       FloatTensor (N, T, F)   log-mel fbank, padded at the end with log(1e-10)
+        "feature_lens": LongTensor  (N,)        valid frames of each row, descending
+        "supervisions": {
+            "cut_id":     list[str]  (N)
+            "text":       list[str]  (N)        the cut's transcript (supervisions joined in time order)
+            "tokens":     list[list[int]] (N)   token ids, only when the dataset has a tokenizer
+            "token_lens": LongTensor (N,)       len(tokens[i]), only with a tokenizer
+        },
+        "skipped":      list[tuple[str, str]]   (cut_id, reason) of the sampler's cuts dropped from
+                                                this batch (on_error="skip"); [] otherwise
+        "cuts":         CutSet (N)              only when return_cuts=True
+    }
+
+N: cuts in the batch (rows are sorted by duration, longest first); T: frames of the longest cut;
+F: mel bins. N can be 0 when every cut of a batch was skipped; the training loop must skip such a
+batch (``batch["inputs"].size(0) == 0``).
+
+Inputs come from a Lhotse input strategy: ``OnTheFlyFeatures(make_fbank())`` (default) computes fbank
+from audio; ``PrecomputedFeatures()`` reads stored features. Bad inputs (see
+:mod:`asr_kd.data.validation`) raise :class:`~asr_kd.data.validation.BadCutError` naming the cut, or
+with ``on_error="skip"`` are dropped, counted in :attr:`AsrDataset.stats`, logged and listed in
+``batch["skipped"]`` (the way to count them across DataLoader worker processes).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
+
+import torch
+from lhotse import CutSet
+from lhotse.cut import Cut
+from lhotse.dataset.input_strategies import BatchIO, OnTheFlyFeatures, PrecomputedFeatures
+
+from asr_kd.data.augment import SpecAugment
+from asr_kd.data.features import make_fbank
+from asr_kd.data.stats import FilterStats
+from asr_kd.data.validation import (
+    INPUT_ERROR,
+    BadCutError,
+    OnError,
+    _short,
+    check_audio,
+    check_features,
+    check_on_error,
+    check_text,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from asr_kd.data.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+CutTransform = Callable[[CutSet], CutSet]
+
+
+class AsrDataset(torch.utils.data.Dataset):
+    """Map-style dataset indexed by CutSets (use it with a Lhotse sampler); see the module docstring.
+
+    Args:
+        input_strategy: how cuts become features; default ``OnTheFlyFeatures(make_fbank())``.
+        tokenizer: when given, the batch carries ``tokens`` / ``token_lens``.
+        cut_transforms: CutSet -> CutSet transforms applied before loading (e.g. noise mixing);
+            they must keep cut ids and durations.
+        spec_augment: applied to the padded features; pass it for training only.
+        on_error: ``"raise"`` or ``"skip"`` bad cuts (see the module docstring).
+        return_cuts: add the batch's cuts under ``"cuts"`` (for decoding scripts).
+        name: label of this dataset's log lines and stats.
+    """
+
+    def __init__(
+        self,
+        input_strategy: Optional[BatchIO] = None,
+        tokenizer: Optional["Tokenizer"] = None,
+        cut_transforms: Sequence[CutTransform] = (),
+        spec_augment: Optional[SpecAugment] = None,
+        on_error: OnError = "raise",
+        return_cuts: bool = False,
+        name: str = "dataset",
+    ):
+        self.input_strategy = input_strategy or OnTheFlyFeatures(make_fbank())
+        self.tokenizer = tokenizer
+        self.cut_transforms = list(cut_transforms)
+        self.spec_augment = spec_augment
+        self.on_error = check_on_error(on_error)
+        self.return_cuts = return_cuts
+        self.stats = FilterStats(name)
+
+    # ------------------------------------------------------------------ error handling
+    def _bad(self, err: BadCutError, skipped: list[tuple[str, str]]) -> None:
+        if self.on_error == "raise":
+            raise err
+        self.stats.drop(err.cut_id, err.reason, err.detail)
+        skipped.append((err.cut_id, err.reason))
+
+    def _diagnose(self, cut: Cut) -> Optional[BadCutError]:
+        """Why the input strategy fails on ``cut`` alone (None if it does not fail)."""
+        try:
+            if isinstance(self.input_strategy, PrecomputedFeatures):
+                check_features(cut)
+            else:
+                check_audio(cut, "decode")
+            self._run_strategy(CutSet.from_cuts([cut]))
+        except BadCutError as e:
+            return e
+        except Exception as e:
+            return BadCutError(cut.id, INPUT_ERROR, _short(e))
+        return None
+
+    def _run_strategy(self, cuts: CutSet) -> tuple[torch.Tensor, torch.Tensor, CutSet]:
+        out = self.input_strategy(cuts)
+        inputs, input_lens = out[0], out[1]
+        # A fault-tolerant Lhotse strategy returns the cuts it could load as its last item.
+        loaded = out[-1] if isinstance(out[-1], CutSet) else cuts
+        return inputs, input_lens, loaded
+
+    def _load_inputs(
+        self, cuts: CutSet, skipped: list[tuple[str, str]]
+    ) -> tuple[torch.Tensor, torch.Tensor, CutSet]:
+        try:
+            inputs, input_lens, loaded = self._run_strategy(cuts)
+        except Exception as e:  # find the culprit(s), cut by cut
+            log.debug("input strategy failed on a batch (%s); checking cut by cut", _short(e))
+            bad = {}
+            for cut in cuts:
+                err = self._diagnose(cut)
+                if err is not None:
+                    self._bad(err, skipped)
+                    bad[cut.id] = err
+            if not bad:
+                raise
+            good = cuts.filter(lambda c: c.id not in bad).to_eager()
+            if len(good) == 0:
+                return self._empty_inputs(), torch.zeros(0, dtype=torch.int64), good
+            inputs, input_lens, loaded = self._run_strategy(good)
+            cuts = good
+        if len(loaded) != len(cuts):  # a fault-tolerant strategy dropped some: name them
+            kept = set(loaded.ids)
+            for cut in cuts:
+                if cut.id not in kept:
+                    err = self._diagnose(cut) or BadCutError(
+                        cut.id, INPUT_ERROR, "dropped by the input strategy"
+                    )
+                    self._bad(err, skipped)
+        return inputs, input_lens, loaded
+
+    def _empty_inputs(self) -> torch.Tensor:
+        extractor = getattr(self.input_strategy, "extractor", None)
+        num_features = extractor.feature_dim(extractor.config.sampling_rate) if extractor else 0
+        return torch.zeros(0, 0, num_features)
+
+    # ------------------------------------------------------------------ main
+    def __getitem__(self, cuts: CutSet) -> dict:
+        cuts = cuts.sort_by_duration(ascending=False)
+        skipped: list[tuple[str, str]] = []
+
+        # 1. transcripts (cheap, so first)
+        texts, tokens, good = {}, {}, []
+        for cut in cuts:
+            try:
+                texts[cut.id], tokens[cut.id] = check_text(cut, self.tokenizer)
+            except BadCutError as e:
+                self._bad(e, skipped)
+                continue
+            good.append(cut)
+        cuts = CutSet.from_cuts(good)
+
+        # 2. cut transforms (noise mixing), then features
+        for transform in self.cut_transforms:
+            cuts = transform(cuts)
+        if len(cuts) == 0:
+            inputs, feature_lens = self._empty_inputs(), torch.zeros(0, dtype=torch.int64)
+        else:
+            inputs, feature_lens, cuts = self._load_inputs(cuts, skipped)
+        feature_lens = feature_lens.to(torch.int64)
+        self.stats.keep(len(cuts))
+
+        # 3. SpecAugment on the padded batch (training only: the caller decides)
+        if self.spec_augment is not None and inputs.size(0) > 0:
+            inputs = self.spec_augment(inputs, feature_lens)
+
+        ids = list(cuts.ids)
+        supervisions = {"cut_id": ids, "text": [texts[i] for i in ids]}
+        if self.tokenizer is not None:
+            supervisions["tokens"] = [tokens[i] for i in ids]
+            supervisions["token_lens"] = torch.tensor(
+                [len(tokens[i]) for i in ids], dtype=torch.int64
+            )
+        batch = {
+            "inputs": inputs,
+            "feature_lens": feature_lens,
+            "supervisions": supervisions,
+            "skipped": skipped,
+        }
+        if self.return_cuts:
+            batch["cuts"] = cuts
+        return batch

@@ -1,0 +1,126 @@
+"""Length filters for training cuts, with every drop counted (:class:`~asr_kd.data.stats.FilterStats`).
+
+A cut is dropped when
+
+==================  ===========================================================================
+``too_short``       ``duration < min_duration`` seconds
+``too_long``        ``duration > max_duration`` seconds
+``too_few_frames``  after the encoder's subsampling it has ``T' < max(S, 1)`` frames, where ``S``
+                    is its number of tokens (CTC and transducers cannot align ``S`` labels to
+                    fewer than ``S`` frames); without a tokenizer only ``T' < 1`` is checked
+==================  ===========================================================================
+
+``T`` is the cut's number of fbank frames (from its features when attached, else from its duration
+at a 10 ms shift) and ``T' = subsampled_frames(T)``; the default is the Conv2d x4 front-end of icefall
+(:func:`conv2d_subsampling_4`), pass your encoder's ``subsampled_lengths`` formula if it differs.
+
+Usage::
+
+    cut_filter = CutFilter(min_duration=1.0, max_duration=20.0, tokenizer=tok)
+    train_cuts = filter_cuts(train_cuts, cut_filter)   # eager: filtered now and logged
+    ...
+    cut_filter.stats.log()                             # lazy: counts accumulate while iterating
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Callable, Optional
+
+from lhotse import CutSet
+from lhotse.cut import Cut
+
+from asr_kd.data.features import FRAME_SHIFT, num_frames
+from asr_kd.data.stats import FilterStats
+from asr_kd.data.validation import check_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from asr_kd.data.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+TOO_SHORT = "too_short"
+TOO_LONG = "too_long"
+TOO_FEW_FRAMES = "too_few_frames"
+
+
+def conv2d_subsampling_4(num_frames: int) -> int:
+    """Output frames of two stride-2 3x3 Conv2d layers (icefall's Conv2dSubsampling): ``((T-7)//2+1)//2``."""
+    return ((num_frames - 7) // 2 + 1) // 2
+
+
+def cut_num_frames(cut: Cut, frame_shift: float = FRAME_SHIFT) -> int:
+    """Fbank frames ``T`` of a cut: from attached features, else computed from its duration."""
+    if cut.has_features and cut.num_frames is not None:
+        return int(cut.num_frames)
+    return num_frames(cut.duration, cut.sampling_rate, frame_shift)
+
+
+class CutFilter:
+    """A predicate ``cut -> bool`` (True = keep) that counts each drop in :attr:`stats`.
+
+    Args:
+        min_duration: shortest kept cut in seconds (None = no limit).
+        max_duration: longest kept cut in seconds (None = no limit).
+        tokenizer: when given, ``T' >= S`` is required (the transcript must be encodable; otherwise
+            :class:`~asr_kd.data.validation.BadCutError` is raised: run ``validate_cuts`` first
+            with ``on_error="skip"`` to drop such cuts).
+        subsampled_frames: ``T -> T'``, the encoder front-end's length formula.
+        frame_shift: fbank frame shift in seconds.
+        stats: where drops are counted; a new ``FilterStats(name)`` by default.
+        name: label of the log lines.
+    """
+
+    def __init__(
+        self,
+        min_duration: Optional[float] = 1.0,
+        max_duration: Optional[float] = 20.0,
+        tokenizer: Optional["Tokenizer"] = None,
+        subsampled_frames: Callable[[int], int] = conv2d_subsampling_4,
+        frame_shift: float = FRAME_SHIFT,
+        stats: Optional[FilterStats] = None,
+        name: str = "filters",
+    ):
+        if min_duration is not None and max_duration is not None and min_duration > max_duration:
+            raise ValueError(f"min_duration {min_duration} > max_duration {max_duration}")
+        self.min_duration = min_duration
+        self.max_duration = max_duration
+        self.tokenizer = tokenizer
+        self.subsampled_frames = subsampled_frames
+        self.frame_shift = frame_shift
+        self.stats = stats if stats is not None else FilterStats(name, per_cut_level=logging.INFO)
+
+    def reason(self, cut: Cut) -> Optional[tuple[str, str]]:
+        """``(reason, detail)`` if the cut should be dropped, else None. Counts nothing."""
+        if self.min_duration is not None and cut.duration < self.min_duration:
+            return TOO_SHORT, f"duration {cut.duration:.3f}s < {self.min_duration}s"
+        if self.max_duration is not None and cut.duration > self.max_duration:
+            return TOO_LONG, f"duration {cut.duration:.3f}s > {self.max_duration}s"
+        T = cut_num_frames(cut, self.frame_shift)
+        T_sub = self.subsampled_frames(T)
+        if self.tokenizer is not None:
+            _, tokens = check_text(cut, self.tokenizer)
+            S = len(tokens)
+            if T_sub < max(S, 1):
+                return TOO_FEW_FRAMES, f"T={T} -> T'={T_sub} frames < S={S} tokens"
+        elif T_sub < 1:
+            return TOO_FEW_FRAMES, f"T={T} -> T'={T_sub} frames"
+        return None
+
+    def __call__(self, cut: Cut) -> bool:
+        why = self.reason(cut)
+        if why is None:
+            self.stats.keep()
+            return True
+        self.stats.drop(cut.id, *why)
+        return False
+
+
+def filter_cuts(cuts: CutSet, cut_filter: CutFilter) -> CutSet:
+    """Apply ``cut_filter``: an eager CutSet is filtered now and the counts logged; a lazy one is
+    filtered while it is iterated (counts accumulate in ``cut_filter.stats``, log them yourself)."""
+    if cuts.is_lazy:
+        return cuts.filter(cut_filter)
+    kept = cuts.filter(cut_filter).to_eager()
+    cut_filter.stats.log()
+    return kept
