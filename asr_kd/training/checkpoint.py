@@ -78,16 +78,24 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
-_PLAIN_SCALARS = (int, float, str, bool, type(None), torch.Tensor, torch.dtype, torch.Size, torch.device)
+_PLAIN_SCALARS = (int, float, str, bool, type(None), torch.dtype, torch.Size, torch.device)
 
 
 def _check_plain(obj: Any, where: str = "checkpoint") -> None:
-    """Raise ``TypeError`` naming the first value that ``weights_only`` loading would reject."""
-    if isinstance(obj, _PLAIN_SCALARS):
+    """Raise ``TypeError`` naming the first value that ``weights_only`` loading would reject.
+
+    Scalars must be of the exact builtin types: subclasses such as ``numpy.float64`` or torch's
+    ``TorchVersion`` (a ``str``) are pickled by class and rejected by ``weights_only`` loading.
+    """
+    if type(obj) in _PLAIN_SCALARS or isinstance(obj, torch.Tensor):
         return
+    if type(obj) in (dict, list, tuple) or type(obj).__name__ == "OrderedDict":
+        pass
+    elif isinstance(obj, (Mapping, list, tuple)):
+        raise TypeError(f"{where} has type {type(obj).__name__}; use a plain dict, list or tuple")
     if isinstance(obj, Mapping):
         for k, v in obj.items():
-            if not isinstance(k, (int, float, str, bool, type(None))):
+            if type(k) not in (int, float, str, bool, type(None)):
                 raise TypeError(f"{where}: key {k!r} of type {type(k).__name__} is not a plain value")
             _check_plain(v, f"{where}[{k!r}]")
         return
@@ -201,7 +209,7 @@ def save_checkpoint(
         rng = get_rng_state()
     elif rng is False:
         rng = None
-    full_meta = {"torch_version": torch.__version__, "saved_at": time.time()}
+    full_meta = {"torch_version": str(torch.__version__), "saved_at": time.time()}
     full_meta.update(dict(meta or {}))
     ckpt = {
         "model": model_sd,
@@ -229,8 +237,11 @@ def _plain_config(config: Any) -> Any:
         return [_plain_config(v) for v in config]
     if isinstance(config, os.PathLike):
         return os.fspath(config)
-    if isinstance(config, (int, float, str, bool)) or config is None:
+    if isinstance(config, bool) or config is None:
         return config
+    for t in (int, float, str):
+        if isinstance(config, t):
+            return t(config)
     return str(config)
 
 
