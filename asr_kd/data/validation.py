@@ -53,16 +53,33 @@ UNTOKENIZABLE = "untokenizable"
 
 
 class BadCutError(ValueError):
-    """A cut that cannot be used; ``cut_id``, ``reason`` (a code above) and ``detail`` are attributes."""
+    """A cut that cannot be used; ``cut_id``, ``reason`` (a code above) and ``detail`` are attributes.
 
-    def __init__(self, cut_id: str, reason: str, detail: str = ""):
+    The message always starts ``bad cut '<cut_id>': <reason>``. Built with a single argument (as
+    PyTorch's DataLoader does when it re-raises a worker's exception in the main process), the
+    argument is taken as the whole message and ``cut_id`` / ``reason`` are read back from it.
+    """
+
+    def __init__(self, cut_id: str, reason: str = "", detail: str = ""):
+        if reason:
+            message = f"bad cut {cut_id!r}: {reason}" + (f": {detail}" if detail else "")
+        else:  # re-raised from a DataLoader worker: cut_id is the full message
+            message = cut_id
+            m = re.search(r"bad cut '([^']*)': (\w+)", message)
+            cut_id, reason = (m.group(1), m.group(2)) if m else ("", "")
         self.cut_id = cut_id
         self.reason = reason
         self.detail = detail
-        super().__init__(f"bad cut {cut_id!r}: {reason}" + (f": {detail}" if detail else ""))
+        super().__init__(message)
 
-    def __reduce__(self):  # picklable across DataLoader worker processes
-        return (type(self), (self.cut_id, self.reason, self.detail))
+    def __reduce__(self):  # picklable with message and attributes
+        return (_rebuild_bad_cut_error, (type(self), str(self), self.cut_id, self.reason, self.detail))
+
+
+def _rebuild_bad_cut_error(cls, message: str, cut_id: str, reason: str, detail: str) -> BadCutError:
+    err = cls(message)
+    err.cut_id, err.reason, err.detail = cut_id, reason, detail
+    return err
 
 
 def check_on_error(on_error: str) -> OnError:

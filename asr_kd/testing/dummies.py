@@ -74,6 +74,23 @@ def make_cut(
     )
 
 
+def make_noise_cut(
+    audio_dir: str | Path,
+    cut_id: str = "noise",
+    duration: float = 3.0,
+    amplitude: float = 0.1,
+    seed: int = 0,
+    sampling_rate: int = SAMPLING_RATE,
+) -> MonoCut:
+    """Write ``<audio_dir>/<cut_id>.wav`` of white noise and return a cut without supervisions."""
+    rng = np.random.default_rng(seed)
+    n = int(round(duration * sampling_rate))
+    samples = np.clip(amplitude * rng.standard_normal(n), -1.0, 1.0).astype(np.float32)
+    path = write_wav(Path(audio_dir) / f"{cut_id}.wav", samples, sampling_rate)
+    rec = Recording.from_file(path, recording_id=cut_id)
+    return MonoCut(id=cut_id, start=0.0, duration=rec.duration, channel=0, recording=rec)
+
+
 def make_cutset(
     audio_dir: str | Path,
     durations: Sequence[float],
