@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Prepare the embedded synthetic English corpus (espeak-ng speech of WordNet / fortunes sentences).
+#
+# Usage (from anywhere; the script cd's to egs/synth/ASR):
+#   bash egs/synth/ASR/prepare.sh --size tiny                 # ~400 utterances, well under a minute
+#   bash egs/synth/ASR/prepare.sh --size default --nj 2       # >= 10 h train, 600 dev, 600 test
+#   bash egs/synth/ASR/prepare.sh --stage 4 --stop-stage 4 --vocab-size 256   # another BPE only
+#   bash egs/synth/ASR/prepare.sh --size default --precompute-fbank true      # + lilcom fbank
+#
+# Options (defaults in brackets):
+#   --stage N / --stop-stage M   run stages N..M [0 / 5]
+#   --size tiny|small|default    utterances per split: 300/50/50, 3000/300/300, 18000/600/600 [tiny]
+#   --seed S                     text split, voices, speeds and pitches [42]
+#   --vocab-size V               BPE pieces, specials included [500]
+#   --nj J                       parallel jobs [2]
+#   --precompute-fbank B         true: stage 5 stores 80-bin fbank; false: computed on the fly [false]
+#   --data-dir D                 output directory, relative to egs/synth/ASR [data]
+#   --download-dir D             cache of the Debian .debs [download]
+#
+# Stages (each is skipped when its outputs exist):
+#   0  download the text sources (apt-get download wordnet-base fortunes; dpkg-deb -x)
+#   1  normalise, filter, deduplicate and split the sentences -> $data/text/{train,dev,test}.txt
+#   2  synthesise with espeak-ng (train voices / held-out voices) -> $data/synth/{plan_*.tsv,audio/}
+#   3  Lhotse manifests -> $data/manifests/synth_{recordings,supervisions,cuts}_{train,dev,test}.jsonl.gz
+#   4  BPE model + lexicons on the train transcripts -> $data/lang_bpe_${vocab_size}/
+#   5  (only with --precompute-fbank true) fbank -> $data/fbank/synth_cuts_{train,dev,test}.jsonl.gz
+#
+# The BPE model is trained on the transcripts of the synthesised train split ($lang/transcript_words.txt),
+# and retrained when they change. Changing --size or --seed re-runs stages 2-5 (wavs are reused: the
+# plan of a smaller size is a prefix of that of a larger one with the same seed).
+set -euo pipefail
+
+stage=0
+stop_stage=5
+size=tiny
+seed=42
+vocab_size=500
+nj=2
+precompute_fbank=false
+data=data
+download=download
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stage) stage="$2"; shift 2 ;;
+    --stop-stage) stop_stage="$2"; shift 2 ;;
+    --size) size="$2"; shift 2 ;;
+    --seed) seed="$2"; shift 2 ;;
+    --vocab-size) vocab_size="$2"; shift 2 ;;
+    --nj) nj="$2"; shift 2 ;;
+    --precompute-fbank) precompute_fbank="$2"; shift 2 ;;
+    --data-dir) data="$2"; shift 2 ;;
+    --download-dir) download="$2"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "prepare.sh: unknown option $1" >&2; usage >&2; exit 1 ;;
+  esac
+done
+case "$size" in tiny|small|default) ;; *) echo "prepare.sh: --size must be tiny, small or default" >&2; exit 1 ;; esac
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+repo="$(cd ../../.. && pwd)"
+if [ -x "$repo/.venv/bin/python" ]; then python="$repo/.venv/bin/python"; else python=python3; fi
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+
+t_start=$(date +%s)
+log() { echo "[prepare $(date '+%H:%M:%S') +$(( $(date +%s) - t_start ))s] $*"; }
+run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+timed() {  # timed <stage> <description> <command...>
+  local n="$1" what="$2" t0; shift 2
+  t0=$(date +%s)
+  log "stage $n: $what"
+  "$@"
+  log "stage $n done in $(( $(date +%s) - t0 ))s"
+}
+
+mkdir -p "$data"
+lang="$data/lang_bpe_${vocab_size}"
+tag="size-${size}_seed-${seed}"
+
+stage0() { "$python" -m asr_kd.corpus.text download --dir "$download"; }
+stage1() {
+  if [ -f "$data/text/.done_seed-${seed}" ]; then log "stage 1: $data/text exists; skipping"; return; fi
+  rm -f "$data"/text/.done_*
+  "$python" -m asr_kd.corpus.text prepare --download-dir "$download" --out-dir "$data/text" --seed "$seed"
+  touch "$data/text/.done_seed-${seed}"
+}
+stage2() {
+  if [ -f "$data/synth/.done_${tag}" ]; then log "stage 2: $data/synth ($tag) exists; skipping"; return; fi
+  rm -f "$data"/synth/.done_*
+  "$python" -m asr_kd.corpus.synth synthesize --text-dir "$data/text" --out-dir "$data/synth" \
+    --size "$size" --seed "$seed" --nj "$nj"
+  touch "$data/synth/.done_${tag}"
+}
+stage3() {
+  if [ -f "$data/manifests/.done_${tag}" ]; then log "stage 3: $data/manifests ($tag) exists; skipping"; return; fi
+  rm -f "$data"/manifests/.done_*
+  "$python" -m asr_kd.corpus.synth manifests --synth-dir "$data/synth" --out-dir "$data/manifests"
+  touch "$data/manifests/.done_${tag}"
+}
+stage4() {
+  local force=()
+  "$python" -m asr_kd.corpus.transcripts "$data/manifests/synth_supervisions_train.jsonl.gz" \
+    --out "$lang/transcript_words.txt"
+  if [ -f "$lang/bpe.model" ] && [ "$lang/transcript_words.txt" -nt "$lang/bpe.model" ]; then force=(--force); fi
+  "$python" -m asr_kd.bin.prepare_lang --text "$lang/transcript_words.txt" --lang-dir "$lang" \
+    --vocab-size "$vocab_size" "${force[@]}"
+}
+stage5() {
+  if [ "$precompute_fbank" != true ]; then log "stage 5: --precompute-fbank false; features are computed on the fly"; return; fi
+  if [ -f "$data/fbank/.done_${tag}" ]; then log "stage 5: $data/fbank ($tag) exists; skipping"; return; fi
+  rm -rf "$data/fbank"
+  "$python" -m asr_kd.corpus.features --in-dir "$data/manifests" --out-dir "$data/fbank" \
+    --prefix synth --splits train dev test --nj "$nj"
+  touch "$data/fbank/.done_${tag}"
+}
+
+log "size=$size seed=$seed vocab_size=$vocab_size nj=$nj stages $stage..$stop_stage, python=$python"
+if run_stage 0; then timed 0 "download text sources into $download" stage0; fi
+if run_stage 1; then timed 1 "normalise and split the text" stage1; fi
+if run_stage 2; then timed 2 "synthesise ($size) with espeak-ng" stage2; fi
+if run_stage 3; then timed 3 "Lhotse manifests" stage3; fi
+if run_stage 4; then timed 4 "BPE model ($vocab_size) and lexicons in $lang" stage4; fi
+if run_stage 5; then timed 5 "fbank features" stage5; fi
+log "all done"
