@@ -1,11 +1,10 @@
-import itertools
 import math
-from collections import defaultdict
 
 import pytest
 import torch
 
 from asr_kd.decoding.transducer import modified_beam_search, transducer_greedy_search
+from decoding_bruteforce import brute_force_one_sym, ref_greedy
 
 D, P, J = 3, 4, 5
 
@@ -41,38 +40,6 @@ class ToyJoiner(torch.nn.Module):
 
     def forward(self, e, p):
         return torch.tanh(e + p) @ self.wo
-
-
-def _frame_logp(pred, joiner, enc_t, tokens):
-    c = pred.context_size
-    ctx = ([0] * c + list(tokens))[-c:]
-    e = joiner.enc_proj(enc_t[None])
-    p = joiner.pred_proj(pred(torch.tensor([ctx]), need_pad=False)[:, -1])
-    return joiner(e, p).log_softmax(-1)[0]
-
-
-def ref_greedy(pred, joiner, enc, T, max_sym):
-    hyp = []
-    for t in range(T):
-        for _ in range(max_sym):
-            lp = _frame_logp(pred, joiner, enc[t], hyp)
-            v = int(lp.argmax())
-            if v == 0:
-                break
-            hyp.append(v)
-    return hyp
-
-
-def brute_force_one_sym(pred, joiner, enc, T, V):
-    acc = defaultdict(list)
-    for path in itertools.product(range(V), repeat=T):
-        toks, total = [], 0.0
-        for t, v in enumerate(path):
-            total += _frame_logp(pred, joiner, enc[t], toks)[v].item()
-            if v != 0:
-                toks.append(v)
-        acc[tuple(toks)].append(total)
-    return {k: torch.tensor(v, dtype=torch.float64).logsumexp(0).item() for k, v in acc.items()}
 
 
 def _setup(V=3, N=3, T=4, seed=0):
