@@ -11,8 +11,8 @@ Batch schema (the one place it is written down)::
             "tokens":     list[list[int]] (N)   token ids, only when the dataset has a tokenizer
             "token_lens": LongTensor (N,)       len(tokens[i]), only with a tokenizer
         },
-        "skipped":      list[tuple[str, str]]   (cut_id, reason) of the sampler's cuts dropped from
-                                                this batch (on_error="skip"); [] otherwise
+        "skipped":      list[dict]              {"cut_id": str, "reason": str} for each of the sampler's
+                                                cuts dropped from this batch (on_error="skip"), else []
         "cuts":         CutSet (N)              only when return_cuts=True
     }
 
@@ -92,11 +92,11 @@ class AsrDataset(torch.utils.data.Dataset):
         self.stats = FilterStats(name)
 
     # ------------------------------------------------------------------ error handling
-    def _bad(self, err: BadCutError, skipped: list[tuple[str, str]]) -> None:
+    def _bad(self, err: BadCutError, skipped: list[dict]) -> None:
         if self.on_error == "raise":
             raise err
         self.stats.drop(err.cut_id, err.reason, err.detail)
-        skipped.append((err.cut_id, err.reason))
+        skipped.append({"cut_id": err.cut_id, "reason": err.reason})
 
     def _diagnose(self, cut: Cut) -> Optional[BadCutError]:
         """Why the input strategy fails on ``cut`` alone (None if it does not fail)."""
@@ -120,7 +120,7 @@ class AsrDataset(torch.utils.data.Dataset):
         return inputs, input_lens, loaded
 
     def _load_inputs(
-        self, cuts: CutSet, skipped: list[tuple[str, str]]
+        self, cuts: CutSet, skipped: list[dict]
     ) -> tuple[torch.Tensor, torch.Tensor, CutSet]:
         try:
             inputs, input_lens, loaded = self._run_strategy(cuts)
@@ -157,7 +157,7 @@ class AsrDataset(torch.utils.data.Dataset):
     # ------------------------------------------------------------------ main
     def __getitem__(self, cuts: CutSet) -> dict:
         cuts = cuts.sort_by_duration(ascending=False)
-        skipped: list[tuple[str, str]] = []
+        skipped: list[dict] = []
 
         # 1. transcripts (cheap, so first)
         texts, tokens, good = {}, {}, []

@@ -43,12 +43,16 @@ class FilterStats:
     def keep(self, n: int = 1) -> None:
         self.kept += n
 
-    def drop(self, cut_id: str, reason: str, detail: Optional[str] = None) -> None:
+    def drop(
+        self, cut_id: str, reason: str, detail: Optional[str] = None, log_it: bool = True
+    ) -> None:
         """Count one dropped cut and log its id, reason and detail at ``per_cut_level``."""
         self.dropped[reason] += 1
         ids = self.examples.setdefault(reason, [])
         if len(ids) < self.max_examples:
             ids.append(cut_id)
+        if not log_it:
+            return
         log.log(
             self.per_cut_level,
             "%s: dropping cut %s (%s)%s",
@@ -57,6 +61,14 @@ class FilterStats:
             reason,
             f": {detail}" if detail else "",
         )
+
+    def add_skipped(self, skipped: list[dict]) -> None:
+        """Count a batch's ``batch["skipped"]`` entries (already logged by the worker that made it).
+
+        Typical use in a training loop: ``train_stats.add_skipped(batch["skipped"])``.
+        """
+        for item in skipped:
+            self.drop(item["cut_id"], item["reason"], log_it=False)
 
     def merge(self, other: "FilterStats") -> "FilterStats":
         """Add ``other``'s counts into this object (e.g. from several workers); returns self."""

@@ -88,7 +88,7 @@ def check_on_error(on_error: str) -> OnError:
     return on_error  # type: ignore[return-value]
 
 
-def _short(exc: BaseException, max_chars: int = 300) -> str:
+def _short(exc: BaseException, max_chars: int = 400) -> str:
     """A one-line description of ``exc`` (Lhotse's audio errors span many lines)."""
     m = re.search(r"diff=(-?\d+), audio.shape=\(\d+, (\d+)\)", str(exc))
     if m:  # Lhotse's "number of declared samples ... diverged" message
@@ -97,6 +97,10 @@ def _short(exc: BaseException, max_chars: int = 300) -> str:
             f"the file has {got} samples but the manifest declares {got + diff} "
             "(truncated or modified after the manifest was made)"
         )
+    m = re.search(r"Exception #0 \([^)]*\): <class '([^']+)'>: (.+)", str(exc))
+    if m:  # Lhotse's "Reading audio from ... failed" message: keep the first backend's reason
+        text = f"cannot decode the audio ({m.group(1).rsplit('.', 1)[-1]}: {m.group(2).strip()})"
+        return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     text = " | ".join(lines[:2]) if lines else type(exc).__name__
     return text if len(text) <= max_chars else text[: max_chars - 3] + "..."

@@ -117,3 +117,13 @@ def test_filter_stats_merge_and_dict():
         "examples": {"too_long": ["x", "y0"], "empty_text": ["z"]},
     }
     assert a.num_seen == 9
+
+
+def test_filter_stats_add_skipped_counts_without_relogging(caplog):
+    stats = FilterStats("train")
+    with caplog.at_level(logging.INFO, logger="asr_kd"):
+        stats.add_skipped([{"cut_id": "a", "reason": "corrupt_audio"},
+                           {"cut_id": "b", "reason": "corrupt_audio"}])
+    assert dict(stats.dropped) == {"corrupt_audio": 2}
+    assert stats.examples == {"corrupt_audio": ["a", "b"]}
+    assert caplog.text == ""
