@@ -1,0 +1,25 @@
+"""Python face of the native extension ``asr_kd._C``, each op with a pure-PyTorch reference.
+
+- :func:`frame_kd_loss`: fused frame-level distillation loss (KL / CE between teacher and student
+  posteriors per frame; dense or top-k teacher), with :func:`frame_kd_loss_reference` as the
+  readable ground truth.
+- :func:`native_available`: whether ``asr_kd._C`` is built; :func:`set_backend` /
+  ``ASR_KD_NATIVE=0`` force the PyTorch references everywhere.
+"""
+
+from asr_kd.ops._native import native_available, native_with_cuda
+from asr_kd.ops.frame_kd import (
+    frame_kd_loss,
+    frame_kd_loss_reference,
+    get_backend,
+    set_backend,
+)
+
+__all__ = [
+    "frame_kd_loss",
+    "frame_kd_loss_reference",
+    "get_backend",
+    "native_available",
+    "native_with_cuda",
+    "set_backend",
+]
