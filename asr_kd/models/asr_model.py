@@ -161,6 +161,11 @@ class AsrModel(nn.Module):
             raise KeyError(f"no inter-CTC head at layer {layer}; layers: {self.inter_ctc_layers}")
         return self.ctc if self.inter_ctc_shared else self.inter_ctc[str(layer)]
 
+    def encode(self, x: Tensor, x_lens: Tensor, *, chunk_size: int = -1,
+               left_context: int = -1, **kwargs: Any) -> Any:
+        """Run the encoder only (decoding, KD): x (N, T, F), x_lens (N,) -> ``EncoderOutput``."""
+        return self.encoder(x, x_lens, chunk_size=chunk_size, left_context=left_context, **kwargs)
+
     def forward(
         self,
         x: Tensor,
@@ -191,7 +196,7 @@ class AsrModel(nn.Module):
         """
         if len(tokens) != x.size(0):
             raise ValueError(f"{len(tokens)} token sequences for a batch of {x.size(0)}")
-        enc = self.encoder(x, x_lens, chunk_size=chunk_size, left_context=left_context)
+        enc = self.encode(x, x_lens, chunk_size=chunk_size, left_context=left_context)
         out, out_lens = enc.out, enc.out_lens
         device = out.device
         targets, target_lens = pad_token_lists(tokens, pad=self.blank_id, device=device)
