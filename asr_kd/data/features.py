@@ -17,6 +17,10 @@ default, i.e. ``1 / 32768`` on float audio) only for training if wanted.
 
 Output of ``extractor.extract(samples (num_samples,), sampling_rate)``: ``(T, num_mel_bins)``
 float32, ``T = round(num_samples / (0.01 * sampling_rate))``.
+
+Batches: ``extract_batch`` of both backends gives each waveform exactly the features it gets alone
+(the Lhotse backend is wrapped in :class:`BatchExactFbank`, see there), so on-the-fly training
+features, pre-computed features and single-utterance inference features agree.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import importlib.util
 import logging
 from typing import Literal
 
+import torch
 from lhotse import Fbank, FbankConfig
 from lhotse.features.base import FeatureExtractor
 from lhotse.utils import compute_num_frames
@@ -59,6 +64,39 @@ def resolve_backend(backend: Backend = "auto") -> str:
     if backend not in ("kaldifeat", "lhotse"):
         raise ValueError(f"unknown fbank backend {backend!r}; use 'auto', 'kaldifeat' or 'lhotse'")
     return backend
+
+
+class BatchExactFbank(Fbank):
+    """Lhotse's ``Fbank`` whose ``extract_batch`` equals per-waveform ``extract``.
+
+    Lhotse pads a list of waveforms with zeros and runs them as one ``(N, num_samples)`` tensor; with
+    ``snip_edges=False`` the last frames of a shorter waveform then read those zeros where Kaldi
+    reflects the signal, so its last frame differs from the frame computed alone. Here each waveform
+    is padded with its own mirrored tail instead (Kaldi's reflection rule), which leaves every valid
+    frame exactly as ``extract`` computes it, at the speed of the batched computation.
+    """
+
+    def extract_batch(self, samples, sampling_rate: int, lengths=None):
+        if lengths is not None or not isinstance(samples, (list, tuple)) or len(samples) < 2:
+            return super().extract_batch(samples, sampling_rate, lengths=lengths)
+        assert sampling_rate == self.config.sampling_rate, (
+            f"fbank expects {self.config.sampling_rate} Hz audio, got {sampling_rate} Hz"
+        )
+        as_numpy = not any(isinstance(x, torch.Tensor) for x in samples)
+        waves = [torch.as_tensor(x, dtype=torch.float32).reshape(-1) for x in samples]
+        longest = max(w.numel() for w in waves)
+        padded = torch.zeros(len(waves), longest)
+        for i, w in enumerate(waves):
+            n = w.numel()
+            padded[i, :n] = w
+            tail = w.flip(0)[: min(n, longest - n)]
+            padded[i, n : n + tail.numel()] = tail
+        feats = self.extractor(padded.to(self.device)).cpu()
+        out = [
+            feats[i, : compute_num_frames(w.numel() / sampling_rate, self.frame_shift, sampling_rate)]
+            for i, w in enumerate(waves)
+        ]
+        return [f.numpy() for f in out] if as_numpy else out
 
 
 def make_fbank(
@@ -123,7 +161,7 @@ def make_fbank(
             num_filters=num_mel_bins,
             device=device,
         )
-        extractor = Fbank(config)
+        extractor = BatchExactFbank(config)
     log.debug("fbank backend %s, %d mel bins, dither %g", which, num_mel_bins, dither)
     return extractor
 

@@ -63,10 +63,24 @@ def test_kaldifeat_and_lhotse_backends_agree():
 def test_backend_resolution(monkeypatch):
     monkeypatch.setattr(features, "kaldifeat_available", lambda: False)
     assert resolve_backend("auto") == "lhotse"
-    assert type(make_fbank()).__name__ == "Fbank"
+    assert isinstance(make_fbank(), features.BatchExactFbank)
     with pytest.raises(ImportError, match="kaldifeat"):
         make_fbank(backend="kaldifeat")
     with pytest.raises(ValueError, match="unknown fbank backend"):
         make_fbank(backend="torchaudio")
     monkeypatch.setattr(features, "kaldifeat_available", lambda: True)
     assert resolve_backend("auto") == "kaldifeat"
+
+
+@pytest.mark.parametrize(
+    "backend",
+    ["lhotse", pytest.param("kaldifeat", marks=pytest.mark.skipif(
+        not features.kaldifeat_available(), reason="kaldifeat not installed"))],
+)
+def test_batch_extraction_equals_single(backend):
+    # waveforms of different lengths: the shorter ones must not see the longer ones' padding
+    waves = [synth_signal(0.6 + 0.37 * i, freq=200.0 + 90 * i, seed=i) for i in range(5)]
+    fb = make_fbank(backend=backend)
+    batch = fb.extract_batch(waves, 16000)
+    for wave, feats in zip(waves, batch):
+        np.testing.assert_allclose(feats, fb.extract(wave, 16000), rtol=0, atol=1e-6)
