@@ -34,7 +34,8 @@ def rel_positional_encoding(
     if d_model % 2 != 0:
         raise ValueError(f"d_model must be even, got {d_model}")
     dtype = dtype or torch.get_default_dtype()
-    dist = torch.arange(k_len - 1, -q_len, -1, device=device, dtype=dtype).unsqueeze(1)  # (R, 1)
+    num = max(k_len + q_len - 1, 0)
+    dist = (k_len - 1 - torch.arange(num, device=device, dtype=dtype)).unsqueeze(1)  # (R, 1)
     inv_freq = torch.exp(
         torch.arange(0, d_model, 2, device=device, dtype=dtype) * (-math.log(10000.0) / d_model)
     )
@@ -52,6 +53,8 @@ def rel_shift(x: Tensor, k_len: int) -> Tensor:
     ``Tk - Tq + i - j``. Implemented as a strided view (no copy, no gather index).
     """
     *lead, tq, r = x.shape
+    if tq == 0:
+        return x.new_zeros(*lead, 0, k_len)
     if r != k_len + tq - 1:
         raise ValueError(f"expected {k_len + tq - 1} distances, got {r}")
     x = x.contiguous()

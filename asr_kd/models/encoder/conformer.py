@@ -268,6 +268,16 @@ class ConformerEncoder(Encoder):
         """See :meth:`Encoder.forward`. x: (N, T, F), x_lens: (N,) -> :class:`EncoderOutput` with T'."""
         h, lens = self.subsampling(x, x_lens)
         t = h.size(1)
+        if t == 0:  # every utterance shorter than 7 frames: empty outputs of the right shapes
+            n, heads = h.size(0), self.num_heads
+            empty = h.new_zeros(n, heads, 0, self.d_model // heads)
+            return EncoderOutput(
+                out=h,
+                out_lens=lens,
+                layer_outputs=[h for _ in self.layers],
+                attn=[h.new_zeros(n, heads, 0, 0) for _ in self.layers] if return_attn else None,
+                qkv=[(empty, empty, empty) for _ in self.layers] if return_qkv else None,
+            )
         valid = lengths_to_mask(lens, t)  # (N, T')
         mask = valid.unsqueeze(1) & chunk_attention_mask(t, chunk_size, left_context, h.device).unsqueeze(0)
         pos_emb = rel_positional_encoding(t, t, self.d_model, device=h.device, dtype=h.dtype)
