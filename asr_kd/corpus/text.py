@@ -99,7 +99,7 @@ def wordnet_examples(data_files: Iterable[str | Path]) -> Iterator[str]:
 
 _ATTRIBUTION = re.compile(r"^\s*(--|-- |~~|\u2014)")
 _ENUM = re.compile(r"^\s*(\(?\d+[.)]|[-*•]|[A-Za-z][.)])\s+")
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]*[A-Z])")
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]*[A-Z])")
 _SPEAKER = re.compile(r"^\s*[A-Za-z][\w .'-]{0,20}:\s")  # "Q: ...", "Calvin: ..."
 
 
