@@ -19,6 +19,7 @@ NumPy and torch generators), which also seeds SpecAugment and noise mixing in th
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from itertools import islice
@@ -196,7 +197,7 @@ class AsrDataModule:
         )
         if sampler_state_dict is not None:
             log.info("resuming the training sampler from a saved state")
-            sampler.load_state_dict(sampler_state_dict)
+            sampler.load_state_dict(copy.deepcopy(sampler_state_dict))  # Lhotse pops keys
         return self._loader(self.train_dataset(), sampler)
 
     def valid_dataloader(self, cuts: CutSet) -> torch.utils.data.DataLoader:
