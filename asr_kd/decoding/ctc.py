@@ -14,7 +14,6 @@ pruning rules are spelled out in its docstring so that another implementation ca
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -35,17 +34,6 @@ _NEG_INF = float("-inf")
 TokenBias = Callable[[tuple, int], float]
 """``token_bias(prefix, token) -> float``: a log-domain bonus for extending ``prefix`` (a tuple of
 token ids) by ``token`` (never blank); e.g. context biasing or a shallow-fusion LM."""
-
-
-def _log_add(a: float, b: float) -> float:
-    """``log(exp(a) + exp(b))`` for Python floats, exact for ``-inf`` operands."""
-    if a == _NEG_INF:
-        return b
-    if b == _NEG_INF:
-        return a
-    if a < b:
-        a, b = b, a
-    return a + math.log1p(math.exp(b - a))
 
 
 def ctc_greedy_search(
@@ -110,7 +98,8 @@ def ctc_prefix_beam_search(
         blank_id: the blank token.
         top_k: per-frame candidate limit (None: all tokens).
         prune_threshold: per-frame log-probability window below the frame maximum (None: off).
-        token_bias: optional hook ``(prefix tuple, token) -> float`` added to the ranking score.
+        token_bias: optional hook ``(prefix tuple, token) -> float`` added to the ranking score;
+            it must be deterministic (it may be called again for the same arguments).
         nbest: hypotheses returned per utterance (default ``beam``).
 
     Returns:
@@ -124,70 +113,82 @@ def ctc_prefix_beam_search(
     lens_list = lens.tolist()
     V = lp.size(-1)
 
+    # allowed (frame, token) pairs
+    allowed = torch.ones(lp.shape, dtype=torch.bool)
     if top_k is not None and top_k < V:
-        cand_ids = lp.topk(top_k, dim=-1).indices  # (N, T', top_k)
-        cand_ids = cand_ids.sort(dim=-1).values
-    else:
-        cand_ids = torch.arange(V).expand(lp.shape)  # (N, T', V)
+        allowed = torch.zeros_like(allowed).scatter_(-1, lp.topk(top_k, dim=-1).indices, True)
     if prune_threshold is not None:
-        floor = lp.max(dim=-1, keepdim=True).values - prune_threshold  # (N, T', 1)
-        keep_mask = lp.gather(-1, cand_ids) >= floor
-    else:
-        keep_mask = None
+        allowed &= lp >= lp.max(dim=-1, keepdim=True).values - prune_threshold
+    lp = lp.masked_fill(~allowed, _NEG_INF)
 
     results = []
     for n in range(lp.size(0)):
-        rows = lp[n, : lens_list[n]].tolist()
-        cands = cand_ids[n, : lens_list[n]].tolist()
-        keeps = keep_mask[n, : lens_list[n]].tolist() if keep_mask is not None else None
-        # prefix -> [pb, pnb]; bias: prefix -> accumulated token_bias
-        beams: dict[tuple, list[float]] = {(): [0.0, _NEG_INF]}
-        bias: dict[tuple, float] = {(): 0.0}
-        for t, row in enumerate(rows):
-            frame_cands = cands[t]
-            if keeps is not None:
-                frame_cands = [c for c, k in zip(frame_cands, keeps[t]) if k]
-            nxt: dict[tuple, list[float]] = {}
-            for prefix, (pb, pnb) in beams.items():
-                p_tot = _log_add(pb, pnb)
-                last = prefix[-1] if prefix else None
-                for c in frame_cands:
-                    p = row[c]
-                    if c == blank_id:
-                        e = nxt.setdefault(prefix, [_NEG_INF, _NEG_INF])
-                        e[0] = _log_add(e[0], p_tot + p)
-                        continue
-                    ext = prefix + (c,)
-                    if ext not in bias:
-                        bias[ext] = bias[prefix] + (
-                            float(token_bias(prefix, c)) if token_bias is not None else 0.0
-                        )
-                    if c == last:
-                        e = nxt.setdefault(prefix, [_NEG_INF, _NEG_INF])
-                        e[1] = _log_add(e[1], pnb + p)
-                        e = nxt.setdefault(ext, [_NEG_INF, _NEG_INF])
-                        e[1] = _log_add(e[1], pb + p)
-                    else:
-                        e = nxt.setdefault(ext, [_NEG_INF, _NEG_INF])
-                        e[1] = _log_add(e[1], p_tot + p)
-            ranked = sorted(
-                (
-                    (_log_add(pb, pnb) + bias[g], g)
-                    for g, (pb, pnb) in nxt.items()
-                    if _log_add(pb, pnb) > _NEG_INF
-                ),
-                key=lambda x: (-x[0], x[1]),
-            )[:beam]
-            beams = {g: nxt[g] for _, g in ranked}
-        final = sorted(
-            ((_log_add(pb, pnb), g) for g, (pb, pnb) in beams.items()),
-            key=lambda x: (-(x[0] + bias[x[1]]), x[1]),
-        )[:nbest]
+        prefixes: list[tuple] = [()]
+        pb = torch.zeros(1, dtype=torch.float64)
+        pnb = torch.full((1,), _NEG_INF, dtype=torch.float64)
+        bias = torch.zeros(1, dtype=torch.float64)
+        for t in range(lens_list[n]):
+            row = lp[n, t]  # (V,)
+            K = len(prefixes)
+            last = torch.tensor([g[-1] if g else -1 for g in prefixes])  # (K,)
+            has_last = last >= 0
+            p_tot = torch.logaddexp(pb, pnb)  # (K,)
+            # the prefix itself: through blank, or by repeating its last token
+            stay_pb = p_tot + row[blank_id]
+            stay_pnb = torch.where(has_last, pnb + row[last.clamp(min=0)], _NEG_INF)
+            # extensions g + c, (K, V); c == last(g) needs a blank in between
+            ext = p_tot[:, None] + row[None, :]
+            rows_with_last = has_last.nonzero().flatten()
+            ext[rows_with_last, last[rows_with_last]] = pb[rows_with_last] + row[last[rows_with_last]]
+            ext[:, blank_id] = _NEG_INF
+            # an extension that is already a prefix of the beam adds to that prefix
+            index = {g: k for k, g in enumerate(prefixes)}
+            for k2, g in enumerate(prefixes):
+                k1 = index.get(g[:-1]) if g else None
+                if k1 is not None:
+                    stay_pnb[k2] = torch.logaddexp(stay_pnb[k2], ext[k1, g[-1]])
+                    ext[k1, g[-1]] = _NEG_INF
+            ext_bias = bias[:, None].expand(K, V).clone()
+            if token_bias is not None:
+                for k, c in torch.isfinite(ext).nonzero().tolist():
+                    ext_bias[k, c] += float(token_bias(prefixes[k], c))
+            stay_score = torch.logaddexp(stay_pb, stay_pnb) + bias  # (K,)
+            scores = torch.cat([stay_score, (ext + ext_bias).flatten()])  # (K + K * V,)
+            finite = int(torch.isfinite(scores).sum())
+            if finite == 0:
+                prefixes, pb, pnb, bias = [], pb[:0], pnb[:0], bias[:0]
+                break
+            kth = scores.topk(min(beam, finite)).values[-1]
+            chosen = (scores >= kth).nonzero().flatten().tolist()  # ties at the boundary included
+
+            def key(i: int) -> tuple:
+                g = prefixes[i] if i < K else prefixes[(i - K) // V] + ((i - K) % V,)
+                return (-float(scores[i]), g)
+
+            chosen = sorted(chosen, key=key)[:beam]
+            new_prefixes, new_pb, new_pnb, new_bias = [], [], [], []
+            for i in chosen:
+                if i < K:
+                    new_prefixes.append(prefixes[i])
+                    new_pb.append(stay_pb[i])
+                    new_pnb.append(stay_pnb[i])
+                    new_bias.append(bias[i])
+                else:
+                    k, c = divmod(i - K, V)
+                    new_prefixes.append(prefixes[k] + (c,))
+                    new_pb.append(torch.tensor(_NEG_INF, dtype=torch.float64))
+                    new_pnb.append(ext[k, c])
+                    new_bias.append(ext_bias[k, c])
+            prefixes = new_prefixes
+            pb, pnb, bias = torch.stack(new_pb), torch.stack(new_pnb), torch.stack(new_bias)
+        ctc = torch.logaddexp(pb, pnb).tolist()
+        b = bias.tolist()
+        order = sorted(range(len(prefixes)), key=lambda i: (-(ctc[i] + b[i]), prefixes[i]))[:nbest]
         results.append(
             NBest(
-                tokens=[list(g) for _, g in final],
-                scores=[s + bias[g] for s, g in final],
-                components={"ctc": [s for s, _ in final], "bias": [bias[g] for _, g in final]},
+                tokens=[list(prefixes[i]) for i in order],
+                scores=[ctc[i] + b[i] for i in order],
+                components={"ctc": [ctc[i] for i in order], "bias": [b[i] for i in order]},
             )
         )
     return results

@@ -86,3 +86,79 @@ def brute_force_one_sym(pred, joiner, enc, T, V):
                 toks.append(v)
         acc[tuple(toks)].append(total)
     return {k: torch.tensor(v, dtype=torch.float64).logsumexp(0).item() for k, v in acc.items()}
+
+
+# ---- reference (dict-based, unvectorised) CTC prefix beam search, same semantics ----
+
+
+def _log_add(a, b):
+    if a == -math.inf:
+        return b
+    if b == -math.inf:
+        return a
+    if a < b:
+        a, b = b, a
+    return a + math.log1p(math.exp(b - a))
+
+
+def reference_prefix_beam_search(log_probs, lens, beam, blank_id=0, top_k=None, prune_threshold=None,
+                                 token_bias=None):
+    """Returns per utterance a list of (score, ctc, bias, prefix) best first."""
+    _NEG_INF = -math.inf
+    lp = log_probs.to(torch.float64)
+    V = lp.size(-1)
+    if top_k is not None and top_k < V:
+        cand_ids = lp.topk(top_k, dim=-1).indices.sort(dim=-1).values
+    else:
+        cand_ids = torch.arange(V).expand(lp.shape)
+    keep_mask = None
+    if prune_threshold is not None:
+        keep_mask = lp.gather(-1, cand_ids) >= lp.max(dim=-1, keepdim=True).values - prune_threshold
+    out = []
+    for n in range(lp.size(0)):
+        L = int(lens[n])
+        rows, cands = lp[n, :L].tolist(), cand_ids[n, :L].tolist()
+        keeps = keep_mask[n, :L].tolist() if keep_mask is not None else None
+        beams = {(): [0.0, _NEG_INF]}
+        bias = {(): 0.0}
+        for t, row in enumerate(rows):
+            frame_cands = cands[t]
+            if keeps is not None:
+                frame_cands = [c for c, k in zip(frame_cands, keeps[t]) if k]
+            nxt: dict[tuple, list[float]] = {}
+            for prefix, (pb, pnb) in beams.items():
+                p_tot = _log_add(pb, pnb)
+                last = prefix[-1] if prefix else None
+                for c in frame_cands:
+                    p = row[c]
+                    if c == blank_id:
+                        e = nxt.setdefault(prefix, [_NEG_INF, _NEG_INF])
+                        e[0] = _log_add(e[0], p_tot + p)
+                        continue
+                    ext = prefix + (c,)
+                    if ext not in bias:
+                        bias[ext] = bias[prefix] + (
+                            float(token_bias(prefix, c)) if token_bias is not None else 0.0
+                        )
+                    if c == last:
+                        e = nxt.setdefault(prefix, [_NEG_INF, _NEG_INF])
+                        e[1] = _log_add(e[1], pnb + p)
+                        e = nxt.setdefault(ext, [_NEG_INF, _NEG_INF])
+                        e[1] = _log_add(e[1], pb + p)
+                    else:
+                        e = nxt.setdefault(ext, [_NEG_INF, _NEG_INF])
+                        e[1] = _log_add(e[1], p_tot + p)
+            ranked = sorted(
+                (
+                    (_log_add(pb, pnb) + bias[g], g)
+                    for g, (pb, pnb) in nxt.items()
+                    if _log_add(pb, pnb) > _NEG_INF
+                ),
+                key=lambda x: (-x[0], x[1]),
+            )[:beam]
+            beams = {g: nxt[g] for _, g in ranked}
+        out.append(sorted(
+            ((_log_add(*beams[g]) + bias[g], _log_add(*beams[g]), bias[g], g) for g in beams),
+            key=lambda x: (-x[0], x[3]),
+        ))
+    return out

@@ -146,3 +146,27 @@ def test_prefix_scorer_candidates_subset():
     cands = torch.tensor([[4, 2], [1, 3]])
     sub = scorer.score(state, cands).log_psi
     assert torch.allclose(sub, full.gather(1, cands))
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(
+    "kw",
+    [dict(beam=1), dict(beam=3), dict(beam=5, top_k=3), dict(beam=4, prune_threshold=2.0),
+     dict(beam=4, top_k=2, prune_threshold=1.0)],
+)
+def test_prefix_beam_search_matches_dict_reference(seed, kw):
+    from decoding_bruteforce import reference_prefix_beam_search
+
+    lp = random_log_probs(2, 8, 5, seed=seed)
+    lens = torch.tensor([8, 6])
+
+    def bias(prefix, token):
+        return 0.3 * ((len(prefix) + token) % 3) - 0.2
+
+    for tb in (None, bias):
+        got = ctc_prefix_beam_search(lp, lens, token_bias=tb, **kw)
+        ref = reference_prefix_beam_search(lp, lens, token_bias=tb, **kw)
+        for n in range(2):
+            assert got[n].tokens == [list(r[3]) for r in ref[n]]
+            assert got[n].scores == pytest.approx([r[0] for r in ref[n]], abs=1e-9)
+            assert got[n].components["ctc"] == pytest.approx([r[1] for r in ref[n]], abs=1e-9)
