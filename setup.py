@@ -61,7 +61,7 @@ def extensions_and_cmdclass():
 
     with_cuda = want_cuda(CUDA_HOME, torch.version.cuda)
     sources = rel(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")))
-    cxx = ["-O3", "-fopenmp", "-fvisibility=hidden"]
+    cxx = ["-O3", "-fopenmp", "-fno-trapping-math", "-fvisibility=hidden"]
     extra_link_args = ["-fopenmp"]
     define_macros: list[tuple[str, str | None]] = []
     include_dirs = [os.path.join(ROOT, "csrc")]
