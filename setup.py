@@ -13,7 +13,7 @@ Environment:
     ASR_KD_WITH_CUDA=0|1   force the CUDA part off / on (on without nvcc is an error)
     MAX_JOBS               parallel compile jobs (torch.utils.cpp_extension)
     TORCH_CUDA_ARCH_LIST   CUDA architectures, e.g. "8.0;9.0" (default when building with a CPU
-                           torch: 7.0;8.0;9.0)
+                           torch: 7.5;8.0;9.0)
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def extensions_and_cmdclass():
         libraries.append("cudart")
         extra_compile_args["nvcc"] = ["-O3"]
         if torch.version.cuda is None and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
-            os.environ["TORCH_CUDA_ARCH_LIST"] = "7.0;8.0;9.0"
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "7.5;8.0;9.0"
     print(f"asr_kd setup: building asr_kd._C with_cuda={with_cuda}", file=sys.stderr)
     ext = CppExtension(
         name="asr_kd._C",
