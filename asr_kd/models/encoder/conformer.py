@@ -15,8 +15,7 @@ per-layer cache of the last ``kernel - 1`` depthwise-conv inputs.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -196,10 +195,10 @@ class ConformerStreamState:
     feat_buf: Tensor
     feat_buf_lens: Tensor
     offset: Tensor
-    attn_cache: list[tuple[Tensor, Tensor]] = field(default_factory=list)
-    attn_cache_lens: Tensor | None = None
-    conv_cache: list[Tensor] = field(default_factory=list)
-    finished: Tensor | None = None
+    attn_cache: list[tuple[Tensor, Tensor]]
+    attn_cache_lens: Tensor
+    conv_cache: list[Tensor]
+    finished: Tensor
 
 
 class ConformerEncoder(Encoder):
@@ -367,7 +366,6 @@ class ConformerEncoder(Encoder):
         n = x_chunk.size(0)
         device = x_chunk.device
         final_t = torch.as_tensor(final, dtype=torch.bool, device=device).expand(n)
-        assert state.attn_cache_lens is not None and state.finished is not None
         if bool((state.finished & (x_lens > 0)).any()):
             raise ValueError("input for a stream that was already finalised")
         c, lc = state.chunk_size, state.left_context
