@@ -15,6 +15,24 @@ Determinism: the sampler shuffles with ``seed + epoch`` (call ``train_dl.sampler
 each epoch); DataLoader workers are seeded with ``seed + 100 * worker_id + 100000 * rank`` (Python,
 NumPy and torch generators), which also seeds SpecAugment and noise mixing in the workers. With
 ``num_workers=0`` they use the main process's generators: seed them (e.g. ``lhotse.fix_random_seed``).
+
+Typical use in a training script::
+
+    tok = Tokenizer.from_dir(lang_dir)
+    train = validate_cuts(CutSet.from_file(train_manifest), tok, on_error="skip", audio="exists")
+    train = filter_cuts(train, CutFilter(min_duration=1.0, max_duration=20.0, tokenizer=tok,
+                                         subsampled_frames=conv2d_subsampling_4))
+    dm = AsrDataModule(AsrDataConfig(max_duration=200, on_error="skip"), tokenizer=tok)
+    train_dl = dm.train_dataloader(train, sampler_state_dict=ckpt.get("sampler"))
+    skipped = FilterStats("train batches")
+    for epoch in range(start_epoch, num_epochs):
+        train_dl.sampler.set_epoch(epoch)
+        for batch in train_dl:
+            skipped.add_skipped(batch["skipped"])
+            if batch["inputs"].size(0) == 0:
+                continue
+            ...  # model(batch["inputs"], batch["feature_lens"], batch["supervisions"]["tokens"])
+        skipped.log()
 """
 
 from __future__ import annotations
@@ -23,7 +41,8 @@ import copy
 import logging
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import torch
 from lhotse import CutSet
@@ -57,11 +76,14 @@ class AsrDataConfig:
         on_the_fly_feats: compute fbank from audio (else read pre-computed features from the cuts).
         num_mel_bins: F.
         fbank_backend: ``"auto"`` | ``"kaldifeat"`` | ``"lhotse"`` (see :mod:`asr_kd.data.features`).
+        train_dither: fbank dither of the training features (float audio scale: Kaldi's default
+            dither of 1.0 on int16 samples is ``1 / 32768``); validation and test use 0.
         spec_augment: apply SpecAugment to training batches.
         spec_augment_config: its settings.
         speed_perturb: add 0.9x/1.1x copies of the training cuts (needs on-the-fly features).
         speed_factors: the perturbation factors.
-        noise_cuts: a noise CutSet to mix into training cuts (None = no noise mixing).
+        noise_cuts: a noise CutSet, or the path of its manifest, to mix into training cuts
+            (None = no noise mixing).
         noise_snr: SNR range in dB.
         noise_prob: probability that a training cut gets noise.
         on_error: ``"raise"`` or ``"skip"`` bad cuts in training (validation/test always raise).
@@ -77,11 +99,12 @@ class AsrDataConfig:
     on_the_fly_feats: bool = True
     num_mel_bins: int = 80
     fbank_backend: Backend = "auto"
+    train_dither: float = 0.0
     spec_augment: bool = True
     spec_augment_config: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     speed_perturb: bool = False
     speed_factors: Sequence[float] = (0.9, 1.1)
-    noise_cuts: Optional[CutSet] = None
+    noise_cuts: Union[CutSet, str, Path, None] = None
     noise_snr: tuple[float, float] = (10.0, 20.0)
     noise_prob: float = 0.5
     on_error: OnError = "raise"
@@ -126,10 +149,12 @@ class AsrDataModule:
             )
 
     # ------------------------------------------------------------------ pieces
-    def input_strategy(self) -> BatchIO:
+    def input_strategy(self, dither: float = 0.0) -> BatchIO:
         c = self.config
         if c.on_the_fly_feats:
-            return OnTheFlyFeatures(make_fbank(c.num_mel_bins, backend=c.fbank_backend))
+            return OnTheFlyFeatures(
+                make_fbank(c.num_mel_bins, backend=c.fbank_backend, dither=dither)
+            )
         return PrecomputedFeatures()
 
     def make_sampler(
@@ -177,9 +202,13 @@ class AsrDataModule:
         c = self.config
         transforms = []
         if c.noise_cuts is not None:
-            transforms.append(make_noise_mixer(c.noise_cuts, c.noise_snr, c.noise_prob))
+            noise = c.noise_cuts
+            if not isinstance(noise, CutSet):
+                noise = CutSet.from_file(noise)
+            # CutMix draws noise cuts at random: it needs them in memory
+            transforms.append(make_noise_mixer(noise.to_eager(), c.noise_snr, c.noise_prob))
         return AsrDataset(
-            input_strategy=self.input_strategy(),
+            input_strategy=self.input_strategy(dither=c.train_dither),
             tokenizer=self.tokenizer,
             cut_transforms=transforms,
             spec_augment=SpecAugment(c.spec_augment_config) if c.spec_augment else None,

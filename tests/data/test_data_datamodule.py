@@ -124,6 +124,7 @@ def test_workers_are_seeded_so_augmented_batches_repeat(many_cuts):
 def test_valid_and_test_loaders_are_plain_and_ordered(many_cuts, tiny_tokenizer):
     cfg = _config(spec_augment=True, spec_augment_config=SpecAugmentConfig(p=1.0))
     dm = AsrDataModule(cfg, tokenizer=tiny_tokenizer)
+    many_cuts = many_cuts.subset(first=16)
     v1 = list(dm.valid_dataloader(many_cuts))
     v2 = list(dm.valid_dataloader(many_cuts))
     assert [b["supervisions"]["cut_id"] for b in v1] == [b["supervisions"]["cut_id"] for b in v2]
@@ -163,8 +164,10 @@ def test_noise_mixing_in_training_only(tmp_path, many_cuts):
     from asr_kd.testing import make_noise_cut
 
     noise = CutSet.from_cuts([make_noise_cut(tmp_path, "noise", duration=2.5, amplitude=0.3)])
+    noise.to_file(tmp_path / "noise_cuts.jsonl.gz")
     cuts = many_cuts.subset(first=5)
-    dm = AsrDataModule(_config(noise_cuts=noise, noise_prob=1.0, noise_snr=(0.0, 0.0)))
+    dm = AsrDataModule(_config(noise_cuts=tmp_path / "noise_cuts.jsonl.gz", noise_prob=1.0,
+                               noise_snr=(0.0, 0.0)))
     dm_clean = AsrDataModule(_config())
     noisy = {i: x for b in dm.train_dataloader(cuts)
              for i, x in zip(b["supervisions"]["cut_id"], b["inputs"])}
@@ -178,3 +181,11 @@ def test_noise_mixing_in_training_only(tmp_path, many_cuts):
              for i, x in zip(b["supervisions"]["cut_id"], b["inputs"])}
     for i in clean:
         torch.testing.assert_close(valid[i], clean[i], rtol=0, atol=0)
+
+
+def test_dither_only_in_training(many_cuts):
+    dm = AsrDataModule(_config(train_dither=1.0 / 32768, fbank_backend="lhotse"))
+    assert dm.train_dataset().input_strategy.extractor.config.dither == pytest.approx(1 / 32768)
+    valid = dm.valid_dataloader(many_cuts).dataset
+    assert valid.input_strategy.extractor.config.dither == 0.0
+    assert valid.spec_augment is None
