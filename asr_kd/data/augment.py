@@ -70,7 +70,7 @@ def _randint(low: int, high: int, generator: Optional[torch.Generator]) -> int:
 def sample_spans(
     num: int, max_width: int, size: int, generator: Optional[torch.Generator] = None
 ) -> list[Span]:
-    """``num`` spans ``(start, width)`` with ``width ~ U{0..min(max_width, size)}`` inside ``[0, size)``."""
+    """``num`` spans ``(start, width)`` inside ``[0, size)``, ``width ~ U{0..min(max_width, size)}``."""
     max_width = max(0, min(max_width, size))
     spans = []
     for _ in range(num):

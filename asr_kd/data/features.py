@@ -116,7 +116,7 @@ def make_fbank(
         device: where the features are computed (``"cpu"`` or a CUDA device).
 
     Returns:
-        A Lhotse ``FeatureExtractor`` usable with ``OnTheFlyFeatures`` and ``CutSet.compute_and_store_features``.
+        A Lhotse ``FeatureExtractor``, for ``OnTheFlyFeatures`` or ``CutSet.compute_and_store_features``.
     """
     which = resolve_backend(backend)
     if which == "kaldifeat":

@@ -45,7 +45,11 @@ TOO_FEW_FRAMES = "too_few_frames"
 
 
 def conv2d_subsampling_4(num_frames: int) -> int:
-    """Output frames of two stride-2 3x3 Conv2d layers (icefall's Conv2dSubsampling): ``((T-7)//2+1)//2``."""
+    """``T' = ((T - 7) // 2 + 1) // 2``: icefall's Conv2dSubsampling (3x3 convs, strides 1, 2, 2).
+
+    For another front-end pass its formula, e.g. from an encoder's ``subsampled_lengths``:
+    ``lambda T: int(encoder.subsampled_lengths(torch.tensor([T]))[0])``.
+    """
     return ((num_frames - 7) // 2 + 1) // 2
 
 
