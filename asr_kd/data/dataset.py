@@ -17,8 +17,8 @@ Batch schema (the one place it is written down)::
     }
 
 N: cuts in the batch (rows are sorted by duration, longest first); T: frames of the longest cut;
-F: mel bins. N can be 0 when every cut of a batch was skipped; the training loop must skip such a
-batch (``batch["inputs"].size(0) == 0``).
+F: mel bins. N can be 0 when every cut of a batch was skipped (then T = 0, and F = 0 with pre-computed
+features); the training loop must skip such a batch (``batch["inputs"].size(0) == 0``).
 
 Inputs come from a Lhotse input strategy: ``OnTheFlyFeatures(make_fbank())`` (default) computes fbank
 from audio; ``PrecomputedFeatures()`` reads stored features. Bad inputs (see
@@ -150,8 +150,9 @@ class AsrDataset(torch.utils.data.Dataset):
         return inputs, input_lens, loaded
 
     def _empty_inputs(self) -> torch.Tensor:
+        """``(0, 0, F)``; F is 0 when it cannot be known without a cut (pre-computed features)."""
         extractor = getattr(self.input_strategy, "extractor", None)
-        num_features = extractor.feature_dim(extractor.config.sampling_rate) if extractor else 0
+        num_features = extractor.feature_dim(16000) if extractor is not None else 0
         return torch.zeros(0, 0, num_features)
 
     # ------------------------------------------------------------------ main
