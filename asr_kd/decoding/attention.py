@@ -29,6 +29,7 @@ __all__ = ["attention_beam_search", "attention_rescoring"]
 _NEG_INF = float("-inf")
 
 
+@torch.no_grad()
 def attention_beam_search(
     decoder: Any,
     enc: torch.Tensor,
@@ -83,6 +84,8 @@ def attention_beam_search(
         N :class:`NBest` lists, best first, ``components`` ``{"att": ..., "ctc": ...}`` (the
         unweighted log probabilities, ctc = 0 without CTC).
     """
+    if beam < 1:
+        raise ValueError(f"beam must be >= 1, got {beam}")
     device = enc.device
     N, T, _ = enc.shape
     W = beam

@@ -209,12 +209,14 @@ class CtcPrefixState:
         log_psi: ``(B,)`` log prefix probability of ``g`` (0 for the empty prefix).
         last: ``(B,)`` last token of ``g`` (-1 for the empty prefix).
         utt: ``(B,)`` utterance index of each hypothesis (row of the scorer's ``log_probs``).
+        length: ``(B,)`` number of tokens in ``g``.
     """
 
     r: torch.Tensor
     log_psi: torch.Tensor
     last: torch.Tensor
     utt: torch.Tensor
+    length: torch.Tensor
 
 
 @dataclass
@@ -287,6 +289,7 @@ class CtcPrefixScorer:
             log_psi=torch.zeros(B, dtype=self.x.dtype, device=self.x.device),
             last=torch.full((B,), -1, dtype=torch.long, device=self.x.device),
             utt=utt,
+            length=torch.zeros(B, dtype=torch.long, device=self.x.device),
         )
 
     def score(
@@ -320,7 +323,9 @@ class CtcPrefixScorer:
 
         r = torch.full((T, 2, B, C), _NEG_INF, dtype=y.dtype, device=y.device)
         r[0, 0] = start
-        for t in range(1, T):
+        # g + c needs len(g) + 1 frames: r_t(g + c) is zero for t < len(g), skip those frames
+        first = max(1, int(state.length.min())) if B > 0 else T
+        for t in range(first, T):
             r[t, 0] = torch.logaddexp(r[t - 1, 0], phi[t - 1]) + y[t]
             r[t, 1] = torch.logaddexp(r[t - 1, 0], r[t - 1, 1]) + y_blank[t]
         terms = torch.cat([start[None], phi[:-1] + y[1:]], dim=0)  # (T', B, C)
@@ -343,4 +348,5 @@ class CtcPrefixScorer:
             log_psi=ext.log_psi[hyp_idx, cand_idx],
             last=ext.candidates[hyp_idx, cand_idx],
             utt=ext.parent.utt[hyp_idx],
+            length=ext.parent.length[hyp_idx] + 1,
         )

@@ -114,6 +114,8 @@ def modified_beam_search(
     Returns:
         N :class:`NBest` lists (tokens and log probabilities), best first.
     """
+    if beam < 1:
+        raise ValueError(f"beam must be >= 1, got {beam}")
     N, T, _ = enc.shape
     device = enc.device
     c, blank = int(predictor.context_size), int(predictor.blank_id)
