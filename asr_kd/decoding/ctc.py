@@ -138,8 +138,8 @@ def ctc_prefix_beam_search(
             stay_pnb = torch.where(has_last, pnb + row[last.clamp(min=0)], _NEG_INF)
             # extensions g + c, (K, V); c == last(g) needs a blank in between
             ext = p_tot[:, None] + row[None, :]
-            rows_with_last = has_last.nonzero().flatten()
-            ext[rows_with_last, last[rows_with_last]] = pb[rows_with_last] + row[last[rows_with_last]]
+            rl = has_last.nonzero().flatten()
+            ext[rl, last[rl]] = pb[rl] + row[last[rl]]
             ext[:, blank_id] = _NEG_INF
             # an extension that is already a prefix of the beam adds to that prefix
             index = {g: k for k, g in enumerate(prefixes)}

@@ -133,7 +133,8 @@ def modified_beam_search(
         utt = torch.tensor([n for n, _, _ in flat], device=device)
         logits = joiner(enc_p[utt, t], _pred_proj(predictor, joiner, context))  # (B, V)
         logp = logits.to(torch.float64).log_softmax(dim=-1)
-        logp = logp + torch.tensor([lp for _, _, lp in flat], dtype=torch.float64, device=device)[:, None]
+        prev = torch.tensor([lp for _, _, lp in flat], dtype=torch.float64, device=device)
+        logp = logp + prev[:, None]
         V = logp.size(-1)
         start = 0
         for n in active:

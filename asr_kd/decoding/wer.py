@@ -118,7 +118,8 @@ def compute_wer(
         if compute_cer:
             rc, hc = _chars(r, cer_keep_spaces), _chars(h, cer_keep_spaces)
             i, d, s = _counts(rc, hc)
-            c_ins, c_dels, c_subs, ref_chars = c_ins + i, c_dels + d, c_subs + s, ref_chars + len(rc)
+            c_ins, c_dels, c_subs = c_ins + i, c_dels + d, c_subs + s
+            ref_chars += len(rc)
     res = WerResult(
         wer=_rate(ins + dels + subs, ref_words),
         ins=ins,
@@ -129,7 +130,8 @@ def compute_wer(
     )
     if compute_cer:
         res.cer = _rate(c_ins + c_dels + c_subs, ref_chars)
-        res.char_ins, res.char_dels, res.char_subs, res.num_ref_chars = c_ins, c_dels, c_subs, ref_chars
+        res.char_ins, res.char_dels, res.char_subs = c_ins, c_dels, c_subs
+        res.num_ref_chars = ref_chars
     return res
 
 
@@ -161,7 +163,8 @@ def write_errs(
     subs: Counter = Counter()
     dels: Counter = Counter()
     ins: Counter = Counter()
-    words: dict[str, list[int]] = {}  # word -> [corr, ref_errs, hyp_errs, count_in_ref, count_in_hyp]
+    # word -> [corr, ref_errs, hyp_errs, count_in_ref, count_in_hyp]
+    words: dict[str, list[int]] = {}
 
     def stat(w: str) -> list[int]:
         return words.setdefault(w, [0, 0, 0, 0, 0])

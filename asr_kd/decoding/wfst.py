@@ -260,7 +260,8 @@ def wfst_decode(
     out = []
     for n, T in enumerate(lens.tolist()):
         if T == 0:
-            out.append(NBest(tokens=[[]], scores=[0.0], components={"graph": [0.0], "acoustic": [0.0]}))
+            empty = {"graph": [0.0], "acoustic": [0.0]}
+            out.append(NBest(tokens=[[]], scores=[0.0], components=empty))
             continue
         decodable = kaldi_decoder.DecodableCtc(lp[n, :T].copy())
         decoder.decode(decodable)
