@@ -39,6 +39,7 @@ __all__ = [
     "wrap_model",
     "all_reduce_sum",
     "any_true",
+    "max_over_ranks",
     "all_gather_object",
 ]
 
@@ -130,13 +131,16 @@ def wrap_model(model: torch.nn.Module, info: DistInfo | None = None, **ddp_kwarg
     """Wrap in ``DistributedDataParallel`` when running distributed; otherwise return ``model`` as is.
 
     ``find_unused_parameters`` defaults to ``False``; pass ``True`` for models with optional heads that
-    are skipped on some batches.
+    are skipped on some batches. ``broadcast_buffers`` defaults to ``False``: with it on, every forward
+    is a collective, and a rank that skips a batch (nothing to train on) would hang the others; buffers
+    such as normalisation statistics then stay per rank (rank 0's are checkpointed).
     """
     if not is_distributed():
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     info = info or DistInfo(get_rank(), get_local_rank(), get_world_size())
+    ddp_kwargs.setdefault("broadcast_buffers", False)
     if info.device.type == "cuda":
         ddp_kwargs.setdefault("device_ids", [info.device.index])
         ddp_kwargs.setdefault("output_device", info.device.index)
@@ -157,6 +161,15 @@ def any_true(flag: bool, device: torch.device | str = "cpu") -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def max_over_ranks(value: int, device: torch.device | str = "cpu") -> int:
+    """The largest of the ranks' integer ``value`` s (``value`` itself in a single process)."""
+    if not is_distributed():
+        return int(value)
+    t = torch.tensor([float(value)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
 
 
 def all_gather_object(obj):

@@ -152,12 +152,15 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
 
 
 def batch_cut_ids(batch: Any) -> list[str] | None:
-    """Cut ids of a batch if it carries them: ``batch["cut_ids"]``, ``batch["cuts"]`` or lhotse's
-    ``batch["supervisions"]["cut"]`` (``return_cuts=True``)."""
+    """Cut ids of a batch if it carries them: ``batch["cut_ids"]``, ``batch["supervisions"]["cut_id"]``
+    (asr_kd's dataset), ``batch["cuts"]`` or lhotse's ``batch["supervisions"]["cut"]``."""
     if not isinstance(batch, Mapping):
         return None
     if "cut_ids" in batch:
         return [str(c) for c in batch["cut_ids"]]
+    sup = batch.get("supervisions")
+    if isinstance(sup, Mapping) and "cut_id" in sup:
+        return [str(c) for c in sup["cut_id"]]
     cuts = batch.get("cuts")
     if cuts is None and isinstance(batch.get("supervisions"), Mapping):
         cuts = batch["supervisions"].get("cut")
@@ -229,8 +232,9 @@ class Trainer:
         model: the (possibly DDP-wrapped) model; checkpoints store the unwrapped module.
         optimizer, scheduler: scheduler may be ``None``; it is stepped after each optimiser update and
             gets ``set_epoch(epoch)`` at each epoch start if it has that method.
-        loss_fn: ``(model, batch, step) -> LossOutput | Tensor | (loss, parts, ...)``; the batch has
-            been moved to ``device`` with :func:`move_to_device`.
+        loss_fn: ``(model, batch, step) -> LossOutput | Tensor | (loss, parts, ...) | None``; the batch
+            has been moved to ``device`` with :func:`move_to_device`. ``None`` means "nothing to train
+            on" (e.g. every cut of the batch was dropped): the batch is skipped without counting as bad.
         train_dl: an iterable of batches (typically a ``DataLoader``), re-iterated every epoch.
         sampler: the object that knows the data order (``set_epoch``, optionally ``state_dict`` /
             ``load_state_dict``). Default: ``train_dl.sampler`` if it has ``set_epoch``, else
@@ -300,6 +304,7 @@ class Trainer:
         self._log_acc: dict[str, float] = {}
         self._log_weight = 0.0
         self._last_grad_norm = float("nan")
+        self._stop_requested: str | None = None
 
         self.tb = tb_writer
         if self.tb is None and self.cfg.tensorboard and self.exp_dir is not None and self.is_main:
@@ -402,17 +407,25 @@ class Trainer:
         self.model.train()
         batch = move_to_device(batch, self.device)
         with self._autocast():
-            out = _as_loss_output(self.loss_fn(self.model, batch, self.step), batch)
-        loss = out.loss
-        bad_local = not bool(torch.isfinite(loss.detach()).all())
-        if ddp.any_true(bad_local, device=self.device if self.device.type == "cuda" else "cpu"):
-            if ddp.is_distributed():
-                # DDP's reducer expects a backward after a forward with grad enabled: run a zero one.
-                sum((p * 0.0).sum() for p in self._params()).backward()
+            raw = self.loss_fn(self.model, batch, self.step)
+        out = None if raw is None else _as_loss_output(raw, batch)
+        # status: 0 ok, 1 nothing to train on (loss_fn returned None, e.g. every cut skipped), 2 bad
+        if out is None:
+            status = 1
+        else:
+            status = 0 if bool(torch.isfinite(out.loss.detach()).all()) else 2
+        agreed = ddp.max_over_ranks(status, device=self.device if self.device.type == "cuda" else "cpu")
+        if agreed > 0:
+            # every rank skips together (no backward anywhere, so DDP's gradient all-reduce is not entered)
             self.optimizer.zero_grad(set_to_none=True)
-            self._bad_batch("non-finite loss" if bad_local else "non-finite loss on another rank",
-                            out.cut_ids, _to_float(loss) if loss.numel() == 1 else float("nan"))
+            if agreed == 2:
+                reason = "non-finite loss" if status == 2 else "non-finite loss on another rank"
+                loss_value = _to_float(out.loss) if out is not None and out.loss.numel() == 1 else float("nan")
+                self._bad_batch(reason, out.cut_ids if out is not None else None, loss_value)
+            else:
+                log.debug("step %d: empty batch skipped", self.step)
             return None
+        loss = out.loss
 
         self.scaler.scale(loss).backward()
         if self.scaler.is_enabled():
@@ -551,16 +564,22 @@ class Trainer:
 
     def _limit_reached(self, t0: float) -> str | None:
         c = self.cfg
-        reason = None
-        if c.max_steps is not None and self.step >= c.max_steps:
+        reason = self._stop_requested
+        if reason is not None:
+            pass
+        elif c.max_steps is not None and self.step >= c.max_steps:
             reason = "max_steps"
         elif c.max_minutes is not None and time.monotonic() - t0 >= c.max_minutes * 60.0:
             reason = "max_minutes"
         if ddp.is_distributed():  # the wall clock may differ between ranks: agree
             flag = ddp.any_true(reason is not None, device=self.device if self.device.type == "cuda" else "cpu")
             if flag and reason is None:
-                reason = "max_minutes"
+                reason = "stop requested on another rank"
         return reason
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask :meth:`fit` to stop after the current step and write a checkpoint (signal-handler safe)."""
+        self._stop_requested = reason
 
     def _checkpoint_path(self, kind: str) -> Path:
         assert self.exp_dir is not None

@@ -94,3 +94,11 @@ def test_loss_fn_may_return_tensor_or_tuple():
     t = _trainer(loss=lambda m, b, s: (torch.nn.functional.cross_entropy(m(b["x"]), b["y"]), {"a": 1.0}),
                  max_steps=2)
     assert t.fit()["step"] == 2
+
+
+def test_empty_batch_is_skipped_without_counting():
+    t = _trainer()
+    batch = next(iter(ListBatches()))
+    empty = {k: v[:0] for k, v in batch.items()}
+    assert t.train_step(empty) is None
+    assert t.num_bad_batches == 0 and t.consecutive_bad == 0

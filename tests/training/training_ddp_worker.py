@@ -45,6 +45,10 @@ def run_rank(rank: int, world_size: int, port: int, out_dir: str, nan_rank: int)
         bad = dict(local, x=local["x"] * (float("nan") if rank == nan_rank else 1.0))
         assert trainer.train_step(bad) is None
         assert trainer.num_bad_batches == 1
+        # an empty batch on rank 0 only: every rank skips it, not counted as bad
+        empty = {k: (v[:0] if rank == 0 else v) for k, v in local.items()}
+        assert trainer.train_step(empty) is None
+        assert trainer.num_bad_batches == 1
     stats = trainer.train_step(local)
     assert stats is not None
     ddp.barrier()

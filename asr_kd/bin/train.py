@@ -1,0 +1,230 @@
+"""Train an ASR model from a YAML config; resumes automatically from the latest checkpoint in --exp-dir.
+
+Usage::
+
+    cd egs/synth/ASR
+    # tiny demo model, a few minutes on CPU
+    python -m asr_kd.bin.train --config conf/conformer_ctc_xs.yaml --exp-dir exp/conformer_ctc_xs \\
+        --max-minutes 5
+    # <= 5M params, 60-minute budget on the default corpus; any config key can be overridden
+    python -m asr_kd.bin.train --config conf/conformer_ctc_s.yaml --exp-dir exp/conformer_ctc_s \\
+        --max-minutes 60 optim.lr=1.5e-3 data.max_duration=150
+    # 2 processes (DDP; gloo on CPU, nccl on GPU)
+    torchrun --nproc_per_node 2 -m asr_kd.bin.train --config conf/conformer_ctc_s.yaml --exp-dir exp/ddp
+
+Running the same command again continues the run exactly where its last checkpoint left it (model,
+optimiser, scheduler, sampler position, RNG); ``--no-resume`` refuses to start in a directory that
+already has checkpoints (use a new ``--exp-dir``).
+
+Writes into --exp-dir: ``config.yaml`` (the resolved config), ``train.log``, ``tensorboard/``,
+``checkpoint-<step>.pt`` (every ``training.ckpt_interval`` steps and when a limit stops the run) and
+``epoch-<e>.pt`` (at each epoch end); see :mod:`asr_kd.training.checkpoint`.
+
+Config sections: ``data`` (below), ``model`` (``asr_kd.models.build_asr_model``; ``vocab_size``,
+``blank_id``/``sos_id``/``eos_id`` and ``encoder.input_dim`` are filled in from the lang dir and
+``data.num_mel_bins`` when absent), ``loss`` (``normalize``, ``warm_step``, ``simple_loss_scale``, see
+``asr_kd.training.asr_task``), ``optim``, ``scheduler`` (``asr_kd.training.optim``), ``training``
+(``asr_kd.training.TrainerConfig`` fields plus ``seed``).
+
+``data`` keys: ``manifest_dir``, ``prefix`` (``<prefix>_cuts_<split>.jsonl.gz``), ``train_split``,
+``valid_split``, ``lang_dir``, ``max_valid_cuts`` (first N validation cuts; 0 = all),
+``min_duration`` / ``max_cut_duration`` (length filter, seconds), and every field of
+``asr_kd.data.AsrDataConfig`` (``max_duration``, ``num_buckets``, ``num_workers``, ``spec_augment``,
+``spec_augment_config``, ``speed_perturb``, ``on_error``, ...). Relative paths are relative to the
+working directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from dataclasses import fields
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from asr_kd.training import ddp
+from asr_kd.training.asr_task import AsrLossFn
+from asr_kd.training.checkpoint import find_latest
+from asr_kd.training.config import dump_config, load_config
+from asr_kd.training.optim import build_optimizer, build_scheduler
+from asr_kd.training.trainer import Trainer, TrainerConfig, seed_everything
+
+log = logging.getLogger("asr_kd.bin.train")
+
+_DATA_ONLY_KEYS = ("manifest_dir", "prefix", "train_split", "valid_split", "lang_dir", "max_valid_cuts",
+                   "min_duration", "max_cut_duration")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, required=True, help="experiment YAML")
+    p.add_argument("--exp-dir", type=Path, required=True, help="checkpoints, train.log, tensorboard/")
+    p.add_argument("--max-steps", type=int, help="stop after this many training steps (overrides the config)")
+    p.add_argument("--max-minutes", type=float, help="wall-clock budget of this run's training loop")
+    p.add_argument("--max-epochs", type=int, help="stop after this many epochs")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--no-resume", action="store_true", help="fail if --exp-dir already has checkpoints")
+    p.add_argument("--resume-from", type=Path, help="resume from this checkpoint instead of the latest")
+    p.add_argument("--num-threads", type=int, help="torch intra-op threads (CPU)")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides (YAML values)")
+    return p
+
+
+def setup_logging(exp_dir: Path, rank: int) -> None:
+    fmt = logging.Formatter(f"%(asctime)s %(levelname)s [rank {rank}] %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    console.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    root.addHandler(console)
+    if rank == 0:
+        fh = logging.FileHandler(exp_dir / "train.log")
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+
+
+# ------------------------------------------------------------------------------------------------ pieces
+def resolve_model_config(model_cfg: dict, tokenizer: Any, num_mel_bins: int) -> dict:
+    """Fill in what the lang dir / features determine (vocab size, special ids, input dim)."""
+    m = dict(model_cfg)
+    m.setdefault("vocab_size", int(tokenizer.vocab_size))
+    m.setdefault("blank_id", int(tokenizer.blank_id))
+    m.setdefault("sos_id", int(tokenizer.sos_id))
+    m.setdefault("eos_id", int(tokenizer.eos_id))
+    enc = dict(m.get("encoder") or {"type": "conformer", "preset": "xs"})
+    enc.setdefault("input_dim", int(num_mel_bins))
+    m["encoder"] = enc
+    return m
+
+
+def build_data(data_cfg: dict, tokenizer: Any, encoder: torch.nn.Module, seed: int):
+    """Train and validation DataLoaders from the ``data`` section."""
+    from lhotse import CutSet
+
+    from asr_kd.data import AsrDataConfig, AsrDataModule, CutFilter, SpecAugmentConfig
+
+    d = dict(data_cfg)
+    manifest_dir = Path(d.get("manifest_dir", "data/manifests"))
+    prefix = d.get("prefix", "synth")
+
+    def cuts_of(split: str):
+        path = manifest_dir / f"{prefix}_cuts_{split}.jsonl.gz"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run prepare.sh first (or set data.manifest_dir/prefix)")
+        return CutSet.from_jsonl_lazy(path)
+
+    names = {f.name for f in fields(AsrDataConfig)}
+    kwargs = {k: v for k, v in d.items() if k in names}
+    unknown = set(d) - names - set(_DATA_ONLY_KEYS)
+    if unknown:
+        raise ValueError(f"unknown data config keys {sorted(unknown)}")
+    kwargs.setdefault("seed", seed)
+    if isinstance(kwargs.get("spec_augment_config"), dict):
+        kwargs["spec_augment_config"] = SpecAugmentConfig(**kwargs["spec_augment_config"])
+    dm = AsrDataModule(AsrDataConfig(**kwargs), tokenizer=tokenizer)
+
+    def subsampled(T: int) -> int:
+        return int(encoder.subsampled_lengths(torch.tensor([T]))[0])
+
+    cut_filter = CutFilter(min_duration=d.get("min_duration", 0.5), max_duration=d.get("max_cut_duration", 30.0),
+                           tokenizer=tokenizer, subsampled_frames=subsampled, name="train filters")
+    train_cuts = cuts_of(d.get("train_split", "train")).filter(cut_filter)
+    train_dl = dm.train_dataloader(train_cuts)
+    valid_dl = None
+    if d.get("valid_split", "dev"):
+        valid_cuts = cuts_of(d.get("valid_split", "dev"))
+        n = int(d.get("max_valid_cuts", 0) or 0)
+        valid_cuts = CutSet.from_cuts(islice(valid_cuts, n) if n > 0 else valid_cuts)
+        valid_dl = dm.valid_dataloader(valid_cuts)
+    return train_dl, valid_dl, cut_filter
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    info = ddp.setup_distributed(device=None if args.device == "auto" else args.device)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    exp_dir: Path = args.exp_dir
+    if info.is_main:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+    ddp.barrier()
+    setup_logging(exp_dir, info.rank)
+
+    cfg = load_config(args.config, args.overrides)
+    tcfg = dict(cfg.get("training") or {})
+    for key, val in (("max_steps", args.max_steps), ("max_minutes", args.max_minutes), ("max_epochs", args.max_epochs)):
+        if val is not None:
+            tcfg[key] = val
+    cfg["training"] = tcfg
+    seed = int(tcfg.get("seed", 42))
+
+    latest = args.resume_from or find_latest(exp_dir)
+    if latest is not None and args.no_resume:
+        raise SystemExit(f"{exp_dir} already has checkpoints ({latest.name}) and --no-resume was given")
+
+    from asr_kd.data.tokenizer import Tokenizer
+    from asr_kd.models.asr_model import build_asr_model
+
+    data_cfg = dict(cfg.get("data") or {})
+    tokenizer = Tokenizer.from_dir(data_cfg.get("lang_dir", "data/lang_bpe_500"))
+    cfg["model"] = resolve_model_config(cfg.get("model") or {}, tokenizer, int(data_cfg.get("num_mel_bins", 80)))
+    if info.is_main:
+        dump_config(cfg, exp_dir / "config.yaml")
+    log.info("config %s, exp dir %s, device %s, world size %d", args.config, exp_dir, info.device, info.world_size)
+
+    seed_everything(seed)  # the same initial model on every rank
+    model = build_asr_model(cfg["model"]).to(info.device)
+    num_params = sum(p.numel() for p in model.parameters())
+    log.info("model: %.2fM parameters, heads %s", num_params / 1e6, getattr(model, "enabled_heads", lambda: "?")())
+    encoder = model.encoder
+    model = ddp.wrap_model(model, info, find_unused_parameters=bool(tcfg.get("find_unused_parameters", False)))
+    seed_everything(seed + 1000 * info.rank)  # different augmentation/dropout streams per rank
+
+    optim_cfg = dict(cfg.get("optim") or {})
+    optimizer = build_optimizer(model.parameters(), optim_cfg)
+    scheduler = build_scheduler(optimizer, dict(cfg.get("scheduler") or {}))
+    if "grad_clip" in optim_cfg and "grad_clip" not in tcfg:
+        tcfg["grad_clip"] = optim_cfg["grad_clip"]
+
+    train_dl, valid_dl, cut_filter = build_data(data_cfg, tokenizer, encoder, seed)
+    lcfg = dict(cfg.get("loss") or {})
+    loss_fn = AsrLossFn(
+        weights=lcfg.get("weights"), normalize=lcfg.get("normalize", "utts"),
+        warm_step=int(lcfg.get("warm_step", 0)), simple_loss_scale=float(lcfg.get("simple_loss_scale", 0.5)),
+    )
+    trainer = Trainer(
+        model, optimizer, loss_fn, train_dl, scheduler=scheduler, valid_dl=valid_dl, exp_dir=exp_dir,
+        cfg=TrainerConfig.from_dict(tcfg), config=cfg, device=info.device,
+    )
+    if latest is not None:
+        trainer.resume(latest)
+
+    def on_signal(signum, frame):  # checkpoint and stop cleanly on SIGTERM / Ctrl-C
+        log.warning("signal %d: stopping after this step", signum)
+        trainer.request_stop(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        result = trainer.fit()
+    finally:
+        trainer.close()
+    cut_filter.stats.log()
+    log.info("done: %s", result)
+    if info.is_main:
+        print(f"train: stopped ({result['stopped_because']}) at step {result['step']}, epoch {result['epoch']}; "
+              f"valid {result['last_valid']}; checkpoints in {exp_dir}")
+    ddp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
