@@ -2,7 +2,7 @@
 // computation: log_softmax / gather / sum for the loss and autograd for the student gradient.
 //
 // Usage: test_frame_kd <case>   (ctest runs every case; exit status 0 = pass, 1 = fail)
-// No test framework: CHECK records a failure with its location and the case keeps going.
+// No test framework: EXPECT records a failure with its location and the case keeps going.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -20,10 +20,10 @@ namespace {
 
 int g_failures = 0;
 
-#define CHECK(cond)                                                        \
+#define EXPECT(cond)                                                        \
   do {                                                                     \
     if (!(cond)) {                                                         \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+      std::fprintf(stderr, "%s:%d: EXPECT failed: %s\n", __FILE__, __LINE__, #cond); \
       ++g_failures;                                                        \
     }                                                                      \
   } while (0)
@@ -105,7 +105,7 @@ Result native(const Inputs& in, double tau, bool kl, bool scale_by_t2) {
   if (in.indices.defined()) idx = in.indices;
   auto [loss, ls, lt] =
       asr_kd::frame_kd_forward_cpu(in.student, in.teacher, idx, in.weights, tau, kl, scale_by_t2);
-  CHECK(ls.sizes() == in.weights.sizes() && lt.sizes() == in.weights.sizes());
+  EXPECT(ls.sizes() == in.weights.sizes() && lt.sizes() == in.weights.sizes());
   at::Tensor grad = asr_kd::frame_kd_backward_cpu(in.upstream, in.student, in.teacher, idx,
                                                   in.weights, ls, lt, tau, scale_by_t2);
   return {loss, grad};
@@ -167,13 +167,13 @@ void case_masked() {
   in.weights.zero_();
   in.student.index_put_({1}, std::nan(""));  // padded frames may hold garbage
   const Result r = native(in, 1.0, true, true);
-  CHECK(r.loss.eq(0).all().item<bool>());
-  CHECK(r.grad.eq(0).all().item<bool>());
+  EXPECT(r.loss.eq(0).all().item<bool>());
+  EXPECT(r.grad.eq(0).all().item<bool>());
   Inputs tk = make_inputs(2, 3, 9, at::kFloat, 4, 8);
   tk.weights.zero_();
   const Result r2 = native(tk, 2.0, false, true);
-  CHECK(r2.loss.eq(0).all().item<bool>());
-  CHECK(r2.grad.eq(0).all().item<bool>());
+  EXPECT(r2.loss.eq(0).all().item<bool>());
+  EXPECT(r2.grad.eq(0).all().item<bool>());
 }
 
 void case_ce_no_scale() {
@@ -196,21 +196,21 @@ void case_dispatcher() {
 void case_errors() {
   const Inputs in = make_inputs(2, 3, 8, at::kFloat, 4, 12);
   const std::optional<at::Tensor> none;
-  CHECK(throws([&] { asr_kd::frame_kd_forward_cpu(in.student, in.student, none, in.weights, -1.0, true, true); }));
-  CHECK(throws([&] { asr_kd::frame_kd_forward_cpu(in.student, in.student, none, in.weights, 0.0, true, true); }));
-  CHECK(throws([&] { asr_kd::frame_kd_forward_cpu(in.student, in.student.slice(2, 0, 4), none, in.weights, 1.0, true, true); }));
-  CHECK(throws([&] { asr_kd::frame_kd_forward_cpu(in.student, in.student.to(at::kDouble), none, in.weights, 1.0, true, true); }));
-  CHECK(throws([&] { asr_kd::frame_kd_forward_cpu(in.student, in.student, none, in.weights.t(), 1.0, true, true); }));
+  EXPECT(throws([&] { asr_kd::frame_kd_forward_cpu(in.student, in.student, none, in.weights, -1.0, true, true); }));
+  EXPECT(throws([&] { asr_kd::frame_kd_forward_cpu(in.student, in.student, none, in.weights, 0.0, true, true); }));
+  EXPECT(throws([&] { asr_kd::frame_kd_forward_cpu(in.student, in.student.slice(2, 0, 4), none, in.weights, 1.0, true, true); }));
+  EXPECT(throws([&] { asr_kd::frame_kd_forward_cpu(in.student, in.student.to(at::kDouble), none, in.weights, 1.0, true, true); }));
+  EXPECT(throws([&] { asr_kd::frame_kd_forward_cpu(in.student, in.student, none, in.weights.t(), 1.0, true, true); }));
   // k > V
   const at::Tensor big = at::zeros({2, 3, 9});
   const at::Tensor big_idx = at::zeros({2, 3, 9}, at::kLong);
-  CHECK(throws([&] { asr_kd::frame_kd_forward_cpu(in.student, big, big_idx, in.weights, 1.0, true, true); }));
+  EXPECT(throws([&] { asr_kd::frame_kd_forward_cpu(in.student, big, big_idx, in.weights, 1.0, true, true); }));
   // out-of-range index
   at::Tensor bad = in.indices.clone();
   bad.index_put_({1, 2, 0}, 8);
-  CHECK(throws([&] { asr_kd::frame_kd_forward_cpu(in.student, in.teacher, bad, in.weights, 1.0, true, true); }));
+  EXPECT(throws([&] { asr_kd::frame_kd_forward_cpu(in.student, in.teacher, bad, in.weights, 1.0, true, true); }));
   // the valid call does not throw
-  CHECK(!throws([&] { asr_kd::frame_kd_forward_cpu(in.student, in.teacher, in.indices, in.weights, 1.0, true, true); }));
+  EXPECT(!throws([&] { asr_kd::frame_kd_forward_cpu(in.student, in.teacher, in.indices, in.weights, 1.0, true, true); }));
 }
 
 }  // namespace
