@@ -147,6 +147,32 @@ def test_single_frame_T1(dtype):
         torch.testing.assert_close(g_nat, g_ref, **TOL[dtype])
 
 
+@needs_native
+def test_native_deterministic_across_threads():
+    # frames are independent units of work: the thread count must not change a single bit
+    student, teacher, w = make_inputs(4, 50, 300, torch.float32, "logits", seed=16)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        l1, g1 = loss_and_grad(student, teacher, "native", weights=w, reduction="none")
+        torch.set_num_threads(max(2, old))
+        l2, g2 = loss_and_grad(student, teacher, "native", weights=w, reduction="none")
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(l1, l2) and torch.equal(g1, g2)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("native", marks=needs_native)])
+def test_bool_mask_is_weights(backend):
+    student, teacher, _ = make_inputs(2, 6, 10, torch.float64, "logits", seed=17)
+    mask = torch.rand(2, 6, generator=torch.Generator().manual_seed(0)) > 0.4
+    a = frame_kd_loss(student, teacher, weights=mask, backend=backend)
+    b = frame_kd_loss(student, teacher, weights=mask.double(), backend=backend)
+    torch.testing.assert_close(a, b)
+    expected = frame_kd_loss(student, teacher, reduction="none", backend=backend)[mask].mean()
+    torch.testing.assert_close(a, expected)
+
+
 @pytest.mark.parametrize("backend", ["torch", pytest.param("native", marks=needs_native)])
 @pytest.mark.parametrize("teacher_type", ["logits", "topk"])
 def test_all_frames_masked(backend, teacher_type):
