@@ -40,6 +40,7 @@ import argparse
 import logging
 import signal
 import sys
+import warnings
 from dataclasses import fields
 from itertools import islice
 from pathlib import Path
@@ -110,6 +111,8 @@ def build_data(data_cfg: dict, tokenizer: Any, encoder: torch.nn.Module, seed: i
     from lhotse import CutSet
 
     from asr_kd.data import AsrDataConfig, AsrDataModule, CutFilter, SpecAugmentConfig
+
+    warnings.filterwarnings("ignore", message="You are using DynamicBucketingSampler with an eagerly read CutSet")
 
     d = dict(data_cfg)
     manifest_dir = Path(d.get("manifest_dir", "data/manifests"))
