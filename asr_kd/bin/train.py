@@ -214,12 +214,13 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("signal %d: stopping after this step", signum)
         trainer.request_stop(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         result = trainer.fit()
     finally:
         trainer.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     cut_filter.stats.log()
     log.info("done: %s", result)
     if info.is_main:

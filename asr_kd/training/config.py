@@ -35,7 +35,8 @@ def deep_update(base: dict, other: Mapping[str, Any]) -> dict:
 
 
 def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
-    """Apply ``a.b.c=value`` overrides; values are parsed as YAML (``1e-3``, ``[1, 2]``, ``null``, ``true``)."""
+    """Apply ``a.b.c=value`` overrides; values are parsed as YAML (``[1, 2]``, ``null``, ``true``), and
+    number-like strings such as ``1e-3`` as floats."""
     cfg = copy.deepcopy(cfg)
     for item in overrides:
         if "=" not in item:
@@ -49,8 +50,19 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
             if not isinstance(node.get(p), dict):
                 node[p] = {}
             node = node[p]
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = _parse_value(value)
     return cfg
+
+
+def _parse_value(text: str) -> Any:
+    """YAML value, with numbers YAML 1.1 leaves as strings (``1e-3``, ``2E5``) read as floats."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> dict:
