@@ -62,6 +62,16 @@ def loss_and_grad(student, teacher, backend, upstream=None, **kw):
     return loss.detach(), grad
 
 
+def test_native_extension_is_built():
+    # scripts/install.sh always builds asr_kd._C; a silently missing build would skip half this file
+    import os
+
+    if os.environ.get("ASR_KD_REQUIRE_NATIVE", "1") == "0":
+        pytest.skip("ASR_KD_REQUIRE_NATIVE=0")
+    assert native_available(), "asr_kd._C is not importable: pip install --no-build-isolation -e ."
+    assert hasattr(torch.ops.asr_kd, "frame_kd_forward") and hasattr(torch.ops.asr_kd, "frame_kd_backward")
+
+
 # ----------------------------------------------------------------------------- hand-computed
 
 
