@@ -8,8 +8,8 @@ text lists and the utterance index: it is the same in every process and every ru
 a smaller size is a prefix of the plan of a larger one (so ``--size default`` reuses the wavs of
 ``--size tiny``).
 
-Audio: ``espeak-ng --stdout`` (22.05 kHz) piped into ``sox``, which resamples to 16 kHz mono 16-bit,
-trims leading/trailing silence below -50 dB and pads 0.1 s / 0.15 s. Files are written atomically
+Audio: ``audio/<split>/<id>-<digest>.wav`` (see :func:`wav_path_of`), made by ``espeak-ng --stdout``
+(22.05 kHz) piped into ``sox``, which resamples to 16 kHz mono 16-bit, trims leading/trailing silence below -50 dB and pads 0.1 s / 0.15 s. Files are written atomically
 (temp file + rename); a wav that already exists and reads as 16 kHz mono is skipped, so an
 interrupted run resumes where it stopped. ``--nj`` synthesis jobs run in parallel.
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import logging
 import os
 import random
@@ -175,7 +176,10 @@ def synthesize_one(utt: Utterance, wav_path: str | Path) -> bool:
 
 
 def wav_path_of(audio_dir: str | Path, utt: Utterance) -> Path:
-    return Path(audio_dir) / utt.split / f"{utt.id}.wav"
+    """``<audio_dir>/<split>/<id>-<digest>.wav``; the digest covers voice, speed, pitch and text, so a
+    changed plan (other text lists or seed) never reuses a wav made for different content."""
+    key = f"{utt.voice}|{utt.speed}|{utt.pitch}|{utt.text}".encode()
+    return Path(audio_dir) / utt.split / f"{utt.id}-{hashlib.sha1(key).hexdigest()[:8]}.wav"
 
 
 def synthesize(plan: Sequence[Utterance], audio_dir: str | Path, nj: int = 2) -> int:

@@ -76,6 +76,10 @@ def test_synthesize_resume_and_manifests(tmp_path):
     assert first.stat().st_mtime_ns == mtime
     assert S.wav_is_valid(S.wav_path_of(audio, plan[1]))
     assert not list(audio.rglob("*.tmp.wav"))
+    # a plan with other content for the same id gets a new file, never the old audio
+    changed = S.Utterance(**{**plan[0].__dict__, "text": "A DIFFERENT SENTENCE"})
+    assert S.wav_path_of(audio, changed) != first and S.wav_path_of(audio, changed).name.startswith(changed.id)
+    assert S.synthesize([changed], audio, nj=1) == 1
 
     for split in ("train", "dev"):
         S.write_plan(tmp_path / "synth" / f"plan_{split}.tsv", [u for u in plan if u.split == split])

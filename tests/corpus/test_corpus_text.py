@@ -94,7 +94,7 @@ def test_split_is_disjoint_deterministic_and_order_independent():
 
 def test_prepare_text_end_to_end(debian_root, tmp_path):
     out = tmp_path / "text"
-    splits = T.prepare_text(debian_root, out, num_dev=1, num_test=1, seed=3)
+    splits = T.prepare_text(debian_root, out, num_dev=1, num_test=1, seed=3, min_word_count=1)
     every = splits["train"] + splits["dev"] + splits["test"]
     assert len(every) == len(set(every)) == 9
     assert "I CAN BREATHE BETTER WHEN THE AIR IS CLEAN" in every
@@ -105,8 +105,17 @@ def test_prepare_text_end_to_end(debian_root, tmp_path):
     sources = dict(line.split("\t")[:2] for line in T.read_lines(out / "sources.tsv"))
     assert sources["THE PATIENT IS RESPIRING"] == "wordnet"
     assert sources["A CLASH OF DOCTRINE IS NOT A DISASTER IT IS AN OPPORTUNITY"] == "fortunes"
-    again = T.prepare_text(debian_root, tmp_path / "again", num_dev=1, num_test=1, seed=3)
+    again = T.prepare_text(debian_root, tmp_path / "again", num_dev=1, num_test=1, seed=3, min_word_count=1)
     assert again == splits
+
+
+def test_drop_rare_words():
+    sentences = ["A B C", "A B D", "A C", "B C D", "X A B", "A B C"]
+    # document frequencies: A 4, B 4, C 3, D 2, X 1 (the duplicate counts once)
+    assert T.drop_rare_words(sentences, 1) == sorted(set(sentences))
+    assert T.drop_rare_words(sentences, 2) == ["A B C", "A B D", "A C", "B C D"]
+    assert T.drop_rare_words(sentences, 3) == ["A B C", "A C"]
+    assert T.drop_rare_words(sentences, 5) == []
 
 
 def test_prepare_text_without_sources(tmp_path):
