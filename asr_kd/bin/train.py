@@ -40,6 +40,7 @@ import argparse
 import logging
 import signal
 import sys
+import time
 import warnings
 from dataclasses import fields
 from itertools import islice
@@ -66,7 +67,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, required=True, help="experiment YAML")
     p.add_argument("--exp-dir", type=Path, required=True, help="checkpoints, train.log, tensorboard/")
     p.add_argument("--max-steps", type=int, help="stop after this many training steps (overrides the config)")
-    p.add_argument("--max-minutes", type=float, help="wall-clock budget of this run's training loop")
+    p.add_argument("--max-minutes", type=float, help="wall-clock budget of this invocation (set-up included); "
+                   "training stops before a step would cross it and writes a checkpoint")
     p.add_argument("--max-epochs", type=int, help="stop after this many epochs")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     p.add_argument("--no-resume", action="store_true", help="fail if --exp-dir already has checkpoints")
@@ -151,6 +153,7 @@ def build_data(data_cfg: dict, tokenizer: Any, encoder: torch.nn.Module, seed: i
 
 
 def main(argv: list[str] | None = None) -> int:
+    t_start = time.monotonic()  # --max-minutes counts from here (set-up included)
     args = get_parser().parse_args(argv)
     info = ddp.setup_distributed(device=None if args.device == "auto" else args.device)
     if args.num_threads:
@@ -216,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        result = trainer.fit()
+        result = trainer.fit(start_time=t_start)
     finally:
         trainer.close()
         for sig, handler in previous.items():

@@ -305,6 +305,7 @@ class Trainer:
         self._log_weight = 0.0
         self._last_grad_norm = float("nan")
         self._stop_requested: str | None = None
+        self._last_step_seconds = 0.0
 
         self.tb = tb_writer
         if self.tb is None and self.cfg.tensorboard and self.exp_dir is not None and self.is_main:
@@ -569,7 +570,9 @@ class Trainer:
             pass
         elif c.max_steps is not None and self.step >= c.max_steps:
             reason = "max_steps"
-        elif c.max_minutes is not None and time.monotonic() - t0 >= c.max_minutes * 60.0:
+        elif c.max_minutes is not None and (
+            time.monotonic() - t0 + self._last_step_seconds >= c.max_minutes * 60.0
+        ):  # stop when the next step would likely end past the budget
             reason = "max_minutes"
         if ddp.is_distributed():  # the wall clock may differ between ranks: agree
             flag = ddp.any_true(reason is not None, device=self.device if self.device.type == "cuda" else "cpu")
@@ -594,12 +597,15 @@ class Trainer:
         if self.is_main:
             remove_old_checkpoints(self.exp_dir, self.cfg.keep_last, self.cfg.keep_last_epochs)
 
-    def fit(self) -> dict[str, Any]:
+    def fit(self, start_time: float | None = None) -> dict[str, Any]:
         """Train until ``max_steps`` / ``max_epochs`` / ``max_minutes``; returns a summary dict with
-        ``step``, ``epoch``, ``stopped_because``, ``num_bad_batches``, ``last_valid``, ``train_seconds``."""
+        ``step``, ``epoch``, ``stopped_because``, ``num_bad_batches``, ``last_valid``, ``train_seconds``.
+
+        ``start_time``: ``time.monotonic()`` value the ``max_minutes`` budget counts from (default: now;
+        the train CLI passes its own start so that set-up time counts too)."""
         c = self.cfg
-        t0 = time.monotonic()
-        t_last = t0
+        t0 = time.monotonic() if start_time is None else float(start_time)
+        t_last = time.monotonic()
         show_bar = c.progress_bar if c.progress_bar is not None else sys.stderr.isatty()
         bar = None
         if show_bar and self.is_main:
@@ -616,6 +622,7 @@ class Trainer:
                     self.batches_consumed += 1
                     now = time.monotonic()
                     self.train_seconds += now - t_last
+                    self._last_step_seconds = now - t_last
                     t_last = now
                     if bar is not None:
                         bar.update(1)
