@@ -66,3 +66,24 @@ def test_train_resume_average(recipe, tmp_path):
     from asr_kd.training import load_checkpoint
 
     load_checkpoint(exp / "avg.pt", model=model)
+
+
+@pytest.mark.slow
+def test_train_under_torchrun(recipe, tmp_path):
+    """Two gloo processes through torchrun: rank 0 writes the checkpoint and the log."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    exp = tmp_path / "exp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "asr_kd.bin.train", "--config", str(recipe / "conf.yaml"), "--exp-dir", str(exp), "--max-steps", "2",
+           "--device", "cpu"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ck = torch.load(exp / "checkpoint-2.pt", weights_only=True)
+    assert ck["meta"]["world_size"] == 2 and len(ck["rng"]["per_rank"]) == 2
+    assert "world size 2" in (exp / "train.log").read_text()
