@@ -23,7 +23,7 @@ import torch
 
 from .trainer import LossOutput
 
-__all__ = ["AsrLossFn"]
+__all__ = ["AsrLossFn", "load_asr_model"]
 
 _NORMALISERS = {"utts": "num_utts", "frames": "num_frames", "tokens": "num_tokens"}
 _COUNTS = ("num_frames", "num_tokens", "num_utts", "num_masked")
@@ -85,3 +85,23 @@ class AsrLossFn:
         parts = {k: (v.detach().float() / norm) for k, v in losses.items()
                  if k not in _COUNTS and isinstance(v, torch.Tensor) and v.dim() == 0}
         return LossOutput(loss=total / norm, parts=parts, num_frames=float(norm), cut_ids=cut_ids)
+
+
+def load_asr_model(path, device: str | torch.device = "cpu", strict: bool = True):
+    """Rebuild an ``AsrModel`` from a checkpoint's stored config and load its weights (eval mode).
+
+    Works for training checkpoints and for the output of ``asr_kd.bin.average``. Returns
+    ``(model, config)``; ``config`` is the full experiment config (``config["data"]`` has the
+    manifest dir, prefix, lang dir and feature settings the model was trained with).
+    """
+    from asr_kd.models.asr_model import build_asr_model
+
+    from .checkpoint import _strip_module_prefix
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    config = ckpt.get("config") or {}
+    if "model" not in config:
+        raise ValueError(f"{path}: the checkpoint has no model config (config['model'])")
+    model = build_asr_model(config["model"])
+    model.load_state_dict(_strip_module_prefix(ckpt["model"]), strict=strict)
+    return model.to(device).eval(), config
