@@ -49,6 +49,7 @@ __all__ = [
     "ConstantScheduler",
     "OPTIMIZERS",
     "SCHEDULERS",
+    "ScaledAdamLite",
 ]
 
 
@@ -72,7 +73,9 @@ def _param_groups(params: Iterable, weight_decay: float, no_decay_1d: bool) -> l
 def build_optimizer(params: Iterable, cfg: Mapping[str, Any] | None = None) -> torch.optim.Optimizer:
     """Optimiser from a config dict.
 
-    Keys: ``name`` (``adamw`` default, ``adam``, ``sgd``), ``lr`` (peak lr, default 2e-3),
+    Keys: ``name`` (``adamw`` default, ``adam``, ``sgd``, ``scaled_adam`` = :class:`ScaledAdamLite`, whose
+    lr is a relative step, typically 0.03-0.05, with ``scalar_lr_scale``, ``param_min_rms``,
+    ``param_max_rms``), ``lr`` (peak lr, default 2e-3),
     ``weight_decay`` (default 1e-2 for AdamW), ``betas`` (default [0.9, 0.98]), ``eps`` (1e-8),
     ``momentum`` (SGD), ``no_decay_1d`` (default True: no weight decay on biases and norm gains).
     Unknown keys are ignored (``grad_clip`` and scheduler keys may live in the same dict).
@@ -82,8 +85,14 @@ def build_optimizer(params: Iterable, cfg: Mapping[str, Any] | None = None) -> t
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose from {sorted(OPTIMIZERS)}")
     lr = float(cfg.get("lr", 2e-3))
-    wd = float(cfg.get("weight_decay", 1e-2 if name == "adamw" else 0.0))
+    wd = float(cfg.get("weight_decay", 1e-2 if name == "adamw" else 0.0)) if name != "scaled_adam" else 0.0
     groups = _param_groups(params, wd, bool(cfg.get("no_decay_1d", True)))
+    if name == "scaled_adam":  # no weight decay: the clamped RMS bounds each tensor's scale
+        return ScaledAdamLite(
+            groups, lr=float(cfg.get("lr", 0.045)), betas=tuple(float(b) for b in cfg.get("betas", (0.9, 0.98))),
+            eps=float(cfg.get("eps", 1e-8)), scalar_lr_scale=float(cfg.get("scalar_lr_scale", 0.1)),
+            param_min_rms=float(cfg.get("param_min_rms", 1e-5)), param_max_rms=float(cfg.get("param_max_rms", 3.0)),
+        )
     if name in ("adamw", "adam"):
         betas = tuple(float(b) for b in cfg.get("betas", (0.9, 0.98)))
         cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
@@ -91,7 +100,74 @@ def build_optimizer(params: Iterable, cfg: Mapping[str, Any] | None = None) -> t
     return torch.optim.SGD(groups, lr=lr, momentum=float(cfg.get("momentum", 0.9)))
 
 
-OPTIMIZERS = ("adamw", "adam", "sgd")
+OPTIMIZERS = ("adamw", "adam", "sgd", "scaled_adam")
+
+
+class ScaledAdamLite(torch.optim.Optimizer):
+    """Adam whose step size is relative to each tensor's RMS, plus a learned per-tensor scale.
+
+    The idea of icefall's ScaledAdam in a small form (no batched kernels, no internal clipping; use
+    ``clip_grad_norm``). For a tensor ``p`` with more than one element:
+
+    * direction ``d = m̂ / (sqrt(v̂) + eps)`` (bias-corrected Adam moments of the gradient);
+    * ``p -= lr * rms(p) * d`` with ``rms(p)`` clamped to ``[param_min_rms, param_max_rms]``: every
+      tensor changes by about ``lr`` *relative* to its own size, whatever its scale;
+    * its overall scale ``log r`` follows Adam on ``g_r = <grad, p>`` (the gradient w.r.t. ``log r``)
+      with learning rate ``lr * scalar_lr_scale``: ``p *= exp(-lr * scalar_lr_scale * d_r)``.
+
+    Scalars (one element) get plain Adam with learning rate ``lr * scalar_lr_scale``. Typical peak lr:
+    0.03 - 0.05 (a relative change per step). No weight decay (the clamped RMS bounds the scale).
+    """
+
+    def __init__(self, params, lr: float = 0.045, betas=(0.9, 0.98), eps: float = 1e-8,
+                 scalar_lr_scale: float = 0.1, param_min_rms: float = 1e-5, param_max_rms: float = 3.0):
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, scalar_lr_scale=scalar_lr_scale,
+                        param_min_rms=param_min_rms, param_max_rms=param_max_rms)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
+            slr = lr * group["scalar_lr_scale"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad.float()
+                st = self.state[p]
+                if not st:
+                    st["step"] = torch.zeros((), dtype=torch.float32)
+                    st["exp_avg"] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
+                    st["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
+                    if p.numel() > 1:
+                        st["scale_exp_avg"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                        st["scale_exp_avg_sq"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                st["step"] += 1
+                t = float(st["step"])
+                bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
+                m, v = st["exp_avg"], st["exp_avg_sq"]
+                m.mul_(b1).add_(g, alpha=1.0 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+                direction = (m / bc1) / ((v / bc2).sqrt() + eps)
+                if p.numel() == 1:
+                    p.add_(direction.to(p.dtype), alpha=-slr)
+                    continue
+                pf = p.float()
+                # scale: gradient w.r.t. log r where p = r * p_unit
+                gs = (g * pf).sum()
+                sm, sv = st["scale_exp_avg"], st["scale_exp_avg_sq"]
+                sm.mul_(b1).add_(gs, alpha=1.0 - b1)
+                sv.mul_(b2).addcmul_(gs, gs, value=1.0 - b2)
+                scale_dir = (sm / bc1) / ((sv / bc2).sqrt() + eps)
+                rms = pf.pow(2).mean().sqrt().clamp(group["param_min_rms"], group["param_max_rms"])
+                new = pf - lr * rms * direction
+                new = new * torch.exp(-slr * scale_dir)
+                p.copy_(new.to(p.dtype))
+        return loss
 
 
 def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float | None) -> torch.Tensor:

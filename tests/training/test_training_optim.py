@@ -79,3 +79,28 @@ def test_clip_grad_norm():
     assert float(p.grad.norm()) == pytest.approx(3.0, rel=1e-5)
     p.grad = torch.tensor([float("nan"), 1.0, 1.0, 1.0])
     assert not math.isfinite(float(clip_grad_norm([p], 1.0)))
+
+
+def test_scaled_adam_lite_trains_and_checkpoints():
+    torch.manual_seed(0)
+    x = torch.randn(64, 8)
+    w_true = torch.randn(8, 3)
+    y = x @ w_true
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    opt = build_optimizer(model.parameters(), {"name": "scaled_adam", "lr": 0.03})
+    sched = build_scheduler(opt, {"name": "noam", "warmup_steps": 10})
+    first = None
+    for _ in range(200):
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        first = first if first is not None else loss.item()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        sched.step()
+    assert loss.item() < 0.2 * first
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    opt2 = build_optimizer(model.parameters(), {"name": "scaled_adam"})
+    opt2.load_state_dict(torch.load(buf, weights_only=True))
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
