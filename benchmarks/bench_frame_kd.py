@@ -5,10 +5,13 @@ For each teacher form (dense logits, top-k log-probs) and backend, measures
 
 - time: forward + backward of ``frame_kd_loss(..., reduction="mean")``, median of ``--repeats``
   runs after one warm-up, in this process;
-- peak extra memory: in a fresh subprocess per (variant, backend): the inputs are allocated, the
+- peak extra memory: in a fresh subprocess per (variant, backend), run with
+  ``MALLOC_MMAP_THRESHOLD_=65536`` so that every large buffer is its own mmap, returned to the
+  system when freed (without it glibc's dynamic threshold keeps freed 32 MB buffers resident and
+  later allocations reuse them unseen): the inputs are allocated, free memory is trimmed, the
   peak-RSS counter is reset to the current RSS (``/proc/self/clear_refs`` = 5), one forward +
   backward runs, and the extra is ``VmHWM - RSS before``. It includes the (N, T, V) student
-  gradient, which both backends must produce (32 MiB at the default shape).
+  gradient, which both backends must produce (30.5 MiB at the default shape).
 
 Prints a markdown table with the machine description. Usage::
 
@@ -19,6 +22,7 @@ Prints a markdown table with the machine description. Usage::
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import platform
@@ -86,6 +90,10 @@ def measure_memory_child(args, variant: str, backend: str) -> None:
     s, t, tt = make_inputs(small, variant)
     step(s, t, tt, backend, args.temperature)
     student, teacher, tt = make_inputs(args, variant)
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
     with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM to the current RSS
         f.write("5")
     before = _status_kib("VmRSS")
@@ -100,7 +108,8 @@ def measure_memory(args, variant: str, backend: str) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--_child", variant, backend,
            "--N", str(args.N), "--T", str(args.T), "--V", str(args.V), "--k", str(args.k),
            "--threads", str(args.threads), "--temperature", str(args.temperature)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
