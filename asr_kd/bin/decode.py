@@ -1,0 +1,172 @@
+"""Decode a test split with a trained model; write icefall-style recogs/errs files, print WER, CER, RTF.
+
+Usage::
+
+    cd egs/synth/ASR
+    python -m asr_kd.bin.decode --exp-dir exp/conformer_ctc_xs --method ctc-greedy --split test
+    python -m asr_kd.bin.decode --exp-dir exp/conformer_ctc_s --checkpoint exp/conformer_ctc_s/averaged.pt \\
+        --method ctc-prefix-beam --beam 10 --split dev --split test
+    # several methods in one run (the encoder output is recomputed per method: RTFs stay comparable)
+    python -m asr_kd.bin.decode --exp-dir exp/aed --method attention-beam --method attention-rescoring
+    # the self-KD sub-model: CTC greedy from the inter-CTC head at layer 6
+    python -m asr_kd.bin.decode --exp-dir exp/self_kd --method ctc-greedy --ctc-layer 6
+
+Data settings (manifest dir, prefix, lang dir, fbank bins) come from the config stored in the
+checkpoint unless given here. Results go to ``<exp-dir>/<res-dir>``:
+``recogs-<split>-<suffix>.txt``, ``errs-<split>-<suffix>.txt`` and ``wer-summary-<split>.txt``, where
+``<suffix>`` names the method and its options (e.g. ``ctc-prefix-beam_beam-10``). A JSON line per
+(split, method) with WER, CER, insertion+deletion rate and RTF is appended to
+``<res-dir>/results.jsonl`` (the experiment runners read it).
+
+RTF = decoding wall time (features, encoder and search; data loading excluded) / audio seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from asr_kd.decoding.search import METHODS, SearchOptions, check_method, decode_batch
+from asr_kd.decoding.wer import measure_rtf, result_path, write_errs, write_recogs, write_wer_summary
+from asr_kd.training.asr_task import load_asr_model
+from asr_kd.training.checkpoint import find_latest
+
+log = logging.getLogger("asr_kd.bin.decode")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--exp-dir", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, help="default: <exp-dir>/averaged.pt if present, else the latest")
+    p.add_argument("--method", action="append", choices=sorted(METHODS), help="repeatable [ctc-greedy]")
+    p.add_argument("--split", action="append", help="repeatable [test]")
+    p.add_argument("--beam", type=int, default=None, help="beam size [10; 4 for modified-beam]")
+    p.add_argument("--ctc-weight", type=float, default=0.3)
+    p.add_argument("--ctc-layer", type=int, default=None, help="decode CTC methods from this inter-CTC layer")
+    p.add_argument("--p-thr", type=float, default=0.99, help="mask-ctc confidence threshold")
+    p.add_argument("--iterations", type=int, default=2, help="mask-ctc iterations K")
+    p.add_argument("--max-sym-per-frame", type=int, default=1)
+    p.add_argument("--length-penalty", type=float, default=0.0)
+    p.add_argument("--max-duration", type=float, default=100.0, help="seconds of audio per batch")
+    p.add_argument("--manifest-dir", type=Path, help="override the checkpoint config's data.manifest_dir")
+    p.add_argument("--prefix", help="override data.prefix")
+    p.add_argument("--lang-dir", type=Path, help="override data.lang_dir")
+    p.add_argument("--res-dir", default="decode", help="relative to --exp-dir")
+    p.add_argument("--num-threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def resolve_checkpoint(exp_dir: Path, checkpoint: Path | None) -> Path:
+    if checkpoint is not None:
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"checkpoint {checkpoint} not found")
+        return checkpoint
+    avg = exp_dir / "averaged.pt"
+    if avg.is_file():
+        return avg
+    latest = find_latest(exp_dir)
+    if latest is None:
+        raise FileNotFoundError(f"no averaged.pt or checkpoint in {exp_dir}: train first")
+    return latest
+
+
+def method_suffix(method: str, opts: SearchOptions) -> str:
+    parts = [method]
+    if method in ("ctc-prefix-beam", "attention-beam", "attention-rescoring", "modified-beam"):
+        parts.append(f"beam-{opts.beam}")
+    if method in ("attention-beam", "attention-rescoring"):
+        parts.append(f"ctcw-{opts.ctc_weight:g}")
+    if method == "mask-ctc":
+        parts.append(f"pthr-{opts.p_thr:g}_K-{opts.iterations}")
+    if opts.ctc_layer is not None and "ctc" in METHODS[method]:
+        parts.append(f"layer-{opts.ctc_layer}")
+    return "_".join(parts)
+
+
+def decode_split(model, loader, tokenizer, method: str, opts: SearchOptions, device: torch.device):
+    """Returns ``(results [(cut_id, ref, hyp)], decode_seconds, audio_seconds)``."""
+    results, seconds, audio = [], 0.0, 0.0
+    for batch in loader:
+        sup = batch["supervisions"]
+        x, x_lens = batch["inputs"].to(device), batch["feature_lens"].to(device)
+        if x.shape[0] == 0:
+            continue
+        t0 = time.perf_counter()
+        hyps = decode_batch(model, x, x_lens, method, opts)
+        seconds += time.perf_counter() - t0
+        audio += sum(c.duration for c in batch["cuts"])
+        for cut_id, ref, hyp in zip(sup["cut_id"], sup["text"], hyps):
+            results.append((cut_id, ref.split(), tokenizer.decode(hyp).split()))
+    return results, seconds, audio
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    from lhotse import CutSet
+
+    from asr_kd.data import AsrDataConfig, AsrDataModule
+    from asr_kd.data.tokenizer import Tokenizer
+
+    methods = args.method or ["ctc-greedy"]
+    splits = args.split or ["test"]
+    ckpt = resolve_checkpoint(args.exp_dir, args.checkpoint)
+    device = torch.device(args.device)
+    model, config = load_asr_model(ckpt, device=device)
+    data_cfg = dict(config.get("data") or {})
+    manifest_dir = Path(args.manifest_dir or data_cfg.get("manifest_dir", "data/manifests"))
+    prefix = args.prefix or data_cfg.get("prefix", "synth")
+    tokenizer = Tokenizer.from_dir(args.lang_dir or data_cfg.get("lang_dir", "data/lang_bpe_500"))
+    dm = AsrDataModule(AsrDataConfig(max_duration=args.max_duration, num_workers=0, shuffle=False,
+                                     num_mel_bins=int(data_cfg.get("num_mel_bins", 80)),
+                                     fbank_backend=data_cfg.get("fbank_backend", "auto")), tokenizer=None)
+    log.info("model %s (%.2fM params), methods %s, splits %s", ckpt,
+             sum(p.numel() for p in model.parameters()) / 1e6, methods, splits)
+    res_dir = args.exp_dir / args.res_dir
+    res_dir.mkdir(parents=True, exist_ok=True)
+
+    for split in splits:
+        path = manifest_dir / f"{prefix}_cuts_{split}.jsonl.gz"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found (run prepare.sh, or pass --manifest-dir/--prefix)")
+        cuts = CutSet.from_file(path)
+        summary = {}
+        for method in methods:
+            default_beam = 4 if method == "modified-beam" else 10
+            opts = SearchOptions(beam=args.beam or default_beam, ctc_weight=args.ctc_weight,
+                                 ctc_layer=args.ctc_layer, max_sym_per_frame=args.max_sym_per_frame,
+                                 p_thr=args.p_thr, iterations=args.iterations,
+                                 length_penalty=args.length_penalty)
+            check_method(model, method, opts)
+            suffix = method_suffix(method, opts)
+            results, seconds, audio = decode_split(model, dm.test_dataloader(cuts), tokenizer, method, opts,
+                                                   device)
+            write_recogs(result_path(res_dir, "recogs", split, suffix), results)
+            wer = write_errs(result_path(res_dir, "errs", split, suffix), results)
+            rtf = measure_rtf(seconds, audio)
+            summary[suffix] = wer.wer
+            row = {"split": split, "method": suffix, "checkpoint": str(ckpt), "wer": round(wer.wer, 2),
+                   "cer": round(wer.cer, 2), "ins_del": round(100.0 * (wer.ins + wer.dels) / max(wer.num_ref_words, 1), 2),
+                   "num_utts": len(results), "num_words": wer.num_ref_words, "rtf": round(rtf, 5),
+                   "audio_hours": round(audio / 3600, 3), "threads": torch.get_num_threads()}
+            with open(res_dir / "results.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"{split} {suffix}: WER {wer.wer:.2f}% CER {wer.cer:.2f}% "
+                  f"(ins {wer.ins} del {wer.dels} sub {wer.subs} / {wer.num_ref_words} words, "
+                  f"{len(results)} utts) RTF {rtf:.4f}", flush=True)
+        write_wer_summary(res_dir / f"wer-summary-{split}.txt", summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

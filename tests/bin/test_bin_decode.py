@@ -1,0 +1,63 @@
+"""The decode CLI end to end on a toy recipe: checkpoint -> recogs/errs files, results.jsonl, WER."""
+
+import ast
+import json
+
+import pytest
+
+from asr_kd.decoding.wer import compute_wer
+from asr_kd.testing.recipe import make_toy_recipe
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from asr_kd.bin import train
+
+    root = tmp_path_factory.mktemp("recipe")
+    conf = make_toy_recipe(root, model={
+        "encoder": {"type": "conformer", "d_model": 32, "num_layers": 2, "num_heads": 2, "ffn_dim": 64,
+                    "conv_kernel": 3, "subsampling_channels": 8},
+        "ctc": {}, "inter_ctc": {"layers": [1]}})
+    exp = root / "exp"
+    assert train.main(["--config", str(conf), "--exp-dir", str(exp), "--max-steps", "2"]) == 0
+    return exp
+
+
+def _recogs(path):
+    lines = path.read_text().splitlines()
+    out = {}
+    for ref, hyp in zip(lines[::2], lines[1::2]):
+        cut_id = ref.split(":\t")[0]
+        out[cut_id] = (ast.literal_eval(ref.split("ref=")[1]), ast.literal_eval(hyp.split("hyp=")[1]))  # lists of str
+    return out
+
+
+def test_decode_writes_files_and_consistent_wer(trained, capsys):
+    from asr_kd.bin import decode
+
+    assert decode.main(["--exp-dir", str(trained), "--method", "ctc-greedy", "--method", "ctc-prefix-beam",
+                        "--beam", "3", "--split", "test", "--split", "dev"]) == 0
+    res = trained / "decode"
+    rows = [json.loads(line) for line in (res / "results.jsonl").read_text().splitlines()]
+    assert [(r["split"], r["method"]) for r in rows] == [
+        ("test", "ctc-greedy"), ("test", "ctc-prefix-beam_beam-3"),
+        ("dev", "ctc-greedy"), ("dev", "ctc-prefix-beam_beam-3")]
+    for r in rows:
+        recogs = _recogs(res / f"recogs-{r['split']}-{r['method']}.txt")
+        assert r["num_utts"] == len(recogs) == 2  # every cut decoded, none dropped
+        wer = compute_wer([(k, ref, hyp) for k, (ref, hyp) in recogs.items()])
+        assert r["wer"] == round(wer.wer, 2) and r["cer"] == round(wer.cer, 2)
+        assert (res / f"errs-{r['split']}-{r['method']}.txt").read_text().startswith(f"%WER = {wer.wer:.2f}")
+        assert r["rtf"] > 0
+    assert "test ctc-greedy: WER" in capsys.readouterr().out
+    assert (res / "wer-summary-test.txt").read_text().startswith("settings\tWER")
+
+
+def test_decode_inter_ctc_layer_and_bad_method(trained):
+    from asr_kd.bin import decode
+
+    assert decode.main(["--exp-dir", str(trained), "--method", "ctc-greedy", "--ctc-layer", "1",
+                        "--res-dir", "dec_layer1"]) == 0
+    assert (trained / "dec_layer1" / "recogs-test-ctc-greedy_layer-1.txt").is_file()
+    with pytest.raises(ValueError, match="transducer"):
+        decode.main(["--exp-dir", str(trained), "--method", "modified-beam"])

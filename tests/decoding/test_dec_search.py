@@ -1,0 +1,85 @@
+"""decode_batch: each named method on a real (tiny, random) AsrModel equals the direct search call."""
+
+import pytest
+import torch
+
+from asr_kd.decoding import (
+    attention_beam_search,
+    attention_rescoring,
+    best_paths,
+    ctc_greedy_search,
+    ctc_prefix_beam_search,
+    mask_ctc_easy_first,
+    modified_beam_search,
+    transducer_greedy_search,
+)
+from asr_kd.decoding.search import METHODS, SearchOptions, check_method, decode_batch
+from asr_kd.models.asr_model import build_asr_model
+
+V = 12
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_asr_model({
+        "vocab_size": V, "sos_id": 1, "eos_id": 1,
+        "encoder": {"type": "conformer", "input_dim": 20, "d_model": 16, "num_layers": 2, "num_heads": 2,
+                    "ffn_dim": 32, "conv_kernel": 3, "subsampling_channels": 4, "dropout": 0.0},
+        "ctc": {}, "inter_ctc": {"layers": [1]},
+        "transducer": {"d_pred": 8, "d_joint": 8},
+        "attention_decoder": {"num_layers": 1, "heads": 2, "d_ff": 16, "dropout": 0.0},
+        "mask_ctc": {"num_layers": 1, "heads": 2, "d_ff": 16, "dropout": 0.0},
+    }).eval()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(2, 40, 20, generator=g), torch.tensor([40, 31])
+
+
+@torch.no_grad()
+def test_every_method_matches_direct_call(model, batch):
+    x, x_lens = batch
+    enc_out = model.encode(x, x_lens)
+    enc, lens = enc_out.out, enc_out.out_lens
+    ctc_lp = model.ctc(enc).log_softmax(-1)
+    t = model.transducer
+    expected = {
+        "ctc-greedy": ctc_greedy_search(ctc_lp, lens),
+        "ctc-prefix-beam": best_paths(ctc_prefix_beam_search(ctc_lp, lens, beam=3)),
+        "attention-beam": best_paths(attention_beam_search(model.attention_decoder, enc, lens, beam=3, sos=1, eos=1,
+                                                           ctc_log_probs=ctc_lp, ctc_weight=0.3)),
+        "attention-rescoring": best_paths(attention_rescoring(
+            model.attention_decoder, enc, lens, ctc_prefix_beam_search(ctc_lp, lens, beam=3), ctc_weight=0.3,
+            sos=1, eos=1)),
+        "transducer-greedy": transducer_greedy_search(t.predictor, t.joiner, enc, lens),
+        "modified-beam": best_paths(modified_beam_search(t.predictor, t.joiner, enc, lens, beam=3)),
+        "mask-ctc": mask_ctc_easy_first(ctc_lp, lens, model.mask_ctc, enc, lens, p_thr=0.99, K=2,
+                                        mask_id=model.mask_ctc.mask_id),
+    }
+    assert set(expected) == set(METHODS)
+    for method, want in expected.items():
+        assert decode_batch(model, x, x_lens, method, SearchOptions(beam=3)) == want, method
+
+
+@torch.no_grad()
+def test_ctc_layer_decodes_the_inter_ctc_head(model, batch):
+    x, x_lens = batch
+    enc_out = model.encode(x, x_lens)
+    lp = model.inter_ctc_head(1)(enc_out.layer_outputs[0]).log_softmax(-1)
+    got = decode_batch(model, x, x_lens, "ctc-greedy", SearchOptions(ctc_layer=1))
+    assert got == ctc_greedy_search(lp, enc_out.out_lens)
+
+
+def test_check_method_names_what_is_missing(batch):
+    ctc_only = build_asr_model({"vocab_size": V, "encoder": {"type": "conformer", "input_dim": 20, "d_model": 16,
+                                "num_layers": 2, "num_heads": 2, "ffn_dim": 32, "conv_kernel": 3,
+                                "subsampling_channels": 4}, "ctc": {}})
+    with pytest.raises(ValueError, match="transducer"):
+        check_method(ctc_only, "modified-beam")
+    with pytest.raises(ValueError, match="unknown decoding method"):
+        check_method(ctc_only, "viterbi")
+    with pytest.raises(KeyError, match="inter-CTC"):
+        check_method(ctc_only, "ctc-greedy", SearchOptions(ctc_layer=1))
