@@ -9,15 +9,14 @@ reads ``<in-dir>/<prefix>_cuts_<split>.jsonl.gz`` and writes ``<out-dir>/<prefix
 (the same cuts with features attached) plus the lilcom archive ``<out-dir>/<prefix>_feats_<split>``.
 A split whose output cut manifest exists is skipped.
 
-The extractor is Kaldi-compatible fbank (25 ms window, 10 ms shift, 80 mel bins, no dither):
-``KaldifeatFbank`` when ``kaldifeat`` is importable, else lhotse's pure-PyTorch ``Fbank``
-(``--extractor`` forces one).
+The extractor is the data pipeline's own (:func:`asr_kd.data.features.make_fbank`): Kaldi-compatible
+fbank, 25 ms window, 10 ms shift, 80 mel bins, no dither; ``KaldifeatFbank`` when ``kaldifeat`` is
+importable, else lhotse's pure-PyTorch ``Fbank`` (``--extractor`` forces one).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -29,18 +28,14 @@ NUM_MEL_BINS = 80
 
 
 def make_extractor(kind: str = "auto", num_mel_bins: int = NUM_MEL_BINS):
-    """A lhotse feature extractor: ``"kaldifeat"``, ``"lhotse"`` or ``"auto"`` (kaldifeat if present)."""
-    if kind == "auto":
-        kind = "kaldifeat" if importlib.util.find_spec("kaldifeat") else "lhotse"
-    if kind == "kaldifeat":
-        from lhotse import KaldifeatFbank, KaldifeatFbankConfig, KaldifeatMelOptions
+    """The project's fbank extractor (:func:`asr_kd.data.features.make_fbank`, no dither).
 
-        return KaldifeatFbank(KaldifeatFbankConfig(mel_opts=KaldifeatMelOptions(num_bins=num_mel_bins)))
-    if kind == "lhotse":
-        from lhotse import Fbank, FbankConfig
+    ``kind``: ``"kaldifeat"``, ``"lhotse"`` or ``"auto"`` (kaldifeat if importable). Using the same
+    factory as the on-the-fly data pipeline keeps precomputed and on-the-fly features identical.
+    """
+    from asr_kd.data.features import make_fbank
 
-        return Fbank(FbankConfig(num_mel_bins=num_mel_bins))
-    raise ValueError(f"unknown extractor {kind!r}")
+    return make_fbank(num_mel_bins=num_mel_bins, backend=kind)
 
 
 def compute_fbank(

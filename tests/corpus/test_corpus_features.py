@@ -43,3 +43,13 @@ def test_make_extractor():
     assert make_extractor("lhotse").feature_dim(16000) == 80
     with pytest.raises(ValueError):
         make_extractor("mfcc")
+
+
+def test_kaldifeat_backend_agrees_with_lhotse(manifest_dir, tmp_path):
+    pytest.importorskip("kaldifeat")
+    (a,) = compute_fbank(manifest_dir, tmp_path / "l", "synth", ["dev"], extractor="lhotse")
+    (b,) = compute_fbank(manifest_dir, tmp_path / "k", "synth", ["dev"], extractor="kaldifeat")
+    for ca, cb in zip(CutSet.from_file(a), CutSet.from_file(b)):
+        fa, fb = ca.load_features(), cb.load_features()
+        assert fa.shape == fb.shape
+        assert np.abs(fa - fb).max() < 0.1  # lilcom-compressed, same Kaldi recipe
