@@ -10,7 +10,8 @@ torch). CUDA sources (``csrc/cuda/*.cu`` and the launchers ``csrc/cuda/*.cpp``) 
 ``-DASR_KD_WITH_CUDA``, when torch was built with CUDA and nvcc / CUDA_HOME is found.
 
 Environment:
-    ASR_KD_WITH_CUDA=0|1   force the CUDA part off / on (on without nvcc is an error)
+    ASR_KD_WITH_CUDA=0|1   force the CUDA part off / on (on without nvcc is an error; on with a
+                           CPU-only torch compiles and links the CUDA sources, a build check)
     MAX_JOBS               parallel compile jobs (torch.utils.cpp_extension)
     TORCH_CUDA_ARCH_LIST   CUDA architectures, e.g. "8.0;9.0" (default when building with a CPU
                            torch: 7.5;8.0;9.0)
@@ -21,6 +22,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shutil
 import sys
 
 from setuptools import find_packages, setup
@@ -34,6 +36,20 @@ def read_version() -> str:
     if m is None:
         raise RuntimeError("__version__ not found in asr_kd/__init__.py")
     return m.group(1)
+
+
+def find_cuda_home() -> str | None:
+    """CUDA toolkit root holding include/cuda_runtime.h: $CUDA_HOME, $CUDA_PATH, the parent of the
+    nvcc on PATH (which may be a wrapper script), or /usr/local/cuda."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    nvcc = shutil.which("nvcc")
+    if nvcc is not None:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    candidates.append("/usr/local/cuda")
+    for home in candidates:
+        if home and os.path.exists(os.path.join(home, "include", "cuda_runtime.h")):
+            return home
+    return None
 
 
 def want_cuda(cuda_home: str | None, torch_cuda: str | None) -> bool:
@@ -59,7 +75,15 @@ def extensions_and_cmdclass():
         print("asr_kd setup: torch not importable, building without asr_kd._C", file=sys.stderr)
         return [], {}
 
-    with_cuda = want_cuda(CUDA_HOME, torch.version.cuda)
+    cuda_home = CUDA_HOME or find_cuda_home()
+    with_cuda = want_cuda(cuda_home, torch.version.cuda)
+    if with_cuda and CUDA_HOME is None:
+        # A CPU-only torch leaves cpp_extension.CUDA_HOME unset, and BuildExtension finds nvcc
+        # through it. Only reached with ASR_KD_WITH_CUDA=1: a compile check of the CUDA sources
+        # (the kernels need only the CUDA runtime; a CPU torch cannot run them).
+        import torch.utils.cpp_extension as cpp_extension
+
+        cpp_extension.CUDA_HOME = cuda_home
     sources = rel(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")))
     cxx = ["-O3", "-fopenmp", "-fno-trapping-math", "-fvisibility=hidden"]
     extra_link_args = ["-fopenmp"]
@@ -74,8 +98,8 @@ def extensions_and_cmdclass():
         define_macros.append(("ASR_KD_WITH_CUDA", None))
         # The kernels use the CUDA runtime only (no cuBLAS, no c10_cuda), so a plain CppExtension
         # plus cudart is enough; BuildExtension compiles the .cu files with nvcc.
-        include_dirs.append(os.path.join(CUDA_HOME, "include"))
-        library_dirs.append(os.path.join(CUDA_HOME, "lib64"))
+        include_dirs.append(os.path.join(cuda_home, "include"))
+        library_dirs.append(os.path.join(cuda_home, "lib64"))
         libraries.append("cudart")
         extra_compile_args["nvcc"] = ["-O3"]
         if torch.version.cuda is None and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
