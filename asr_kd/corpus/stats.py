@@ -94,7 +94,10 @@ def markdown_table(stats: list[SplitStats], train_name: str = "train") -> str:
         tv, ts, tsp = train.vocab, set(train.texts), train.speakers
         other = lambda f: ["-" if s is train else f(s) for s in stats]  # noqa: E731
         rows += [
-            (f"OOV rate w.r.t. {train_name} (running words)", other(lambda s: f"{100 * oov_rate(s.words, tv):.2f} %")),
+            (
+                f"OOV rate w.r.t. {train_name} (running words)",
+                other(lambda s: f"{100 * oov_rate(s.words, tv):.2f} %"),
+            ),
             (f"OOV word types w.r.t. {train_name}", other(lambda s: f"{len(s.vocab - tv):,}")),
             (f"sentences also in {train_name}", other(lambda s: f"{len(set(s.texts) & ts)}")),
             (f"voices also in {train_name}", other(lambda s: f"{len(s.speakers & tsp)}")),

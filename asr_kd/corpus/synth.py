@@ -9,9 +9,10 @@ a smaller size is a prefix of the plan of a larger one (so ``--size default`` re
 ``--size tiny``).
 
 Audio: ``audio/<split>/<id>-<digest>.wav`` (see :func:`wav_path_of`), made by ``espeak-ng --stdout``
-(22.05 kHz) piped into ``sox``, which resamples to 16 kHz mono 16-bit, trims leading/trailing silence below -50 dB and pads 0.1 s / 0.15 s. Files are written atomically
-(temp file + rename); a wav that already exists and reads as 16 kHz mono is skipped, so an
-interrupted run resumes where it stopped. ``--nj`` synthesis jobs run in parallel.
+(22.05 kHz) piped into ``sox``, which resamples to 16 kHz mono 16-bit, trims leading/trailing
+silence below -50 dB and pads 0.1 s / 0.15 s. Files are written atomically (temp file + rename);
+a wav that already exists and reads as 16 kHz mono is skipped, so an interrupted run resumes where
+it stopped. ``--nj`` synthesis jobs run in parallel.
 
 Command line (stages 2 and 3 of ``egs/synth/ASR/prepare.sh``)::
 
