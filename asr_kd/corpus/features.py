@@ -51,7 +51,8 @@ def compute_fbank(
     from lhotse import CutSet, LilcomChunkyWriter
 
     torch.set_num_threads(1)
-    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    # absolute storage paths, like the recordings': the manifests then work from any directory
+    in_dir, out_dir = Path(in_dir), Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     ex = make_extractor(extractor)
     written = []

@@ -39,6 +39,15 @@ def test_compute_fbank(manifest_dir, tmp_path):
     assert out.stat().st_mtime_ns == mtime
 
 
+def test_storage_paths_are_absolute(manifest_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (out,) = compute_fbank(manifest_dir, "rel/fbank", "synth", ["dev"], extractor="lhotse")
+    monkeypatch.chdir(manifest_dir)  # elsewhere: the features must still load
+    for cut in CutSet.from_file(tmp_path / "rel" / "fbank" / "synth_cuts_dev.jsonl.gz"):
+        assert cut.features.storage_path.startswith("/")
+        assert cut.load_features().shape[1] == 80
+
+
 def test_make_extractor():
     assert make_extractor("lhotse").feature_dim(16000) == 80
     with pytest.raises(ValueError):
