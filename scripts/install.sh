@@ -81,7 +81,8 @@ if ! have kaldifeat fast_rnnt; then
   PB_DIR="$BUILD_DIR/pybind11-3.0.4"
   if [ ! -f "$PB_DIR/CMakeLists.txt" ]; then
     log "fetching the pybind11 3.0.4 source tree (the k2-fsa CMake files would download it from GitHub)"
-    "$PY" -m pip download -q --no-cache-dir --no-deps --no-binary pybind11 pybind11==3.0.4 -d "$BUILD_DIR"
+    "$PY" -m pip download -q --no-cache-dir --no-deps --no-binary pybind11 pybind11==3.0.4 -d "$BUILD_DIR" 2>&1 \
+      | { grep -v "^WARNING: Location '.*' is ignored" || true; }
     tar -xzf "$BUILD_DIR"/pybind11-3.0.4.tar.gz -C "$BUILD_DIR"
   fi
   COMMON="-DCMAKE_CXX_STANDARD=17 -DFETCHCONTENT_SOURCE_DIR_PYBIND11=$PB_DIR -DFETCHCONTENT_FULLY_DISCONNECTED=ON"
