@@ -3,6 +3,7 @@
 // csrc/cuda/frame_kd_cuda.cpp when the build defines ASR_KD_WITH_CUDA.
 #include <torch/library.h>
 
+#include "ctc_prefix_beam.h"
 #include "frame_kd.h"
 
 namespace asr_kd {
@@ -49,11 +50,18 @@ TORCH_LIBRARY(asr_kd, m) {
       "frame_kd_backward(Tensor grad_loss, Tensor student, Tensor teacher, "
       "Tensor? teacher_indices, Tensor weights, Tensor student_lse, Tensor teacher_lse, "
       "float temperature, bool scale_by_t2) -> Tensor");
+  // CTC prefix beam search (csrc/ctc_prefix_beam.h); CPU only, outputs are data-dependent (no Meta).
+  m.def(
+      "ctc_prefix_beam_search(Tensor log_probs, Tensor lens, int beam, int blank_id, int? top_k, "
+      "float? prune_threshold, Tensor? token_bias, int nbest) -> (Tensor tokens, "
+      "Tensor token_offsets, Tensor hyp_offsets, Tensor scores, Tensor ctc_scores, "
+      "Tensor bias_scores)");
 }
 
 TORCH_LIBRARY_IMPL(asr_kd, CPU, m) {
   m.impl("frame_kd_forward", &asr_kd::frame_kd_forward_cpu);
   m.impl("frame_kd_backward", &asr_kd::frame_kd_backward_cpu);
+  m.impl("ctc_prefix_beam_search", &asr_kd::ctc_prefix_beam_search_cpu);
 }
 
 TORCH_LIBRARY_IMPL(asr_kd, Meta, m) {

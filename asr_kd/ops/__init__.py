@@ -5,9 +5,13 @@
   readable ground truth.
 - :func:`native_available`: whether ``asr_kd._C`` is built; :func:`set_backend` /
   ``ASR_KD_NATIVE=0`` force the PyTorch references everywhere.
+- :func:`ctc_prefix_beam_search` (``backend="auto"|"native"|"python"``) /
+  :func:`ctc_prefix_beam_search_native`: CTC prefix beam search in C++ (kernel 2), same results as
+  the reference :func:`asr_kd.decoding.ctc.ctc_prefix_beam_search`; static ``(V,)`` token bias.
 """
 
 from asr_kd.ops._native import native_available, native_with_cuda
+from asr_kd.ops.ctc_prefix_beam import ctc_prefix_beam_search, ctc_prefix_beam_search_native
 from asr_kd.ops.frame_kd import (
     frame_kd_loss,
     frame_kd_loss_reference,
@@ -16,6 +20,8 @@ from asr_kd.ops.frame_kd import (
 )
 
 __all__ = [
+    "ctc_prefix_beam_search",
+    "ctc_prefix_beam_search_native",
     "frame_kd_loss",
     "frame_kd_loss_reference",
     "get_backend",

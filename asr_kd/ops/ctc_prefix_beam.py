@@ -1,0 +1,188 @@
+"""CTC prefix beam search, native (kernel 2 of ``asr_kd._C``) with the Python reference as fallback.
+
+The search itself is specified by the reference :func:`asr_kd.decoding.ctc.ctc_prefix_beam_search`
+(its docstring gives the blank / non-blank update, the ``top_k`` / ``prune_threshold`` candidate
+pruning and the tie-breaking: equal scores -> smaller token tuple first). The native op
+``torch.ops.asr_kd.ctc_prefix_beam_search`` (``csrc/ctc_prefix_beam.cpp``) follows it operation
+by operation in float64 and runs the utterances of a batch in parallel (``at::parallel_for``,
+torch's intra-op threads), so both return the same hypotheses and, within a few ulps, the same
+scores.
+
+Token bias: the reference takes an arbitrary hook ``token_bias(prefix_tuple, token) -> float``,
+which C++ cannot call cheaply. The native op supports a **static per-token bias vector** ``(V,)``
+instead (``bias(g + c) = bias(g) + vec[c]``, the same as the hook ``lambda prefix, tok: vec[tok]``).
+Here ``token_bias`` may be either:
+
+- a tensor / sequence of ``V`` floats: native when available, else the reference with the
+  equivalent hook;
+- a callable: always the Python reference (``backend="native"`` raises).
+
+Backends: ``"native"`` (the extension, an error when it is missing or cannot take the arguments),
+``"python"`` (the reference; ``"torch"`` is accepted as an alias), ``"auto"`` (native when the
+extension is built and the arguments allow it, else the reference). ``ASR_KD_NATIVE=0`` or
+``asr_kd.ops.set_backend("torch")`` forces the reference for ``"auto"`` and ``"native"`` alike.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+
+from asr_kd.decoding.common import NBest
+from asr_kd.decoding.ctc import ctc_prefix_beam_search as ctc_prefix_beam_search_reference
+from asr_kd.ops import frame_kd as _frame_kd
+from asr_kd.ops._native import load_native
+
+__all__ = [
+    "ctc_prefix_beam_search",
+    "ctc_prefix_beam_search_native",
+    "ctc_prefix_beam_search_reference",
+]
+
+BACKENDS = ("auto", "native", "python", "torch")
+
+TokenBiasArg = Union[None, torch.Tensor, Sequence[float], Callable[[tuple, int], float]]
+
+
+def _static_bias(token_bias: TokenBiasArg, V: int) -> Optional[torch.Tensor]:
+    """The ``(V,)`` float64 CPU bias vector of a static ``token_bias`` (None for None)."""
+    if token_bias is None:
+        return None
+    vec = torch.as_tensor(token_bias).detach().to("cpu", torch.float64).flatten()
+    if vec.numel() != V:
+        raise ValueError(f"a static token_bias must have V = {V} entries, got {vec.numel()}")
+    return vec
+
+
+def _native_obstacle(
+    log_probs: torch.Tensor, blank_id: int, top_k: Optional[int], token_bias: TokenBiasArg,
+    nbest: Optional[int],
+) -> Optional[str]:
+    """Why the native op cannot run these arguments (None when it can)."""
+    if load_native() is None:
+        return "asr_kd._C is not built (pip install --no-build-isolation -e .)"
+    if not isinstance(log_probs, torch.Tensor) or log_probs.dim() != 3:
+        return "log_probs must be a (N, T, V) tensor"
+    if not log_probs.is_floating_point():
+        return f"log_probs must be floating point, got {log_probs.dtype}"
+    if callable(token_bias) and not isinstance(token_bias, torch.Tensor):
+        return "a callable token_bias hook runs in Python only (pass a (V,) bias vector instead)"
+    V = log_probs.size(-1)
+    if not 0 <= blank_id < V:
+        return f"blank_id must be in [0, {V}), got {blank_id}"
+    if top_k is not None and top_k < 0:
+        return f"top_k must be >= 0, got {top_k}"
+    if nbest is not None and nbest < 0:
+        return f"nbest must be >= 0, got {nbest}"
+    return None
+
+
+def ctc_prefix_beam_search_native(
+    log_probs: torch.Tensor,
+    lens: Union[torch.Tensor, Sequence[int]],
+    beam: int = 10,
+    blank_id: int = 0,
+    *,
+    top_k: Optional[int] = None,
+    prune_threshold: Optional[float] = None,
+    token_bias: TokenBiasArg = None,
+    nbest: Optional[int] = None,
+) -> list[NBest]:
+    """CTC prefix beam search with the native op (arguments and result as the reference's).
+
+    Args:
+        log_probs: ``(N, T', V)`` frame log posteriors (any float dtype, any device; searched on
+            the CPU in float64, float32 / float64 read directly).
+        lens: ``(N,)`` valid frame counts, ``0 <= lens[n] <= T'``.
+        beam: prefixes kept after each frame (>= 1).
+        blank_id: the blank token, in ``[0, V)``.
+        top_k: per-frame candidate limit (None: all tokens). Ties at the k-th value keep the
+            smaller token ids (the reference's ``torch.topk`` leaves that order unspecified).
+        prune_threshold: per-frame log-probability window below the frame maximum (None: off).
+        token_bias: None or a static ``(V,)`` per-token bias (tensor or sequence of floats).
+        nbest: hypotheses returned per utterance (default ``beam``).
+
+    Returns:
+        N :class:`NBest` lists, best first, ``scores`` = ctc + bias,
+        ``components = {"ctc": [...], "bias": [...]}``.
+
+    Raises:
+        RuntimeError: the extension is missing or cannot take these arguments (e.g. a callable
+            ``token_bias``).
+    """
+    if beam < 1:
+        raise ValueError(f"beam must be >= 1, got {beam}")
+    why = _native_obstacle(log_probs, blank_id, top_k, token_bias, nbest)
+    if why is not None:
+        raise RuntimeError(f"ctc_prefix_beam_search(backend='native'): {why}")
+    nbest = beam if nbest is None else nbest
+    lp = log_probs.detach().cpu()
+    if lp.dtype not in (torch.float32, torch.float64):
+        lp = lp.to(torch.float64)
+    lens_t = torch.as_tensor(lens).detach().to("cpu", torch.int64).flatten()
+    bias = _static_bias(token_bias, lp.size(-1))
+    tokens, tok_off, hyp_off, scores, ctc, bias_s = torch.ops.asr_kd.ctc_prefix_beam_search(
+        lp.contiguous(), lens_t, int(beam), int(blank_id),
+        None if top_k is None else int(top_k),
+        None if prune_threshold is None else float(prune_threshold),
+        bias, int(nbest),
+    )
+    tokens, tok_off, hyp_off = tokens.tolist(), tok_off.tolist(), hyp_off.tolist()
+    scores, ctc, bias_s = scores.tolist(), ctc.tolist(), bias_s.tolist()
+    results = []
+    for n in range(len(hyp_off) - 1):
+        h0, h1 = hyp_off[n], hyp_off[n + 1]
+        results.append(
+            NBest(
+                tokens=[tokens[tok_off[h] : tok_off[h + 1]] for h in range(h0, h1)],
+                scores=scores[h0:h1],
+                components={"ctc": ctc[h0:h1], "bias": bias_s[h0:h1]},
+            )
+        )
+    return results
+
+
+def ctc_prefix_beam_search(
+    log_probs: torch.Tensor,
+    lens: Union[torch.Tensor, Sequence[int]],
+    beam: int = 10,
+    blank_id: int = 0,
+    *,
+    top_k: Optional[int] = None,
+    prune_threshold: Optional[float] = None,
+    token_bias: TokenBiasArg = None,
+    nbest: Optional[int] = None,
+    backend: str = "auto",
+) -> list[NBest]:
+    """CTC prefix beam search on the chosen backend (see the module docstring).
+
+    Arguments and result as :func:`asr_kd.decoding.ctc.ctc_prefix_beam_search`, except that
+    ``token_bias`` may also be a static ``(V,)`` bias vector, plus ``backend``:
+    ``"auto"`` | ``"native"`` | ``"python"`` (alias ``"torch"``).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if beam < 1:
+        raise ValueError(f"beam must be >= 1, got {beam}")
+    use_python = backend in ("python", "torch") or _frame_kd.get_backend() == "torch"
+    if not use_python:
+        why = _native_obstacle(log_probs, blank_id, top_k, token_bias, nbest)
+        if why is None:
+            return ctc_prefix_beam_search_native(
+                log_probs, lens, beam, blank_id, top_k=top_k, prune_threshold=prune_threshold,
+                token_bias=token_bias, nbest=nbest,
+            )
+        if backend == "native" or _frame_kd.get_backend() == "native":
+            raise RuntimeError(f"ctc_prefix_beam_search(backend='native'): {why}")
+    hook = token_bias
+    is_hook = callable(token_bias) and not isinstance(token_bias, torch.Tensor)
+    if token_bias is not None and not is_hook:
+        vec = _static_bias(token_bias, log_probs.size(-1)).tolist()
+        hook = lambda prefix, tok: vec[tok]  # noqa: E731
+    if not isinstance(lens, torch.Tensor):
+        lens = torch.as_tensor(lens)
+    return ctc_prefix_beam_search_reference(
+        log_probs, lens, beam, blank_id, top_k=top_k, prune_threshold=prune_threshold,
+        token_bias=hook, nbest=nbest,
+    )
