@@ -101,7 +101,7 @@ if ! have kaldifeat fast_rnnt; then
 fi
 
 # ---------------------------------------------------------------- 6. asr_kd (editable, native extension)
-if ! "$PY" -c "import asr_kd._C" 2>/dev/null || [ -n "$(find "$ROOT/csrc" "$ROOT/setup.py" -newer "$VENV/.asr_kd_built" 2>/dev/null | head -1)" ] || [ ! -f "$VENV/.asr_kd_built" ]; then
+if ! "$PY" -c "import torch, asr_kd._C" 2>/dev/null || [ -n "$(find "$ROOT/csrc" "$ROOT/setup.py" -newer "$VENV/.asr_kd_built" 2>/dev/null | head -1)" ] || [ ! -f "$VENV/.asr_kd_built" ]; then
   log "installing asr_kd (editable) and building asr_kd._C"
   MAX_JOBS="$JOBS" pip_install --no-build-isolation -e "$ROOT"
   touch "$VENV/.asr_kd_built"
