@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from asr_kd.corpus import voices as V
 from asr_kd.corpus.synth import SIZES
@@ -113,3 +114,32 @@ def test_rerun_skips_finished_stages(tiny):
     assert out.count("skipping") == 3
     run("--size", "tiny", "--stage", "4", "--stop-stage", "4", "--vocab-size", "200", "--data-dir", str(data))
     assert model.stat().st_mtime_ns == mtime
+
+
+@pytest.mark.filterwarnings("ignore:You are using DynamicBucketingSampler")
+def test_train_dataloader_yields_padded_fbank_batches(tiny):
+    """The issue's 'done when': prepare.sh --size tiny -> a DataLoader yields padded fbank batches."""
+    from lhotse import CutSet
+    from lhotse.utils import LOG_EPSILON
+
+    from asr_kd.data import AsrDataConfig, AsrDataModule
+    from asr_kd.data.features import num_frames
+    from asr_kd.data.tokenizer import Tokenizer
+
+    data, _ = tiny
+    tok = Tokenizer.from_dir(data / "lang_bpe_200")
+    cuts = CutSet.from_file(data / "manifests" / "synth_cuts_train.jsonl.gz")
+    by_id = {c.id: c for c in cuts}
+    dm = AsrDataModule(AsrDataConfig(max_duration=40.0, num_workers=0, spec_augment=False, drop_last=False),
+                       tokenizer=tok)
+    seen = []
+    for batch in dm.train_dataloader(cuts):
+        x, lens, sup = batch["inputs"], batch["feature_lens"], batch["supervisions"]
+        n = len(sup["cut_id"])
+        assert x.shape == (n, int(lens.max()), 80) and x.dtype == torch.float32 and torch.isfinite(x).all()
+        for i, cut_id in enumerate(sup["cut_id"]):
+            assert lens[i] == num_frames(by_id[cut_id].duration)
+            assert torch.allclose(x[i, lens[i]:], torch.tensor(LOG_EPSILON))  # lhotse's fbank padding, log(1e-10)
+            assert sup["tokens"][i] == tok.encode(by_id[cut_id].supervisions[0].text)
+        seen.extend(sup["cut_id"])
+    assert sorted(seen) == sorted(by_id)  # one epoch covers every cut once, none dropped
