@@ -6,34 +6,13 @@ import pytest
 import torch
 import yaml
 
-from asr_kd.testing.dummies import DUMMY_TEXTS, make_cutset
+from asr_kd.testing.recipe import make_toy_recipe
 
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
-    from asr_kd.data.tokenizer import train_bpe
-
     root = tmp_path_factory.mktemp("recipe")
-    (root / "data" / "manifests").mkdir(parents=True)
-    make_cutset(root / "audio", [1.2, 1.5, 1.8, 2.0, 1.3, 1.6], prefix="tr").to_file(
-        root / "data" / "manifests" / "toy_cuts_train.jsonl.gz")
-    make_cutset(root / "audio", [1.4, 1.7], prefix="dv").to_file(root / "data" / "manifests" / "toy_cuts_dev.jsonl.gz")
-    text = root / "text.txt"
-    text.write_text("\n".join(DUMMY_TEXTS * 4) + "\n")
-    train_bpe(text, root / "data" / "lang", vocab_size=40)
-    cfg = {
-        "data": {"manifest_dir": str(root / "data" / "manifests"), "prefix": "toy", "lang_dir": str(root / "data" / "lang"),
-                 "max_duration": 4.0, "num_buckets": 2, "buffer_size": 100, "num_workers": 0, "spec_augment": False,
-                 "max_valid_cuts": 2, "min_duration": 0.5},
-        "model": {"encoder": {"type": "conformer", "d_model": 32, "num_layers": 1, "num_heads": 2, "ffn_dim": 64,
-                              "conv_kernel": 3, "subsampling_channels": 8},
-                  "ctc": {}},
-        "loss": {"normalize": "frames"},
-        "optim": {"name": "adamw", "lr": 1e-3},
-        "scheduler": {"name": "noam", "warmup_steps": 2},
-        "training": {"seed": 1, "log_interval": 1, "valid_interval": 2, "ckpt_interval": 2, "progress_bar": False},
-    }
-    (root / "conf.yaml").write_text(yaml.safe_dump(cfg))
+    make_toy_recipe(root)
     return root
 
 
