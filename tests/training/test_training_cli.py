@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import yaml
 
 from asr_kd.testing.recipe import make_toy_recipe
 
