@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn as nn
 from torch import Tensor
 
-from asr_kd.models.heads.transformer import DecoderLayer, TokenEmbedding, lengths_to_mask
+from asr_kd.models.heads.transformer import DecoderStack
 
 __all__ = ["AttentionDecoder", "add_sos_eos", "causal_mask"]
 
@@ -48,7 +47,7 @@ def add_sos_eos(
     return ys_in.to(device), ys_out.to(device)
 
 
-class AttentionDecoder(nn.Module):
+class AttentionDecoder(DecoderStack):
     """Transformer decoder: causal self-attention over tokens + cross-attention to the encoder.
 
     Teacher-forced :meth:`forward` and incremental :meth:`forward_one_step` give the same outputs
@@ -66,36 +65,15 @@ class AttentionDecoder(nn.Module):
         dropout: float = 0.1,
         d_memory: int | None = None,
     ):
-        super().__init__()
-        self.vocab_size = vocab_size
-        self.d_model = d_model
-        self.num_layers = num_layers
-        self.embed = TokenEmbedding(vocab_size, d_model, dropout)
-        # optional projection when the encoder dim differs from the decoder dim
-        self.memory_proj = (
-            nn.Linear(d_memory, d_model) if d_memory is not None and d_memory != d_model else None
-        )
-        self.layers = nn.ModuleList(
-            DecoderLayer(d_model, heads, d_ff, dropout) for _ in range(num_layers)
-        )
-        self.norm = nn.LayerNorm(d_model)
-        self.output = nn.Linear(d_model, vocab_size)
-
-    def _memory(self, memory: Tensor) -> Tensor:
-        return memory if self.memory_proj is None else self.memory_proj(memory)
+        super().__init__(vocab_size, vocab_size, d_model, num_layers, heads, d_ff, dropout, d_memory)
 
     def forward(self, memory: Tensor, memory_lens: Tensor, ys_in: Tensor) -> Tensor:
         """memory (N, T', D_enc), memory_lens (N,), ys_in (N, L) -> logits (N, L, V).
 
         Position i depends on ``ys_in[:, :i + 1]`` only, so padding at the end needs no mask.
         """
-        memory = self._memory(memory)
-        mem_mask = lengths_to_mask(memory_lens, memory.size(1)).unsqueeze(1)  # (N, 1, T')
         self_mask = causal_mask(ys_in.size(1), ys_in.device)
-        x = self.embed(ys_in)
-        for layer in self.layers:
-            x = layer(x, self_mask, memory, mem_mask)
-        return self.output(self.norm(x))
+        return self._decode(self.embed(ys_in), self_mask, self._memory(memory), memory_lens)
 
     def forward_one_step(
         self,

@@ -7,15 +7,14 @@ input padding is -1 (``ignore_id``), masked out of self-attention.
 
 from __future__ import annotations
 
-import torch.nn as nn
 from torch import Tensor
 
-from asr_kd.models.heads.transformer import DecoderLayer, TokenEmbedding, lengths_to_mask
+from asr_kd.models.heads.transformer import DecoderStack
 
 __all__ = ["MaskCtcDecoder"]
 
 
-class MaskCtcDecoder(nn.Module):
+class MaskCtcDecoder(DecoderStack):
     """Bidirectional Transformer decoder (no causal mask) with cross-attention to the encoder.
 
     ``forward(memory (N, T', D_enc), memory_lens (N,), ys_masked (N, L)) -> logits (N, L, V)``,
@@ -35,27 +34,12 @@ class MaskCtcDecoder(nn.Module):
         d_memory: int | None = None,
         ignore_id: int = -1,
     ):
-        super().__init__()
-        self.vocab_size = vocab_size
+        super().__init__(vocab_size + 1, vocab_size, d_model, num_layers, heads, d_ff, dropout, d_memory)
         self.mask_id = vocab_size
         self.ignore_id = ignore_id
-        self.embed = TokenEmbedding(vocab_size + 1, d_model, dropout)
-        self.memory_proj = (
-            nn.Linear(d_memory, d_model) if d_memory is not None and d_memory != d_model else None
-        )
-        self.layers = nn.ModuleList(
-            DecoderLayer(d_model, heads, d_ff, dropout) for _ in range(num_layers)
-        )
-        self.norm = nn.LayerNorm(d_model)
-        self.output = nn.Linear(d_model, vocab_size)
 
     def forward(self, memory: Tensor, memory_lens: Tensor, ys_masked: Tensor) -> Tensor:
-        if self.memory_proj is not None:
-            memory = self.memory_proj(memory)
         valid = ys_masked != self.ignore_id  # (N, L)
         self_mask = valid.unsqueeze(1)  # (N, 1, L): every query sees all valid tokens
-        mem_mask = lengths_to_mask(memory_lens, memory.size(1)).unsqueeze(1)  # (N, 1, T')
         x = self.embed(ys_masked.masked_fill(~valid, self.mask_id))
-        for layer in self.layers:
-            x = layer(x, self_mask, memory, mem_mask)
-        return self.output(self.norm(x))
+        return self._decode(x, self_mask, self._memory(memory), memory_lens)

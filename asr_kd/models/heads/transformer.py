@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-__all__ = ["MultiHeadAttention", "DecoderLayer", "sinusoidal_positions", "lengths_to_mask"]
+__all__ = ["MultiHeadAttention", "DecoderLayer", "DecoderStack", "TokenEmbedding", "sinusoidal_positions",
+           "lengths_to_mask"]
 
 
 def lengths_to_mask(lens: Tensor, max_len: int | None = None) -> Tensor:
@@ -118,3 +119,38 @@ class TokenEmbedding(nn.Module):
         x = self.embed(ys) * math.sqrt(self.d_model)
         pe = sinusoidal_positions(ys.size(1), self.d_model, device=x.device, dtype=x.dtype)
         return self.dropout(x + pe.unsqueeze(0))
+
+
+class DecoderStack(nn.Module):
+    """Token embedding, ``num_layers`` :class:`DecoderLayer` cross-attending to the encoder memory
+    (projected to D when ``d_memory`` differs), final LayerNorm and a linear layer to V classes.
+
+    The base of :class:`~asr_kd.models.heads.AttentionDecoder` (causal self-attention) and
+    :class:`~asr_kd.models.heads.MaskCtcDecoder` (bidirectional); they differ in the self-attention
+    mask and the embedding size (``num_embeddings``: V, or V + 1 with ``<mask>``).
+    """
+
+    def __init__(self, num_embeddings: int, vocab_size: int, d_model: int, num_layers: int, heads: int,
+                 d_ff: int, dropout: float, d_memory: int | None):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.d_model = d_model
+        self.num_layers = num_layers
+        self.embed = TokenEmbedding(num_embeddings, d_model, dropout)
+        self.memory_proj = (
+            nn.Linear(d_memory, d_model) if d_memory is not None and d_memory != d_model else None
+        )
+        self.layers = nn.ModuleList(DecoderLayer(d_model, heads, d_ff, dropout) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.output = nn.Linear(d_model, vocab_size)
+
+    def _memory(self, memory: Tensor) -> Tensor:
+        """(N, T', D_enc) -> (N, T', D)."""
+        return memory if self.memory_proj is None else self.memory_proj(memory)
+
+    def _decode(self, x: Tensor, self_mask: Tensor | None, memory: Tensor, memory_lens: Tensor) -> Tensor:
+        """Embedded tokens x (N, L, D), projected memory (N, T', D), memory_lens (N,) -> logits (N, L, V)."""
+        mem_mask = lengths_to_mask(memory_lens, memory.size(1)).unsqueeze(1)  # (N, 1, T')
+        for layer in self.layers:
+            x = layer(x, self_mask, memory, mem_mask)
+        return self.output(self.norm(x))
