@@ -36,7 +36,7 @@ from asr_kd.decoding.ctc import ctc_greedy_search, ctc_prefix_beam_search
 from asr_kd.decoding.mask_ctc import mask_ctc_easy_first
 from asr_kd.decoding.transducer import modified_beam_search, transducer_greedy_search
 
-__all__ = ["METHODS", "SearchOptions", "decode_batch", "check_method"]
+__all__ = ["METHODS", "NBEST_METHODS", "SearchOptions", "decode_batch", "decode_nbest", "check_method"]
 
 #: method name -> heads it needs (attribute names of AsrModel that must not be None)
 METHODS: dict[str, tuple[str, ...]] = {
@@ -48,6 +48,10 @@ METHODS: dict[str, tuple[str, ...]] = {
     "modified-beam": ("transducer",),
     "mask-ctc": ("ctc", "mask_ctc"),
 }
+
+
+#: methods that produce an n-best list (the others return a single hypothesis per utterance)
+NBEST_METHODS = ("ctc-prefix-beam", "attention-beam", "attention-rescoring", "modified-beam")
 
 
 @dataclass
@@ -85,13 +89,8 @@ def _ctc_log_probs(model: Any, enc_out: Any, opts: SearchOptions) -> torch.Tenso
     return head(enc_out.layer_outputs[opts.ctc_layer - 1]).log_softmax(-1)
 
 
-@torch.no_grad()
-def decode_batch(model: Any, x: torch.Tensor, x_lens: torch.Tensor, method: str,
-                 opts: SearchOptions | None = None) -> list[list[int]]:
-    """Decode one batch: x (N, T, F) fbank, x_lens (N,) -> N token-id lists (best hypothesis)."""
-    opts = opts or SearchOptions()
-    check_method(model, method, opts)
-    enc_out = model.encode(x, x_lens)
+def _search(model: Any, enc_out: Any, method: str, opts: SearchOptions) -> list:
+    """Run ``method`` on an encoded batch: ``list[NBest]`` for :data:`NBEST_METHODS`, else token lists."""
     enc, enc_lens = enc_out.out, enc_out.out_lens
     needs_ctc = "ctc" in METHODS[method] or (method == "attention-beam" and model.ctc is not None
                                              and opts.ctc_weight > 0)
@@ -101,26 +100,65 @@ def decode_batch(model: Any, x: torch.Tensor, x_lens: torch.Tensor, method: str,
     if method == "ctc-greedy":
         return ctc_greedy_search(ctc_lp, enc_lens, blank_id=blank)
     if method == "ctc-prefix-beam":
-        return best_paths(ctc_prefix_beam_search(ctc_lp, enc_lens, beam=opts.beam, blank_id=blank))
+        return ctc_prefix_beam_search(ctc_lp, enc_lens, beam=opts.beam, blank_id=blank)
     if method == "attention-beam":
-        res = attention_beam_search(
+        return attention_beam_search(
             model.attention_decoder, enc, enc_lens, beam=opts.beam, sos=model.sos_id, eos=model.eos_id,
             ctc_log_probs=ctc_lp, ctc_weight=opts.ctc_weight if ctc_lp is not None else 0.0,
             length_penalty=opts.length_penalty, blank_id=blank)
-        return best_paths(res)
     if method == "attention-rescoring":
         nbest = ctc_prefix_beam_search(ctc_lp, enc_lens, beam=opts.beam, blank_id=blank)
-        res = attention_rescoring(model.attention_decoder, enc, enc_lens, nbest,
-                                  ctc_weight=opts.ctc_weight, sos=model.sos_id, eos=model.eos_id)
-        return best_paths(res)
+        return attention_rescoring(model.attention_decoder, enc, enc_lens, nbest,
+                                   ctc_weight=opts.ctc_weight, sos=model.sos_id, eos=model.eos_id)
     if method == "transducer-greedy":
         t = model.transducer
         return transducer_greedy_search(t.predictor, t.joiner, enc, enc_lens,
                                         max_sym_per_frame=opts.max_sym_per_frame)
     if method == "modified-beam":
         t = model.transducer
-        return best_paths(modified_beam_search(t.predictor, t.joiner, enc, enc_lens, beam=opts.beam))
+        return modified_beam_search(t.predictor, t.joiner, enc, enc_lens, beam=opts.beam)
     if method == "mask-ctc":
         return mask_ctc_easy_first(ctc_lp, enc_lens, model.mask_ctc, enc, enc_lens, p_thr=opts.p_thr,
                                    K=opts.iterations, mask_id=model.mask_ctc.mask_id, blank_id=blank)
     raise AssertionError(method)  # check_method covers every name
+
+
+@torch.no_grad()
+def decode_batch(model: Any, x: torch.Tensor, x_lens: torch.Tensor, method: str,
+                 opts: SearchOptions | None = None, *, encoder_out: Any = None) -> list[list[int]]:
+    """Decode one batch: x (N, T, F) fbank, x_lens (N,) -> N token-id lists (best hypothesis).
+
+    ``encoder_out``: the model's ``EncoderOutput`` for this batch when the caller already has it.
+    """
+    opts = opts or SearchOptions()
+    check_method(model, method, opts)
+    enc_out = encoder_out if encoder_out is not None else model.encode(x, x_lens)
+    res = _search(model, enc_out, method, opts)
+    return best_paths(res) if method in NBEST_METHODS else res
+
+
+@torch.no_grad()
+def decode_nbest(model: Any, x: torch.Tensor, x_lens: torch.Tensor, method: str,
+                 opts: SearchOptions | None = None, *, nbest: int | None = None,
+                 encoder_out: Any = None) -> tuple[list[list[list[int]]], list[list[float]]]:
+    """N-best lists of one batch (teacher n-bests for sequence-level KD).
+
+    Args:
+        method: one of :data:`NBEST_METHODS` (the beam is ``opts.beam``).
+        nbest: keep at most this many hypotheses per utterance (default: all the beam returns).
+        encoder_out: the model's ``EncoderOutput`` for this batch, when already computed.
+
+    Returns:
+        ``(tokens, scores)``: per utterance a list of token-id sequences, best first, and their
+        log-domain scores (the search's ranking scores).
+    """
+    if method not in NBEST_METHODS:
+        raise ValueError(f"method {method!r} gives no n-best list; choose from {NBEST_METHODS}")
+    opts = opts or SearchOptions()
+    check_method(model, method, opts)
+    enc_out = encoder_out if encoder_out is not None else model.encode(x, x_lens)
+    res = _search(model, enc_out, method, opts)
+    k = nbest if nbest is not None else None
+    tokens = [[list(h) for h in r.tokens[:k]] for r in res]
+    scores = [[float(v) for v in r.scores[:k]] for r in res]
+    return tokens, scores

@@ -83,3 +83,27 @@ def test_check_method_names_what_is_missing(batch):
         check_method(ctc_only, "viterbi")
     with pytest.raises(KeyError, match="inter-CTC"):
         check_method(ctc_only, "ctc-greedy", SearchOptions(ctc_layer=1))
+
+
+@torch.no_grad()
+def test_decode_nbest_is_the_search_nbest(model, batch):
+    from asr_kd.decoding.search import NBEST_METHODS, decode_nbest
+
+    x, x_lens = batch
+    enc_out = model.encode(x, x_lens)
+    ctc_lp = model.ctc(enc_out.out).log_softmax(-1)
+    direct = ctc_prefix_beam_search(ctc_lp, enc_out.out_lens, beam=4)
+    tokens, scores = decode_nbest(model, x, x_lens, "ctc-prefix-beam", SearchOptions(beam=4), nbest=3)
+    assert len(tokens) == len(scores) == 2
+    for r, toks, sc in zip(direct, tokens, scores):
+        assert toks == [list(h) for h in r.tokens[:3]]
+        assert sc == pytest.approx(list(r.scores[:3]))
+        assert sc == sorted(sc, reverse=True)
+    # passing the encoder output gives the same lists; the best path equals decode_batch's
+    again = decode_nbest(model, x, x_lens, "ctc-prefix-beam", SearchOptions(beam=4), nbest=3, encoder_out=enc_out)
+    assert again == (tokens, scores)
+    for method in NBEST_METHODS:
+        toks, _ = decode_nbest(model, x, x_lens, method, SearchOptions(beam=3))
+        assert [t[0] if t else [] for t in toks] == decode_batch(model, x, x_lens, method, SearchOptions(beam=3))
+    with pytest.raises(ValueError, match="no n-best"):
+        decode_nbest(model, x, x_lens, "ctc-greedy")

@@ -1,0 +1,175 @@
+"""Teachers for knowledge distillation: what a teacher gives a KD method, and the online ASR teacher.
+
+A teacher turns a training batch (schema: :mod:`asr_kd.data.dataset`) into a :class:`TeacherOutput`.
+Two kinds:
+
+- **online** teachers run a frozen model inside the training step, without gradients:
+  :class:`AsrTeacher` (another asr_kd model, loaded from a checkpoint with one config line) and
+  :class:`asr_kd.kd.hf.HfTextTeacher` (a Hugging Face BERT-family encoder over the transcripts);
+- **offline** teachers read targets that were pre-computed once and stored with the cuts
+  (:mod:`asr_kd.kd.offline`), so the student trains without running the teacher.
+
+Config (the ``kd.teacher`` section of a training config, built by :func:`build_teacher`)::
+
+    kd:
+      teacher: {type: asr, checkpoint: exp/conformer_ctc_s/averaged.pt}     # one line
+      teacher: {type: hf_text, model_dir: null, layers: [6]}                 # BERT-family text encoder
+      teacher: {type: offline, fields: [kd_ctc_topk]}                        # targets in the cuts
+      teacher: {type: self}                                                  # the student itself (self-KD)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["TeacherOutput", "Teacher", "AsrTeacher", "build_teacher", "register_teacher", "TEACHERS"]
+
+
+@dataclass
+class TeacherOutput:
+    """What a teacher provides for one batch (any subset; KD methods check what they need).
+
+    Attributes:
+        ctc_logits: (N, T', V) the teacher's CTC logits (or log-probs) on the batch, rows in batch order.
+        ctc_topk: ``(values, indices)``, each (N, T', K): the teacher's top-k CTC log-probs (offline).
+        lens: (N,) valid teacher frames T'_n.
+        layer_outputs: per encoder layer (N, T', D_t).
+        attn: per encoder layer (N, H, T', T') attention weights.
+        qkv: per encoder layer ``(q, k, v)``, each (N, H, T', Dh).
+        nbest: per utterance, the teacher's n-best token sequences (no blank/sos/eos).
+        nbest_scores: per utterance, their log-scores (same order).
+        text_hidden: per chosen layer (N, S_t, D_t) hidden states of a text teacher.
+        text_mask: (N, S_t) bool, valid text-teacher positions.
+        extra: anything else (method-specific).
+    """
+
+    ctc_logits: Optional[Tensor] = None
+    ctc_topk: Optional[tuple[Tensor, Tensor]] = None
+    lens: Optional[Tensor] = None
+    layer_outputs: Optional[list[Tensor]] = None
+    attn: Optional[list[Tensor]] = None
+    qkv: Optional[list[tuple[Tensor, Tensor, Tensor]]] = None
+    nbest: Optional[list[list[list[int]]]] = None
+    nbest_scores: Optional[list[list[float]]] = None
+    text_hidden: Optional[list[Tensor]] = None
+    text_mask: Optional[Tensor] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Teacher(nn.Module):
+    """Base class: ``teacher(batch, needs) -> TeacherOutput``.
+
+    ``needs`` is the set of :class:`TeacherOutput` fields the configured KD methods ask for, so a
+    teacher computes only those. Online teachers are frozen: :meth:`train` keeps them in eval mode,
+    their parameters never require grad, and :meth:`forward` runs under ``torch.no_grad()``.
+    """
+
+    online: bool = True
+
+    def train(self, mode: bool = True) -> "Teacher":  # noqa: D102 - frozen: always eval
+        return super().train(False)
+
+    def forward(self, batch: Mapping[str, Any], needs: set[str]) -> TeacherOutput:  # pragma: no cover
+        raise NotImplementedError
+
+
+TEACHERS: dict[str, Callable[..., Teacher]] = {}
+
+
+def register_teacher(name: str):
+    """Class decorator: make a teacher buildable by ``{type: name, ...}``."""
+
+    def deco(cls):
+        if name in TEACHERS:
+            raise ValueError(f"teacher type {name!r} registered twice")
+        TEACHERS[name] = cls
+        return cls
+
+    return deco
+
+
+def _freeze(module: nn.Module) -> nn.Module:
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+@register_teacher("asr")
+class AsrTeacher(Teacher):
+    """An asr_kd :class:`~asr_kd.models.asr_model.AsrModel` as a frozen online teacher.
+
+    Args:
+        model: the teacher model (frozen here).
+        nbest_method, nbest_size: how :attr:`TeacherOutput.nbest` is produced when a method needs it
+            (a method of :mod:`asr_kd.decoding.search`, e.g. ``"ctc-prefix-beam"`` or
+            ``"attention-beam"``), and N.
+    """
+
+    def __init__(self, model: nn.Module, *, nbest_method: str = "ctc-prefix-beam", nbest_size: int = 10):
+        super().__init__()
+        self.model = _freeze(model)
+        self.nbest_method = nbest_method
+        self.nbest_size = int(nbest_size)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str, device: str | torch.device = "cpu", **kwargs: Any) -> "AsrTeacher":
+        """Load a training checkpoint or an averaged model (``weights_only=True``) as a teacher."""
+        from asr_kd.training.asr_task import load_asr_model
+
+        model, _ = load_asr_model(checkpoint, device=device)
+        return cls(model, **kwargs)
+
+    @torch.no_grad()
+    def forward(self, batch: Mapping[str, Any], needs: set[str]) -> TeacherOutput:
+        x, x_lens = batch["inputs"], batch["feature_lens"]
+        want_attn = "attn" in needs
+        want_qkv = "qkv" in needs
+        enc = self.model.encode(x, x_lens, return_attn=want_attn, return_qkv=want_qkv)
+        out = TeacherOutput(lens=enc.out_lens)
+        if "ctc_logits" in needs:
+            if self.model.ctc is None:
+                raise ValueError("the KD method needs teacher CTC posteriors but the teacher has no CTC head")
+            out.ctc_logits = self.model.ctc(enc.out)
+        if "layer_outputs" in needs:
+            out.layer_outputs = list(enc.layer_outputs)
+        if want_attn:
+            out.attn = list(enc.attn)
+        if want_qkv:
+            out.qkv = list(enc.qkv)
+        if "nbest" in needs:
+            from asr_kd.decoding.search import SearchOptions, decode_nbest
+
+            out.nbest, out.nbest_scores = decode_nbest(
+                self.model, x, x_lens, self.nbest_method, SearchOptions(beam=self.nbest_size),
+                nbest=self.nbest_size, encoder_out=enc,
+            )
+        return out
+
+
+def build_teacher(config: Mapping[str, Any] | None, device: str | torch.device = "cpu") -> Optional[Teacher]:
+    """A teacher from its config section (None or ``{type: self}``: no separate teacher)."""
+    if config is None:
+        return None
+    cfg = dict(config)
+    kind = cfg.pop("type", "asr")
+    if kind == "self":
+        return None
+    if kind not in TEACHERS:
+        if kind == "hf_text":
+            import asr_kd.kd.hf  # noqa: F401  (registers itself; imports transformers lazily)
+        elif kind == "offline":
+            import asr_kd.kd.offline  # noqa: F401
+    if kind not in TEACHERS:
+        raise ValueError(f"unknown teacher type {kind!r}; known: {sorted(TEACHERS) + ['self']}")
+    cls = TEACHERS[kind]
+    if kind == "asr":
+        checkpoint = cfg.pop("checkpoint", None)
+        if checkpoint is None:
+            raise ValueError("an 'asr' teacher needs 'checkpoint: <path>'")
+        return AsrTeacher.from_checkpoint(checkpoint, device=device, **cfg)
+    return cls(**cfg).to(device)
