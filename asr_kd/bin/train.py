@@ -24,7 +24,9 @@ Config sections: ``data`` (below), ``model`` (``asr_kd.models.build_asr_model``;
 ``blank_id``/``sos_id``/``eos_id`` and ``encoder.input_dim`` are filled in from the lang dir and
 ``data.num_mel_bins`` when absent), ``loss`` (``normalize``, ``warm_step``, ``simple_loss_scale``, see
 ``asr_kd.training.asr_task``), ``optim``, ``scheduler`` (``asr_kd.training.optim``), ``training``
-(``asr_kd.training.TrainerConfig`` fields plus ``seed``).
+(``asr_kd.training.TrainerConfig`` fields plus ``seed``), and optionally ``kd`` (a teacher and KD methods
+with weights and schedules, see ``asr_kd.kd.methods``; the schedules' run length is ``kd.total_steps``,
+else ``training.max_steps``).
 
 ``data`` keys: ``manifest_dir``, ``prefix`` (``<prefix>_cuts_<split>.jsonl.gz``), ``train_split``,
 ``valid_split``, ``lang_dir``, ``max_valid_cuts`` (first N validation cuts; 0 = all),
@@ -191,6 +193,21 @@ def main(argv: list[str] | None = None) -> int:
     num_params = sum(p.numel() for p in model.parameters())
     log.info("model: %.2fM parameters, heads %s", num_params / 1e6, getattr(model, "enabled_heads", lambda: "?")())
     encoder = model.encoder
+    lcfg = dict(cfg.get("loss") or {})
+    asr_loss_kwargs = dict(
+        weights=lcfg.get("weights"), normalize=lcfg.get("normalize", "utts"),
+        warm_step=int(lcfg.get("warm_step", 0)), simple_loss_scale=float(lcfg.get("simple_loss_scale", 0.5)),
+    )
+    if cfg.get("kd"):  # KD methods may add modules to model.kd_aux: before the optimiser and DDP
+        from asr_kd.kd import build_kd_loss_fn
+
+        loss_fn = build_kd_loss_fn(cfg["kd"], model, info.device, max_steps=tcfg.get("max_steps"),
+                                   **asr_loss_kwargs)
+        extra_fields = list(getattr(loss_fn.teacher, "required_custom_fields", []) or [])
+        if extra_fields:
+            data_cfg["custom_fields"] = sorted(set(data_cfg.get("custom_fields") or []) | set(extra_fields))
+    else:
+        loss_fn = AsrLossFn(**asr_loss_kwargs)
     model = ddp.wrap_model(model, info, find_unused_parameters=bool(tcfg.get("find_unused_parameters", False)))
     seed_everything(seed + 1000 * info.rank)  # different augmentation/dropout streams per rank
 
@@ -201,11 +218,6 @@ def main(argv: list[str] | None = None) -> int:
         tcfg["grad_clip"] = optim_cfg["grad_clip"]
 
     train_dl, valid_dl, cut_filter = build_data(data_cfg, tokenizer, encoder, seed)
-    lcfg = dict(cfg.get("loss") or {})
-    loss_fn = AsrLossFn(
-        weights=lcfg.get("weights"), normalize=lcfg.get("normalize", "utts"),
-        warm_step=int(lcfg.get("warm_step", 0)), simple_loss_scale=float(lcfg.get("simple_loss_scale", 0.5)),
-    )
     trainer = Trainer(
         model, optimizer, loss_fn, train_dl, scheduler=scheduler, valid_dl=valid_dl, exp_dir=exp_dir,
         cfg=TrainerConfig.from_dict(tcfg), config=cfg, device=info.device,

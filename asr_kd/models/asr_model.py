@@ -135,6 +135,8 @@ class AsrModel(nn.Module):
         self.lm_scale = lm_scale
         self.am_scale = am_scale
         self.lsm_weight = lsm_weight
+        # training-only modules of KD methods (e.g. projections); dropped by export / load_asr_model
+        self.kd_aux = nn.ModuleDict()
         self.loss_weights: dict[str, float] = (
             dict(loss_weights) if loss_weights is not None
             else default_loss_weights(self.enabled_heads())
@@ -161,6 +163,23 @@ class AsrModel(nn.Module):
             raise KeyError(f"no inter-CTC head at layer {layer}; layers: {self.inter_ctc_layers}")
         return self.ctc if self.inter_ctc_shared else self.inter_ctc[str(layer)]
 
+    def submodel(self, layer: int) -> "AsrModel":
+        """The first ``layer`` encoder layers plus the inter-CTC head of that layer, as a standalone
+        CTC model (self-KD's sub-model). Its outputs equal the intermediate head's inside this model;
+        ``model.config`` (when this model has one) describes it for :func:`build_asr_model`."""
+        head = copy.deepcopy(self.inter_ctc_head(layer))
+        sub = AsrModel(self.encoder.truncate(layer), self.vocab_size, ctc=head, blank_id=self.blank_id,
+                       sos_id=self.sos_id, eos_id=self.eos_id, ctc_backend=self.ctc_backend,
+                       ctc_zero_infinity=self.ctc_zero_infinity)
+        cfg = getattr(self, "config", None)
+        if cfg is not None:
+            sub.config = {
+                "vocab_size": self.vocab_size, "blank_id": self.blank_id, "sos_id": self.sos_id,
+                "eos_id": self.eos_id, "encoder": {**cfg["encoder"], "num_layers": int(layer)},
+                "ctc": {k: v for k, v in (cfg.get("ctc") or {}).items() if k != "dropout"},
+            }
+        return sub.train(self.training)
+
     def encode(self, x: Tensor, x_lens: Tensor, *, chunk_size: int = -1,
                left_context: int = -1, **kwargs: Any) -> Any:
         """Run the encoder only (decoding, KD): x (N, T, F), x_lens (N,) -> ``EncoderOutput``."""
@@ -176,6 +195,7 @@ class AsrModel(nn.Module):
         left_context: int = -1,
         return_encoder_output: bool = False,
         mask_generator: torch.Generator | None = None,
+        encoder_kwargs: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Encode and compute the loss of every enabled head.
 
@@ -184,6 +204,7 @@ class AsrModel(nn.Module):
           tokens: N label sequences (token ids, no blank/sos/eos).
           chunk_size, left_context: passed to the encoder (-1 = full context).
           return_encoder_output: add ``"encoder_out"`` (the ``EncoderOutput``) to the dict.
+          encoder_kwargs: extra encoder options (``return_attn``, ``return_qkv``: KD methods).
           mask_generator: ``torch.Generator`` for the Mask-CTC masking (global RNG when None).
 
         Returns:
@@ -196,7 +217,7 @@ class AsrModel(nn.Module):
         """
         if len(tokens) != x.size(0):
             raise ValueError(f"{len(tokens)} token sequences for a batch of {x.size(0)}")
-        enc = self.encode(x, x_lens, chunk_size=chunk_size, left_context=left_context)
+        enc = self.encode(x, x_lens, chunk_size=chunk_size, left_context=left_context, **(encoder_kwargs or {}))
         out, out_lens = enc.out, enc.out_lens
         device = out.device
         targets, target_lens = pad_token_lists(tokens, pad=self.blank_id, device=device)

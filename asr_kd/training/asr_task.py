@@ -103,5 +103,7 @@ def load_asr_model(path, device: str | torch.device = "cpu", strict: bool = True
     if "model" not in config:
         raise ValueError(f"{path}: the checkpoint has no model config (config['model'])")
     model = build_asr_model(config["model"])
-    model.load_state_dict(_strip_module_prefix(ckpt["model"]), strict=strict)
+    state = {k: v for k, v in _strip_module_prefix(ckpt["model"]).items()
+             if not k.startswith("kd_aux.")}  # training-only KD modules
+    model.load_state_dict(state, strict=strict)
     return model.to(device).eval(), config

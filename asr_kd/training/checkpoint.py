@@ -228,13 +228,21 @@ def save_checkpoint(
 
 
 def _plain_config(config: Any) -> Any:
-    """Config as nested dict/list of plain values (Paths become strings, tuples lists)."""
+    """Config as nested dict/list of plain values (Paths become strings, tuples lists); a missing
+    (None) config is ``{}``, while None values inside it stay None (``attention_decoder: null``
+    means "no such head", not an empty section)."""
     if config is None:
         return {}
+    return _plain_value(config)
+
+
+def _plain_value(config: Any) -> Any:
+    if config is None:
+        return None
     if isinstance(config, Mapping):
-        return {str(k): _plain_config(v) for k, v in config.items()}
+        return {str(k): _plain_value(v) for k, v in config.items()}
     if isinstance(config, (list, tuple)):
-        return [_plain_config(v) for v in config]
+        return [_plain_value(v) for v in config]
     if isinstance(config, os.PathLike):
         return os.fspath(config)
     if isinstance(config, bool) or config is None:

@@ -144,3 +144,16 @@ def test_average_cli(tmp_path):
                          "--out", str(tmp_path / "b.pt")]) == 0
     with pytest.raises(SystemExit):
         average.main(["--exp-dir", str(tmp_path), "--epoch", "9", "--avg", "2"])
+
+
+def test_config_none_values_survive_the_round_trip(tmp_path):
+    """``attention_decoder: null`` (no such head) must not come back as an empty section ({}), which
+    build_asr_model would turn into a default decoder."""
+    from asr_kd.training.checkpoint import save_checkpoint
+
+    cfg = {"model": {"ctc": {}, "attention_decoder": None, "weights": {"att": 0.0}}, "paths": ("a", "b")}
+    p = save_checkpoint(tmp_path / "c.pt", model={}, config=cfg, rng=None)
+    back = torch.load(p, weights_only=True)["config"]
+    assert back == {"model": {"ctc": {}, "attention_decoder": None, "weights": {"att": 0.0}}, "paths": ["a", "b"]}
+    assert torch.load(save_checkpoint(tmp_path / "d.pt", model={}, config=None, rng=None),
+                      weights_only=True)["config"] == {}

@@ -1,0 +1,25 @@
+"""Knowledge distillation: teachers (online / offline), methods registered by name, schedules, and the
+KD training loss. See :mod:`asr_kd.kd.methods` for the config format."""
+
+from asr_kd.kd.methods import (
+    KD_METHODS,
+    AttentionRelationKd,
+    CtcKd,
+    FeatureKd,
+    KdContext,
+    KdMethod,
+    SelfKd,
+    SeqKdCtc,
+    build_kd_method,
+    register_kd_method,
+)
+from asr_kd.kd.schedules import SCHEDULES, build_schedule
+from asr_kd.kd.task import KdEntry, KdLossFn, build_kd_loss_fn
+from asr_kd.kd.teachers import TEACHERS, AsrTeacher, Teacher, TeacherOutput, build_teacher, register_teacher
+
+__all__ = [
+    "KD_METHODS", "AttentionRelationKd", "CtcKd", "FeatureKd", "KdContext", "KdMethod", "SelfKd", "SeqKdCtc",
+    "build_kd_method", "register_kd_method", "SCHEDULES", "build_schedule", "KdEntry", "KdLossFn",
+    "build_kd_loss_fn", "TEACHERS", "AsrTeacher", "Teacher", "TeacherOutput", "build_teacher",
+    "register_teacher",
+]

@@ -1,0 +1,348 @@
+"""KD methods, registered by name; a training config picks one or several, each with a weight and a
+schedule (:mod:`asr_kd.kd.schedules`), and :class:`asr_kd.kd.task.KdLossFn` adds them to the ASR loss.
+
+A method is an ``nn.Module`` (it may own parameters, e.g. a projection between student and teacher
+dimensions; those live in the student model's ``kd_aux`` so the optimiser, DDP and checkpoints see
+them) with::
+
+    needs_teacher: set[str]     # TeacherOutput fields it reads (the teacher computes only those)
+    needs_student: set[str]     # encoder extras it reads from the student: "attn", "qkv"
+    forward(ctx: KdContext) -> dict[str, Tensor]   # named losses, SUMMED over the batch
+
+The losses are batch sums like the ASR losses of :class:`~asr_kd.models.asr_model.AsrModel`; the task
+divides everything by the same normaliser (frames, tokens or utterances).
+
+Config::
+
+    kd:
+      teacher: {type: asr, checkpoint: exp/teacher/averaged.pt}       # or offline / hf_text / self
+      total_steps: 2000                                              # for schedules (else training.max_steps)
+      methods:
+        - {name: ctc_kd, weight: 1.0, temperature: 1.0, blank_mask: false}
+        - {name: self_kd, weight: 1.0, layer: 4, schedule: {name: self_kd, t: 0.3}}
+
+Registered methods (this module): ``ctc_kd`` (frame-level KD of CTC posteriors from a separate teacher,
+online logits or offline top-k), ``self_kd`` (final CTC head -> intermediate CTC head of the same encoder),
+``seq_kd_ctc`` (the teacher's n-best as weighted CTC targets), ``feature`` (layer-to-layer feature
+distance), ``attention_relation`` (self-attention relation KL). Others register with
+:func:`register_kd_method`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from asr_kd.kd.teachers import TeacherOutput
+
+__all__ = [
+    "KdContext", "KdMethod", "KD_METHODS", "register_kd_method", "build_kd_method",
+    "CtcKd", "SelfKd", "SeqKdCtc", "FeatureKd", "AttentionRelationKd",
+]
+
+
+@dataclass
+class KdContext:
+    """Everything a method may read for one batch.
+
+    Attributes:
+        model: the (unwrapped) student ``AsrModel``.
+        batch: the data batch.
+        tokens: the reference token sequences (N).
+        enc: the student's ``EncoderOutput`` (``out`` (N, T', D), ``out_lens``, ``layer_outputs``, and
+            ``attn`` / ``qkv`` when a method asked for them).
+        losses: the student's ASR losses of this batch.
+        teacher: the teacher's output (None for teacher-free methods such as self-KD).
+        step: the training step.
+        cache: per-batch memo shared by the methods (e.g. the student's CTC logits).
+    """
+
+    model: nn.Module
+    batch: Mapping[str, Any]
+    tokens: Sequence[Sequence[int]]
+    enc: Any
+    losses: Mapping[str, Any]
+    teacher: Optional[TeacherOutput]
+    step: int
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def ctc_logits(self, layer: Optional[int] = None) -> Tensor:
+        """(N, T', V) student CTC logits: the final head (``layer=None``) or inter-CTC layer ``layer``."""
+        key = f"ctc_logits_{layer}"
+        if key not in self.cache:
+            m = self.model
+            if layer is None:
+                if m.ctc is None:
+                    raise ValueError("this KD method needs the student's final CTC head (model.ctc)")
+                self.cache[key] = m.ctc(self.enc.out)
+            else:
+                self.cache[key] = m.inter_ctc_head(layer)(self.enc.layer_outputs[layer - 1])
+        return self.cache[key]
+
+
+class KdMethod(nn.Module):
+    """Base class of KD methods (see the module docstring)."""
+
+    needs_teacher: frozenset[str] = frozenset()
+    needs_student: frozenset[str] = frozenset()
+
+    def forward(self, ctx: KdContext) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+KD_METHODS: dict[str, Callable[..., KdMethod]] = {}
+
+
+def register_kd_method(name: str):
+    """Class decorator: make a method selectable by ``{name: <name>, ...}`` in ``kd.methods``."""
+
+    def deco(cls):
+        if name in KD_METHODS:
+            raise ValueError(f"KD method {name!r} registered twice")
+        KD_METHODS[name] = cls
+        cls.kd_name = name
+        return cls
+
+    return deco
+
+
+def build_kd_method(name: str, model: nn.Module, **options: Any) -> KdMethod:
+    """Instantiate the method ``name`` for the student ``model`` with its config options."""
+    if name not in KD_METHODS:
+        raise ValueError(f"unknown KD method {name!r}; known: {sorted(KD_METHODS)}")
+    try:
+        return KD_METHODS[name](model=model, **options)
+    except TypeError as e:
+        raise ValueError(f"bad options for KD method {name!r}: {e}") from None
+
+
+def _teacher_field(ctx: KdContext, name: str) -> Any:
+    if ctx.teacher is None or getattr(ctx.teacher, name) is None:
+        raise ValueError(f"the KD method needs the teacher's {name!r}, which the configured teacher "
+                         "does not provide (check kd.teacher)")
+    return getattr(ctx.teacher, name)
+
+
+def _check_frames(student_lens: Tensor, teacher_lens: Optional[Tensor]) -> None:
+    if teacher_lens is not None and not torch.equal(student_lens.cpu(), teacher_lens.cpu()):
+        raise ValueError(f"teacher and student frame counts differ ({teacher_lens.tolist()} vs "
+                         f"{student_lens.tolist()}): frame-level KD needs the same subsampling")
+
+
+@register_kd_method("ctc_kd")
+class CtcKd(KdMethod):
+    """Conventional frame-level KD of CTC posteriors from a separate teacher (softmax-level KD).
+
+    loss = sum over valid frames of KL(p_teacher || p_student) at ``temperature`` (x tau^2), from the
+    teacher's CTC logits (online) or its top-k log-probs (offline, renormalised over the kept entries).
+
+    Args:
+        layer: the student head to train: None = final CTC head, k = inter-CTC head of layer k.
+        temperature: tau.
+        blank_mask: drop frames where the teacher's blank posterior exceeds ``blank_threshold``
+            (blank-frame masking; ``blank_weight`` > 0 down-weights them instead).
+        loss_type: ``"kl"`` or ``"ce"``.
+    """
+
+    needs_teacher = frozenset({"ctc_logits"})
+
+    def __init__(self, model: nn.Module, *, layer: Optional[int] = None, temperature: float = 1.0,
+                 blank_mask: bool = False, blank_threshold: float = 0.5, blank_weight: float = 0.0,
+                 loss_type: str = "kl"):
+        super().__init__()
+        self.layer = layer
+        self.temperature = float(temperature)
+        self.blank_mask = bool(blank_mask)
+        self.blank_threshold = float(blank_threshold)
+        self.blank_weight = float(blank_weight)
+        self.loss_type = loss_type
+        self.blank_id = int(getattr(model, "blank_id", 0))
+
+    def forward(self, ctx: KdContext) -> dict[str, Tensor]:
+        from asr_kd.losses.kd import frame_kd
+
+        t = ctx.teacher
+        if t is not None and t.ctc_topk is not None:
+            teacher, ttype = t.ctc_topk, "topk"
+        else:
+            teacher, ttype = _teacher_field(ctx, "ctc_logits"), "logits"
+        lens = ctx.enc.out_lens
+        _check_frames(lens, t.lens if t is not None else None)
+        loss = frame_kd(
+            ctx.ctc_logits(self.layer), teacher, lens, teacher_type=ttype, temperature=self.temperature,
+            loss_type=self.loss_type,
+            blank_id=self.blank_id if self.blank_mask else None,
+            blank_threshold=self.blank_threshold if self.blank_mask else None,
+            blank_weight=self.blank_weight, reduction="sum",
+        )
+        return {"ctc_kd": loss}
+
+
+@register_kd_method("self_kd")
+class SelfKd(KdMethod):
+    """Self-KD for CTC (Kim, Kim, Lee, arXiv 2406.07909): the final CTC head of the encoder is the
+    self-teacher, the intermediate CTC head at ``layer`` the self-student; frame-level KL from the
+    final posteriors (detached) to the intermediate ones. No separate teacher.
+
+    The student model needs ``inter_ctc: {layers: [layer]}`` (its own head, not shared) next to ``ctc``;
+    the full loss is ``CTC + interCTC + alpha(t) * KD`` with the weights ``{ctc: 1, inter_ctc: 1}`` and
+    this method's weight/schedule (``{name: self_kd, t: 0.3}``).
+
+    Args:
+        layer: the intermediate layer (1-based); default the model's first inter-CTC layer.
+        temperature: tau.
+        blank_mask: drop frames where the self-teacher's blank posterior exceeds ``blank_threshold``
+            (off by default: the paper finds it hurts self-KD).
+    """
+
+    def __init__(self, model: nn.Module, *, layer: Optional[int] = None, temperature: float = 1.0,
+                 blank_mask: bool = False, blank_threshold: float = 0.5, loss_type: str = "kl"):
+        super().__init__()
+        layers = list(getattr(model, "inter_ctc_layers", []))
+        if layer is None:
+            if not layers:
+                raise ValueError("self_kd needs a student with an intermediate CTC head "
+                                 "(model.inter_ctc.layers)")
+            layer = layers[0]
+        if layer not in layers:
+            raise ValueError(f"self_kd layer {layer} has no inter-CTC head (inter-CTC layers: {layers})")
+        if getattr(model, "ctc", None) is None:
+            raise ValueError("self_kd needs the final CTC head (the self-teacher)")
+        self.layer = int(layer)
+        self.temperature = float(temperature)
+        self.blank_mask = bool(blank_mask)
+        self.blank_threshold = float(blank_threshold)
+        self.loss_type = loss_type
+        self.blank_id = int(getattr(model, "blank_id", 0))
+
+    def forward(self, ctx: KdContext) -> dict[str, Tensor]:
+        from asr_kd.losses.kd import frame_kd
+
+        teacher = ctx.ctc_logits(None).detach()
+        loss = frame_kd(
+            ctx.ctc_logits(self.layer), teacher, ctx.enc.out_lens, teacher_type="logits",
+            temperature=self.temperature, loss_type=self.loss_type,
+            blank_id=self.blank_id if self.blank_mask else None,
+            blank_threshold=self.blank_threshold if self.blank_mask else None, reduction="sum",
+        )
+        return {"self_kd": loss}
+
+
+@register_kd_method("seq_kd_ctc")
+class SeqKdCtc(KdMethod):
+    """Sequence-level KD on the teacher's n-best: sum_i w_i CTC(student, y_i), with the hypothesis
+    probabilities renormalised over the n-best (``w = softmax(scores / temperature)``).
+
+    Args:
+        layer: student CTC head (None = final, k = inter-CTC layer k).
+        temperature: of the n-best weights.
+    """
+
+    needs_teacher = frozenset({"nbest"})
+
+    def __init__(self, model: nn.Module, *, layer: Optional[int] = None, temperature: float = 1.0):
+        super().__init__()
+        self.layer = layer
+        self.temperature = float(temperature)
+        self.blank_id = int(getattr(model, "blank_id", 0))
+
+    def forward(self, ctx: KdContext) -> dict[str, Tensor]:
+        from asr_kd.losses.kd import sequence_kd_ctc
+
+        nbest = _teacher_field(ctx, "nbest")
+        scores = _teacher_field(ctx, "nbest_scores")
+        log_probs = ctx.ctc_logits(self.layer).log_softmax(-1)
+        loss = sequence_kd_ctc(log_probs, ctx.enc.out_lens, nbest, scores, blank_id=self.blank_id,
+                               temperature=self.temperature, reduction="sum")
+        return {"seq_kd_ctc": loss}
+
+
+def _layer(seq: Sequence[Any], k: int, who: str) -> Any:
+    """1-based layer k of a per-layer list (k = -1: the last)."""
+    n = len(seq)
+    idx = n - 1 if k == -1 else k - 1
+    if not 0 <= idx < n:
+        raise ValueError(f"{who} layer {k} out of range (1..{n} or -1)")
+    return seq[idx]
+
+
+@register_kd_method("feature")
+class FeatureKd(KdMethod):
+    """Feature distance between student and teacher encoder layers (same frame rate).
+
+    Args:
+        pairs: ``[[student_layer, teacher_layer], ...]`` (1-based, -1 = last); default ``[[-1, -1]]``.
+        kind: ``"l1"``, ``"l2"`` (mean squared error per frame) or ``"cosine"``.
+        student_dim, teacher_dim: when they differ, a learned linear projection student -> teacher per
+            pair (a parameter of this method).
+    """
+
+    needs_teacher = frozenset({"layer_outputs"})
+
+    def __init__(self, model: nn.Module, *, pairs: Sequence[Sequence[int]] = ((-1, -1),), kind: str = "l2",
+                 student_dim: Optional[int] = None, teacher_dim: Optional[int] = None):
+        super().__init__()
+        self.pairs = [(int(s), int(t)) for s, t in pairs]
+        self.kind = kind
+        sd = int(student_dim or getattr(model.encoder, "output_dim"))
+        td = int(teacher_dim or sd)
+        self.proj = nn.ModuleList(
+            [nn.Linear(sd, td) if sd != td else nn.Identity() for _ in self.pairs])
+
+    def forward(self, ctx: KdContext) -> dict[str, Tensor]:
+        from asr_kd.losses.kd import feature_distance
+
+        t_layers = _teacher_field(ctx, "layer_outputs")
+        lens = ctx.enc.out_lens
+        _check_frames(lens, ctx.teacher.lens)
+        total = None
+        for (s, t), proj in zip(self.pairs, self.proj):
+            d = feature_distance(proj(_layer(ctx.enc.layer_outputs, s, "student")),
+                                 _layer(t_layers, t, "teacher"), lens, kind=self.kind, reduction="sum")
+            total = d if total is None else total + d
+        return {"feature": total}
+
+
+@register_kd_method("attention_relation")
+class AttentionRelationKd(KdMethod):
+    """Self-attention relation distillation (MiniLM-v2 style): KL between the teacher's and the
+    student's Q-Q, K-K and V-V relations at paired layers; works across different dims/heads.
+
+    Args:
+        pairs: ``[[student_layer, teacher_layer], ...]`` (1-based, -1 = last); default ``[[-1, -1]]``.
+        relations: subset of ``("q", "k", "v")``.
+        num_relation_heads: relation heads (default: the teacher's heads).
+    """
+
+    needs_teacher = frozenset({"qkv"})
+    needs_student = frozenset({"qkv"})
+
+    def __init__(self, model: nn.Module, *, pairs: Sequence[Sequence[int]] = ((-1, -1),),
+                 relations: Sequence[str] = ("q", "k", "v"), num_relation_heads: Optional[int] = None):
+        super().__init__()
+        self.pairs = [(int(s), int(t)) for s, t in pairs]
+        bad = set(relations) - {"q", "k", "v"}
+        if bad:
+            raise ValueError(f"relations must be among q, k, v; got {sorted(bad)}")
+        self.relations = [("q", "k", "v").index(r) for r in relations]
+        self.num_relation_heads = num_relation_heads
+
+    def forward(self, ctx: KdContext) -> dict[str, Tensor]:
+        from asr_kd.losses.kd import attention_relation_kl
+
+        t_qkv = _teacher_field(ctx, "qkv")
+        if ctx.enc.qkv is None:
+            raise ValueError("the student encoder returned no q/k/v (return_qkv)")
+        lens = ctx.enc.out_lens
+        _check_frames(lens, ctx.teacher.lens)
+        total = None
+        for s, t in self.pairs:
+            sq, tq = _layer(ctx.enc.qkv, s, "student"), _layer(t_qkv, t, "teacher")
+            for r in self.relations:
+                d = attention_relation_kl(sq[r], tq[r], lens, num_relation_heads=self.num_relation_heads,
+                                          reduction="sum")
+                total = d if total is None else total + d
+        return {"attention_relation": total}
