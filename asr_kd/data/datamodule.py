@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import torch
 from lhotse import CutSet
-from lhotse.dataset import DynamicBucketingSampler
+from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler
 from lhotse.dataset.dataloading import make_worker_init_fn
 from lhotse.dataset.input_strategies import BatchIO, OnTheFlyFeatures, PrecomputedFeatures
 
@@ -87,6 +87,10 @@ class AsrDataConfig:
         noise_snr: SNR range in dB.
         noise_prob: probability that a training cut gets noise.
         on_error: ``"raise"`` or ``"skip"`` bad cuts in training (validation/test always raise).
+        custom_fields: cut custom fields loaded into ``batch["custom"]`` of the training and validation
+            batches (see :mod:`asr_kd.data.dataset`), e.g. the offline teacher targets of
+            :class:`asr_kd.kd.offline.OfflineTeacher` (its ``required_custom_fields``); both splits'
+            manifests must carry them.
     """
 
     max_duration: float = 200.0
@@ -108,6 +112,7 @@ class AsrDataConfig:
     noise_snr: tuple[float, float] = (10.0, 20.0)
     noise_prob: float = 0.5
     on_error: OnError = "raise"
+    custom_fields: tuple[str, ...] = ()
 
 
 def resolve_world(world_size: Optional[int] = None, rank: Optional[int] = None) -> tuple[int, int]:
@@ -159,10 +164,13 @@ class AsrDataModule:
 
     def make_sampler(
         self, cuts: CutSet, shuffle: bool, drop_last: bool
-    ) -> DynamicBucketingSampler:
+    ) -> Union[DynamicBucketingSampler, DynamicCutSampler]:
         c = self.config
         # Lhotse needs at least one cut per bucket to estimate the bucket bins (tiny sets).
         num_buckets = max(1, sum(1 for _ in islice(cuts, c.num_buckets)))
+        if num_buckets < 2:  # one bucket (or a one-cut set): Lhotse's bucketing needs two at least
+            return DynamicCutSampler(cuts, max_duration=c.max_duration, shuffle=shuffle, drop_last=drop_last,
+                                     seed=c.seed, world_size=self.world_size, rank=self.rank)
         return DynamicBucketingSampler(
             cuts,
             max_duration=c.max_duration,
@@ -214,6 +222,7 @@ class AsrDataModule:
             spec_augment=SpecAugment(c.spec_augment_config) if c.spec_augment else None,
             on_error=c.on_error,
             name="train",
+            custom_fields=tuple(c.custom_fields),
         )
 
     def train_dataloader(
@@ -231,7 +240,8 @@ class AsrDataModule:
 
     def valid_dataloader(self, cuts: CutSet) -> torch.utils.data.DataLoader:
         """Validation batches: no shuffling, no augmentation, every cut kept."""
-        dataset = AsrDataset(self.input_strategy(), tokenizer=self.tokenizer, name="valid")
+        dataset = AsrDataset(self.input_strategy(), tokenizer=self.tokenizer, name="valid",
+                             custom_fields=tuple(self.config.custom_fields))
         return self._loader(dataset, self.make_sampler(cuts, shuffle=False, drop_last=False))
 
     def test_dataloader(self, cuts: CutSet) -> torch.utils.data.DataLoader:

@@ -14,6 +14,12 @@ Batch schema (the one place it is written down)::
         "skipped":      list[dict]              {"cut_id": str, "reason": str} for each of the sampler's
                                                 cuts dropped from this batch (on_error="skip"), else []
         "cuts":         CutSet (N)              only when return_cuts=True
+        "custom": {                             only when the dataset has custom_fields; per name:
+            <name>:        Tensor (N, T'max, ...)  an Array / TemporalArray field (``cut.load_custom``),
+                                                   zero-padded along its first (temporal) axis, stored dtype
+            <name>_lens:   LongTensor (N,)         valid rows of <name> per cut
+            <name>:        list (N)                any other (JSON) custom value, as stored
+        }
     }
 
 N: cuts in the batch (rows are sorted by duration, longest first); T: frames of the longest cut;
@@ -25,13 +31,20 @@ from audio; ``PrecomputedFeatures()`` reads stored features. Bad inputs (see
 :mod:`asr_kd.data.validation`) raise :class:`~asr_kd.data.validation.BadCutError` naming the cut, or
 with ``on_error="skip"`` are dropped, counted in :attr:`AsrDataset.stats`, logged and listed in
 ``batch["skipped"]`` (the way to count them across DataLoader worker processes).
+
+Custom fields (``custom_fields=("kd_ctc_topk_values", ...)``) carry per-cut data stored in the cuts'
+``custom`` dict, e.g. offline teacher targets (:mod:`asr_kd.kd.offline`). A TemporalArray is moved to
+temporal-axis-first before padding. A cut lacking a requested field is bad input
+(``missing_custom``), one whose array cannot be read is ``bad_custom``: both raise or skip per
+``on_error``. With N = 0, ``<name>`` is an empty list and ``<name>_lens`` an empty tensor.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
+import numpy as np
 import torch
 from lhotse import CutSet
 from lhotse.cut import Cut
@@ -56,6 +69,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+MISSING_CUSTOM = "missing_custom"
+BAD_CUSTOM = "bad_custom"
+
 CutTransform = Callable[[CutSet], CutSet]
 
 
@@ -71,6 +87,7 @@ class AsrDataset(torch.utils.data.Dataset):
         on_error: ``"raise"`` or ``"skip"`` bad cuts (see the module docstring).
         return_cuts: add the batch's cuts under ``"cuts"`` (for decoding scripts).
         name: label of this dataset's log lines and stats.
+        custom_fields: names of cut custom fields to load into ``batch["custom"]``.
     """
 
     def __init__(
@@ -82,6 +99,7 @@ class AsrDataset(torch.utils.data.Dataset):
         on_error: OnError = "raise",
         return_cuts: bool = False,
         name: str = "dataset",
+        custom_fields: Sequence[str] = (),
     ):
         self.input_strategy = input_strategy or OnTheFlyFeatures(make_fbank())
         self.tokenizer = tokenizer
@@ -90,6 +108,7 @@ class AsrDataset(torch.utils.data.Dataset):
         self.on_error = check_on_error(on_error)
         self.return_cuts = return_cuts
         self.stats = FilterStats(name)
+        self.custom_fields = tuple(custom_fields)
 
     # ------------------------------------------------------------------ error handling
     def _bad(self, err: BadCutError, skipped: list[dict]) -> None:
@@ -155,16 +174,58 @@ class AsrDataset(torch.utils.data.Dataset):
         num_features = extractor.feature_dim(16000) if extractor is not None else 0
         return torch.zeros(0, 0, num_features)
 
+    # ------------------------------------------------------------------ custom fields
+    def _load_custom(self, cut: Cut) -> dict[str, Any]:
+        """``{name: np.ndarray (temporal axis first) | JSON value}`` for :attr:`custom_fields`."""
+        from lhotse.array import Array, TemporalArray
+
+        out = {}
+        for name in self.custom_fields:
+            value = _custom_manifest(cut, name)
+            if value is None:
+                raise BadCutError(cut.id, MISSING_CUSTOM, f"the cut has no custom field {name!r}")
+            if isinstance(value, (Array, TemporalArray)):
+                try:
+                    arr = np.asarray(cut.load_custom(name))
+                except Exception as e:
+                    raise BadCutError(cut.id, BAD_CUSTOM, f"{name}: {_short(e)}") from e
+                if isinstance(value, TemporalArray) and value.temporal_dim != 0:
+                    arr = np.moveaxis(arr, value.temporal_dim, 0)
+                if arr.ndim == 0:
+                    arr = arr.reshape(1)
+                out[name] = arr
+            else:
+                out[name] = value
+        return out
+
+    def _collate_custom(self, ids: list[str], values: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.custom_fields:
+            rows = [values[i][name] for i in ids]
+            is_array = [isinstance(r, np.ndarray) for r in rows]
+            if not rows:
+                out[name], out[name + "_lens"] = [], torch.zeros(0, dtype=torch.int64)
+            elif all(is_array):
+                out[name], out[name + "_lens"] = _pad_arrays(name, ids, rows)
+            elif any(is_array):
+                raise ValueError(f"custom field {name!r} is an array in some cuts of the batch and a "
+                                 "JSON value in others")
+            else:
+                out[name] = rows
+        return out
+
     # ------------------------------------------------------------------ main
     def __getitem__(self, cuts: CutSet) -> dict:
         cuts = cuts.sort_by_duration(ascending=False)
         skipped: list[dict] = []
 
-        # 1. transcripts (cheap, so first)
-        texts, tokens, good = {}, {}, []
+        # 1. transcripts (cheap, so first), custom fields (before transforms turn cuts into MixedCuts)
+        texts, tokens, custom, good = {}, {}, {}, []
         for cut in cuts:
             try:
                 texts[cut.id], tokens[cut.id] = check_text(cut, self.tokenizer)
+                if self.custom_fields:
+                    custom[cut.id] = self._load_custom(cut)
             except BadCutError as e:
                 self._bad(e, skipped)
                 continue
@@ -200,4 +261,31 @@ class AsrDataset(torch.utils.data.Dataset):
         }
         if self.return_cuts:
             batch["cuts"] = cuts
+        if self.custom_fields:
+            batch["custom"] = self._collate_custom(ids, custom)
         return batch
+
+
+def _custom_manifest(cut: Cut, name: str) -> Any:
+    """The value of custom field ``name`` (a MixedCut's: its first track that has it), else None."""
+    custom = getattr(cut, "custom", None)
+    if custom is not None and name in custom:
+        return custom[name]
+    for track in getattr(cut, "tracks", ()):  # MixedCut: the noise tracks lack the field
+        value = _custom_manifest(track.cut, name)
+        if value is not None:
+            return value
+    return None
+
+
+def _pad_arrays(name: str, ids: list[str], rows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad (T'_n, ...) arrays along the first axis -> ((N, T'max, ...), lens (N,))."""
+    trailing = {r.shape[1:] for r in rows}
+    if len(trailing) > 1:
+        raise ValueError(f"custom field {name!r}: the cuts {ids} have arrays of incompatible shapes "
+                         f"{[r.shape for r in rows]}")
+    lens = torch.tensor([r.shape[0] for r in rows], dtype=torch.int64)
+    padded = np.zeros((len(rows), int(lens.max()), *rows[0].shape[1:]), dtype=np.result_type(*rows))
+    for i, r in enumerate(rows):
+        padded[i, : r.shape[0]] = r
+    return torch.from_numpy(padded), lens
