@@ -5,10 +5,21 @@
                                 icefall-style warm-up of the pruned-loss scales
 - :mod:`asr_kd.losses.ce`       label-smoothed CE (attention decoder), masked-LM CE (Mask-CTC)
 - :mod:`asr_kd.losses.masking`  ESPnet-style token masking for Mask-CTC training
+- :mod:`asr_kd.losses.kd`       KD losses: frame-level posterior KD (via ``asr_kd.ops``), n-best
+                                sequence KD with CTC, feature distances, attention-map KL,
+                                MiniLM-style attention-relation KL
 """
 
 from asr_kd.losses.ce import label_smoothing_loss, masked_lm_loss
 from asr_kd.losses.ctc import ctc_loss, k2_available, pad_token_lists
+from asr_kd.losses.kd import (
+    attention_map_kl,
+    attention_relation_kl,
+    feature_distance,
+    frame_kd,
+    nbest_weights,
+    sequence_kd_ctc,
+)
 from asr_kd.losses.masking import MaskedTokens, mask_tokens
 from asr_kd.losses.rnnt import (
     fast_rnnt_available,
@@ -33,4 +44,10 @@ __all__ = [
     "masked_lm_loss",
     "MaskedTokens",
     "mask_tokens",
+    "frame_kd",
+    "nbest_weights",
+    "sequence_kd_ctc",
+    "feature_distance",
+    "attention_map_kl",
+    "attention_relation_kl",
 ]
