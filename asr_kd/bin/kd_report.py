@@ -1,0 +1,106 @@
+"""Append KD experiment results to a markdown log (``docs/RESULTS.md``), one row per decoded model.
+
+Usage (what ``egs/synth/ASR/run_kd.sh`` runs after decoding)::
+
+    python -m asr_kd.bin.kd_report --out docs/RESULTS.md --experiment self_kd --steps 600 \
+        --entry "k-layer alone=exp/kd/ctc_l4/decode" \
+        --entry "self-KD, full model=exp/kd/self_kd_l7/decode" \
+        --entry "self-KD, sub-model (layers 1-4)=exp/kd/self_kd_l7/decode_sub" --baseline "k-layer alone"
+
+Each entry's ``<dir>/results.jsonl`` (written by ``asr_kd.bin.decode``) gives the newest result for
+``--split`` and ``--method``; parameters are counted from the decoded checkpoint. Rows go under the
+heading ``## KD experiment log`` (created when missing), with the relative WER change against
+``--baseline``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import platform
+import sys
+from pathlib import Path
+
+HEADING = "## KD experiment log (appended by egs/synth/ASR/run_kd.sh)"
+COLUMNS = ("date", "experiment", "model", "params", "steps", "split", "method", "WER %", "CER %",
+           "ins+del %", "rel. WER vs baseline", "RTF", "checkpoint")
+
+
+def latest_result(res_dir: Path, split: str, method: str) -> dict:
+    path = res_dir / "results.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: decode first (asr_kd.bin.decode --res-dir)")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r["split"] == split and r["method"].split("_")[0] == method]
+    if not rows:
+        raise ValueError(f"{path}: no result for split {split!r} and method {method!r}")
+    return rows[-1]
+
+
+def count_params(checkpoint: str) -> int:
+    from asr_kd.training.asr_task import load_asr_model
+
+    model, _ = load_asr_model(checkpoint)
+    return sum(p.numel() for p in model.parameters())
+
+
+def format_rows(experiment: str, steps: int, entries: list[tuple[str, dict, int]], baseline: str | None,
+                date: str) -> list[str]:
+    base = {label: r for label, r, _ in entries}.get(baseline) if baseline else None
+    lines = []
+    for label, r, n in entries:
+        rel = "" if base is None or label == baseline or base["wer"] == 0 else \
+            f"{100.0 * (r['wer'] - base['wer']) / base['wer']:+.1f}%"
+        lines.append("| " + " | ".join([
+            date, experiment, label, f"{n / 1e6:.2f}M", str(steps), r["split"], r["method"], f"{r['wer']:.2f}",
+            f"{r['cer']:.2f}", f"{r['ins_del']:.2f}", rel, f"{r['rtf']:.4f}", f"`{r['checkpoint']}`"]) + " |")
+    return lines
+
+
+def append_rows(out: Path, lines: list[str]) -> None:
+    text = out.read_text() if out.is_file() else ""
+    if HEADING not in text:
+        header = ["", HEADING, "",
+                  f"Machine: {platform.machine()} CPU, training and decoding as configured by run_kd.sh. Same data, "
+                  "seed, steps and encoder width within one experiment; WER from CTC greedy unless stated.", "",
+                  "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        text = text.rstrip("\n") + "\n" + "\n".join(header) + "\n"
+    else:
+        text = text.rstrip("\n") + "\n"
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(text + "\n".join(lines) + "\n")
+    tmp.replace(out)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="markdown file to append to")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--entry", action="append", required=True, help="LABEL=RES_DIR (repeatable)")
+    p.add_argument("--baseline", default=None, help="label of the baseline entry")
+    p.add_argument("--split", default="test")
+    p.add_argument("--method", default="ctc-greedy")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    entries = []
+    for e in args.entry:
+        if "=" not in e:
+            raise SystemExit(f"kd_report: --entry must be LABEL=RES_DIR, got {e!r}")
+        label, res = e.rsplit("=", 1)
+        r = latest_result(Path(res), args.split, args.method)
+        entries.append((label, r, count_params(r["checkpoint"])))
+    if args.baseline and args.baseline not in {label for label, _, _ in entries}:
+        raise SystemExit(f"kd_report: baseline {args.baseline!r} is not one of the entries")
+    lines = format_rows(args.experiment, args.steps, entries, args.baseline, _dt.date.today().isoformat())
+    append_rows(args.out, lines)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
