@@ -295,6 +295,7 @@ class OfflineTeacher(Teacher):
             raise ValueError(f"offline teacher fields must be a non-empty subset of {sorted(OFFLINE_FIELDS)}, "
                              f"got {list(fields)}")
         self.fields = tuple(fields)
+        self.eval()
 
     @property
     def required_custom_fields(self) -> list[str]:
