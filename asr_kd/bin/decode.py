@@ -32,19 +32,28 @@ from pathlib import Path
 
 import torch
 
-from asr_kd.decoding.search import METHODS, SearchOptions, check_method, decode_batch
+from asr_kd.decoding.search import METHODS, SearchOptions, check_method, ctc_log_probs, decode_batch
 from asr_kd.decoding.wer import measure_rtf, result_path, write_errs, write_recogs, write_wer_summary
 from asr_kd.training.asr_task import load_asr_model
 from asr_kd.training.checkpoint import find_latest
 
 log = logging.getLogger("asr_kd.bin.decode")
 
+#: WFST decoding (kaldifst graph + kaldi-decoder): outputs words, so it is run here, not in decode_batch
+WFST_METHOD = "ctc-hlg"
+
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp-dir", type=Path, required=True)
     p.add_argument("--checkpoint", type=Path, help="default: <exp-dir>/averaged.pt if present, else the latest")
-    p.add_argument("--method", action="append", choices=sorted(METHODS), help="repeatable [ctc-greedy]")
+    p.add_argument("--method", action="append", choices=sorted([*METHODS, WFST_METHOD]),
+                   help="repeatable [ctc-greedy]; ctc-hlg = WFST decoding of the CTC output with the lang "
+                   "dir's lexicon (HL) and, with --arpa, an n-gram LM (HLG)")
+    p.add_argument("--arpa", type=Path, default=None, help="ctc-hlg: ARPA LM for G (default: HL, no LM)")
+    p.add_argument("--lm-scale", type=float, default=1.0, help="ctc-hlg: G weight scale")
+    p.add_argument("--search-beam", type=float, default=16.0, help="ctc-hlg: decoder beam (cost units)")
+    p.add_argument("--acoustic-scale", type=float, default=1.0, help="ctc-hlg: scale of the CTC log-probs")
     p.add_argument("--split", action="append", help="repeatable [test]")
     p.add_argument("--beam", type=int, default=None, help="beam size [10; 4 for modified-beam]")
     p.add_argument("--ctc-weight", type=float, default=0.3)
@@ -77,8 +86,15 @@ def resolve_checkpoint(exp_dir: Path, checkpoint: Path | None) -> Path:
     return latest
 
 
-def method_suffix(method: str, opts: SearchOptions) -> str:
+def method_suffix(method: str, opts: SearchOptions, args: argparse.Namespace | None = None) -> str:
     parts = [method]
+    if method == WFST_METHOD:
+        parts.append("G" if args is not None and args.arpa else "noG")
+        if args is not None and args.arpa:
+            parts.append(f"lms-{args.lm_scale:g}")
+        if opts.ctc_layer is not None:
+            parts.append(f"layer-{opts.ctc_layer}")
+        return "_".join(parts)
     if method in ("ctc-prefix-beam", "attention-beam", "attention-rescoring", "modified-beam"):
         parts.append(f"beam-{opts.beam}")
     if method in ("attention-beam", "attention-rescoring"):
@@ -90,8 +106,11 @@ def method_suffix(method: str, opts: SearchOptions) -> str:
     return "_".join(parts)
 
 
-def decode_split(model, loader, tokenizer, method: str, opts: SearchOptions, device: torch.device):
-    """Returns ``(results [(cut_id, ref, hyp)], decode_seconds, audio_seconds)``."""
+def decode_split(model, loader, tokenizer, method: str, opts: SearchOptions, device: torch.device, wfst=None):
+    """Returns ``(results [(cut_id, ref, hyp)], decode_seconds, audio_seconds)``.
+
+    ``wfst``: ``(graph, id_to_word, decoder kwargs)`` for :data:`WFST_METHOD`.
+    """
     results, seconds, audio = [], 0.0, 0.0
     for batch in loader:
         sup = batch["supervisions"]
@@ -99,11 +118,21 @@ def decode_split(model, loader, tokenizer, method: str, opts: SearchOptions, dev
         if x.shape[0] == 0:
             continue
         t0 = time.perf_counter()
-        hyps = decode_batch(model, x, x_lens, method, opts)
+        if method == WFST_METHOD:
+            from asr_kd.decoding.wfst import wfst_decode
+
+            graph, id_to_word, kw = wfst
+            with torch.no_grad():
+                enc_out = model.encode(x, x_lens)
+                lp = ctc_log_probs(model, enc_out, opts)
+            words = [[id_to_word[i] for i in r.best] for r in wfst_decode(graph, lp, enc_out.out_lens, **kw)]
+        else:
+            hyps = decode_batch(model, x, x_lens, method, opts)
+            words = [tokenizer.decode(h).split() for h in hyps]
         seconds += time.perf_counter() - t0
         audio += sum(c.duration for c in batch["cuts"])
-        for cut_id, ref, hyp in zip(sup["cut_id"], sup["text"], hyps):
-            results.append((cut_id, ref.split(), tokenizer.decode(hyp).split()))
+        for cut_id, ref, hyp in zip(sup["cut_id"], sup["text"], words):
+            results.append((cut_id, ref.split(), hyp))
     return results, seconds, audio
 
 
@@ -126,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     data_cfg = dict(config.get("data") or {})
     manifest_dir = Path(args.manifest_dir or data_cfg.get("manifest_dir", "data/manifests"))
     prefix = args.prefix or data_cfg.get("prefix", "synth")
-    tokenizer = Tokenizer.from_dir(args.lang_dir or data_cfg.get("lang_dir", "data/lang_bpe_500"))
+    lang_dir = Path(args.lang_dir or data_cfg.get("lang_dir", "data/lang_bpe_500"))
+    tokenizer = Tokenizer.from_dir(lang_dir)
+    hlg = None  # built on first use
     dm = AsrDataModule(AsrDataConfig(max_duration=args.max_duration, num_workers=0, shuffle=False,
                                      num_mel_bins=int(data_cfg.get("num_mel_bins", 80)),
                                      fbank_backend=data_cfg.get("fbank_backend", "auto")), tokenizer=None)
@@ -147,10 +178,23 @@ def main(argv: list[str] | None = None) -> int:
                                  ctc_layer=args.ctc_layer, max_sym_per_frame=args.max_sym_per_frame,
                                  p_thr=args.p_thr, iterations=args.iterations,
                                  length_penalty=args.length_penalty)
-            check_method(model, method, opts)
-            suffix = method_suffix(method, opts)
+            wfst = None
+            if method == WFST_METHOD:
+                check_method(model, "ctc-greedy", opts)
+                if hlg is None:
+                    from asr_kd.decoding.wfst import build_hlg_from_lang_dir
+
+                    t0 = time.perf_counter()
+                    graph, id_to_word = build_hlg_from_lang_dir(lang_dir, args.arpa, lm_scale=args.lm_scale)
+                    hlg = (graph, id_to_word)
+                    log.info("built %s from %s in %.1f s", "HLG" if args.arpa else "HL", lang_dir,
+                             time.perf_counter() - t0)
+                wfst = (*hlg, {"beam": args.search_beam, "acoustic_scale": args.acoustic_scale})
+            else:
+                check_method(model, method, opts)
+            suffix = method_suffix(method, opts, args)
             results, seconds, audio = decode_split(model, dm.test_dataloader(cuts), tokenizer, method, opts,
-                                                   device)
+                                                   device, wfst)
             write_recogs(result_path(res_dir, "recogs", split, suffix), results)
             wer = write_errs(result_path(res_dir, "errs", split, suffix), results)
             rtf = measure_rtf(seconds, audio)

@@ -36,7 +36,8 @@ from asr_kd.decoding.ctc import ctc_greedy_search, ctc_prefix_beam_search
 from asr_kd.decoding.mask_ctc import mask_ctc_easy_first
 from asr_kd.decoding.transducer import modified_beam_search, transducer_greedy_search
 
-__all__ = ["METHODS", "NBEST_METHODS", "SearchOptions", "decode_batch", "decode_nbest", "check_method"]
+__all__ = ["METHODS", "NBEST_METHODS", "SearchOptions", "decode_batch", "decode_nbest", "check_method",
+           "ctc_log_probs"]
 
 #: method name -> heads it needs (attribute names of AsrModel that must not be None)
 METHODS: dict[str, tuple[str, ...]] = {
@@ -81,7 +82,7 @@ def check_method(model: Any, method: str, opts: SearchOptions | None = None) -> 
                              f"(enabled heads: {model.enabled_heads()})")
 
 
-def _ctc_log_probs(model: Any, enc_out: Any, opts: SearchOptions) -> torch.Tensor:
+def ctc_log_probs(model: Any, enc_out: Any, opts: SearchOptions) -> torch.Tensor:
     """(N, T', V) CTC log-probs from the final head or from inter-CTC layer ``opts.ctc_layer``."""
     if opts.ctc_layer is None:
         return model.ctc(enc_out.out).log_softmax(-1)
@@ -94,7 +95,7 @@ def _search(model: Any, enc_out: Any, method: str, opts: SearchOptions) -> list:
     enc, enc_lens = enc_out.out, enc_out.out_lens
     needs_ctc = "ctc" in METHODS[method] or (method == "attention-beam" and model.ctc is not None
                                              and opts.ctc_weight > 0)
-    ctc_lp = _ctc_log_probs(model, enc_out, opts) if needs_ctc else None
+    ctc_lp = ctc_log_probs(model, enc_out, opts) if needs_ctc else None
     blank = model.blank_id
 
     if method == "ctc-greedy":

@@ -61,3 +61,38 @@ def test_decode_inter_ctc_layer_and_bad_method(trained):
     assert (trained / "dec_layer1" / "recogs-test-ctc-greedy_layer-1.txt").is_file()
     with pytest.raises(ValueError, match="transducer"):
         decode.main(["--exp-dir", str(trained), "--method", "modified-beam"])
+
+
+def test_decode_ctc_hlg_outputs_lexicon_words(trained):
+    """ctc-hlg: WFST decoding with the lang dir's lexicon (HL); every output word is in words.txt and the
+    hypotheses equal a direct wfst_decode of the model's CTC log-probs."""
+    import torch
+
+    from asr_kd.bin import decode
+    from asr_kd.data.tokenizer import read_symbol_table
+    from asr_kd.decoding.wfst import build_hlg_from_lang_dir, wfst_decode
+    from asr_kd.training.asr_task import load_asr_model
+
+    assert decode.main(["--exp-dir", str(trained), "--method", "ctc-hlg", "--res-dir", "dec_hlg"]) == 0
+    res = trained / "dec_hlg"
+    row = json.loads((res / "results.jsonl").read_text().splitlines()[-1])
+    assert row["method"] == "ctc-hlg_noG" and row["num_utts"] == 2
+    model, config = load_asr_model(trained / "checkpoint-2.pt")
+    lang = config["data"]["lang_dir"]
+    words = read_symbol_table(f"{lang}/words.txt")
+    recogs = _recogs(res / "recogs-test-ctc-hlg_noG.txt")
+    assert all(w in words for _, hyp in recogs.values() for w in hyp)
+    # the same search by hand on one utterance
+    from lhotse import CutSet
+
+    from asr_kd.data.features import make_fbank
+
+    cuts = CutSet.from_file(f"{config['data']['manifest_dir']}/toy_cuts_test.jsonl.gz")
+    cut = next(iter(cuts))
+    feats = torch.from_numpy(make_fbank(80).extract(cut.load_audio(), cut.sampling_rate)).float()
+    graph, id_to_word = build_hlg_from_lang_dir(lang)
+    with torch.no_grad():
+        enc = model.encode(feats.unsqueeze(0), torch.tensor([feats.size(0)]))
+        lp = model.ctc(enc.out).log_softmax(-1)
+    best = wfst_decode(graph, lp, enc.out_lens)[0].best
+    assert recogs[cut.id][1] == [id_to_word[i] for i in best]
