@@ -186,6 +186,15 @@ def dump_teacher_targets(
     report = report if report is not None else DumpReport()
     device = torch.device(device)
     teacher = _teacher_for_dump(teacher, nbest, nbest_method).eval()
+    if isinstance(teacher, AsrTeacher):  # configuration errors fail at once, not once per cut
+        if teacher.model.ctc is None:
+            raise ValueError("the teacher has no CTC head: it cannot make offline CTC top-k targets")
+        if nbest > 0:
+            from asr_kd.decoding.search import NBEST_METHODS, SearchOptions, check_method
+
+            if nbest_method not in NBEST_METHODS:
+                raise ValueError(f"nbest_method {nbest_method!r} gives no n-best list; choose from {NBEST_METHODS}")
+            check_method(teacher.model, nbest_method, SearchOptions(beam=nbest))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 

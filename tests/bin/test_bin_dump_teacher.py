@@ -78,3 +78,33 @@ def test_dump_teacher_cli_keeps_and_lists_failed_cuts(trained, tmp_path, capsys)
     assert list(dumped.ids) == [c.id for c in cuts]
     assert [c.has_custom("kd_ctc_topk_values") for c in dumped] == [False, True]
     assert not dumped[1].has_custom("kd_nbest")
+
+
+def test_student_trains_from_the_dumped_targets(trained, tmp_path):
+    """dump_teacher -> train with kd.teacher {type: offline}: train.py adds the custom fields, ctc_kd and
+    seq_kd_ctc read the stored top-k and n-best."""
+    import yaml
+
+    from asr_kd.bin import dump_teacher, train
+
+    root, exp = trained
+    out = tmp_path / "kd"
+    assert dump_teacher.main(["--checkpoint", str(exp / "checkpoint-2.pt"), "--splits", "train", "dev",
+                              "--out-dir", str(out), "--topk", "4", "--nbest", "2"]) == 0
+    cfg = yaml.safe_load((root / "conf.yaml").read_text())
+    cfg["data"]["manifest_dir"] = str(out)
+    cfg["kd"] = {"teacher": {"type": "offline", "fields": ["kd_ctc_topk", "kd_nbest"]},
+                 "methods": [{"name": "ctc_kd", "weight": 1.0}, {"name": "seq_kd_ctc", "weight": 0.5}]}
+    conf = tmp_path / "student.yaml"
+    conf.write_text(yaml.safe_dump(cfg))
+    student = tmp_path / "student"
+    assert train.main(["--config", str(conf), "--exp-dir", str(student), "--max-steps", "2"]) == 0
+    log = (student / "train.log").read_text()
+    import re
+
+    assert "OfflineTeacher" in log
+    for name in ("ctc_kd", "seq_kd_ctc"):  # finite KD losses at every logged step and in validation
+        values = [float(v) for v in re.findall(rf" {name}=([-0-9.e+naif]+)", log)]
+        assert len(values) >= 3 and all(np.isfinite(v) and v > 0 for v in values), (name, values)
+    ck = torch.load(student / "checkpoint-2.pt", weights_only=True)
+    assert ck["step"] == 2

@@ -202,3 +202,22 @@ def test_offline_teacher_config_and_errors():
         OfflineTeacher(fields=("ctc_logits",))
     with pytest.raises(KeyError, match="data.custom_fields"):
         t({"inputs": torch.zeros(1, 5, 80), "supervisions": {}}, {"ctc_logits"})
+
+
+def test_dump_from_precomputed_features(model, tmp_path):
+    from lhotse import LilcomChunkyWriter
+    from lhotse.dataset.input_strategies import PrecomputedFeatures
+
+    from asr_kd.data import make_fbank
+
+    cuts = make_cutset(tmp_path / "audio", (1.0, 1.3)).compute_and_store_features(
+        make_fbank(), tmp_path / "feats", storage_type=LilcomChunkyWriter, progress_bar=False)
+    report = DumpReport()
+    out = dump_teacher_targets(model, cuts, tmp_path / "out", topk=3, report=report,
+                               data_config=AsrDataConfig(on_the_fly_feats=False, num_workers=0))
+    assert report.num_done == 2 and all(c.has_features for c in out)
+    batch = AsrDataset(PrecomputedFeatures(), custom_fields=(TOPK_VALUES, TOPK_INDICES))[out]
+    (values, indices), lens, _ = _direct(model, batch, 3)
+    assert torch.equal(batch["custom"][TOPK_VALUES + "_lens"], lens)
+    for n, L in enumerate(lens.tolist()):
+        torch.testing.assert_close(batch["custom"][TOPK_VALUES][n, :L].float(), values[n, :L], atol=2e-2, rtol=2e-3)
