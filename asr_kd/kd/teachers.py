@@ -115,6 +115,7 @@ class AsrTeacher(Teacher):
         self.model = _freeze(model)
         self.nbest_method = nbest_method
         self.nbest_size = int(nbest_size)
+        self.eval()
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str, device: str | torch.device = "cpu", **kwargs: Any) -> "AsrTeacher":

@@ -104,6 +104,7 @@ def test_self_kd_config_errors():
 def test_ctc_kd_from_online_teacher(batch):
     teacher = AsrTeacher(make_model(seed=5))
     assert not any(p.requires_grad for p in teacher.parameters())
+    assert not teacher.training and not teacher.model.training
     teacher.train()
     assert not teacher.model.training  # frozen teachers stay in eval mode
     student = make_model(seed=1)
