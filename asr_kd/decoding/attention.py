@@ -8,7 +8,13 @@ The decoder is duck-typed (``asr_kd.models.heads.AttentionDecoder`` or any stand
 - beam search calls ``decoder.forward_one_step(memory (B, T', D), memory_mask (B, 1, T') bool with
   True = valid frame, ys (B, l) int64 (sos first), cache) -> (logp (B, V), cache)``; ``cache`` is
   ``None`` on the first call and may be any tree of tensors (list / tuple / dict) whose first
-  dimension is the hypothesis, so that the search can reorder it between steps;
+  dimension is the hypothesis, so that the search can reorder it between steps (only the positions
+  the cache does not cover need computing, i.e. the last one);
+- if the decoder has ``precompute_memory(enc (N, T', D)) -> tree`` (the memory-only part of every
+  step, e.g. the cross-attention keys/values), the search calls it once per batch and passes the
+  result, per utterance (not expanded to hypotheses), as ``memory`` instead of the tensor;
+  hypotheses ``n * W .. n * W + W - 1`` are those of utterance n. It is never reordered: a
+  hypothesis never changes utterance;
 - rescoring calls ``decoder(memory (M, T', D), memory_lens (M,), ys_in (M, L)) -> logits (M, L, V)``
   (teacher forcing; ``ys_in`` is sos + hypothesis, right-padded with eos).
 
@@ -100,7 +106,10 @@ def attention_beam_search(
     lam = float(ctc_weight) if use_ctc else 0.0
 
     utt = torch.arange(N, device=device).repeat_interleave(W)  # (B,)
-    memory = enc.index_select(0, utt)  # (B, T', D)
+    if hasattr(decoder, "precompute_memory"):  # once per batch, shared by each utterance's W hypotheses
+        memory = decoder.precompute_memory(enc)
+    else:
+        memory = enc.index_select(0, utt)  # (B, T', D)
     memory_mask = valid_mask(enc_lens, T).index_select(0, utt).unsqueeze(1)  # (B, 1, T')
     ys = torch.full((B, 1), sos, dtype=torch.long, device=device)
     scores = torch.full((N, W), _NEG_INF, device=device, dtype=torch.float64)

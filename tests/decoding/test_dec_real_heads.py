@@ -53,6 +53,50 @@ def test_attention_decoder_beam_search_exact():
             assert res[n].scores == pytest.approx([r[0] for r in ref], abs=1e-4)
 
 
+class _TensorMemoryOnly:
+    """The decoder without ``precompute_memory``: the search passes the memory tensor every step
+    (the cross-attention K/V then live in the cache and are reordered with it)."""
+
+    def __init__(self, dec):
+        self.dec = dec
+
+    def forward_one_step(self, memory, memory_mask, ys, cache):
+        return self.dec.forward_one_step(memory, memory_mask, ys, cache)
+
+
+class _Uncached:
+    """Reference: every step is the teacher-forced forward over the whole prefix."""
+
+    def __init__(self, dec):
+        self.dec = dec
+
+    def forward_one_step(self, memory, memory_mask, ys, cache):
+        lens = memory_mask.reshape(memory.size(0), -1).sum(-1)
+        return self.dec(memory, lens, ys)[:, -1].log_softmax(-1), None
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("use_ctc", [False, True])
+def test_attention_beam_search_cached_decoder_equals_uncached(use_ctc):
+    torch.manual_seed(3)
+    V, SOS, N, T = 12, 11, 3, 9
+    dec = heads.AttentionDecoder(V, D, num_layers=2, heads=2, d_ff=16, dropout=0.0, d_memory=6)
+    dec = dec.double().eval()
+    g = torch.Generator().manual_seed(4)
+    enc = torch.randn(N, T, 6, generator=g, dtype=torch.float64)
+    lens = torch.tensor([T, 5, 2])
+    enc[1, 5:] = 1e3  # padding must not matter
+    enc[2, 2:] = -1e3
+    ctc_lp = torch.randn(N, T, V, generator=g, dtype=torch.float64).log_softmax(-1) if use_ctc else None
+    kw = dict(beam=4, sos=SOS, eos=SOS, ctc_log_probs=ctc_lp, ctc_weight=0.3, max_len=6, pre_beam=V)
+    runs = [attention_beam_search(d, enc, lens, **kw) for d in (dec, _TensorMemoryOnly(dec), _Uncached(dec))]
+    for res in runs[1:]:
+        for a, b in zip(runs[0], res):
+            assert a.tokens == b.tokens
+            assert a.scores == pytest.approx(b.scores, abs=1e-9)
+            assert a.components["att"] == pytest.approx(b.components["att"], abs=1e-9)
+
+
 @torch.no_grad()
 def test_attention_rescoring_runs_on_ctc_nbest():
     torch.manual_seed(1)

@@ -50,8 +50,9 @@ def add_sos_eos(
 class AttentionDecoder(DecoderStack):
     """Transformer decoder: causal self-attention over tokens + cross-attention to the encoder.
 
-    Teacher-forced :meth:`forward` and incremental :meth:`forward_one_step` give the same outputs
-    (tested). Pre-LayerNorm layers, sinusoidal absolute positions, final LayerNorm + linear.
+    Teacher-forced :meth:`forward` and incremental :meth:`forward_one_step` (cached cross- and
+    self-attention keys/values) give the same outputs (tested). Pre-LayerNorm layers, sinusoidal
+    absolute positions, final LayerNorm + linear.
     """
 
     def __init__(
@@ -77,35 +78,62 @@ class AttentionDecoder(DecoderStack):
 
     def forward_one_step(
         self,
-        memory: Tensor,
+        memory: Tensor | list[tuple[Tensor, Tensor]],
         memory_mask: Tensor,
         ys: Tensor,
-        cache: list[Tensor] | None = None,
-    ) -> tuple[Tensor, list[Tensor]]:
-        """One decoding step for B hypotheses.
+        cache: dict | None = None,
+    ) -> tuple[Tensor, dict]:
+        """Incremental decoding step for B hypotheses: only the new positions of ``ys`` are computed.
+
+        The cross-attention keys/values of the memory are computed once (by
+        :meth:`~asr_kd.models.heads.transformer.DecoderStack.precompute_memory`, or on the first
+        step and then kept in the cache), and each layer caches the self-attention keys/values of
+        the positions already decoded, so a step costs O(l + T') attention, not O(l * T') projections.
+        Equal (up to rounding) to the teacher-forced :meth:`forward` at the last position.
 
         Args:
-          memory: (B, T', D_enc) encoder output (repeated per hypothesis).
+          memory: (B, T', D_enc) encoder output (repeated per hypothesis), or
+            ``precompute_memory(enc)`` of enc (G, T', D_enc) with B = G * W: hypotheses
+            ``g * W .. g * W + W - 1`` attend to utterance g (G = N utterances, W beams: each
+            utterance's keys/values are read once for its W hypotheses; G = B also works). It is
+            not kept in the cache: the caller keeps each hypothesis in its utterance's rows.
           memory_mask: (B, T') or (B, 1, T') bool, True at valid frames.
           ys: (B, l) the hypotheses so far, starting with sos.
-          cache: None (then every position of ``ys`` is computed), else the cache returned by
-            the previous step: one (B, l - 1, D) tensor per layer, that layer's outputs at
-            positions < l - 1 (reorder its batch dim with the surviving hypotheses).
+          cache: None (every position of ``ys`` is computed), else the cache returned by the
+            previous call, its rows following the hypotheses (reorder it with
+            :func:`~asr_kd.decoding.common.index_select_tree`); the positions it does not cover
+            (usually the last one) are computed. Layout: ``{"self": per layer (k, v) each
+            (B, H, l_cached, Dh), "memory": per layer (k, v) each (B, H, T', Dh)}`` ("memory" only
+            when ``memory`` was given as a tensor).
         Returns:
-          ``(logp (B, V) log-softmax of the next token, new cache (per layer (B, l, D)))``.
+          ``(logp (B, V) log-softmax of the next token, new cache covering all l positions)``.
         """
-        memory = self._memory(memory)
+        if not isinstance(memory, Tensor):
+            mem_kv = memory
+        elif cache is not None and "memory" in cache:
+            mem_kv = cache["memory"]  # computed on the first step, reordered with the cache
+        else:
+            mem_kv = self.precompute_memory(memory)
         if memory_mask.dim() == 2:
-            memory_mask = memory_mask.unsqueeze(1)
-        x = self.embed(ys)  # (B, l, D): layer-0 input at every position
-        new_cache: list[Tensor] = []
-        causal = causal_mask(ys.size(1), ys.device) if cache is None else None
-        for i, layer in enumerate(self.layers):
-            if cache is None:  # no cache yet: run every position (causally)
-                y = layer(x, causal, memory, memory_mask)
-            else:  # queries: the last position; keys/values: this layer's input, all positions
-                y = torch.cat([cache[i], layer(x[:, -1:], None, memory, memory_mask, kv=x)], 1)
-            new_cache.append(y)
-            x = y
+            memory_mask = memory_mask.unsqueeze(1)  # (B, 1, T')
+        past_kv = cache["self"] if cache is not None else [None] * self.num_layers
+        past = past_kv[0][0].size(2) if cache is not None and self.num_layers else 0
+        l = ys.size(1)
+        if not 0 <= past < l:
+            raise ValueError(f"the cache covers {past} positions, ys has {l}: nothing to compute")
+        lq = l - past
+        x = self.embed(ys[:, past:], start=past)  # (B, Lq, D): layer-0 input at the new positions
+        # new position past + i sees positions <= past + i; a single new position sees everything
+        self_mask = None
+        if lq > 1:
+            self_mask = (torch.arange(lq, device=ys.device)[:, None] + past
+                         >= torch.arange(l, device=ys.device)[None, :]).unsqueeze(0)  # (1, Lq, l)
+        new_self = []
+        for layer, kv_l, mkv in zip(self.layers, past_kv, mem_kv):
+            x, kv = layer.forward_cached(x, self_mask, kv_l, mkv, memory_mask)
+            new_self.append(kv)
         logits = self.output(self.norm(x[:, -1]))
-        return logits.float().log_softmax(dim=-1), new_cache
+        new_cache: dict = {"self": new_self}
+        if isinstance(memory, Tensor):
+            new_cache["memory"] = mem_kv
+        return logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(dim=-1), new_cache

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from asr_kd.decoding.common import index_select_tree
 from asr_kd.models.heads import AttentionDecoder, MaskCtcDecoder, add_sos_eos
 
 V, D = 11, 16
@@ -56,11 +58,90 @@ def test_forward_one_step_with_cache_equals_teacher_forcing():
     for l in range(1, ys.size(1) + 1):
         logp, cache = dec.forward_one_step(mem, mem_mask.unsqueeze(1), ys[:, :l], cache)
         assert logp.shape == (2, V)
-        assert len(cache) == 3 and cache[0].shape == (2, l, D)
+        assert len(cache["self"]) == 3 and len(cache["memory"]) == 3
+        k, v = cache["self"][0]
+        assert k.shape == v.shape == (2, 4, l, D // 4)
+        assert cache["memory"][0][0].shape == (2, 4, mem.size(1), D // 4)
         assert torch.allclose(logp, ref[:, l - 1], atol=1e-5)
     # no cache with a longer prefix gives the same last step
     logp, _ = dec.forward_one_step(mem, mem_mask, ys, None)
     assert torch.allclose(logp, ref[:, -1], atol=1e-5)
+
+
+def _random_case(seed, dtype, n=3, t=9, d_mem=12, length=8, pad=True):
+    g = torch.Generator().manual_seed(seed)
+    mem = torch.randn(n, t, d_mem, generator=g, dtype=dtype)
+    mem_lens = torch.tensor([t, t - 4, 2][:n]) if pad else torch.full((n,), t)
+    mem = torch.where(torch.arange(t)[None, :, None] < mem_lens[:, None, None], mem, 1e3)  # junk padding
+    ys = torch.randint(0, V, (n, length), generator=g)
+    ys[:, 0] = 1
+    return mem, mem_lens, ys
+
+
+@pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("pad", [False, True])
+@pytest.mark.parametrize("precomputed", [False, True])
+def test_incremental_steps_equal_teacher_forced_forward(dtype, atol, pad, precomputed):
+    """Step-by-step log-probs (cached cross- and self-attention K/V) == teacher-forced forward."""
+    torch.manual_seed(0)
+    dec = AttentionDecoder(V, D, num_layers=2, heads=4, d_ff=32, dropout=0.0, d_memory=12).eval()
+    dec = dec.to(dtype)
+    for seed in range(3):
+        mem, mem_lens, ys = _random_case(seed, dtype, pad=pad)
+        mem_mask = torch.arange(mem.size(1))[None] < mem_lens[:, None]
+        with torch.no_grad():
+            ref = dec(mem, mem_lens, ys).log_softmax(-1)
+            memory = dec.precompute_memory(mem) if precomputed else mem
+            cache = None
+            for l in range(1, ys.size(1) + 1):
+                logp, cache = dec.forward_one_step(memory, mem_mask.unsqueeze(1), ys[:, :l], cache)
+                assert logp.dtype == dtype
+                assert ("memory" in cache) != precomputed
+                torch.testing.assert_close(logp, ref[:, l - 1], atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_incremental_steps_with_grouped_memory(dtype, atol):
+    """Memory precomputed per utterance (G rows), W hypotheses per utterance (B = G * W rows)."""
+    torch.manual_seed(1)
+    dec = AttentionDecoder(V, D, num_layers=2, heads=4, d_ff=32, dropout=0.0, d_memory=12).eval().to(dtype)
+    G, W = 3, 4
+    mem, mem_lens, _ = _random_case(7, dtype, n=G)
+    utt = torch.arange(G).repeat_interleave(W)  # (B,)
+    ys = torch.randint(0, V, (G * W, 6), generator=torch.Generator().manual_seed(8))
+    ys[:, 0] = 1
+    mem_mask = (torch.arange(mem.size(1))[None] < mem_lens[:, None])[utt].unsqueeze(1)  # (B, 1, T')
+    with torch.no_grad():
+        ref = dec(mem[utt], mem_lens[utt], ys).log_softmax(-1)
+        memory = dec.precompute_memory(mem)
+        assert memory[0][0].shape == (G, 4, mem.size(1), D // 4)
+        cache = None
+        for l in range(1, ys.size(1) + 1):
+            logp, cache = dec.forward_one_step(memory, mem_mask, ys[:, :l], cache)
+            torch.testing.assert_close(logp, ref[:, l - 1], atol=atol, rtol=0)
+        with pytest.raises(ValueError):  # 12 hypotheses cannot be spread over 5 utterances
+            dec.forward_one_step(dec.precompute_memory(torch.cat([mem, mem[:2]])), mem_mask, ys, None)
+
+
+def test_incremental_cache_reorder_and_partial_cache():
+    """Reordering the cache rows (beam search) and a cache covering fewer positions than ys - 1."""
+    torch.manual_seed(0)
+    dec = AttentionDecoder(V, D, num_layers=2, heads=4, d_ff=32, dropout=0.0).eval().double()
+    mem, mem_lens, ys = _random_case(5, torch.float64, n=3, d_mem=D)
+    mem_mask = torch.arange(mem.size(1))[None] < mem_lens[:, None]
+    perm = torch.tensor([2, 0, 1])
+    with torch.no_grad():
+        ref = dec(mem[perm], mem_lens[perm], ys[perm]).log_softmax(-1)
+        _, cache = dec.forward_one_step(mem, mem_mask, ys[:, :3], None)
+        cache = index_select_tree(cache, perm)  # rows follow the permuted hypotheses
+        logp, cache = dec.forward_one_step(mem[perm], mem_mask[perm], ys[perm, :4], cache)
+        torch.testing.assert_close(logp, ref[:, 3], atol=1e-10, rtol=0)
+        # the cache covers 4 positions, ys 7: the 3 new ones are computed (causally) at once
+        logp, cache = dec.forward_one_step(mem[perm], mem_mask[perm], ys[perm, :7], cache)
+        torch.testing.assert_close(logp, ref[:, 6], atol=1e-10, rtol=0)
+        assert cache["self"][1][0].size(2) == 7
+        with pytest.raises(ValueError):
+            dec.forward_one_step(mem[perm], mem_mask[perm], ys[perm, :7], cache)
 
 
 def test_mask_ctc_decoder_shapes_bidirectional_and_padding():
