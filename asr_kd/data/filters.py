@@ -93,6 +93,7 @@ class CutFilter:
         self.subsampled_frames = subsampled_frames
         self.frame_shift = frame_shift
         self.stats = stats if stats is not None else FilterStats(name, per_cut_level=logging.INFO)
+        self._decided: dict[str, bool] = {}  # cut id -> kept (each cut counted once)
 
     def reason(self, cut: Cut) -> Optional[tuple[str, str]]:
         """``(reason, detail)`` if the cut should be dropped, else None. Counts nothing."""
@@ -112,12 +113,20 @@ class CutFilter:
         return None
 
     def __call__(self, cut: Cut) -> bool:
+        """Keep or drop ``cut``, counting each cut id once: samplers iterate a CutSet more than once
+        (bucket estimation, then batches; every epoch), and the statistics describe the data set, not
+        the number of passes."""
+        decided = self._decided.get(cut.id)
+        if decided is not None:
+            return decided
         why = self.reason(cut)
-        if why is None:
+        keep = why is None
+        if keep:
             self.stats.keep()
-            return True
-        self.stats.drop(cut.id, *why)
-        return False
+        else:
+            self.stats.drop(cut.id, *why)
+        self._decided[cut.id] = keep
+        return keep
 
 
 def filter_cuts(cuts: CutSet, cut_filter: CutFilter) -> CutSet:

@@ -127,3 +127,19 @@ def test_filter_stats_add_skipped_counts_without_relogging(caplog):
     assert dict(stats.dropped) == {"corrupt_audio": 2}
     assert stats.examples == {"corrupt_audio": ["a", "b"]}
     assert caplog.text == ""
+
+
+def test_filter_counts_each_cut_once_over_several_passes():
+    """Samplers iterate the CutSet several times (bucket estimation, epochs): kept/dropped counts are
+    per cut, not per pass, and the decision is stable."""
+    from asr_kd.data.filters import CutFilter
+    from asr_kd.testing.dummies import make_cutset
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        cuts = make_cutset(d, [0.3, 1.2, 1.5, 2.0])
+        f = CutFilter(min_duration=1.0, max_duration=None)
+        for _ in range(3):
+            kept = [c.id for c in cuts if f(c)]
+            assert len(kept) == 3
+        assert f.stats.kept == 3 and f.stats.num_dropped == 1 and f.stats.num_seen == 4
