@@ -95,12 +95,14 @@ def method_suffix(method: str, opts: SearchOptions, args: argparse.Namespace | N
         if opts.ctc_layer is not None:
             parts.append(f"layer-{opts.ctc_layer}")
         return "_".join(parts)
-    if method in ("ctc-prefix-beam", "attention-beam", "attention-rescoring", "modified-beam"):
+    if method in ("ctc-prefix-beam", "attention-beam", "attention-rescoring", "modified-beam", "mask-ctc-beam"):
         parts.append(f"beam-{opts.beam}")
     if method in ("attention-beam", "attention-rescoring"):
         parts.append(f"ctcw-{opts.ctc_weight:g}")
-    if method == "mask-ctc":
+    if method in ("mask-ctc", "mask-ctc-beam"):
         parts.append(f"pthr-{opts.p_thr:g}_K-{opts.iterations}")
+        if opts.mask_schedule != "paper":
+            parts.append(f"sched-{opts.mask_schedule}")
     if opts.ctc_layer is not None and "ctc" in METHODS[method]:
         parts.append(f"layer-{opts.ctc_layer}")
     return "_".join(parts)

@@ -1,14 +1,32 @@
-"""Mask-CTC inference: CTC greedy output refined by a conditional masked LM (easy-first).
+"""Mask-CTC inference: CTC greedy output refined by a conditional masked LM.
+
+Two searches share the CTC segmentation and the mask-filling schedule below:
+
+* :func:`mask_ctc_easy_first` — greedy easy-first filling (Higuchi et al., 2020);
+* :func:`mask_ctc_beam_search` — the beam search of Algorithm 1 of Gong, Zhou and Qian, "Knowledge
+  Transfer and Distillation from Autoregressive to Non-Autoregressive Speech Recognition"
+  (Interspeech 2022), section 3.1. With ``beam=1`` it is exactly the easy-first search.
 
 Dimension legend (see ``docs/DESIGN.md``): N utterances, T' encoder frames, D model dim,
-V vocabulary (blank = 0), L token positions (longest CTC output of the batch).
+V vocabulary (blank = 0), L token positions (longest CTC output of the batch), B beam,
+H hypotheses (all utterances' beams stacked).
 
 The masked LM is duck-typed like ``asr_kd.models.heads.MaskCtcDecoder``:
 ``mlm_decoder(memory (N, T', D), memory_lens (N,), ys_masked (N, L)) -> logits (N, L, V)`` where
 ``ys_masked`` holds token ids, ``mask_id`` at masked positions and ``ignore_id`` (-1) as padding.
+Neither blank nor ``mask_id`` (when it is one of the V outputs) is ever filled in.
 
-(The Mask-CTC beam search of the AR->NAR paper, Algorithm 1, would be a separate function in this
-module with the same inputs plus a beam width; it shares the CTC segmentation below.)
+Mask-filling schedule (``schedule``, :func:`mask_fill_schedule`), for ``M`` masks and the knob ``K``:
+
+* ``"paper"`` (default): Algorithm 1 / Eq. 5 of Gong et al. — ``ceil(M / K)`` MLM iterations that
+  fill ``K`` masks each, the last one ``M mod K`` (``K`` when ``K`` divides ``M``). ``K`` is the
+  number of tokens per iteration.
+* ``"espnet"``: ESPnet's ``MaskCTCInference`` (``maskctc_n_iterations``) — ``R = min(K, M)``
+  iterations, the first ``R - 1`` fill ``M // R`` masks each, the last one the rest. ``K`` is the
+  number of iterations.
+
+(Before the beam search existed, :func:`mask_ctc_easy_first` used ``min(K, M)`` iterations filling
+``ceil(remaining / iterations left)`` each; for ``K = 2`` that equals ``"paper"`` up to 3 masks.)
 """
 
 from __future__ import annotations
@@ -17,9 +35,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["mask_ctc_easy_first", "ctc_greedy_with_confidence"]
+from asr_kd.decoding.common import NBest
+
+__all__ = ["mask_ctc_easy_first", "mask_ctc_beam_search", "ctc_greedy_with_confidence",
+           "mask_fill_schedule", "MASK_SCHEDULES"]
 
 _NEG_INF = float("-inf")
+
+#: accepted values of the ``schedule`` argument (see the module docstring)
+MASK_SCHEDULES = ("paper", "espnet")
 
 
 def ctc_greedy_with_confidence(
@@ -57,6 +81,69 @@ def ctc_greedy_with_confidence(
     return tokens, confs
 
 
+def mask_fill_schedule(num_masks: int, K: int, schedule: str = "paper") -> list[int]:
+    """How many masks each MLM iteration fills (the list sums to ``num_masks``; empty for 0 masks).
+
+    ``"paper"``: ``[K] * (M // K) + [M % K]`` (last entry dropped when 0);
+    ``"espnet"``: ``R = min(K, M)`` entries, ``[M // R] * (R - 1) + [M - (R - 1) * (M // R)]``.
+
+    >>> mask_fill_schedule(5, 2), mask_fill_schedule(5, 2, "espnet"), mask_fill_schedule(1, 2, "espnet")
+    ([2, 2, 1], [2, 3], [1])
+    """
+    if K < 1:
+        raise ValueError(f"K must be >= 1, got {K}")
+    if schedule not in MASK_SCHEDULES:
+        raise ValueError(f"unknown mask-filling schedule {schedule!r}; choose from {MASK_SCHEDULES}")
+    if num_masks <= 0:
+        return []
+    if schedule == "paper":
+        q, r = divmod(num_masks, K)
+        return [K] * q + ([r] if r else [])
+    R = min(K, num_masks)
+    q = num_masks // R
+    return [q] * (R - 1) + [num_masks - q * (R - 1)]
+
+
+def _init_masks(ctc_log_probs, lens, p_thr, mask_id, blank_id, ignore_id, K, schedule, device):
+    """CTC greedy + thresholding shared by both searches.
+
+    Returns ``(tokens, ys (N, L) or None, fill (N, I) long)``: the CTC greedy token lists; their
+    padded ``(N, L)`` ids (``ignore_id`` padding) with ``mask_id`` where the confidence is below
+    ``p_thr`` (``None`` when every output is empty); and per utterance the number of masks each of
+    the ``I`` iterations fills (0 once the utterance is done).
+    """
+    tokens, confs = ctc_greedy_with_confidence(ctc_log_probs, lens, blank_id)
+    N = len(tokens)
+    L = max((len(t) for t in tokens), default=0)
+    mask_fill_schedule(0, K, schedule)  # validates K and schedule
+    if L == 0:
+        return tokens, None, torch.zeros(N, 0, dtype=torch.long, device=device)
+    ys = torch.full((N, L), ignore_id, dtype=torch.long)
+    plans = []
+    for n, (tok, conf) in enumerate(zip(tokens, confs)):
+        if tok:
+            ys[n, : len(tok)] = torch.tensor(tok)
+            masked = torch.tensor(conf) < p_thr
+            ys[n, : len(tok)][masked] = mask_id
+            plans.append(mask_fill_schedule(int(masked.sum()), K, schedule))
+        else:
+            plans.append([])
+    fill = torch.zeros(N, max(map(len, plans)), dtype=torch.long)
+    for n, plan in enumerate(plans):
+        fill[n, : len(plan)] = torch.tensor(plan, dtype=torch.long)
+    return tokens, ys.to(device), fill.to(device)
+
+
+def _mlm_log_probs(mlm_decoder, memory, memory_lens, ys, mask_id, blank_id) -> torch.Tensor:
+    """``(n, L, V)`` float32 MLM log posteriors with blank and ``mask_id`` (if an output) at -inf."""
+    logp = mlm_decoder(memory, memory_lens, ys).float().log_softmax(dim=-1)
+    V = logp.size(-1)
+    for banned in (blank_id, mask_id):
+        if banned is not None and 0 <= banned < V:
+            logp[..., banned] = _NEG_INF
+    return logp
+
+
 @torch.no_grad()
 def mask_ctc_easy_first(
     ctc_log_probs: torch.Tensor,
@@ -70,16 +157,17 @@ def mask_ctc_easy_first(
     mask_id: int,
     blank_id: int = 0,
     ignore_id: int = -1,
+    schedule: str = "paper",
 ) -> list[list[int]]:
     """Mask-CTC easy-first decoding (Higuchi et al., 2020), batched across utterances.
 
     1. CTC greedy search; each output token gets the confidence of
        :func:`ctc_greedy_with_confidence`.
     2. Tokens with confidence ``< p_thr`` are replaced by ``mask_id``; the others are final.
-    3. With ``M`` masks, ``R = min(K, M)`` rounds: in round ``r`` (0-based) the masked LM predicts
-       every masked position (token = argmax over V without blank, confidence = its probability)
-       and the ``ceil(remaining / (R - r))`` most confident masks are filled (ties: leftmost
-       first); the last round fills all remaining masks. Utterances without masks skip the MLM.
+    3. The masks are filled in the iterations of :func:`mask_fill_schedule` (``K``, ``schedule``):
+       in each one the masked LM predicts every masked position (token = argmax over V without
+       blank, confidence = its probability) and the scheduled number of most confident masks are
+       filled (ties: leftmost first). Utterances without masks left skip the MLM.
 
     Args:
         ctc_log_probs: ``(N, T', V)`` CTC log posteriors.
@@ -88,53 +176,222 @@ def mask_ctc_easy_first(
         enc: ``(N, T', D)`` encoder output (MLM memory).
         enc_lens: ``(N,)`` valid encoder frames.
         p_thr: CTC confidence threshold for keeping a token.
-        K: most MLM iterations (>= 1).
+        K: masks per iteration (``schedule="paper"``) or number of iterations (``"espnet"``), >= 1.
         mask_id: the ``<mask>`` token id of the MLM (V for ``MaskCtcDecoder``).
         blank_id: CTC blank (never predicted).
         ignore_id: padding id of ``ys_masked``.
+        schedule: ``"paper"`` or ``"espnet"`` (module docstring).
 
     Returns:
         N token-id lists.
     """
-    if K < 1:
-        raise ValueError(f"K must be >= 1, got {K}")
     device = enc.device
     N = enc.size(0)
-    tokens, confs = ctc_greedy_with_confidence(ctc_log_probs, lens, blank_id)
-    L = max((len(t) for t in tokens), default=0)
-    if L == 0:
+    tokens, ys, fill_plan = _init_masks(ctc_log_probs, lens, p_thr, mask_id, blank_id, ignore_id, K,
+                                        schedule, device)
+    if ys is None:
         return [[] for _ in range(N)]
-    ys = torch.full((N, L), ignore_id, dtype=torch.long)
-    masked = torch.zeros(N, L, dtype=torch.bool)
-    for n, (tok, conf) in enumerate(zip(tokens, confs)):
-        if tok:
-            ys[n, : len(tok)] = torch.tensor(tok)
-            masked[n, : len(tok)] = torch.tensor(conf) < p_thr
-    ys[masked] = mask_id
-    ys, masked = ys.to(device), masked.to(device)
-    rounds = masked.sum(dim=1).clamp(max=K)  # (N,) R per utterance
+    L = ys.size(1)
+    masked = ys == mask_id
     positions = torch.arange(L, device=device)
+    enc_lens = enc_lens.to(device)
 
-    for r in range(int(rounds.max())):
-        todo = (masked.any(dim=1)).nonzero().flatten()  # utterances with masks left
-        if todo.numel() == 0:
-            break
-        logits = mlm_decoder(enc[todo], enc_lens.to(device)[todo], ys[todo])  # (n, L, V)
-        logp = logits.float().log_softmax(dim=-1)
-        if blank_id is not None and 0 <= blank_id < logp.size(-1):
-            logp[..., blank_id] = _NEG_INF
+    for r in range(fill_plan.size(1)):
+        todo = (fill_plan[:, r] > 0).nonzero().flatten()  # utterances with masks left
+        sub = ys[todo]
+        logp = _mlm_log_probs(mlm_decoder, enc[todo], enc_lens[todo], sub, mask_id, blank_id)
         conf, pred = logp.max(dim=-1)  # (n, L)
         m = masked[todo]
-        remaining = m.sum(dim=1)  # (n,)
-        left = (rounds[todo] - r).clamp(min=1)
-        n_fill = (remaining + left - 1) // left  # ceil(remaining / rounds left)
         score = conf.masked_fill(~m, _NEG_INF)
         # rank masked positions by confidence (descending), ties by position
         order = torch.sort(score, dim=1, descending=True, stable=True).indices  # (n, L)
         rank = torch.empty_like(order).scatter_(1, order, positions.expand_as(order))
-        fill = m & (rank < n_fill[:, None])
-        sub = ys[todo]
+        fill = m & (rank < fill_plan[todo, r][:, None])
         sub[fill] = pred[fill]
         ys[todo] = sub
         masked[todo] = m & ~fill
     return [ys[n, : len(tokens[n])].tolist() for n in range(N)]
+
+
+def _top_fill_sets(logp: torch.Tensor, masked: torch.Tensor, k: torch.Tensor, beam: int):
+    """The ``beam`` best ways to fill ``k`` of the masked positions of each row (Eq. 5).
+
+    A way ("candidate set") picks ``k[a]`` distinct masked positions and a token for each; its
+    score is the sum of their log posteriors. Exact top-``beam`` enumeration:
+
+    * only a position's ``beam`` best tokens can appear in a top-``beam`` set (swapping in any of
+      them gives ``beam`` sets at least as good), and only the ``beam + k - 1`` positions with the
+      best top token (a set using another position leaves ``beam`` of those free, each giving a
+      set at least as good);
+    * a dynamic programme over these positions (left to right) keeps, for each number ``j <= k``
+      of positions picked so far, the ``beam`` best partial sets (the restriction of a top set to
+      the positions seen is a top partial set): ``O((beam + k) * k * beam^2)`` per row.
+
+    Ties: the leftmost positions first (as :func:`mask_ctc_easy_first`).
+
+    Args:
+        logp: ``(A, L, V)`` log posteriors (banned tokens at -inf); scores are summed in float64.
+        masked: ``(A, L)`` bool.
+        k: ``(A,)`` positions to fill per row, ``1 <= k[a] <=`` masks of row ``a``.
+        beam: B.
+
+    Returns:
+        ``(scores (A, B), pos (A, B, k_max), tok (A, B, k_max))``: sets best first, score -inf for
+        missing sets; ``pos`` holds sequence positions, -1 in the unused slots ``>= k[a]``.
+    """
+    A, L, V = logp.shape
+    device = logp.device
+    kmax = int(k.max())
+    M = min(int(masked.sum(dim=1).max()), beam + kmax - 1)
+    b = min(beam, V)
+    # the M masked positions with the best top token (leftmost on ties), in ascending order
+    top1 = logp.max(dim=-1).values.masked_fill(~masked, _NEG_INF)  # (A, L)
+    posmap = torch.sort(top1, dim=1, descending=True, stable=True).indices[:, :M]
+    posmap = posmap.sort(dim=1).values  # (A, M)
+    valid = masked.gather(1, posmap)  # (A, M)
+    tl, ti = logp.gather(1, posmap[..., None].expand(A, M, V)).topk(b, dim=-1)  # (A, M, b)
+    tl = tl.double().masked_fill(~valid[..., None], _NEG_INF)  # sums in float64
+
+    S = torch.full((A, kmax + 1, beam), _NEG_INF, dtype=tl.dtype, device=device)
+    S[:, 0, 0] = 0.0
+    items = torch.full((A, kmax + 1, beam, kmax), -1, dtype=torch.long, device=device)  # m * b + r
+    r_ids = torch.arange(b, device=device)
+    for m in range(M):
+        ext = S[:, :-1, :, None] + tl[:, m, None, None, :]  # (A, kmax, B, b): pick position m
+        cand_s = torch.cat([S[:, 1:], ext.flatten(2)], dim=2)  # (A, kmax, B + B * b)
+        ext_items = items[:, :-1, :, None, :].expand(A, kmax, beam, b, kmax).clone()
+        for j in range(kmax):  # row j + 1 extends row j: its slot j gets (m, r)
+            ext_items[:, j, :, :, j] = m * b + r_ids
+        cand_items = torch.cat([items[:, 1:], ext_items.flatten(2, 3)], dim=2)
+        order = torch.sort(cand_s, dim=2, descending=True, stable=True).indices[..., :beam]
+        S[:, 1:] = cand_s.gather(2, order)
+        items[:, 1:] = cand_items.gather(2, order[..., None].expand(A, kmax, beam, kmax))
+
+    rows = torch.arange(A, device=device)
+    scores, items = S[rows, k], items[rows, k]  # (A, B), (A, B, kmax)
+    used = items >= 0
+    m_idx, r_idx = (items // b).clamp(min=0), (items % b).clamp(min=0)
+    pos = posmap.gather(1, m_idx.flatten(1)).view_as(items).masked_fill(~used, -1)
+    tok = ti[rows[:, None, None], m_idx, r_idx].masked_fill(~used, -1)
+    return scores, pos, tok
+
+
+def _prune(ys: torch.Tensor, score: torch.Tensor, utt: torch.Tensor, beam: int, num_utts: int):
+    """Merge identical hypotheses of an utterance (max score) and keep its ``beam`` best.
+
+    Returns ``(ys, score, utt)`` grouped by utterance (ascending), best first within a group
+    (score ties: token order of ``torch.unique``).
+    """
+    key = torch.cat([utt[:, None], ys], dim=1)
+    uniq, inv = torch.unique(key, dim=0, return_inverse=True)
+    best = torch.full((uniq.size(0),), _NEG_INF, dtype=score.dtype, device=score.device)
+    best = best.scatter_reduce(0, inv, score, reduce="amax")
+    u_utt = uniq[:, 0]
+    order = torch.sort(best, descending=True, stable=True).indices
+    order = order[torch.sort(u_utt[order], stable=True).indices]  # by utterance, best first
+    g = u_utt[order]
+    counts = torch.bincount(g, minlength=num_utts)
+    starts = counts.cumsum(0) - counts
+    rank = torch.arange(g.numel(), device=g.device) - starts[g]
+    sel = order[rank < beam]
+    return uniq[sel, 1:], best[sel], u_utt[sel]
+
+
+@torch.no_grad()
+def mask_ctc_beam_search(
+    ctc_log_probs: torch.Tensor,
+    ctc_lens: torch.Tensor,
+    decoder: Any,
+    memory: torch.Tensor,
+    memory_lens: torch.Tensor,
+    *,
+    beam: int = 10,
+    p_thr: float = 0.99,
+    K: int = 2,
+    mask_id: int,
+    blank_id: int = 0,
+    ignore_id: int = -1,
+    schedule: str = "paper",
+) -> list[NBest]:
+    """Beam search on NAR masked-LM decoding (Gong et al., 2022, Algorithm 1), batched.
+
+    1. ``y`` = CTC greedy output; tokens with confidence ``< p_thr`` (see
+       :func:`ctc_greedy_with_confidence`) become ``mask_id`` (``M`` masks), the others are final.
+       ``Omega_0 = {y_obs^0}`` with score 0.
+    2. For each iteration of :func:`mask_fill_schedule` (``schedule="paper"``: ``ceil(M / K)``
+       iterations filling ``k = K`` masks, the last ``M mod K``): every hypothesis of
+       ``Omega_0`` goes through the MLM (all hypotheses of all utterances in one decoder call);
+       its ``beam`` best candidate sets ``C`` (``k`` masked positions, each with a token) by the
+       joint log posterior ``sum_{c in C} log p_mlm(c | y_obs, H)`` (Eq. 5) are pushed into
+       ``Omega_1``; ``Omega_0`` = the ``beam`` best of ``Omega_1``.
+    3. Return ``Omega_0`` best first.
+
+    **Score**: a hypothesis' score is the sum, over the masks filled so far, of the log MLM
+    posterior of the token each was filled with, taken from the MLM call of the iteration that
+    filled it (its context then). Kept CTC tokens add nothing, so an utterance's hypotheses all
+    fill the same ``M`` tokens and compare without length normalisation; with no masks the only
+    hypothesis is the CTC greedy output with score 0. Hypotheses reaching the same token sequence
+    through different fill orders are merged, keeping the larger score.
+
+    With ``beam=1`` this equals :func:`mask_ctc_easy_first` with the same ``K`` and ``schedule``.
+    The MLM never fills blank, nor ``mask_id`` when that is one of its outputs.
+
+    Args:
+        ctc_log_probs: ``(N, T', V)`` CTC log posteriors.
+        ctc_lens: ``(N,)`` valid CTC frames.
+        decoder: the masked LM (module docstring), e.g. ``MaskCtcDecoder``.
+        memory: ``(N, T', D)`` encoder output.
+        memory_lens: ``(N,)`` valid encoder frames.
+        beam: B (>= 1): candidate sets per hypothesis and hypotheses kept per utterance.
+        p_thr: CTC confidence threshold.
+        K: masks per iteration (``"paper"``) or iterations (``"espnet"``), >= 1.
+        mask_id: the ``<mask>`` id (V for ``MaskCtcDecoder``).
+        blank_id: CTC blank.
+        ignore_id: padding id of the decoder input.
+        schedule: ``"paper"`` (default) or ``"espnet"``, see the module docstring.
+
+    Returns:
+        N :class:`~asr_kd.decoding.common.NBest` (at most ``beam`` hypotheses, best first), with
+        ``components["mlm"]`` = the scores.
+    """
+    if beam < 1:
+        raise ValueError(f"beam must be >= 1, got {beam}")
+    device = memory.device
+    N = memory.size(0)
+    tokens, ys, fill_plan = _init_masks(ctc_log_probs, ctc_lens, p_thr, mask_id, blank_id, ignore_id, K,
+                                        schedule, device)
+    if ys is None:
+        return [NBest([[]], [0.0], {"mlm": [0.0]}) for _ in range(N)]
+    memory_lens = memory_lens.to(device)
+    hyp_ys = ys  # (H, L)
+    hyp_utt = torch.arange(N, device=device)  # (H,)
+    hyp_score = torch.zeros(N, dtype=torch.float64, device=device)  # (H,)
+
+    for i in range(fill_plan.size(1)):
+        k = fill_plan[hyp_utt, i]  # (H,)
+        act = (k > 0).nonzero().flatten()
+        done = (k == 0).nonzero().flatten()
+        a_ys, a_utt = hyp_ys[act], hyp_utt[act]
+        logp = _mlm_log_probs(decoder, memory[a_utt], memory_lens[a_utt], a_ys, mask_id, blank_id)
+        set_score, pos, tok = _top_fill_sets(logp, a_ys == mask_id, k[act], beam)
+        A, L = a_ys.shape
+        # the candidates' sequences; unused slots write into a spare column L
+        cand = torch.cat([a_ys, a_ys.new_full((A, 1), ignore_id)], dim=1)[:, None].repeat(1, beam, 1)
+        cand.scatter_(2, pos.masked_fill(pos < 0, L), tok.masked_fill(pos < 0, ignore_id))
+        cand = cand[..., :L]  # (A, B, L)
+        cand_score = hyp_score[act, None] + set_score  # (A, B)
+        ok = torch.isfinite(cand_score)
+        hyp_ys, hyp_score, hyp_utt = _prune(
+            torch.cat([hyp_ys[done], cand[ok]]), torch.cat([hyp_score[done], cand_score[ok]]),
+            torch.cat([hyp_utt[done], a_utt[:, None].expand(A, beam)[ok]]), beam, N)
+
+    out_ys, out_score, out_utt = hyp_ys.tolist(), hyp_score.tolist(), hyp_utt.tolist()
+    per_utt: list[list[tuple[float, list[int]]]] = [[] for _ in range(N)]
+    for seq, s, n in zip(out_ys, out_score, out_utt):
+        per_utt[n].append((s, seq[: len(tokens[n])]))
+    results = []
+    for hyps in per_utt:
+        hyps.sort(key=lambda h: (-h[0], h[1]))
+        scores = [s for s, _ in hyps]
+        results.append(NBest([h for _, h in hyps], scores, {"mlm": list(scores)}))
+    return results

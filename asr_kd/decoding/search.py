@@ -17,6 +17,8 @@ attention-rescoring   ctc + attention_decoder CTC prefix-beam n-best rescored by
 transducer-greedy     transducer              :func:`~asr_kd.decoding.transducer.transducer_greedy_search`
 modified-beam         transducer              :func:`~asr_kd.decoding.transducer.modified_beam_search`
 mask-ctc              ctc + mask_ctc          :func:`~asr_kd.decoding.mask_ctc.mask_ctc_easy_first`
+mask-ctc-beam         ctc + mask_ctc          :func:`~asr_kd.decoding.mask_ctc.mask_ctc_beam_search`
+                                              (Algorithm 1 of Gong et al. 2022; beam, p_thr, K)
 ====================  ======================  =====================================================
 
 ``ctc_layer`` (1-based, an inter-CTC layer) decodes the CTC methods from that layer's head on the
@@ -33,7 +35,7 @@ import torch
 from asr_kd.decoding.attention import attention_beam_search, attention_rescoring
 from asr_kd.decoding.common import best_paths
 from asr_kd.decoding.ctc import ctc_greedy_search, ctc_prefix_beam_search
-from asr_kd.decoding.mask_ctc import mask_ctc_easy_first
+from asr_kd.decoding.mask_ctc import mask_ctc_beam_search, mask_ctc_easy_first
 from asr_kd.decoding.transducer import modified_beam_search, transducer_greedy_search
 
 __all__ = ["METHODS", "NBEST_METHODS", "SearchOptions", "decode_batch", "decode_nbest", "check_method",
@@ -48,23 +50,25 @@ METHODS: dict[str, tuple[str, ...]] = {
     "transducer-greedy": ("transducer",),
     "modified-beam": ("transducer",),
     "mask-ctc": ("ctc", "mask_ctc"),
+    "mask-ctc-beam": ("ctc", "mask_ctc"),
 }
 
 
 #: methods that produce an n-best list (the others return a single hypothesis per utterance)
-NBEST_METHODS = ("ctc-prefix-beam", "attention-beam", "attention-rescoring", "modified-beam")
+NBEST_METHODS = ("ctc-prefix-beam", "attention-beam", "attention-rescoring", "modified-beam", "mask-ctc-beam")
 
 
 @dataclass
 class SearchOptions:
     """Knobs of :func:`decode_batch` (each used only by the methods it names)."""
 
-    beam: int = 10               # ctc-prefix-beam, attention-*, modified-beam (icefall uses 4 there)
+    beam: int = 10               # ctc-prefix-beam, attention-*, modified-beam (icefall: 4), mask-ctc-beam
     ctc_weight: float = 0.3      # attention-beam (joint scoring), attention-rescoring
     ctc_layer: Optional[int] = None  # decode the CTC methods from this inter-CTC layer (1-based)
     max_sym_per_frame: int = 1   # transducer-greedy
-    p_thr: float = 0.99          # mask-ctc
-    iterations: int = 2          # mask-ctc K
+    p_thr: float = 0.99          # mask-ctc, mask-ctc-beam
+    iterations: int = 2          # mask-ctc* K: masks filled per MLM iteration ("paper" schedule)
+    mask_schedule: str = "paper"  # mask-ctc*: "paper" | "espnet" (K = iterations), asr_kd.decoding.mask_ctc
     length_penalty: float = 0.0  # attention-beam
 
 
@@ -120,7 +124,12 @@ def _search(model: Any, enc_out: Any, method: str, opts: SearchOptions) -> list:
         return modified_beam_search(t.predictor, t.joiner, enc, enc_lens, beam=opts.beam)
     if method == "mask-ctc":
         return mask_ctc_easy_first(ctc_lp, enc_lens, model.mask_ctc, enc, enc_lens, p_thr=opts.p_thr,
-                                   K=opts.iterations, mask_id=model.mask_ctc.mask_id, blank_id=blank)
+                                   K=opts.iterations, mask_id=model.mask_ctc.mask_id, blank_id=blank,
+                                   schedule=opts.mask_schedule)
+    if method == "mask-ctc-beam":
+        return mask_ctc_beam_search(ctc_lp, enc_lens, model.mask_ctc, enc, enc_lens, beam=opts.beam,
+                                    p_thr=opts.p_thr, K=opts.iterations, mask_id=model.mask_ctc.mask_id,
+                                    blank_id=blank, schedule=opts.mask_schedule)
     raise AssertionError(method)  # check_method covers every name
 
 

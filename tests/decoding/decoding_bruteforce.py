@@ -162,3 +162,60 @@ def reference_prefix_beam_search(log_probs, lens, beam, blank_id=0, top_k=None, 
             key=lambda x: (-x[0], x[3]),
         ))
     return out
+
+
+# ---- Mask-CTC beam search (Algorithm 1 of Gong et al., 2022): unvectorised references ----
+
+
+def _fill_sets(seq, k, logp, mask_id, tokens):
+    """Every way to fill ``k`` masked positions of ``seq``: [(score, new sequence)]."""
+    masked = [i for i, t in enumerate(seq) if t == mask_id]
+    out = []
+    for pos in itertools.combinations(masked, k):
+        for toks in itertools.product(tokens, repeat=k):
+            new = list(seq)
+            score = 0.0
+            for p, t in zip(pos, toks):
+                new[p] = t
+                score += logp[p][t]
+            out.append((score, tuple(new)))
+    return out
+
+
+def mask_ctc_exhaustive(mlm_logp, seq, plan, mask_id, tokens) -> dict[tuple, float]:
+    """{final sequence: best score over every fill order} of one utterance.
+
+    Walks every path of candidate sets (depth-first): iteration i fills ``plan[i]`` of the masks
+    left, a path's score is the sum of the log posteriors of its fills, each from the MLM run on
+    the sequence as it was before that iteration (``mlm_logp(seq) -> (L, V)`` nested lists).
+    ``tokens``: the ids a mask may take.
+    """
+    best: dict[tuple, float] = {}
+
+    def walk(cur, i, score):
+        if i == len(plan):
+            best[cur] = max(best.get(cur, -math.inf), score)
+            return
+        logp = mlm_logp(cur)
+        for s, new in _fill_sets(cur, plan[i], logp, mask_id, tokens):
+            walk(new, i + 1, score + s)
+
+    walk(tuple(seq), 0, 0.0)
+    return best
+
+
+def reference_mask_ctc_beam_search(mlm_logp, seq, plan, mask_id, tokens, beam):
+    """Algorithm 1 for one utterance by full enumeration: [(score, sequence)] best first.
+
+    Each hypothesis of Omega_0 contributes its ``beam`` best candidate sets (all sets enumerated);
+    Omega_1 merges identical sequences (max score) and keeps the ``beam`` best.
+    """
+    omega = [(0.0, tuple(seq))]
+    for k in plan:
+        pool: dict[tuple, float] = {}
+        for score, cur in omega:
+            sets = sorted(_fill_sets(cur, k, mlm_logp(cur), mask_id, tokens), key=lambda x: -x[0])[:beam]
+            for s, new in sets:
+                pool[new] = max(pool.get(new, -math.inf), score + s)
+        omega = sorted(((s, q) for q, s in pool.items()), key=lambda x: -x[0])[:beam]
+    return omega

@@ -13,6 +13,7 @@ from asr_kd.decoding import (
     modified_beam_search,
     transducer_greedy_search,
 )
+from asr_kd.decoding.mask_ctc import mask_ctc_beam_search
 from asr_kd.decoding.search import METHODS, SearchOptions, check_method, decode_batch
 from asr_kd.models.asr_model import build_asr_model
 
@@ -58,6 +59,8 @@ def test_every_method_matches_direct_call(model, batch):
         "modified-beam": best_paths(modified_beam_search(t.predictor, t.joiner, enc, lens, beam=3)),
         "mask-ctc": mask_ctc_easy_first(ctc_lp, lens, model.mask_ctc, enc, lens, p_thr=0.99, K=2,
                                         mask_id=model.mask_ctc.mask_id),
+        "mask-ctc-beam": best_paths(mask_ctc_beam_search(ctc_lp, lens, model.mask_ctc, enc, lens, beam=3,
+                                                         p_thr=0.99, K=2, mask_id=model.mask_ctc.mask_id)),
     }
     assert set(expected) == set(METHODS)
     for method, want in expected.items():
@@ -107,3 +110,52 @@ def test_decode_nbest_is_the_search_nbest(model, batch):
         assert [t[0] if t else [] for t in toks] == decode_batch(model, x, x_lens, method, SearchOptions(beam=3))
     with pytest.raises(ValueError, match="no n-best"):
         decode_nbest(model, x, x_lens, "ctc-greedy")
+
+
+@torch.no_grad()
+def test_mask_ctc_beam_nbest_and_schedule_option(model, batch):
+    import copy
+
+    from asr_kd.decoding.mask_ctc import ctc_greedy_with_confidence
+    from asr_kd.decoding.search import decode_nbest
+
+    class SpreadCtc(torch.nn.Module):
+        """The random encoder barely varies over time: amplify its variation, never emit blank, so
+        that each utterance has several low-confidence tokens."""
+
+        def __init__(self, head):
+            super().__init__()
+            self.head = head
+
+        def forward(self, enc):
+            out = 30.0 * self.head(enc - enc.mean(dim=1, keepdim=True))
+            out[..., 0] = -100.0
+            return out
+
+    model = copy.deepcopy(model)
+    model.ctc = SpreadCtc(model.ctc)
+    x, x_lens = batch
+    enc_out = model.encode(x, x_lens)
+    enc, lens = enc_out.out, enc_out.out_lens
+    ctc_lp = model.ctc(enc).log_softmax(-1)
+    _, confs = ctc_greedy_with_confidence(ctc_lp, lens)
+    n_masks = [sum(c < 0.99 for c in cs) for cs in confs]
+    assert min(n_masks) >= 4, n_masks  # several iterations of the espnet schedule below
+    opts = SearchOptions(beam=4, iterations=3, mask_schedule="espnet")
+    direct = mask_ctc_beam_search(ctc_lp, lens, model.mask_ctc, enc, lens, beam=4, K=3, schedule="espnet",
+                                  mask_id=model.mask_ctc.mask_id)
+    tokens, scores = decode_nbest(model, x, x_lens, "mask-ctc-beam", opts)
+    assert tokens == [r.tokens for r in direct]
+    assert scores == [r.scores for r in direct]
+    assert all(len(t) > 1 for t in tokens)
+    assert decode_batch(model, x, x_lens, "mask-ctc", opts) == mask_ctc_easy_first(
+        ctc_lp, lens, model.mask_ctc, enc, lens, K=3, schedule="espnet", mask_id=model.mask_ctc.mask_id)
+
+
+def test_decode_cli_suffix_for_mask_ctc_methods():
+    from asr_kd.bin.decode import method_suffix
+
+    assert method_suffix("mask-ctc-beam", SearchOptions(beam=10, p_thr=0.99, iterations=2)) == \
+        "mask-ctc-beam_beam-10_pthr-0.99_K-2"
+    assert method_suffix("mask-ctc", SearchOptions(iterations=3, mask_schedule="espnet")) == \
+        "mask-ctc_pthr-0.99_K-3_sched-espnet"
