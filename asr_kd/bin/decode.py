@@ -59,7 +59,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--ctc-weight", type=float, default=0.3)
     p.add_argument("--ctc-layer", type=int, default=None, help="decode CTC methods from this inter-CTC layer")
     p.add_argument("--p-thr", type=float, default=0.99, help="mask-ctc confidence threshold")
-    p.add_argument("--iterations", type=int, default=2, help="mask-ctc iterations K")
+    p.add_argument("--iterations", type=int, default=2,
+                   help="mask-ctc / mask-ctc-beam K: masks filled per iteration with --mask-schedule paper "
+                   "(ceil(N/K) iterations), the number of iterations with espnet [2]")
+    p.add_argument("--mask-schedule", choices=["paper", "espnet"], default="paper",
+                   help="Mask-CTC fill schedule (asr_kd.decoding.mask_ctc.mask_fill_schedule) [paper]")
     p.add_argument("--max-sym-per-frame", type=int, default=1)
     p.add_argument("--length-penalty", type=float, default=0.0)
     p.add_argument("--max-duration", type=float, default=100.0, help="seconds of audio per batch")
@@ -179,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             opts = SearchOptions(beam=args.beam or default_beam, ctc_weight=args.ctc_weight,
                                  ctc_layer=args.ctc_layer, max_sym_per_frame=args.max_sym_per_frame,
                                  p_thr=args.p_thr, iterations=args.iterations,
+                                 mask_schedule=args.mask_schedule,
                                  length_penalty=args.length_penalty)
             wfst = None
             if method == WFST_METHOD:
