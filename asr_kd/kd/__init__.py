@@ -8,6 +8,8 @@ from asr_kd.kd.methods import (
     FeatureKd,
     KdContext,
     KdMethod,
+    MlmKd,
+    MlmSeqKd,
     SelfKd,
     SeqKdCtc,
     build_kd_method,
@@ -18,7 +20,7 @@ from asr_kd.kd.task import KdEntry, KdLossFn, build_kd_loss_fn
 from asr_kd.kd.teachers import TEACHERS, AsrTeacher, Teacher, TeacherOutput, build_teacher, register_teacher
 
 __all__ = [
-    "KD_METHODS", "AttentionRelationKd", "CtcKd", "FeatureKd", "KdContext", "KdMethod", "SelfKd", "SeqKdCtc",
+    "KD_METHODS", "AttentionRelationKd", "CtcKd", "FeatureKd", "KdContext", "KdMethod", "MlmKd", "MlmSeqKd", "SelfKd", "SeqKdCtc",
     "build_kd_method", "register_kd_method", "SCHEDULES", "build_schedule", "KdEntry", "KdLossFn",
     "build_kd_loss_fn", "TEACHERS", "AsrTeacher", "Teacher", "TeacherOutput", "build_teacher",
     "register_teacher",

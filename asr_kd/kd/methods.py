@@ -24,7 +24,8 @@ Config::
 Registered methods (this module): ``ctc_kd`` (frame-level KD of CTC posteriors from a separate teacher,
 online logits or offline top-k), ``self_kd`` (final CTC head -> intermediate CTC head of the same encoder),
 ``seq_kd_ctc`` (the teacher's n-best as weighted CTC targets), ``feature`` (layer-to-layer feature
-distance), ``attention_relation`` (self-attention relation KL). Others register with
+distance), ``attention_relation`` (self-attention relation KL), ``mlm_kd`` and ``mlm_seq_kd`` (AR
+attention decoder -> Mask-CTC MLM decoder, frame- and sequence-level). Others register with
 :func:`register_kd_method`.
 """
 
@@ -40,7 +41,7 @@ from asr_kd.kd.teachers import TeacherOutput
 
 __all__ = [
     "KdContext", "KdMethod", "KD_METHODS", "register_kd_method", "build_kd_method",
-    "CtcKd", "SelfKd", "SeqKdCtc", "FeatureKd", "AttentionRelationKd",
+    "CtcKd", "SelfKd", "SeqKdCtc", "FeatureKd", "AttentionRelationKd", "MlmKd", "MlmSeqKd",
 ]
 
 
@@ -58,6 +59,8 @@ class KdContext:
         teacher: the teacher's output (None for teacher-free methods such as self-KD).
         step: the training step.
         cache: per-batch memo shared by the methods (e.g. the student's CTC logits).
+        heads: the student decoders' outputs when a method needs ``"heads"``
+            (``att_logits``, ``mlm_logits``, ``mlm_masked``; see ``AsrModel.forward``).
     """
 
     model: nn.Module
@@ -68,6 +71,7 @@ class KdContext:
     teacher: Optional[TeacherOutput]
     step: int
     cache: dict[str, Any] = field(default_factory=dict)
+    heads: dict[str, Any] = field(default_factory=dict)
 
     def ctc_logits(self, layer: Optional[int] = None) -> Tensor:
         """(N, T', V) student CTC logits: the final head (``layer=None``) or inter-CTC layer ``layer``."""
@@ -346,3 +350,98 @@ class AttentionRelationKd(KdMethod):
                                           reduction="sum")
                 total = d if total is None else total + d
         return {"attention_relation": total}
+
+
+def _mlm_scale(num_masked: Tensor, num_utts: int) -> Tensor:
+    """Masked-position sums -> the MLM loss scale of ``combine_losses``: / masks * utterances."""
+    return num_utts / num_masked.clamp(min=1).to(torch.float64)
+
+
+@register_kd_method("mlm_kd")
+class MlmKd(KdMethod):
+    """Decoder frame-level KD from an autoregressive teacher into a Mask-CTC student (AR -> NAR,
+    Gong et al. 2022): KL between the teacher's attention-decoder distribution, teacher-forced on the
+    reference, and the student MLM's distribution at the masked positions of the student's own MLM
+    loss, normalised by the number of masks (and scaled to the batch like the MLM loss:
+    ``sum / num_masked * num_utts``).
+
+    Args:
+        temperature: tau. loss_type: ``"kl"`` or ``"ce"`` (the paper's Eq. 7 is the CE form; the
+            two differ by the teacher entropy, a constant).
+    """
+
+    needs_teacher = frozenset({"att_logits"})
+    needs_student = frozenset({"heads"})
+
+    def __init__(self, model: nn.Module, *, temperature: float = 1.0, loss_type: str = "kl"):
+        super().__init__()
+        if getattr(model, "mask_ctc", None) is None:
+            raise ValueError("mlm_kd needs a student with a Mask-CTC decoder (model.mask_ctc)")
+        self.temperature = float(temperature)
+        self.loss_type = loss_type
+
+    def forward(self, ctx: KdContext) -> dict[str, Tensor]:
+        from asr_kd.losses.kd import frame_kd
+
+        logits, masked = ctx.heads["mlm_logits"], ctx.heads["mlm_masked"]
+        teacher = _teacher_field(ctx, "att_logits")[:, : logits.size(1)]
+        if teacher.size(1) < logits.size(1):
+            raise ValueError("teacher attention logits shorter than the student's MLM positions")
+        mask = masked.ys_out != -1
+        total = frame_kd(logits, teacher, None, mask=mask, temperature=self.temperature,
+                         loss_type=self.loss_type, reduction="sum")
+        return {"mlm_kd": total * _mlm_scale(masked.num_masked.sum(), len(ctx.tokens)).to(total.dtype)}
+
+
+@register_kd_method("mlm_seq_kd")
+class MlmSeqKd(KdMethod):
+    """Decoder sequence-level KD on the teacher's n-best (AR -> NAR): each hypothesis y_i (weight
+    ``w_i = softmax(scores / temperature)`` over the n-best, Eq. 9) is masked like a training target
+    and the student MLM's cross-entropy at its masked positions is averaged over them:
+
+        loss = sum_n sum_i w_ni * (1 / M_ni) * sum_{j masked} -log p_mlm(y_nij | y_obs, H_n)
+
+    Empty hypotheses carry no MLM target and are skipped (their weight is not redistributed).
+
+    Args:
+        temperature: of the n-best weights. seed: the masking RNG seed offset (masks are drawn from a
+            generator seeded by ``seed + step``, reproducible under resume).
+    """
+
+    needs_teacher = frozenset({"nbest"})
+
+    def __init__(self, model: nn.Module, *, temperature: float = 1.0, seed: int = 0):
+        super().__init__()
+        if getattr(model, "mask_ctc", None) is None:
+            raise ValueError("mlm_seq_kd needs a student with a Mask-CTC decoder (model.mask_ctc)")
+        self.temperature = float(temperature)
+        self.seed = int(seed)
+
+    def forward(self, ctx: KdContext) -> dict[str, Tensor]:
+        from asr_kd.losses.kd import nbest_weights
+        from asr_kd.losses.masking import mask_tokens
+
+        nbest = _teacher_field(ctx, "nbest")
+        weights = nbest_weights(_teacher_field(ctx, "nbest_scores"), self.temperature)
+        rows, hyps, ws = [], [], []
+        for n, (hs, w) in enumerate(zip(nbest, weights)):
+            for h, wi in zip(hs, w.tolist()):
+                if len(h) > 0:
+                    rows.append(n)
+                    hyps.append(list(h))
+                    ws.append(wi)
+        enc = ctx.enc
+        if not hyps:
+            return {"mlm_seq_kd": enc.out.sum() * 0.0}
+        decoder = ctx.model.mask_ctc
+        g = torch.Generator().manual_seed(self.seed + int(ctx.step))
+        masked = mask_tokens(hyps, decoder.mask_id, generator=g, device=enc.out.device)
+        idx = torch.tensor(rows, device=enc.out.device)
+        logits = decoder(enc.out.index_select(0, idx), enc.out_lens.index_select(0, idx), masked.ys_in)
+        logp = logits.float().log_softmax(-1)
+        tgt = masked.ys_out
+        valid = tgt != -1
+        nll = -logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        nll = torch.where(valid, nll, torch.zeros_like(nll)).sum(1) / masked.num_masked.clamp(min=1)
+        w = torch.tensor(ws, dtype=nll.dtype, device=nll.device)
+        return {"mlm_seq_kd": (w * nll).sum()}

@@ -81,12 +81,14 @@ class KdLossFn(AsrLossFn):
         t_out = self.teacher(batch, self.needs_teacher) if self.teacher is not None else None
         enc_kwargs = {"return_attn": "attn" in self.needs_student, "return_qkv": "qkv" in self.needs_student}
         losses = model(x, x_lens, tokens, return_encoder_output=True,
-                       encoder_kwargs={k: v for k, v in enc_kwargs.items() if v}, **self.model_kwargs)
+                       encoder_kwargs={k: v for k, v in enc_kwargs.items() if v},
+                       return_head_outputs="heads" in self.needs_student, **self.model_kwargs)
         enc = losses.pop("encoder_out")
+        heads = losses.pop("head_outputs", {})
         weights = self.weights if self.weights is not None else student.loss_weights
         total = self.combine(losses, weights, step)
         ctx = KdContext(model=student, batch=batch, tokens=tokens, enc=enc, losses=losses, teacher=t_out,
-                        step=step)
+                        step=step, heads=heads)
         norm = losses[_NORMALISERS[self.normalize]].clamp(min=1).to(total.dtype)
         parts = {k: (v.detach().float() / norm) for k, v in losses.items()
                  if k not in _COUNTS and isinstance(v, torch.Tensor) and v.dim() == 0}

@@ -40,6 +40,8 @@ class TeacherOutput:
         layer_outputs: per encoder layer (N, T', D_t).
         attn: per encoder layer (N, H, T', T') attention weights.
         qkv: per encoder layer ``(q, k, v)``, each (N, H, T', Dh).
+        att_logits: (N, S_max + 1, V) the teacher's attention-decoder logits teacher-forced on the
+            reference (``sos + y``): position j predicts token j (the last valid position eos).
         nbest: per utterance, the teacher's n-best token sequences (no blank/sos/eos).
         nbest_scores: per utterance, their log-scores (same order).
         text_hidden: per chosen layer (N, S_t, D_t) hidden states of a text teacher.
@@ -53,6 +55,7 @@ class TeacherOutput:
     layer_outputs: Optional[list[Tensor]] = None
     attn: Optional[list[Tensor]] = None
     qkv: Optional[list[tuple[Tensor, Tensor, Tensor]]] = None
+    att_logits: Optional[Tensor] = None
     nbest: Optional[list[list[list[int]]]] = None
     nbest_scores: Optional[list[list[float]]] = None
     text_hidden: Optional[list[Tensor]] = None
@@ -142,6 +145,14 @@ class AsrTeacher(Teacher):
             out.attn = list(enc.attn)
         if want_qkv:
             out.qkv = list(enc.qkv)
+        if "att_logits" in needs:
+            if self.model.attention_decoder is None:
+                raise ValueError("the KD method needs the teacher's attention decoder, which it lacks")
+            from asr_kd.models.heads.attention_decoder import add_sos_eos
+
+            ys_in, _ = add_sos_eos(batch["supervisions"]["tokens"], self.model.sos_id, self.model.eos_id,
+                                   device=enc.out.device)
+            out.att_logits = self.model.attention_decoder(enc.out, enc.out_lens, ys_in)
         if "nbest" in needs:
             from asr_kd.decoding.search import SearchOptions, decode_nbest
 

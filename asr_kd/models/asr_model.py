@@ -196,6 +196,7 @@ class AsrModel(nn.Module):
         return_encoder_output: bool = False,
         mask_generator: torch.Generator | None = None,
         encoder_kwargs: Mapping[str, Any] | None = None,
+        return_head_outputs: bool = False,
     ) -> dict[str, Any]:
         """Encode and compute the loss of every enabled head.
 
@@ -205,6 +206,10 @@ class AsrModel(nn.Module):
           chunk_size, left_context: passed to the encoder (-1 = full context).
           return_encoder_output: add ``"encoder_out"`` (the ``EncoderOutput``) to the dict.
           encoder_kwargs: extra encoder options (``return_attn``, ``return_qkv``: KD methods).
+          return_head_outputs: add ``"head_outputs"``, a dict with the decoders' teacher-forced logits
+            for KD methods: ``att_logits`` (N, S_max + 1, V) (position j predicts token j, the last
+            valid one eos), ``mlm_logits`` (N, S_max, V) and ``mlm_masked`` (the
+            :class:`~asr_kd.losses.masking.MaskedTokens` the MLM loss used).
           mask_generator: ``torch.Generator`` for the Mask-CTC masking (global RNG when None).
 
         Returns:
@@ -222,6 +227,7 @@ class AsrModel(nn.Module):
         device = out.device
         targets, target_lens = pad_token_lists(tokens, pad=self.blank_id, device=device)
         losses: dict[str, Any] = {}
+        heads: dict[str, Any] = {}
 
         if self.ctc is not None:
             losses["ctc"] = self._ctc(self.ctc, out, out_lens, tokens)
@@ -246,18 +252,22 @@ class AsrModel(nn.Module):
             ys_in, ys_out = add_sos_eos(tokens, self.sos_id, self.eos_id, device=device)
             logits = self.attention_decoder(out, out_lens, ys_in)
             losses["att"] = label_smoothing_loss(logits, ys_out, smoothing=self.lsm_weight)
+            heads["att_logits"] = logits
         if self.mask_ctc is not None:
             masked = mask_tokens(tokens, self.mask_ctc.mask_id, generator=mask_generator,
                                  device=device)
             logits = self.mask_ctc(out, out_lens, masked.ys_in)
             losses["mlm"] = masked_lm_loss(logits, masked.ys_out)
             losses["num_masked"] = masked.num_masked.sum()
+            heads["mlm_logits"], heads["mlm_masked"] = logits, masked
 
         losses["num_frames"] = out_lens.sum()
         losses["num_tokens"] = target_lens.sum()
         losses["num_utts"] = torch.tensor(len(tokens), device=device)
         if return_encoder_output:
             losses["encoder_out"] = enc
+        if return_head_outputs:
+            losses["head_outputs"] = heads
         return losses
 
     def _ctc(self, head: CtcHead, enc: Tensor, enc_lens: Tensor, tokens) -> Tensor:

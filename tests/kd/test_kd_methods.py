@@ -234,3 +234,69 @@ def test_submodel_equals_intermediate_head(batch):
         torch.testing.assert_close(rebuilt.eval().ctc(rebuilt.encode(x, x_lens).out)[valid], want[valid],
                                    rtol=1e-6, atol=1e-6)
     assert sum(p.numel() for p in sub.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def _ar_teacher(seed=5):
+    return AsrTeacher(make_model(seed=seed, attention_decoder={"num_layers": 1, "heads": 2, "d_ff": 16,
+                                                               "dropout": 0.0}), nbest_size=3)
+
+
+def _nar_student(seed=1):
+    return make_model(seed=seed, mask_ctc={"num_layers": 1, "heads": 2, "d_ff": 16, "dropout": 0.0})
+
+
+def _ctx_heads(student, batch, teacher, needs):
+    x, x_lens, tokens = batch["inputs"], batch["feature_lens"], batch["supervisions"]["tokens"]
+    losses = student(x, x_lens, tokens, return_encoder_output=True, return_head_outputs=True,
+                     mask_generator=torch.Generator().manual_seed(0))
+    enc, heads = losses.pop("encoder_out"), losses.pop("head_outputs")
+    return KdContext(model=student, batch=batch, tokens=tokens, enc=enc, losses=losses,
+                     teacher=teacher(batch, set(needs)), step=7, heads=heads)
+
+
+def test_mlm_kd_is_kl_at_masked_positions_normalised_by_masks(batch):
+    teacher, student = _ar_teacher(), _nar_student()
+    ctx = _ctx_heads(student, batch, teacher, {"att_logits"})
+    tokens = batch["supervisions"]["tokens"]
+    assert ctx.teacher.att_logits.shape[:2] == (3, max(map(len, tokens)) + 1)
+    loss = build_kd_method("mlm_kd", student)(ctx)["mlm_kd"]
+    s, t = ctx.heads["mlm_logits"].detach(), ctx.teacher.att_logits
+    masked = ctx.heads["mlm_masked"]
+    total, count = 0.0, 0
+    for n in range(3):
+        for j in range(len(tokens[n])):
+            if masked.ys_out[n, j] == -1:
+                continue
+            count += 1
+            ps, pt = torch.softmax(s[n, j].double(), -1), torch.softmax(t[n, j].double(), -1)
+            total += float((pt * (pt.log() - ps.log())).sum())
+    assert count == int(masked.num_masked.sum())
+    assert loss.item() == pytest.approx(total / count * 3, rel=1e-5)
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().max() > 0 for p in student.mask_ctc.parameters())
+
+
+def test_mlm_seq_kd_weighted_masked_ce_over_nbest(batch):
+    teacher, student = _ar_teacher(), _nar_student()
+    teacher.nbest_method = "attention-beam"  # the AR teacher's joint CTC/attention beam search
+    ctx = _ctx_heads(student, batch, teacher, {"nbest"})
+    method = build_kd_method("mlm_seq_kd", student, seed=11)
+    loss = method(ctx)["mlm_seq_kd"]
+    # by hand, one hypothesis at a time, replaying the method's masking RNG
+    from asr_kd.losses.masking import mask_tokens
+
+    g = torch.Generator().manual_seed(11 + ctx.step)
+    flat = [(n, h, float(w)) for n, (hs, sc) in enumerate(zip(ctx.teacher.nbest, ctx.teacher.nbest_scores))
+            for h, w in zip(hs, torch.softmax(torch.tensor(sc, dtype=torch.float64), 0)) if len(h) > 0]
+    masked = mask_tokens([h for _, h, _ in flat], student.mask_ctc.mask_id, generator=g)
+    want = 0.0
+    for r, (n, h, w) in enumerate(flat):
+        logits = student.mask_ctc(ctx.enc.out[n : n + 1], ctx.enc.out_lens[n : n + 1],
+                                  masked.ys_in[r : r + 1, : masked.ys_in.size(1)])
+        lp = logits[0].detach().double().log_softmax(-1)
+        pos = [j for j in range(len(h)) if masked.ys_out[r, j] != -1]
+        want += w * sum(-float(lp[j, h[j]]) for j in pos) / len(pos)
+    assert loss.item() == pytest.approx(want, rel=1e-4)
+    with pytest.raises(ValueError, match="Mask-CTC"):
+        build_kd_method("mlm_kd", make_model())
