@@ -24,7 +24,8 @@ Config sections: ``data`` (below), ``model`` (``asr_kd.models.build_asr_model``;
 ``blank_id``/``sos_id``/``eos_id`` and ``encoder.input_dim`` are filled in from the lang dir and
 ``data.num_mel_bins`` when absent), ``loss`` (``normalize``, ``warm_step``, ``simple_loss_scale``, see
 ``asr_kd.training.asr_task``), ``optim``, ``scheduler`` (``asr_kd.training.optim``), ``training``
-(``asr_kd.training.TrainerConfig`` fields plus ``seed``), and optionally ``kd`` (a teacher and KD methods
+(``asr_kd.training.TrainerConfig`` fields plus ``seed`` and ``init_from``: a checkpoint whose model weights
+start a new run, e.g. the second, fine-tuning stage of a KD recipe), and optionally ``kd`` (a teacher and KD methods
 with weights and schedules, see ``asr_kd.kd.methods``; the schedules' run length is ``kd.total_steps``,
 else ``training.max_steps``).
 
@@ -193,6 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     num_params = sum(p.numel() for p in model.parameters())
     log.info("model: %.2fM parameters, heads %s", num_params / 1e6, getattr(model, "enabled_heads", lambda: "?")())
     encoder = model.encoder
+    init_from = tcfg.get("init_from")
+    if init_from and latest is None:  # fine-tuning: weights only (a resumed run has its own)
+        state = torch.load(init_from, map_location="cpu", weights_only=True)["model"]
+        state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()
+                 if not k.startswith(("kd_aux.", "module.kd_aux."))}
+        model.load_state_dict(state, strict=True)
+        log.info("initialised the model from %s (weights only)", init_from)
     lcfg = dict(cfg.get("loss") or {})
     asr_loss_kwargs = dict(
         weights=lcfg.get("weights"), normalize=lcfg.get("normalize", "utts"),

@@ -98,3 +98,21 @@ def test_conventional_kd_from_teacher_checkpoint(recipe, tmp_path):
     assert "kd teacher: AsrTeacher (online)" in log and "ctc_kd=" in log
     # the teacher file is untouched by the student's training
     assert torch.load(teacher, weights_only=True)["step"] == 2
+
+
+def test_init_from_starts_a_new_run_from_weights(recipe, tmp_path):
+    """training.init_from: stage 2 of a KD recipe starts from stage 1's weights (not its optimiser/step)."""
+    from asr_kd.bin import train
+
+    conf = str(recipe / "conf.yaml")
+    first = tmp_path / "stage1"
+    assert train.main(["--config", conf, "--exp-dir", str(first), "--max-steps", "2"]) == 0
+    w1 = torch.load(first / "checkpoint-2.pt", weights_only=True)["model"]
+    second = tmp_path / "stage2"
+    assert train.main(["--config", conf, "--exp-dir", str(second), "--max-steps", "1", "optim.lr=0.0",
+                       f"training.init_from={first / 'checkpoint-2.pt'}"]) == 0
+    ck = torch.load(second / "checkpoint-1.pt", weights_only=True)
+    assert ck["step"] == 1  # a new run: its own step count
+    for k, v in w1.items():  # lr 0: the weights are exactly stage 1's
+        assert torch.equal(ck["model"][k], v), k
+    assert "initialised the model from" in (second / "train.log").read_text()
