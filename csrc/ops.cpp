@@ -5,6 +5,7 @@
 
 #include "ctc_prefix_beam.h"
 #include "frame_kd.h"
+#include "mask_ctc_beam.h"
 
 namespace asr_kd {
 
@@ -56,12 +57,18 @@ TORCH_LIBRARY(asr_kd, m) {
       "float? prune_threshold, Tensor? token_bias, int nbest) -> (Tensor tokens, "
       "Tensor token_offsets, Tensor hyp_offsets, Tensor scores, Tensor ctc_scores, "
       "Tensor bias_scores)");
+  // One Mask-CTC beam-search iteration without the MLM call (csrc/mask_ctc_beam.h); CPU only,
+  // data-dependent output sizes (no Meta).
+  m.def(
+      "mask_ctc_beam_step(Tensor logp, Tensor hyp_ys, Tensor hyp_score, Tensor hyp_utt, Tensor k, "
+      "int beam, int num_utts, int mask_id) -> (Tensor ys, Tensor score, Tensor utt)");
 }
 
 TORCH_LIBRARY_IMPL(asr_kd, CPU, m) {
   m.impl("frame_kd_forward", &asr_kd::frame_kd_forward_cpu);
   m.impl("frame_kd_backward", &asr_kd::frame_kd_backward_cpu);
   m.impl("ctc_prefix_beam_search", &asr_kd::ctc_prefix_beam_search_cpu);
+  m.impl("mask_ctc_beam_step", &asr_kd::mask_ctc_beam_step_cpu);
 }
 
 TORCH_LIBRARY_IMPL(asr_kd, Meta, m) {

@@ -297,6 +297,37 @@ def _prune(ys: torch.Tensor, score: torch.Tensor, utt: torch.Tensor, beam: int, 
     return uniq[sel, 1:], best[sel], u_utt[sel]
 
 
+def _beam_step_reference(logp, hyp_ys, hyp_score, hyp_utt, k, beam: int, num_utts: int, mask_id: int,
+                         ignore_id: int = -1):
+    """One iteration of :func:`mask_ctc_beam_search` after the MLM call (the PyTorch reference of
+    ``asr_kd.ops.mask_ctc_beam_step``): the ``beam`` best fill sets of every hypothesis with
+    ``k > 0`` (:func:`_top_fill_sets`), the others passed through, then :func:`_prune`.
+
+    Args:
+        logp: ``(A, L, V)`` MLM log posteriors of the hypotheses with ``k > 0`` (ascending order).
+        hyp_ys: ``(H, L)``; hyp_score: ``(H,)`` float64; hyp_utt: ``(H,)``; k: ``(H,)`` masks to fill.
+
+    Returns:
+        ``(ys, score, utt)`` of the next beam (as :func:`_prune`).
+    """
+    act = (k > 0).nonzero().flatten()
+    done = (k == 0).nonzero().flatten()
+    if act.numel() == 0:  # nothing to fill
+        return _prune(hyp_ys, hyp_score, hyp_utt, beam, num_utts)
+    a_ys, a_utt = hyp_ys[act], hyp_utt[act]
+    set_score, pos, tok = _top_fill_sets(logp, a_ys == mask_id, k[act], beam)
+    A, L = a_ys.shape
+    # the candidates' sequences; unused slots write into a spare column L
+    cand = torch.cat([a_ys, a_ys.new_full((A, 1), ignore_id)], dim=1)[:, None].repeat(1, beam, 1)
+    cand.scatter_(2, pos.masked_fill(pos < 0, L), tok.masked_fill(pos < 0, ignore_id))
+    cand = cand[..., :L]  # (A, B, L)
+    cand_score = hyp_score[act, None] + set_score  # (A, B)
+    ok = torch.isfinite(cand_score)
+    return _prune(
+        torch.cat([hyp_ys[done], cand[ok]]), torch.cat([hyp_score[done], cand_score[ok]]),
+        torch.cat([hyp_utt[done], a_utt[:, None].expand(A, beam)[ok]]), beam, num_utts)
+
+
 @torch.no_grad()
 def mask_ctc_beam_search(
     ctc_log_probs: torch.Tensor,
@@ -312,6 +343,7 @@ def mask_ctc_beam_search(
     blank_id: int = 0,
     ignore_id: int = -1,
     schedule: str = "paper",
+    backend: str = "auto",
 ) -> list[NBest]:
     """Beam search on NAR masked-LM decoding (Gong et al., 2022, Algorithm 1), batched.
 
@@ -349,13 +381,22 @@ def mask_ctc_beam_search(
         blank_id: CTC blank.
         ignore_id: padding id of the decoder input.
         schedule: ``"paper"`` (default) or ``"espnet"``, see the module docstring.
+        backend: the search bookkeeping of each iteration (fill sets, merge, prune; not the MLM
+            call), see :func:`asr_kd.ops.mask_ctc_beam_step`: ``"auto"`` (the native op of
+            ``asr_kd._C`` for CPU float32/float64 MLM outputs, else PyTorch), ``"native"``,
+            ``"python"``. Same hypotheses, scores and order on all backends.
 
     Returns:
         N :class:`~asr_kd.decoding.common.NBest` (at most ``beam`` hypotheses, best first), with
         ``components["mlm"]`` = the scores.
     """
+    # imported here: asr_kd.ops imports asr_kd.decoding
+    from asr_kd.ops.mask_ctc_beam import BACKENDS, mask_ctc_beam_step
+
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     device = memory.device
     N = memory.size(0)
     tokens, ys, fill_plan = _init_masks(ctc_log_probs, ctc_lens, p_thr, mask_id, blank_id, ignore_id, K,
@@ -370,20 +411,11 @@ def mask_ctc_beam_search(
     for i in range(fill_plan.size(1)):
         k = fill_plan[hyp_utt, i]  # (H,)
         act = (k > 0).nonzero().flatten()
-        done = (k == 0).nonzero().flatten()
         a_ys, a_utt = hyp_ys[act], hyp_utt[act]
         logp = _mlm_log_probs(decoder, memory[a_utt], memory_lens[a_utt], a_ys, mask_id, blank_id)
-        set_score, pos, tok = _top_fill_sets(logp, a_ys == mask_id, k[act], beam)
-        A, L = a_ys.shape
-        # the candidates' sequences; unused slots write into a spare column L
-        cand = torch.cat([a_ys, a_ys.new_full((A, 1), ignore_id)], dim=1)[:, None].repeat(1, beam, 1)
-        cand.scatter_(2, pos.masked_fill(pos < 0, L), tok.masked_fill(pos < 0, ignore_id))
-        cand = cand[..., :L]  # (A, B, L)
-        cand_score = hyp_score[act, None] + set_score  # (A, B)
-        ok = torch.isfinite(cand_score)
-        hyp_ys, hyp_score, hyp_utt = _prune(
-            torch.cat([hyp_ys[done], cand[ok]]), torch.cat([hyp_score[done], cand_score[ok]]),
-            torch.cat([hyp_utt[done], a_utt[:, None].expand(A, beam)[ok]]), beam, N)
+        hyp_ys, hyp_score, hyp_utt = mask_ctc_beam_step(
+            logp, hyp_ys, hyp_score, hyp_utt, k, beam, N, mask_id=mask_id, ignore_id=ignore_id,
+            backend=backend)
 
     out_ys, out_score, out_utt = hyp_ys.tolist(), hyp_score.tolist(), hyp_utt.tolist()
     per_utt: list[list[tuple[float, list[int]]]] = [[] for _ in range(N)]

@@ -8,6 +8,10 @@
 - :func:`ctc_prefix_beam_search` (``backend="auto"|"native"|"python"``) /
   :func:`ctc_prefix_beam_search_native`: CTC prefix beam search in C++ (kernel 2), same results as
   the reference :func:`asr_kd.decoding.ctc.ctc_prefix_beam_search`; static ``(V,)`` token bias.
+- :func:`mask_ctc_beam_step` (``backend="auto"|"native"|"python"``): one Mask-CTC beam-search
+  iteration after the MLM call (top-B fill sets per hypothesis, merge, per-utterance prune) in C++
+  (kernel 3), identical to the reference :func:`mask_ctc_beam_step_reference`; used by
+  :func:`asr_kd.decoding.mask_ctc.mask_ctc_beam_search`.
 """
 
 from asr_kd.ops._native import native_available, native_with_cuda
@@ -18,6 +22,11 @@ from asr_kd.ops.frame_kd import (
     get_backend,
     set_backend,
 )
+from asr_kd.ops.mask_ctc_beam import (
+    mask_ctc_beam_step,
+    mask_ctc_beam_step_native,
+    mask_ctc_beam_step_reference,
+)
 
 __all__ = [
     "ctc_prefix_beam_search",
@@ -25,6 +34,9 @@ __all__ = [
     "frame_kd_loss",
     "frame_kd_loss_reference",
     "get_backend",
+    "mask_ctc_beam_step",
+    "mask_ctc_beam_step_native",
+    "mask_ctc_beam_step_reference",
     "native_available",
     "native_with_cuda",
     "set_backend",
