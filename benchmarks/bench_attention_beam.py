@@ -25,10 +25,10 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
 import torch
+from machine import machine_description
 
 from asr_kd.decoding import attention_beam_search
 from asr_kd.models.heads import AttentionDecoder
@@ -44,19 +44,6 @@ class TensorMemoryOnly:
         return self.dec.forward_one_step(memory, memory_mask, ys, cache)
 
 
-def machine_description() -> str:
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    load = f", load average {os.getloadavg()[0]:.1f}"
-    return (f"{model}; {os.cpu_count()} logical CPUs{load}; torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), Python {sys.version.split()[0]}")
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ import sys
 import time
 
 import torch
+from machine import machine_description
 
 from asr_kd.ops import ctc_prefix_beam_search, native_available
 
@@ -29,22 +30,6 @@ KNOBS = {
 }
 
 
-def machine_description() -> str:
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        load = f", load average {os.getloadavg()[0]:.1f}"
-    except OSError:
-        load = ""
-    return (f"{model}; {os.cpu_count()} logical CPUs{load}; torch {torch.__version__}, "
-            f"Python {sys.version.split()[0]}")
 
 
 def median_time(fn, repeats: int) -> float:

@@ -25,13 +25,13 @@ import argparse
 import ctypes
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
 import torch
+from machine import machine_description
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -113,21 +113,6 @@ def measure_memory(args, variant: str, backend: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def machine_description(threads: int) -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    load = ""
-    if hasattr(os, "getloadavg"):
-        load = ", load average %.1f" % os.getloadavg()[0]
-    return (f"{model}; {os.cpu_count()} logical CPUs, torch threads = {threads}{load}; "
-            f"torch {torch.__version__}, Python {platform.python_version()}")
 
 
 def main() -> None:

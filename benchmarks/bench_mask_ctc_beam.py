@@ -42,6 +42,7 @@ import time
 import tracemalloc
 
 import torch
+from machine import machine_description
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -199,22 +200,6 @@ def measure_memory(args, V: int, layers: int, backend: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def machine_description() -> str:
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        load = f", load average {os.getloadavg()[0]:.1f}"
-    except OSError:
-        load = ""
-    return (f"{model}; {os.cpu_count()} logical CPUs{load}; torch {torch.__version__}, "
-            f"Python {sys.version.split()[0]}")
 
 
 def main() -> None:
