@@ -22,7 +22,7 @@ Writes into --exp-dir: ``config.yaml`` (the resolved config), ``train.log``, ``t
 
 Config sections: ``data`` (below), ``model`` (``asr_kd.models.build_asr_model``; ``vocab_size``,
 ``blank_id``/``sos_id``/``eos_id`` and ``encoder.input_dim`` are filled in from the lang dir and
-``data.num_mel_bins`` when absent), ``loss`` (``normalize``, ``warm_step``, ``simple_loss_scale``, see
+``data.num_mel_bins`` when absent), ``loss`` (``normalize``, ``warm_step``, ``simple_loss_scale``, ``mlm_normalize``, see
 ``asr_kd.training.asr_task``), ``optim``, ``scheduler`` (``asr_kd.training.optim``), ``training``
 (``asr_kd.training.TrainerConfig`` fields plus ``seed`` and ``init_from``: a checkpoint whose model weights
 start a new run, e.g. the second, fine-tuning stage of a KD recipe), and optionally ``kd`` (a teacher and KD methods
@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     asr_loss_kwargs = dict(
         weights=lcfg.get("weights"), normalize=lcfg.get("normalize", "utts"),
         warm_step=int(lcfg.get("warm_step", 0)), simple_loss_scale=float(lcfg.get("simple_loss_scale", 0.5)),
+        mlm_normalize=lcfg.get("mlm_normalize", "sum"),
     )
     if cfg.get("kd"):  # KD methods may add modules to model.kd_aux: before the optimiser and DDP
         from asr_kd.kd import build_kd_loss_fn

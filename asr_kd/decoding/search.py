@@ -34,7 +34,7 @@ import torch
 
 from asr_kd.decoding.attention import attention_beam_search, attention_rescoring
 from asr_kd.decoding.common import best_paths
-from asr_kd.decoding.ctc import ctc_greedy_search, ctc_prefix_beam_search
+from asr_kd.decoding.ctc import ctc_greedy_search
 from asr_kd.decoding.mask_ctc import mask_ctc_beam_search, mask_ctc_easy_first
 from asr_kd.decoding.transducer import modified_beam_search, transducer_greedy_search
 
@@ -101,6 +101,8 @@ def _search(model: Any, enc_out: Any, method: str, opts: SearchOptions) -> list:
                                              and opts.ctc_weight > 0)
     ctc_lp = ctc_log_probs(model, enc_out, opts) if needs_ctc else None
     blank = model.blank_id
+    # the native C++ prefix beam search when built (asr_kd.ops backend switch), else the reference
+    from asr_kd.ops import ctc_prefix_beam_search
 
     if method == "ctc-greedy":
         return ctc_greedy_search(ctc_lp, enc_lens, blank_id=blank)

@@ -321,6 +321,7 @@ def combine_losses(
     *,
     warm_step: int = 0,
     simple_loss_scale: float = 0.5,
+    mlm_normalize: str = "sum",
 ) -> Tensor:
     """Weighted sum of the named losses of :meth:`AsrModel.forward` (still summed over the batch).
 
@@ -329,8 +330,12 @@ def combine_losses(
     - ``"transducer"`` weighs ``s * simple + p * pruned`` with ``(s, p) =
       transducer_loss_scales(step, warm_step, simple_loss_scale)`` (icefall's warm-up), or the
       full ``rnnt`` loss when the model computed that one;
-    - ``"mlm"`` is taken per masked token and scaled to the batch, ``mlm / num_masked * num_utts``
-      (ESPnet's Mask-CTC averages over masked tokens; the other losses are per-utterance sums);
+    - ``"mlm"`` (summed over the masked tokens) is used as is with ``mlm_normalize="sum"`` (default,
+      ESPnet's Mask-CTC: its label-smoothing loss divides the masked-token sum by the batch size,
+      like the attention loss), or averaged over the masks and scaled to the batch,
+      ``mlm / num_masked * num_utts``, with ``mlm_normalize="masks"``. Under a per-frame
+      normaliser "masks" weighs the MLM ~(frames per utterance) times less than CTC: the MLM of
+      conf/conformer_hybrid_s.yaml (issue 3) was trained that way and stayed under-fit;
     - any other key (``ctc``, ``inter_ctc``, ``inter_ctc_<k>``, ``att``, ...) is used as is.
 
     A weight whose loss is missing raises ``KeyError``; losses without a weight are ignored
@@ -356,8 +361,13 @@ def combine_losses(
         elif name == "mlm":
             if "mlm" not in losses:
                 raise KeyError("weight 'mlm' given but no 'mlm' loss was computed")
-            per_token = losses["mlm"] / losses["num_masked"].clamp(min=1)
-            add(w * per_token * losses["num_utts"])
+            if mlm_normalize == "sum":
+                add(w * losses["mlm"])
+            elif mlm_normalize == "masks":
+                per_token = losses["mlm"] / losses["num_masked"].clamp(min=1)
+                add(w * per_token * losses["num_utts"])
+            else:
+                raise ValueError(f"mlm_normalize must be 'sum' or 'masks', not {mlm_normalize!r}")
         else:
             if name not in losses:
                 raise KeyError(f"weight {name!r} given but no {name!r} loss was computed")

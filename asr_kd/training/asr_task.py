@@ -36,8 +36,11 @@ class AsrLossFn:
         weights: loss name -> weight (``None``: the model's ``loss_weights``).
         normalize: ``"utts"`` (default), ``"frames"`` or ``"tokens"``.
         warm_step, simple_loss_scale: pruned RNN-T warm-up (see ``combine_losses``).
+        mlm_normalize: ``"sum"`` (default, ESPnet) or ``"masks"``: the Mask-CTC MLM loss summed over
+            the masked tokens, or averaged over them (see ``combine_losses``).
         combine: the combination function (default ``asr_kd.models.asr_model.combine_losses``);
-            called as ``combine(losses, weights, step, warm_step=..., simple_loss_scale=...)``.
+            called as ``combine(losses, weights, step, warm_step=..., simple_loss_scale=...,
+            mlm_normalize=...)``.
         model_kwargs: extra keyword arguments of the model's forward (e.g. ``chunk_size``).
     """
 
@@ -47,6 +50,7 @@ class AsrLossFn:
         normalize: str = "utts",
         warm_step: int = 0,
         simple_loss_scale: float = 0.5,
+        mlm_normalize: str = "sum",
         combine: Callable[..., torch.Tensor] | None = None,
         model_kwargs: Mapping[str, Any] | None = None,
     ):
@@ -58,6 +62,9 @@ class AsrLossFn:
         self.normalize = normalize
         self.warm_step = int(warm_step)
         self.simple_loss_scale = float(simple_loss_scale)
+        if mlm_normalize not in ("sum", "masks"):
+            raise ValueError(f"mlm_normalize must be 'sum' or 'masks', not {mlm_normalize!r}")
+        self.mlm_normalize = mlm_normalize
         self.combine_fn = combine
         self.model_kwargs = dict(model_kwargs or {})
 
@@ -68,7 +75,7 @@ class AsrLossFn:
 
     def combine(self, losses: Mapping[str, Any], weights: Mapping[str, float], step: int) -> torch.Tensor:
         return self.combine_fn(losses, weights, step, warm_step=self.warm_step,
-                               simple_loss_scale=self.simple_loss_scale)
+                               simple_loss_scale=self.simple_loss_scale, mlm_normalize=self.mlm_normalize)
 
     def __call__(self, model: torch.nn.Module, batch: Mapping[str, Any], step: int) -> LossOutput | None:
         x, x_lens, tokens, cut_ids = self.unpack(batch)

@@ -188,7 +188,10 @@ def test_combine_losses_values():
         s, p = transducer_loss_scales(step, 10, 0.5)
         got = combine_losses(ls, {"transducer": 1.0, "ctc": 0.2}, step, warm_step=10)
         assert got.item() == pytest.approx(s * 30 + p * 40 + 0.2 * 10)
-    assert combine_losses(ls, {"mlm": 1.0}).item() == pytest.approx(6.0 / 3 * 4)
+    assert combine_losses(ls, {"mlm": 1.0}).item() == pytest.approx(6.0)  # ESPnet: summed over masks
+    assert combine_losses(ls, {"mlm": 1.0}, mlm_normalize="masks").item() == pytest.approx(6.0 / 3 * 4)
+    with pytest.raises(ValueError, match="mlm_normalize"):
+        combine_losses(ls, {"mlm": 1.0}, mlm_normalize="tokens")
     with pytest.raises(KeyError):
         combine_losses({"ctc": torch.tensor(1.0)}, {"att": 1.0})
 
