@@ -5,6 +5,9 @@
 # Usage (from anywhere; the script cd's to egs/synth/ASR; needs prepare.sh --size default --precompute-fbank true):
 #   bash egs/synth/ASR/run_kd.sh self_kd                 # self-KD (final CTC -> layer-4 CTC), vs the 4-layer model alone
 #   bash egs/synth/ASR/run_kd.sh self_kd_blank           # ... with blank-frame masking
+#   bash egs/synth/ASR/run_kd.sh self_kd_late            # self-KD, alpha ramped from 40 % to 70 % of training
+#   bash egs/synth/ASR/run_kd.sh self_kd_late_blank      # ... with blank-frame masking
+#   bash egs/synth/ASR/run_kd.sh ctc_inter               # the self-KD control: the same 7-layer model, no KD term
 #   bash egs/synth/ASR/run_kd.sh ctc_kd --teacher exp/conformer_hybrid_s/averaged.pt   # conventional frame KD
 #   bash egs/synth/ASR/run_kd.sh ctc_kd_blank            # ... with blank-frame masking
 #   bash egs/synth/ASR/run_kd.sh self_kd --steps 200 --threads 2 -- data.max_duration=60
@@ -60,9 +63,12 @@ done
 case "$method" in
   self_kd) conf=conf/kd/self_kd_l7.yaml; label="self-KD" ;;
   self_kd_blank) conf=conf/kd/self_kd_blank_l7.yaml; label="self-KD + blank masking" ;;
+  self_kd_late) conf=conf/kd/self_kd_late_l7.yaml; label="self-KD, alpha from 40 % to 70 %" ;;
+  self_kd_late_blank) conf=conf/kd/self_kd_late_blank_l7.yaml; label="self-KD + blank masking, alpha from 40 % to 70 %" ;;
+  ctc_inter) conf=conf/kd/ctc_inter_l7.yaml; label="CTC + interCTC (no KD)" ;;
   ctc_kd) conf=conf/kd/ctc_kd_l4.yaml; label="conventional frame KD" ;;
   ctc_kd_blank) conf=conf/kd/ctc_kd_blank_l4.yaml; label="conventional frame KD + blank masking" ;;
-  *) echo "run_kd.sh: unknown method '$method' (self_kd, self_kd_blank, ctc_kd, ctc_kd_blank)" >&2; exit 1 ;;
+  *) echo "run_kd.sh: unknown method '$method' (self_kd, self_kd_blank, self_kd_late, self_kd_late_blank, ctc_kd, ctc_kd_blank)" >&2; exit 1 ;;
 esac
 [ "$layer" = 4 ] || echo "run_kd.sh: note: the configs in conf/kd are written for K = 4; pass the matching overrides" >&2
 
@@ -105,7 +111,7 @@ if run_stage 3; then
     "$python" -m asr_kd.bin.average --exp-dir "$d" --avg "$avg" --out "$d/averaged.pt"
   done
   case "$method" in
-    self_kd*) "$python" -m asr_kd.bin.export --checkpoint "$kd_dir/averaged.pt" --sub-model-layer "$layer" \
+    self_kd*|ctc_inter) "$python" -m asr_kd.bin.export --checkpoint "$kd_dir/averaged.pt" --sub-model-layer "$layer" \
                 --out "$kd_dir/sub${layer}.pt" ;;
   esac
 fi
@@ -117,7 +123,7 @@ if run_stage 4; then
     "$python" -m asr_kd.bin.decode --exp-dir "$base_dir" --checkpoint "$base_dir/averaged.pt" --res-dir decode "${dec[@]}"
   "$python" -m asr_kd.bin.decode --exp-dir "$kd_dir" --checkpoint "$kd_dir/averaged.pt" --res-dir decode "${dec[@]}"
   case "$method" in
-    self_kd*) "$python" -m asr_kd.bin.decode --exp-dir "$kd_dir" --checkpoint "$kd_dir/sub${layer}.pt" \
+    self_kd*|ctc_inter) "$python" -m asr_kd.bin.decode --exp-dir "$kd_dir" --checkpoint "$kd_dir/sub${layer}.pt" \
                 --res-dir decode_sub "${dec[@]}" ;;
   esac
 fi
@@ -126,7 +132,7 @@ if run_stage 5; then
   log "stage 5: append to $results"
   entries=(--entry "${layer}-layer model alone=$base_dir/decode")
   case "$method" in
-    self_kd*) entries+=(--entry "$label, full 7-layer model=$kd_dir/decode"
+    self_kd*|ctc_inter) entries+=(--entry "$label, full 7-layer model=$kd_dir/decode"
                         --entry "$label, sub-model (layers 1-$layer)=$kd_dir/decode_sub") ;;
     *) entries+=(--entry "$label, ${layer}-layer student=$kd_dir/decode") ;;
   esac
