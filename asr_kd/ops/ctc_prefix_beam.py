@@ -113,9 +113,18 @@ def ctc_prefix_beam_search_native(
     """
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
-    why = _native_obstacle(log_probs, blank_id, top_k, token_bias, nbest)
+    _require_native(_native_obstacle(log_probs, blank_id, top_k, token_bias, nbest))
+    return _search_native(log_probs, lens, beam, blank_id, top_k, prune_threshold, token_bias, nbest)
+
+
+def _require_native(why: Optional[str]) -> None:
+    """Raise the backend='native' error when ``why`` (from :func:`_native_obstacle`) is set."""
     if why is not None:
         raise RuntimeError(f"ctc_prefix_beam_search(backend='native'): {why}")
+
+
+def _search_native(log_probs, lens, beam, blank_id, top_k, prune_threshold, token_bias, nbest) -> list[NBest]:
+    """The native op on arguments already checked by :func:`_native_obstacle`."""
     nbest = beam if nbest is None else nbest
     lp = log_probs.detach().cpu()
     if lp.dtype not in (torch.float32, torch.float64):
@@ -169,12 +178,9 @@ def ctc_prefix_beam_search(
     if not use_python:
         why = _native_obstacle(log_probs, blank_id, top_k, token_bias, nbest)
         if why is None:
-            return ctc_prefix_beam_search_native(
-                log_probs, lens, beam, blank_id, top_k=top_k, prune_threshold=prune_threshold,
-                token_bias=token_bias, nbest=nbest,
-            )
+            return _search_native(log_probs, lens, beam, blank_id, top_k, prune_threshold, token_bias, nbest)
         if backend == "native" or _frame_kd.get_backend() == "native":
-            raise RuntimeError(f"ctc_prefix_beam_search(backend='native'): {why}")
+            _require_native(why)
     hook = token_bias
     is_hook = callable(token_bias) and not isinstance(token_bias, torch.Tensor)
     if token_bias is not None and not is_hook:

@@ -173,13 +173,13 @@ def test_thread_count_does_not_matter():
 def test_backend_selection(monkeypatch):
     lp, lens = random_inputs(2, 6, 5, seed=1)
     calls = []
-    real = cpb.ctc_prefix_beam_search_native
+    real = cpb._search_native
 
     def spy(*a, **k):
         calls.append(1)
         return real(*a, **k)
 
-    monkeypatch.setattr(cpb, "ctc_prefix_beam_search_native", spy)
+    monkeypatch.setattr(cpb, "_search_native", spy)
     ref = reference(lp, lens, 3)
     assert_same(ctc_prefix_beam_search(lp, lens, 3), ref)
     assert len(calls) == 1  # auto -> native
