@@ -32,7 +32,8 @@
 #                          (init_from = stage 2's checkpoint-<S>.pt; teacher 10-best by its joint beam)
 #   4  average the last A checkpoints of each student
 #   5  decode test: the teacher with attention-beam (beam 10, CTC weight 0.3; once per teacher), every
-#      student with mask-ctc (p_thr 0.99, K 2) and mask-ctc-beam (B 10), the baseline also with B 1 and 5
+#      student with ctc-greedy (the encoder alone), mask-ctc (p_thr 0.99, K 2) and mask-ctc-beam (B 10),
+#      the baseline also with B 1 and 5
 #   6  append the rows (WER, CER, ins+del, RTF) to the results file (asr_kd.bin.kd_report)
 set -euo pipefail
 
@@ -129,7 +130,7 @@ if run_stage 5; then
     --res-dir decode_ar_nar --method attention-beam --beam 10 --ctc-weight 0.3 "${common[@]}"
   for d in "$base_dir" "$fkd_dir" "$fskd_dir"; do
     "$python" -m asr_kd.bin.decode --exp-dir "$d" --checkpoint "$d/averaged.pt" --res-dir decode \
-      --method mask-ctc --p-thr 0.99 --iterations 2 "${common[@]}"
+      --method ctc-greedy --method mask-ctc --p-thr 0.99 --iterations 2 "${common[@]}"
     "$python" -m asr_kd.bin.decode --exp-dir "$d" --checkpoint "$d/averaged.pt" --res-dir decode \
       --method mask-ctc-beam --beam 10 --p-thr 0.99 --iterations 2 "${common[@]}"
   done
@@ -140,14 +141,14 @@ if run_stage 5; then
 fi
 if run_stage 6; then
   log "stage 6: append to $results"
-  for m in mask-ctc mask-ctc-beam; do
+  for m in ctc-greedy mask-ctc mask-ctc-beam; do
     "$python" -m asr_kd.bin.kd_report --out "$results" --experiment "ar_nar_${size} ($m)" --steps "$steps" \
       --method "$m" --baseline "NAR-${size} baseline" \
       --entry "NAR-${size} baseline=$base_dir/decode" \
       --entry "NAR-${size} + frame KD=$fkd_dir/decode" \
       --entry "NAR-${size} + frame+seq KD=$fskd_dir/decode"
   done
-  "$python" -m asr_kd.bin.kd_report --out "$results" --experiment "ar_nar teacher (attention-beam 10)" \
-    --steps "$steps" --method attention-beam --entry "AR teacher=$teacher_dir/decode_ar_nar"
+  [ "$size" = m ] && "$python" -m asr_kd.bin.kd_report --out "$results" --experiment "ar_nar teacher" \
+    --steps "$steps" --method attention-beam --entry "AR teacher (joint CTC/attention beam 10)=$teacher_dir/decode_ar_nar"
 fi
 log "done"
