@@ -42,25 +42,6 @@ def batches(cuts: list, size: int):
         yield i, cs, torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lens
 
 
-def token_confidences(log_probs: torch.Tensor, lens: torch.Tensor, blank_id: int) -> list[float]:
-    """Peak posterior of every CTC-greedy token (one per collapsed non-blank segment) of a batch."""
-    p, a = log_probs.exp().max(-1)
-    out = []
-    for n in range(a.size(0)):
-        prev, best = -1, None
-        for t in range(int(lens[n])):
-            tok = int(a[n, t])
-            if tok != prev and best is not None:
-                out.append(best)
-                best = None
-            if tok != blank_id:
-                best = max(best or 0.0, float(p[n, t]))
-            prev = tok
-        if best is not None:
-            out.append(best)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoints", nargs="+")
@@ -73,6 +54,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from asr_kd.data.tokenizer import Tokenizer
+    from asr_kd.decoding.mask_ctc import ctc_greedy_with_confidence
     from asr_kd.decoding.search import SearchOptions, ctc_log_probs
     from asr_kd.training.asr_task import load_asr_model
 
@@ -95,8 +77,9 @@ def main() -> None:
                     mlm += float(out["mlm"])
                     masks += int(out["num_masked"])
                 enc = model.encode(x, lens)
-                confs += token_confidences(ctc_log_probs(model, enc, SearchOptions()), enc.out_lens,
-                                           model.blank_id)
+                _, per_utt = ctc_greedy_with_confidence(ctc_log_probs(model, enc, SearchOptions()),
+                                                        enc.out_lens, model.blank_id)
+                confs += [c for utt in per_utt for c in utt]
         low = sum(c < args.p_thr for c in confs)
         mlm_txt = f"MLM CE {mlm / masks:.3f} nats/masked token" if masks else "no MLM head"
         print(f"{ck}: {mlm_txt} (unigram entropy {unigram:.3f}, {int(masks)} masks); "
