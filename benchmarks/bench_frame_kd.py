@@ -22,7 +22,6 @@ Prints a markdown table with the machine description. Usage::
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import statistics
@@ -31,7 +30,7 @@ import sys
 import time
 
 import torch
-from machine import machine_description
+from machine import machine_description, reset_peak_rss, status_kib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -74,14 +73,6 @@ def time_variant(args, variant: str, backend: str) -> float:
     return statistics.median(times)
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def measure_memory_child(args, variant: str, backend: str) -> None:
     """Runs in a subprocess: prints JSON {"extra_bytes": ...}."""
     torch.set_num_threads(args.threads)
@@ -90,17 +81,11 @@ def measure_memory_child(args, variant: str, backend: str) -> None:
     s, t, tt = make_inputs(small, variant)
     step(s, t, tt, backend, args.temperature)
     student, teacher, tt = make_inputs(args, variant)
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-    with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM to the current RSS
-        f.write("5")
-    before = _status_kib("VmRSS")
+    before = reset_peak_rss()
     loss = frame_kd_loss(student, teacher, teacher_type=tt, temperature=args.temperature,
                          reduction="mean", backend=backend)
     loss.backward()
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     print(json.dumps({"extra_bytes": (peak - before) * 1024, "loss": loss.item()}))
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import ctypes
 import json
 import os
 import statistics
@@ -42,7 +41,7 @@ import time
 import tracemalloc
 
 import torch
-from machine import machine_description
+from machine import machine_description, reset_peak_rss, status_kib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -161,29 +160,15 @@ def time_steps(calls, backend: str, repeats: int) -> float:
     return statistics.median(times[1:])
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def memory_child(args, V: int, layers: int, backend: str) -> None:
     """Runs in a subprocess: prints JSON {"rss_extra_bytes", "tracemalloc_peak_bytes"}."""
     torch.set_num_threads(args.threads)
     dec = make_decoder(V, layers)
     case = make_case(args.N, V, args.seed)
     search(dec, make_case(2, V, args.seed + 1), backend, args.beam, args.K)  # warm-up
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-    with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM to the current RSS
-        f.write("5")
-    before = _status_kib("VmRSS")
+    before = reset_peak_rss()
     search(dec, case, backend, args.beam, args.K)
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     tracemalloc.start()
     search(dec, case, backend, args.beam, args.K)
     _, tm_peak = tracemalloc.get_traced_memory()

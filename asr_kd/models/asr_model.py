@@ -49,6 +49,9 @@ __all__ = [
 ]
 
 #: Loss names :meth:`AsrModel.forward` may return (besides per-layer ``inter_ctc_<k>``).
+#: accepted ``mlm_normalize`` values of :func:`combine_losses`
+MLM_NORMALIZERS = ("sum", "masks")
+
 LOSS_NAMES = ("ctc", "inter_ctc", "simple", "pruned", "rnnt", "att", "mlm")
 
 
@@ -367,7 +370,7 @@ def combine_losses(
                 per_token = losses["mlm"] / losses["num_masked"].clamp(min=1)
                 add(w * per_token * losses["num_utts"])
             else:
-                raise ValueError(f"mlm_normalize must be 'sum' or 'masks', not {mlm_normalize!r}")
+                raise ValueError(f"mlm_normalize must be one of {MLM_NORMALIZERS}, not {mlm_normalize!r}")
         else:
             if name not in losses:
                 raise KeyError(f"weight {name!r} given but no {name!r} loss was computed")

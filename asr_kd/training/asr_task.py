@@ -62,8 +62,10 @@ class AsrLossFn:
         self.normalize = normalize
         self.warm_step = int(warm_step)
         self.simple_loss_scale = float(simple_loss_scale)
-        if mlm_normalize not in ("sum", "masks"):
-            raise ValueError(f"mlm_normalize must be 'sum' or 'masks', not {mlm_normalize!r}")
+        from asr_kd.models.asr_model import MLM_NORMALIZERS
+
+        if mlm_normalize not in MLM_NORMALIZERS:  # fail at start-up, not at the first MLM batch
+            raise ValueError(f"mlm_normalize must be one of {MLM_NORMALIZERS}, not {mlm_normalize!r}")
         self.mlm_normalize = mlm_normalize
         self.combine_fn = combine
         self.model_kwargs = dict(model_kwargs or {})

@@ -241,3 +241,11 @@ def test_real_conformer_all_heads():
     combine_losses(out, model.loss_weights, step=0, warm_step=100).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_loss_fn_checks_mlm_normalize_at_construction():
+    from asr_kd.training.asr_task import AsrLossFn
+
+    assert AsrLossFn(mlm_normalize="masks").mlm_normalize == "masks"
+    with pytest.raises(ValueError, match="mlm_normalize"):
+        AsrLossFn(mlm_normalize="tokens")
