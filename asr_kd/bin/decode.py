@@ -32,24 +32,27 @@ from pathlib import Path
 
 import torch
 
-from asr_kd.decoding.search import METHODS, SearchOptions, check_method, ctc_log_probs, decode_batch
+from asr_kd.decoding.search import (
+    PreparedDecoding,
+    SearchOptions,
+    get_decoding_method,
+    list_decoding_methods,
+    prepare_decoding,
+)
 from asr_kd.decoding.wer import measure_rtf, result_path, write_errs, write_recogs, write_wer_summary
 from asr_kd.training.asr_task import load_asr_model
 from asr_kd.training.checkpoint import find_latest
 
 log = logging.getLogger("asr_kd.bin.decode")
 
-#: WFST decoding (kaldifst graph + kaldi-decoder): outputs words, so it is run here, not in decode_batch
-WFST_METHOD = "ctc-hlg"
-
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp-dir", type=Path, required=True)
     p.add_argument("--checkpoint", type=Path, help="default: <exp-dir>/averaged.pt if present, else the latest")
-    p.add_argument("--method", action="append", choices=sorted([*METHODS, WFST_METHOD]),
-                   help="repeatable [ctc-greedy]; ctc-hlg = WFST decoding of the CTC output with the lang "
-                   "dir's lexicon (HL) and, with --arpa, an n-gram LM (HLG)")
+    p.add_argument("--method", action="append", choices=list_decoding_methods(),
+                   help="repeatable [ctc-greedy] (asr_kd.decoding.search registry); ctc-hlg = WFST decoding "
+                   "of the CTC output with the lang dir's lexicon (HL) and, with --arpa, an n-gram LM (HLG)")
     p.add_argument("--arpa", type=Path, default=None, help="ctc-hlg: ARPA LM for G (default: HL, no LM)")
     p.add_argument("--lm-scale", type=float, default=1.0, help="ctc-hlg: G weight scale")
     p.add_argument("--search-beam", type=float, default=16.0, help="ctc-hlg: decoder beam (cost units)")
@@ -90,33 +93,13 @@ def resolve_checkpoint(exp_dir: Path, checkpoint: Path | None) -> Path:
     return latest
 
 
-def method_suffix(method: str, opts: SearchOptions, args: argparse.Namespace | None = None) -> str:
-    parts = [method]
-    if method == WFST_METHOD:
-        parts.append("G" if args is not None and args.arpa else "noG")
-        if args is not None and args.arpa:
-            parts.append(f"lms-{args.lm_scale:g}")
-        if opts.ctc_layer is not None:
-            parts.append(f"layer-{opts.ctc_layer}")
-        return "_".join(parts)
-    if method in ("ctc-prefix-beam", "attention-beam", "attention-rescoring", "modified-beam", "mask-ctc-beam"):
-        parts.append(f"beam-{opts.beam}")
-    if method in ("attention-beam", "attention-rescoring"):
-        parts.append(f"ctcw-{opts.ctc_weight:g}")
-    if method in ("mask-ctc", "mask-ctc-beam"):
-        parts.append(f"pthr-{opts.p_thr:g}_K-{opts.iterations}")
-        if opts.mask_schedule != "paper":
-            parts.append(f"sched-{opts.mask_schedule}")
-    if opts.ctc_layer is not None and "ctc" in METHODS[method]:
-        parts.append(f"layer-{opts.ctc_layer}")
-    return "_".join(parts)
+def method_suffix(method: str, opts: SearchOptions) -> str:
+    """Result-file suffix of ``method`` with ``opts`` (e.g. ``ctc-prefix-beam_beam-10``)."""
+    return get_decoding_method(method).suffix(opts)
 
 
-def decode_split(model, loader, tokenizer, method: str, opts: SearchOptions, device: torch.device, wfst=None):
-    """Returns ``(results [(cut_id, ref, hyp)], decode_seconds, audio_seconds)``.
-
-    ``wfst``: ``(graph, id_to_word, decoder kwargs)`` for :data:`WFST_METHOD`.
-    """
+def decode_split(decoder: PreparedDecoding, loader, tokenizer, device: torch.device):
+    """Returns ``(results [(cut_id, ref, hyp)], decode_seconds, audio_seconds)``."""
     results, seconds, audio = [], 0.0, 0.0
     for batch in loader:
         sup = batch["supervisions"]
@@ -124,17 +107,7 @@ def decode_split(model, loader, tokenizer, method: str, opts: SearchOptions, dev
         if x.shape[0] == 0:
             continue
         t0 = time.perf_counter()
-        if method == WFST_METHOD:
-            from asr_kd.decoding.wfst import wfst_decode
-
-            graph, id_to_word, kw = wfst
-            with torch.no_grad():
-                enc_out = model.encode(x, x_lens)
-                lp = ctc_log_probs(model, enc_out, opts)
-            words = [[id_to_word[i] for i in r.best] for r in wfst_decode(graph, lp, enc_out.out_lens, **kw)]
-        else:
-            hyps = decode_batch(model, x, x_lens, method, opts)
-            words = [tokenizer.decode(h).split() for h in hyps]
+        words = decoder.words(decoder.decode(x, x_lens), tokenizer)
         seconds += time.perf_counter() - t0
         audio += sum(c.duration for c in batch["cuts"])
         for cut_id, ref, hyp in zip(sup["cut_id"], sup["text"], words):
@@ -163,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
     prefix = args.prefix or data_cfg.get("prefix", "synth")
     lang_dir = Path(args.lang_dir or data_cfg.get("lang_dir", "data/lang_bpe_500"))
     tokenizer = Tokenizer.from_dir(lang_dir)
-    hlg = None  # built on first use
     dm = AsrDataModule(AsrDataConfig(max_duration=args.max_duration, num_workers=0, shuffle=False,
                                      num_mel_bins=int(data_cfg.get("num_mel_bins", 80)),
                                      fbank_backend=data_cfg.get("fbank_backend", "auto")), tokenizer=None)
@@ -179,29 +151,19 @@ def main(argv: list[str] | None = None) -> int:
         cuts = CutSet.from_file(path)
         summary = {}
         for method in methods:
-            default_beam = 4 if method == "modified-beam" else 10
-            opts = SearchOptions(beam=args.beam or default_beam, ctc_weight=args.ctc_weight,
-                                 ctc_layer=args.ctc_layer, max_sym_per_frame=args.max_sym_per_frame,
-                                 p_thr=args.p_thr, iterations=args.iterations,
-                                 mask_schedule=args.mask_schedule,
-                                 length_penalty=args.length_penalty)
-            wfst = None
-            if method == WFST_METHOD:
-                check_method(model, "ctc-greedy", opts)
-                if hlg is None:
-                    from asr_kd.decoding.wfst import build_hlg_from_lang_dir
-
-                    t0 = time.perf_counter()
-                    graph, id_to_word = build_hlg_from_lang_dir(lang_dir, args.arpa, lm_scale=args.lm_scale)
-                    hlg = (graph, id_to_word)
-                    log.info("built %s from %s in %.1f s", "HLG" if args.arpa else "HL", lang_dir,
-                             time.perf_counter() - t0)
-                wfst = (*hlg, {"beam": args.search_beam, "acoustic_scale": args.acoustic_scale})
-            else:
-                check_method(model, method, opts)
-            suffix = method_suffix(method, opts, args)
-            results, seconds, audio = decode_split(model, dm.test_dataloader(cuts), tokenizer, method, opts,
-                                                   device, wfst)
+            opts = SearchOptions(beam=args.beam or get_decoding_method(method).default_beam,
+                                 ctc_weight=args.ctc_weight, ctc_layer=args.ctc_layer,
+                                 max_sym_per_frame=args.max_sym_per_frame, p_thr=args.p_thr,
+                                 iterations=args.iterations, mask_schedule=args.mask_schedule,
+                                 length_penalty=args.length_penalty, lang_dir=lang_dir, arpa=args.arpa,
+                                 lm_scale=args.lm_scale, search_beam=args.search_beam,
+                                 acoustic_scale=args.acoustic_scale)
+            t0 = time.perf_counter()
+            decoder = prepare_decoding(model, method, opts)  # checks the heads; builds e.g. HLG once
+            if decoder.state is not None:
+                log.info("prepared %s in %.1f s", method, time.perf_counter() - t0)
+            suffix = method_suffix(method, opts)
+            results, seconds, audio = decode_split(decoder, dm.test_dataloader(cuts), tokenizer, device)
             write_recogs(result_path(res_dir, "recogs", split, suffix), results)
             wer = write_errs(result_path(res_dir, "errs", split, suffix), results)
             rtf = measure_rtf(seconds, audio)

@@ -3,14 +3,26 @@
 Modules: :mod:`~asr_kd.decoding.ctc` (greedy, prefix beam search, prefix scorer),
 :mod:`~asr_kd.decoding.attention` (joint CTC/attention beam search, attention rescoring),
 :mod:`~asr_kd.decoding.transducer` (greedy, modified beam search),
-:mod:`~asr_kd.decoding.mask_ctc` (Mask-CTC easy-first and beam search), :mod:`~asr_kd.decoding.wer` (WER/CER,
-result files, real-time factor).
+:mod:`~asr_kd.decoding.mask_ctc` (Mask-CTC easy-first and beam search),
+:mod:`~asr_kd.decoding.wfst` (HL / HLG WFST decoding),
+:mod:`~asr_kd.decoding.wer` (WER/CER, result files, real-time factor), and
+:mod:`~asr_kd.decoding.search`: the registry of named decoding methods run on an ``AsrModel``
+(:func:`decode_batch`, :func:`register_decoding_method`, :func:`list_decoding_methods`).
 """
 
 from asr_kd.decoding.attention import attention_beam_search, attention_rescoring
 from asr_kd.decoding.common import NBest, best_paths
 from asr_kd.decoding.ctc import CtcPrefixScorer, ctc_greedy_search, ctc_prefix_beam_search
 from asr_kd.decoding.mask_ctc import mask_ctc_beam_search, mask_ctc_easy_first, mask_fill_schedule
+from asr_kd.decoding.search import (
+    DecodingMethod,
+    SearchOptions,
+    decode_batch,
+    decode_nbest,
+    list_decoding_methods,
+    prepare_decoding,
+    register_decoding_method,
+)
 from asr_kd.decoding.transducer import modified_beam_search, transducer_greedy_search
 from asr_kd.decoding.wer import (
     Timer,
@@ -36,6 +48,13 @@ __all__ = [
     "mask_ctc_easy_first",
     "mask_ctc_beam_search",
     "mask_fill_schedule",
+    "DecodingMethod",
+    "SearchOptions",
+    "decode_batch",
+    "decode_nbest",
+    "list_decoding_methods",
+    "prepare_decoding",
+    "register_decoding_method",
     "WerResult",
     "compute_wer",
     "write_recogs",

@@ -1,41 +1,21 @@
 """Result objects and small helpers shared by the search functions.
 
+:class:`NBest` is defined beside the native ops (:mod:`asr_kd.ops.nbest`, which return it) and
+re-exported here.
+
 Dimension legend (see ``docs/DESIGN.md``): N batch (utterances), T' encoder frames, V vocabulary,
 B hypotheses (all utterances' beams stacked), K n-best size.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from asr_kd.ops.nbest import NBest
+
 __all__ = ["NBest", "best_paths", "index_select_tree", "valid_mask"]
-
-
-@dataclass
-class NBest:
-    """The n-best list of one utterance, best first.
-
-    Attributes:
-        tokens: K token-id sequences (no blank, sos or eos).
-        scores: K ranking scores (log domain), ``scores[0]`` is the largest.
-        components: optional per-hypothesis parts of the score by name (e.g. ``"ctc"``,
-            ``"att"``, ``"bias"``), each a list of K floats aligned with ``tokens``.
-    """
-
-    tokens: list[list[int]]
-    scores: list[float]
-    components: dict[str, list[float]] = field(default_factory=dict)
-
-    @property
-    def best(self) -> list[int]:
-        """The best hypothesis (empty list when the n-best list is empty)."""
-        return list(self.tokens[0]) if self.tokens else []
-
-    def __len__(self) -> int:
-        return len(self.tokens)
 
 
 def best_paths(results: list[NBest]) -> list[list[int]]:

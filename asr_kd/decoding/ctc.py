@@ -7,19 +7,25 @@ K n-best size.
 All functions take per-frame **log** posteriors ``log_probs (N, T', V)`` (e.g. ``CtcHead.log_probs``)
 and valid lengths ``lens (N,)``; frames at or beyond ``lens[n]`` are ignored.
 
-``ctc_prefix_beam_search`` is the pure-Python reference for the native version: it is the textbook
-prefix beam search with separate blank / non-blank prefix probabilities in the log domain, whose
-pruning rules are spelled out in its docstring so that another implementation can match it exactly.
+``ctc_prefix_beam_search`` is the pure-Python reference of the native op: the textbook prefix beam
+search with separate blank / non-blank prefix probabilities in the log domain, whose pruning rules
+are spelled out in its docstring so that another implementation can match it exactly. It lives
+beside the op (:func:`asr_kd.ops.ctc_prefix_beam.ctc_prefix_beam_search_reference`) and is
+re-exported here; :func:`asr_kd.ops.ctc_prefix_beam_search` picks the native op or this reference.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
-from asr_kd.decoding.common import NBest, valid_mask
+from asr_kd.decoding.common import valid_mask
+from asr_kd.ops.ctc_prefix_beam import TokenBias
+from asr_kd.ops.ctc_prefix_beam import (
+    ctc_prefix_beam_search_reference as ctc_prefix_beam_search,
+)
 
 __all__ = [
     "ctc_greedy_search",
@@ -27,13 +33,10 @@ __all__ = [
     "CtcPrefixScorer",
     "CtcPrefixState",
     "CtcPrefixExtension",
+    "TokenBias",
 ]
 
 _NEG_INF = float("-inf")
-
-TokenBias = Callable[[tuple, int], float]
-"""``token_bias(prefix, token) -> float``: a log-domain bonus for extending ``prefix`` (a tuple of
-token ids) by ``token`` (never blank); e.g. context biasing or a shallow-fusion LM."""
 
 
 def ctc_greedy_search(
@@ -54,144 +57,6 @@ def ctc_greedy_search(
     keep = (ids != blank_id) & (ids != prev) & valid_mask(lens.to(ids.device), ids.size(1))
     ids, keep = ids.cpu(), keep.cpu()
     return [ids[n][keep[n]].tolist() for n in range(ids.size(0))]
-
-
-def ctc_prefix_beam_search(
-    log_probs: torch.Tensor,
-    lens: torch.Tensor,
-    beam: int = 10,
-    blank_id: int = 0,
-    *,
-    top_k: Optional[int] = None,
-    prune_threshold: Optional[float] = None,
-    token_bias: Optional[TokenBias] = None,
-    nbest: Optional[int] = None,
-) -> list[NBest]:
-    """CTC prefix beam search (one utterance at a time; the reference implementation).
-
-    Each prefix ``g`` (a tuple of non-blank tokens) carries ``pb`` / ``pnb``: the log probability of
-    all alignments of the frames so far that collapse to ``g`` and end in blank / in ``g``'s last
-    token. For every frame ``t`` and every prefix in the beam, for every candidate token ``c``
-    (log posterior ``p``)::
-
-        c == blank        : pb'(g)      += pb(g) (+) pnb(g) + p
-        c == last(g)      : pnb'(g)     += pnb(g) + p           (repeat collapses)
-                            pnb'(g + c) += pb(g) + p            (blank separates a real repeat)
-        otherwise         : pnb'(g + c) += pb(g) (+) pnb(g) + p
-
-    (``+=`` is log-add, ``(+)`` log-add). After the frame, prefixes are ranked by
-    ``score = (pb (+) pnb) + bias`` and the best ``beam`` are kept (ties: smaller token tuple first);
-    prefixes whose probability is zero are dropped. ``bias(g)`` is the sum of
-    ``token_bias(g[:i], g[i])`` over the prefix, computed once when the prefix is created.
-
-    Candidate tokens at frame ``t``: all V tokens, restricted to the ``top_k`` largest log posteriors
-    of the frame when ``top_k`` is set, and to tokens with ``log p >= max_v log p - prune_threshold``
-    when ``prune_threshold`` is set (blank is treated like any other token by both rules).
-
-    With ``beam`` at least the number of label sequences and no pruning, the result is exact: every
-    label sequence of length <= T' with its total CTC probability.
-
-    Args:
-        log_probs: ``(N, T', V)`` frame log posteriors.
-        lens: ``(N,)`` valid frame counts.
-        beam: prefixes kept after each frame.
-        blank_id: the blank token.
-        top_k: per-frame candidate limit (None: all tokens).
-        prune_threshold: per-frame log-probability window below the frame maximum (None: off).
-        token_bias: optional hook ``(prefix tuple, token) -> float`` added to the ranking score;
-            it must be deterministic (it may be called again for the same arguments).
-        nbest: hypotheses returned per utterance (default ``beam``).
-
-    Returns:
-        N :class:`NBest` lists, best first, with ``scores`` = ctc + bias and ``components``
-        ``{"ctc": [...], "bias": [...]}`` (ctc is the log probability ``pb (+) pnb``).
-    """
-    if beam < 1:
-        raise ValueError(f"beam must be >= 1, got {beam}")
-    nbest = beam if nbest is None else nbest
-    lp = log_probs.detach().to("cpu", torch.float64)
-    lens_list = lens.tolist()
-    V = lp.size(-1)
-
-    # allowed (frame, token) pairs
-    allowed = torch.ones(lp.shape, dtype=torch.bool)
-    if top_k is not None and top_k < V:
-        allowed = torch.zeros_like(allowed).scatter_(-1, lp.topk(top_k, dim=-1).indices, True)
-    if prune_threshold is not None:
-        allowed &= lp >= lp.max(dim=-1, keepdim=True).values - prune_threshold
-    lp = lp.masked_fill(~allowed, _NEG_INF)
-
-    results = []
-    for n in range(lp.size(0)):
-        prefixes: list[tuple] = [()]
-        pb = torch.zeros(1, dtype=torch.float64)
-        pnb = torch.full((1,), _NEG_INF, dtype=torch.float64)
-        bias = torch.zeros(1, dtype=torch.float64)
-        for t in range(lens_list[n]):
-            row = lp[n, t]  # (V,)
-            K = len(prefixes)
-            last = torch.tensor([g[-1] if g else -1 for g in prefixes])  # (K,)
-            has_last = last >= 0
-            p_tot = torch.logaddexp(pb, pnb)  # (K,)
-            # the prefix itself: through blank, or by repeating its last token
-            stay_pb = p_tot + row[blank_id]
-            stay_pnb = torch.where(has_last, pnb + row[last.clamp(min=0)], _NEG_INF)
-            # extensions g + c, (K, V); c == last(g) needs a blank in between
-            ext = p_tot[:, None] + row[None, :]
-            rl = has_last.nonzero().flatten()
-            ext[rl, last[rl]] = pb[rl] + row[last[rl]]
-            ext[:, blank_id] = _NEG_INF
-            # an extension that is already a prefix of the beam adds to that prefix
-            index = {g: k for k, g in enumerate(prefixes)}
-            for k2, g in enumerate(prefixes):
-                k1 = index.get(g[:-1]) if g else None
-                if k1 is not None:
-                    stay_pnb[k2] = torch.logaddexp(stay_pnb[k2], ext[k1, g[-1]])
-                    ext[k1, g[-1]] = _NEG_INF
-            ext_bias = bias[:, None].expand(K, V).clone()
-            if token_bias is not None:
-                for k, c in torch.isfinite(ext).nonzero().tolist():
-                    ext_bias[k, c] += float(token_bias(prefixes[k], c))
-            stay_score = torch.logaddexp(stay_pb, stay_pnb) + bias  # (K,)
-            scores = torch.cat([stay_score, (ext + ext_bias).flatten()])  # (K + K * V,)
-            finite = int(torch.isfinite(scores).sum())
-            if finite == 0:
-                prefixes, pb, pnb, bias = [], pb[:0], pnb[:0], bias[:0]
-                break
-            kth = scores.topk(min(beam, finite)).values[-1]
-            chosen = (scores >= kth).nonzero().flatten().tolist()  # ties at the boundary included
-
-            def key(i: int) -> tuple:
-                g = prefixes[i] if i < K else prefixes[(i - K) // V] + ((i - K) % V,)
-                return (-float(scores[i]), g)
-
-            chosen = sorted(chosen, key=key)[:beam]
-            new_prefixes, new_pb, new_pnb, new_bias = [], [], [], []
-            for i in chosen:
-                if i < K:
-                    new_prefixes.append(prefixes[i])
-                    new_pb.append(stay_pb[i])
-                    new_pnb.append(stay_pnb[i])
-                    new_bias.append(bias[i])
-                else:
-                    k, c = divmod(i - K, V)
-                    new_prefixes.append(prefixes[k] + (c,))
-                    new_pb.append(torch.tensor(_NEG_INF, dtype=torch.float64))
-                    new_pnb.append(ext[k, c])
-                    new_bias.append(ext_bias[k, c])
-            prefixes = new_prefixes
-            pb, pnb, bias = torch.stack(new_pb), torch.stack(new_pnb), torch.stack(new_bias)
-        ctc = torch.logaddexp(pb, pnb).tolist()
-        b = bias.tolist()
-        order = sorted(range(len(prefixes)), key=lambda i: (-(ctc[i] + b[i]), prefixes[i]))[:nbest]
-        results.append(
-            NBest(
-                tokens=[list(prefixes[i]) for i in order],
-                scores=[ctc[i] + b[i] for i in order],
-                components={"ctc": [ctc[i] for i in order], "bias": [b[i] for i in order]},
-            )
-        )
-    return results
 
 
 # ----------------------------------------------------------------------------------------------

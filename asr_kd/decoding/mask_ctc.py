@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from asr_kd.decoding.common import NBest
+from asr_kd.ops import mask_ctc_beam as _beam_step_op  # called through the module (patchable)
 
 __all__ = ["mask_ctc_easy_first", "mask_ctc_beam_search", "ctc_greedy_with_confidence",
            "mask_fill_schedule", "MASK_SCHEDULES"]
@@ -213,121 +214,6 @@ def mask_ctc_easy_first(
     return [ys[n, : len(tokens[n])].tolist() for n in range(N)]
 
 
-def _top_fill_sets(logp: torch.Tensor, masked: torch.Tensor, k: torch.Tensor, beam: int):
-    """The ``beam`` best ways to fill ``k`` of the masked positions of each row (Eq. 5).
-
-    A way ("candidate set") picks ``k[a]`` distinct masked positions and a token for each; its
-    score is the sum of their log posteriors. Exact top-``beam`` enumeration:
-
-    * only a position's ``beam`` best tokens can appear in a top-``beam`` set (swapping in any of
-      them gives ``beam`` sets at least as good), and only the ``beam + k - 1`` positions with the
-      best top token (a set using another position leaves ``beam`` of those free, each giving a
-      set at least as good);
-    * a dynamic programme over these positions (left to right) keeps, for each number ``j <= k``
-      of positions picked so far, the ``beam`` best partial sets (the restriction of a top set to
-      the positions seen is a top partial set): ``O((beam + k) * k * beam^2)`` per row.
-
-    Ties: the leftmost positions first (as :func:`mask_ctc_easy_first`).
-
-    Args:
-        logp: ``(A, L, V)`` log posteriors (banned tokens at -inf); scores are summed in float64.
-        masked: ``(A, L)`` bool.
-        k: ``(A,)`` positions to fill per row, ``1 <= k[a] <=`` masks of row ``a``.
-        beam: B.
-
-    Returns:
-        ``(scores (A, B), pos (A, B, k_max), tok (A, B, k_max))``: sets best first, score -inf for
-        missing sets; ``pos`` holds sequence positions, -1 in the unused slots ``>= k[a]``.
-    """
-    A, L, V = logp.shape
-    device = logp.device
-    kmax = int(k.max())
-    M = min(int(masked.sum(dim=1).max()), beam + kmax - 1)
-    b = min(beam, V)
-    # the M masked positions with the best top token (leftmost on ties), in ascending order
-    top1 = logp.max(dim=-1).values.masked_fill(~masked, _NEG_INF)  # (A, L)
-    posmap = torch.sort(top1, dim=1, descending=True, stable=True).indices[:, :M]
-    posmap = posmap.sort(dim=1).values  # (A, M)
-    valid = masked.gather(1, posmap)  # (A, M)
-    tl, ti = logp.gather(1, posmap[..., None].expand(A, M, V)).topk(b, dim=-1)  # (A, M, b)
-    tl = tl.double().masked_fill(~valid[..., None], _NEG_INF)  # sums in float64
-
-    S = torch.full((A, kmax + 1, beam), _NEG_INF, dtype=tl.dtype, device=device)
-    S[:, 0, 0] = 0.0
-    items = torch.full((A, kmax + 1, beam, kmax), -1, dtype=torch.long, device=device)  # m * b + r
-    r_ids = torch.arange(b, device=device)
-    for m in range(M):
-        ext = S[:, :-1, :, None] + tl[:, m, None, None, :]  # (A, kmax, B, b): pick position m
-        cand_s = torch.cat([S[:, 1:], ext.flatten(2)], dim=2)  # (A, kmax, B + B * b)
-        ext_items = items[:, :-1, :, None, :].expand(A, kmax, beam, b, kmax).clone()
-        for j in range(kmax):  # row j + 1 extends row j: its slot j gets (m, r)
-            ext_items[:, j, :, :, j] = m * b + r_ids
-        cand_items = torch.cat([items[:, 1:], ext_items.flatten(2, 3)], dim=2)
-        order = torch.sort(cand_s, dim=2, descending=True, stable=True).indices[..., :beam]
-        S[:, 1:] = cand_s.gather(2, order)
-        items[:, 1:] = cand_items.gather(2, order[..., None].expand(A, kmax, beam, kmax))
-
-    rows = torch.arange(A, device=device)
-    scores, items = S[rows, k], items[rows, k]  # (A, B), (A, B, kmax)
-    used = items >= 0
-    m_idx, r_idx = (items // b).clamp(min=0), (items % b).clamp(min=0)
-    pos = posmap.gather(1, m_idx.flatten(1)).view_as(items).masked_fill(~used, -1)
-    tok = ti[rows[:, None, None], m_idx, r_idx].masked_fill(~used, -1)
-    return scores, pos, tok
-
-
-def _prune(ys: torch.Tensor, score: torch.Tensor, utt: torch.Tensor, beam: int, num_utts: int):
-    """Merge identical hypotheses of an utterance (max score) and keep its ``beam`` best.
-
-    Returns ``(ys, score, utt)`` grouped by utterance (ascending), best first within a group
-    (score ties: token order of ``torch.unique``).
-    """
-    key = torch.cat([utt[:, None], ys], dim=1)
-    uniq, inv = torch.unique(key, dim=0, return_inverse=True)
-    best = torch.full((uniq.size(0),), _NEG_INF, dtype=score.dtype, device=score.device)
-    best = best.scatter_reduce(0, inv, score, reduce="amax")
-    u_utt = uniq[:, 0]
-    order = torch.sort(best, descending=True, stable=True).indices
-    order = order[torch.sort(u_utt[order], stable=True).indices]  # by utterance, best first
-    g = u_utt[order]
-    counts = torch.bincount(g, minlength=num_utts)
-    starts = counts.cumsum(0) - counts
-    rank = torch.arange(g.numel(), device=g.device) - starts[g]
-    sel = order[rank < beam]
-    return uniq[sel, 1:], best[sel], u_utt[sel]
-
-
-def _beam_step_reference(logp, hyp_ys, hyp_score, hyp_utt, k, beam: int, num_utts: int, mask_id: int,
-                         ignore_id: int = -1):
-    """One iteration of :func:`mask_ctc_beam_search` after the MLM call (the PyTorch reference of
-    ``asr_kd.ops.mask_ctc_beam_step``): the ``beam`` best fill sets of every hypothesis with
-    ``k > 0`` (:func:`_top_fill_sets`), the others passed through, then :func:`_prune`.
-
-    Args:
-        logp: ``(A, L, V)`` MLM log posteriors of the hypotheses with ``k > 0`` (ascending order).
-        hyp_ys: ``(H, L)``; hyp_score: ``(H,)`` float64; hyp_utt: ``(H,)``; k: ``(H,)`` masks to fill.
-
-    Returns:
-        ``(ys, score, utt)`` of the next beam (as :func:`_prune`).
-    """
-    act = (k > 0).nonzero().flatten()
-    done = (k == 0).nonzero().flatten()
-    if act.numel() == 0:  # nothing to fill
-        return _prune(hyp_ys, hyp_score, hyp_utt, beam, num_utts)
-    a_ys, a_utt = hyp_ys[act], hyp_utt[act]
-    set_score, pos, tok = _top_fill_sets(logp, a_ys == mask_id, k[act], beam)
-    A, L = a_ys.shape
-    # the candidates' sequences; unused slots write into a spare column L
-    cand = torch.cat([a_ys, a_ys.new_full((A, 1), ignore_id)], dim=1)[:, None].repeat(1, beam, 1)
-    cand.scatter_(2, pos.masked_fill(pos < 0, L), tok.masked_fill(pos < 0, ignore_id))
-    cand = cand[..., :L]  # (A, B, L)
-    cand_score = hyp_score[act, None] + set_score  # (A, B)
-    ok = torch.isfinite(cand_score)
-    return _prune(
-        torch.cat([hyp_ys[done], cand[ok]]), torch.cat([hyp_score[done], cand_score[ok]]),
-        torch.cat([hyp_utt[done], a_utt[:, None].expand(A, beam)[ok]]), beam, num_utts)
-
-
 @torch.no_grad()
 def mask_ctc_beam_search(
     ctc_log_probs: torch.Tensor,
@@ -390,13 +276,10 @@ def mask_ctc_beam_search(
         N :class:`~asr_kd.decoding.common.NBest` (at most ``beam`` hypotheses, best first), with
         ``components["mlm"]`` = the scores.
     """
-    # imported here: asr_kd.ops imports asr_kd.decoding
-    from asr_kd.ops.mask_ctc_beam import BACKENDS, mask_ctc_beam_step
-
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend not in _beam_step_op.BACKENDS:
+        raise ValueError(f"backend must be one of {_beam_step_op.BACKENDS}, got {backend!r}")
     device = memory.device
     N = memory.size(0)
     tokens, ys, fill_plan = _init_masks(ctc_log_probs, ctc_lens, p_thr, mask_id, blank_id, ignore_id, K,
@@ -413,7 +296,7 @@ def mask_ctc_beam_search(
         act = (k > 0).nonzero().flatten()
         a_ys, a_utt = hyp_ys[act], hyp_utt[act]
         logp = _mlm_log_probs(decoder, memory[a_utt], memory_lens[a_utt], a_ys, mask_id, blank_id)
-        hyp_ys, hyp_score, hyp_utt = mask_ctc_beam_step(
+        hyp_ys, hyp_score, hyp_utt = _beam_step_op.mask_ctc_beam_step(
             logp, hyp_ys, hyp_score, hyp_utt, k, beam, N, mask_id=mask_id, ignore_id=ignore_id,
             backend=backend)
 

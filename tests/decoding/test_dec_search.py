@@ -62,7 +62,7 @@ def test_every_method_matches_direct_call(model, batch):
         "mask-ctc-beam": best_paths(mask_ctc_beam_search(ctc_lp, lens, model.mask_ctc, enc, lens, beam=3,
                                                          p_thr=0.99, K=2, mask_id=model.mask_ctc.mask_id)),
     }
-    assert set(expected) == set(METHODS)
+    assert set(expected) == set(METHODS) - {"ctc-hlg"}  # ctc-hlg: tests/decoding/test_dec_registry.py
     for method, want in expected.items():
         assert decode_batch(model, x, x_lens, method, SearchOptions(beam=3)) == want, method
 
