@@ -24,10 +24,20 @@ Config sections: ``data`` (below), ``model`` (``asr_kd.models.build_asr_model``;
 ``blank_id``/``sos_id``/``eos_id`` and ``encoder.input_dim`` are filled in from the lang dir and
 ``data.num_mel_bins`` when absent), ``loss`` (``normalize``, ``warm_step``, ``simple_loss_scale``, ``mlm_normalize``, see
 ``asr_kd.training.asr_task``), ``optim``, ``scheduler`` (``asr_kd.training.optim``), ``training``
-(``asr_kd.training.TrainerConfig`` fields plus ``seed`` and ``init_from``: a checkpoint whose model weights
-start a new run, e.g. the second, fine-tuning stage of a KD recipe), and optionally ``kd`` (a teacher and KD methods
+(``asr_kd.training.TrainerConfig`` fields, e.g. ``average_period``, plus ``seed``, ``init_from``: a
+checkpoint whose model weights start a new run, e.g. the second, fine-tuning stage of a KD recipe, and
+``chunk``: chunk / dynamic chunk training, ``asr_kd.training.asr_task.ChunkConfig``), and optionally ``kd`` (a teacher and KD methods
 with weights and schedules, see ``asr_kd.kd.methods``; the schedules' run length is ``kd.total_steps``,
 else ``training.max_steps``).
+
+An icefall-style Zipformer setup (ScaledAdam clips its own updates, so ``training.grad_clip`` then
+defaults to ``null``: the trainer only measures the norm and skips non-finite steps)::
+
+    optim: {name: scaled_adam, lr: 0.045, clipping_scale: 2.0}
+    scheduler: {name: eden, lr_batches: 7500, lr_epochs: 3.5, warmup_batches: 500}
+    training:
+      average_period: 200          # model_avg in every checkpoint; average.py --use-averaged-model
+      chunk: {dynamic: true, max_chunk: 32, full_context_prob: 0.5, max_left_chunks: 4}
 
 ``data`` keys: ``manifest_dir``, ``prefix`` (``<prefix>_cuts_<split>.jsonl.gz``), ``train_split``,
 ``valid_split``, ``lang_dir``, ``max_valid_cuts`` (first N validation cuts; 0 = all),
@@ -53,10 +63,10 @@ from typing import Any
 import torch
 
 from asr_kd.training import ddp
-from asr_kd.training.asr_task import AsrLossFn
+from asr_kd.training.asr_task import AsrLossFn, ChunkConfig
 from asr_kd.training.checkpoint import find_latest
 from asr_kd.training.config import dump_config, load_config
-from asr_kd.training.optim import build_optimizer, build_scheduler
+from asr_kd.training.optim import ScaledAdam, build_optimizer, build_scheduler
 from asr_kd.training.trainer import Trainer, TrainerConfig, seed_everything
 
 log = logging.getLogger("asr_kd.bin.train")
@@ -207,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         warm_step=int(lcfg.get("warm_step", 0)), simple_loss_scale=float(lcfg.get("simple_loss_scale", 0.5)),
         mlm_normalize=lcfg.get("mlm_normalize", "sum"),
     )
+    if tcfg.get("chunk") is not None:  # chunk / dynamic chunk training (fails here on unknown keys)
+        asr_loss_kwargs["chunk"] = ChunkConfig.from_dict(tcfg["chunk"], seed=seed)
+        log.info("chunk training: %s", asr_loss_kwargs["chunk"])
     if cfg.get("kd"):  # KD methods may add modules to model.kd_aux: before the optimiser and DDP
         from asr_kd.kd import build_kd_loss_fn
 
@@ -221,10 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     seed_everything(seed + 1000 * info.rank)  # different augmentation/dropout streams per rank
 
     optim_cfg = dict(cfg.get("optim") or {})
-    optimizer = build_optimizer(model.parameters(), optim_cfg)
+    optimizer = build_optimizer(model.named_parameters(), optim_cfg)
     scheduler = build_scheduler(optimizer, dict(cfg.get("scheduler") or {}))
     if "grad_clip" in optim_cfg and "grad_clip" not in tcfg:
         tcfg["grad_clip"] = optim_cfg["grad_clip"]
+    elif isinstance(optimizer, ScaledAdam) and optimizer.clipping_scale is not None and "grad_clip" not in tcfg:
+        tcfg["grad_clip"] = None  # ScaledAdam clips against its median grad norm; a second clip would fight it
+        log.info("scaled_adam with clipping_scale=%g: training.grad_clip defaults to null", optimizer.clipping_scale)
 
     train_dl, valid_dl, cut_filter = build_data(data_cfg, tokenizer, encoder, seed)
     trainer = Trainer(

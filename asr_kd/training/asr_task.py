@@ -13,20 +13,126 @@ the normaliser (``utts``: N, ``frames``: sum of T', ``tokens``: sum of S) for ba
 parts are the unscaled losses divided by the same normaliser and weighted by it when averaged.
 
 KD methods wrap or subclass this (e.g. add a distillation term to :meth:`AsrLossFn.combine`).
+
+Chunk (streaming) training: ``chunk=ChunkConfig`` (from the ``training.chunk`` config section) adds
+``chunk_size`` / ``left_context`` to every training forward: fixed, or drawn per batch (dynamic chunk
+training, :func:`asr_kd.models.encoder.masks.sample_chunk_size` / ``sample_left_context``) from an RNG
+seeded by ``(seed, rank, step)``, so a resumed run draws exactly what an uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
 import torch
 
+from . import ddp
 from .trainer import LossOutput
 
-__all__ = ["AsrLossFn", "load_asr_model"]
+__all__ = ["AsrLossFn", "ChunkConfig", "load_asr_model"]
 
 _NORMALISERS = {"utts": "num_utts", "frames": "num_frames", "tokens": "num_tokens"}
 _COUNTS = ("num_frames", "num_tokens", "num_utts", "num_masked")
+
+
+_DYNAMIC_ONLY = ("max_chunk", "full_context_prob", "max_left_chunks", "unlimited_left_prob")
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    """Chunk settings of the training forwards (the ``training.chunk`` config section).
+
+    Fixed chunks (``dynamic: false``): every training and validation forward uses ``chunk_size``
+    (encoder frames T', -1 = full context) and ``left_context`` (chunks, -1 = all).
+
+    Dynamic chunk training (``dynamic: true``): per training batch, the chunk size is
+    ``sample_chunk_size(max_chunk, rng, full_context_prob=...)`` (-1 with probability
+    ``full_context_prob``, else uniform in 1..``max_chunk``); the left context is
+    ``sample_left_context(max_left_chunks, rng, unlimited_prob=unlimited_left_prob)`` when
+    ``max_left_chunks`` is set (and a chunk was drawn), else ``left_context``. The RNG is
+    ``random.Random`` seeded with ``(seed, rank, step)``. Validation runs with full context.
+
+    ``seed``: default ``training.seed`` (see :meth:`from_dict`).
+    """
+
+    dynamic: bool = False
+    chunk_size: int = -1
+    left_context: int = -1
+    max_chunk: int = 32
+    full_context_prob: float = 0.5
+    max_left_chunks: int | None = None
+    unlimited_left_prob: float = 0.5
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], seed: int = 0, where: str = "training.chunk") -> "ChunkConfig":
+        """Build from a config mapping; unknown or contradictory keys raise ``ValueError`` naming them."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"{where} must be a mapping, not {type(d).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = [k for k in d if k not in known]
+        if unknown:
+            raise ValueError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
+                             f"{where}; known keys: {', '.join(known)}")
+        dynamic = d.get("dynamic", False)
+        if not isinstance(dynamic, bool):
+            raise ValueError(f"{where}.dynamic must be true or false, not {dynamic!r}")
+        if dynamic and "chunk_size" in d:
+            raise ValueError(f"{where}.chunk_size is the fixed chunk size; with dynamic: true set max_chunk")
+        if dynamic and "left_context" in d and d.get("max_left_chunks") is not None:
+            raise ValueError(f"{where}: give left_context (fixed) or max_left_chunks (sampled), not both")
+        if not dynamic:
+            extra = [k for k in _DYNAMIC_ONLY if k in d]
+            if extra:
+                raise ValueError(f"{where}: {', '.join(extra)} only apply with dynamic: true")
+        values = {k: d[k] for k in known if k in d}
+        values.setdefault("seed", seed)
+        cfg = cls(**values)
+        cfg.validate(where)
+        return cfg
+
+    def validate(self, where: str = "training.chunk") -> None:
+        def as_int(name: str, lo: int) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{where}.{name} must be an integer >= {lo}, not {v!r}")
+
+        as_int("chunk_size", -1)
+        if self.chunk_size == 0:
+            raise ValueError(f"{where}.chunk_size must be -1 (full context) or >= 1, not 0")
+        as_int("left_context", -1)
+        as_int("max_chunk", 1)
+        if self.max_left_chunks is not None:
+            as_int("max_left_chunks", 0)
+        for name in ("full_context_prob", "unlimited_left_prob"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise ValueError(f"{where}.{name} must be a probability in [0, 1], not {v!r}")
+        as_int("seed", -(2**63))
+
+    def sample(self, step: int, rank: int = 0) -> dict[str, int]:
+        """``{"chunk_size", "left_context"}`` of the training batch ``step`` on ``rank``."""
+        if not self.dynamic:
+            return self.eval_kwargs()
+        from asr_kd.models.encoder.masks import sample_chunk_size, sample_left_context
+
+        rng = random.Random(f"asr_kd.chunk:{self.seed}:{rank}:{step}")
+        chunk = sample_chunk_size(self.max_chunk, rng, full_context_prob=self.full_context_prob)
+        if chunk < 0:
+            return {"chunk_size": -1, "left_context": -1}
+        if self.max_left_chunks is not None:
+            left = sample_left_context(self.max_left_chunks, rng, unlimited_prob=self.unlimited_left_prob)
+        else:
+            left = self.left_context
+        return {"chunk_size": chunk, "left_context": left}
+
+    def eval_kwargs(self) -> dict[str, int]:
+        """Settings outside training steps: the fixed chunk, or full context for dynamic training."""
+        if self.dynamic:
+            return {"chunk_size": -1, "left_context": -1}
+        return {"chunk_size": self.chunk_size, "left_context": self.left_context}
 
 
 class AsrLossFn:
@@ -41,7 +147,11 @@ class AsrLossFn:
         combine: the combination function (default ``asr_kd.models.asr_model.combine_losses``);
             called as ``combine(losses, weights, step, warm_step=..., simple_loss_scale=...,
             mlm_normalize=...)``.
-        model_kwargs: extra keyword arguments of the model's forward (e.g. ``chunk_size``).
+        model_kwargs: extra keyword arguments of the model's forward, passed to every forward.
+        chunk: a :class:`ChunkConfig` (or its config mapping) for chunk / dynamic chunk training.
+            Training forwards get :meth:`chunk_kwargs` of their step; the trainer also calls
+            :meth:`on_step_start` / :meth:`on_step_end` so that :attr:`model_kwargs` holds the
+            current step's values for subclasses that read it (KD losses).
     """
 
     def __init__(
@@ -53,6 +163,7 @@ class AsrLossFn:
         mlm_normalize: str = "sum",
         combine: Callable[..., torch.Tensor] | None = None,
         model_kwargs: Mapping[str, Any] | None = None,
+        chunk: ChunkConfig | Mapping[str, Any] | None = None,
     ):
         if normalize not in _NORMALISERS:
             raise ValueError(f"normalize must be one of {sorted(_NORMALISERS)}, not {normalize!r}")
@@ -68,7 +179,41 @@ class AsrLossFn:
             raise ValueError(f"mlm_normalize must be one of {MLM_NORMALIZERS}, not {mlm_normalize!r}")
         self.mlm_normalize = mlm_normalize
         self.combine_fn = combine
-        self.model_kwargs = dict(model_kwargs or {})
+        self._model_kwargs = dict(model_kwargs or {})
+        if chunk is not None and not isinstance(chunk, ChunkConfig):
+            chunk = ChunkConfig.from_dict(chunk)
+        self.chunk: ChunkConfig | None = chunk
+        if chunk is not None and {"chunk_size", "left_context"} & set(self._model_kwargs):
+            raise ValueError("chunk_size/left_context given both in model_kwargs and in the chunk config")
+        self._step_chunk: dict[str, int] | None = None
+
+    # ------------------------------------------------------------------ chunk settings per step
+    def chunk_kwargs(self, step: int | None, training: bool) -> dict[str, int]:
+        """``chunk_size`` / ``left_context`` for a forward: the training batch ``step``'s draw, or the
+        evaluation settings (``training=False``); ``{}`` without a chunk config."""
+        if self.chunk is None:
+            return {}
+        if training and step is not None:
+            return self.chunk.sample(int(step), ddp.get_rank())
+        return self.chunk.eval_kwargs()
+
+    def on_step_start(self, progress: Any) -> None:
+        """Trainer hook: fix the chunk settings of this training step (see :attr:`model_kwargs`)."""
+        self._step_chunk = self.chunk_kwargs(progress.step, True) if self.chunk is not None else None
+
+    def on_step_end(self, progress: Any) -> None:
+        self._step_chunk = None
+
+    @property
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the model's forward: the fixed ``model_kwargs`` plus the chunk settings
+        of the current training step (between the trainer's step hooks), else the evaluation ones."""
+        chunk = self._step_chunk if self._step_chunk is not None else self.chunk_kwargs(None, False)
+        return {**self._model_kwargs, **chunk}
+
+    @model_kwargs.setter
+    def model_kwargs(self, value: Mapping[str, Any] | None) -> None:
+        self._model_kwargs = dict(value or {})
 
     @staticmethod
     def unpack(batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, list[list[int]], list[str] | None]:
@@ -83,7 +228,8 @@ class AsrLossFn:
         x, x_lens, tokens, cut_ids = self.unpack(batch)
         if x.size(0) == 0:  # every cut of the batch was dropped by the dataset
             return None
-        losses = model(x, x_lens, tokens, **self.model_kwargs)
+        kwargs = {**self._model_kwargs, **self.chunk_kwargs(step, model.training)}
+        losses = model(x, x_lens, tokens, **kwargs)
         weights = self.weights
         if weights is None:
             from .checkpoint import unwrap_model
@@ -96,23 +242,30 @@ class AsrLossFn:
         return LossOutput(loss=total / norm, parts=parts, num_frames=float(norm), cut_ids=cut_ids)
 
 
-def load_asr_model(path, device: str | torch.device = "cpu", strict: bool = True):
+def load_asr_model(path, device: str | torch.device = "cpu", strict: bool = True, use_averaged_model: bool = False):
     """Rebuild an ``AsrModel`` from a checkpoint's stored config and load its weights (eval mode).
 
-    Works for training checkpoints and for the output of ``asr_kd.bin.average``. Returns
+    Works for training checkpoints and for the output of ``asr_kd.bin.average``. With
+    ``use_averaged_model=True`` the weights are the checkpoint's running model average
+    (``model_avg``, from ``training.average_period``; an error if it has none). Returns
     ``(model, config)``; ``config`` is the full experiment config (``config["data"]`` has the
     manifest dir, prefix, lang dir and feature settings the model was trained with).
     """
     from asr_kd.models.asr_model import build_asr_model
 
-    from .checkpoint import _strip_module_prefix
+    from .checkpoint import _strip_module_prefix, averaged_state_dict
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     config = ckpt.get("config") or {}
     if "model" not in config:
         raise ValueError(f"{path}: the checkpoint has no model config (config['model'])")
     model = build_asr_model(config["model"])
-    state = {k: v for k, v in _strip_module_prefix(ckpt["model"]).items()
+    weights = ckpt["model"]
+    if use_averaged_model:
+        if ckpt.get("model_avg") is None:
+            raise ValueError(f"{path}: the checkpoint has no model_avg (train with training.average_period > 0)")
+        weights = averaged_state_dict(weights, ckpt["model_avg"])
+    state = {k: v for k, v in _strip_module_prefix(weights).items()
              if not k.startswith("kd_aux.")}  # training-only KD modules
     model.load_state_dict(state, strict=strict)
     return model.to(device).eval(), config

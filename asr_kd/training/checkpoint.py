@@ -17,12 +17,19 @@ bools, ``None``), so it always loads with ``torch.load(path, weights_only=True)`
  ``epoch``        current 0-based data epoch (int)
  ``config``       the experiment config (nested dict of plain values)
  ``grad_scaler``  ``GradScaler.state_dict()`` (``{}`` when fp16 scaling is off)
- ``meta``         free-form plain dict: torch version, time, wall-clock training seconds, ...
+ ``meta``         free-form plain dict: torch version, time, wall-clock training seconds, the trainer's
+                  ``audio_seconds`` (audio seen on all ranks), ...
+ ``model_avg``    icefall's running model average (``training.average_period``): the floating-point
+                  entries of the model state dict in float64 on CPU, or ``None``
 ================  =========================================================================================
 
 File names in an experiment directory (icefall-like):
 ``checkpoint-<step>.pt`` every N steps (the last ``keep_last`` are kept), ``epoch-<e>.pt`` at the end of
 epoch ``e`` (1-based in the name, as in icefall), ``*-avg-*.pt`` / ``averaged*.pt`` from averaging.
+
+Averaging: :func:`average_checkpoints` averages the ``model`` of N files (icefall's ``--avg N``);
+:func:`average_checkpoints_with_averaged_model` uses the ``model_avg`` of two files to get the average
+over every ``average_period``-th model between their steps (icefall's ``--use-averaged-model``).
 
 Writes are atomic: the checkpoint goes to a temporary file in the same directory, is fsynced, and
 ``os.replace``-d onto the final name; a crash leaves either the old file or the new one.
@@ -57,10 +64,13 @@ __all__ = [
     "set_rng_state",
     "unwrap_model",
     "checkpoint_step",
+    "average_checkpoints_with_averaged_model",
+    "averaged_state_dict",
 ]
 
 CHECKPOINT_KEYS = (
     "model", "optimizer", "scheduler", "sampler", "rng", "step", "epoch", "config", "grad_scaler", "meta",
+    "model_avg",
 )
 _PERIODIC = re.compile(r"^checkpoint-(\d+)\.pt$")
 _EPOCH = re.compile(r"^epoch-(\d+)\.pt$")
@@ -194,12 +204,14 @@ def save_checkpoint(
     config: Mapping[str, Any] | None = None,
     meta: Mapping[str, Any] | None = None,
     rng: Mapping[str, Any] | None | bool = True,
+    model_avg: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a checkpoint atomically (see the module docstring for the keys) and return its path.
 
     ``model`` may be a module (unwrapped from DDP automatically) or a state dict. ``sampler`` is the
     data-position dict (``{"epoch", "batches_consumed", "state"}``) the trainer builds. ``rng=True``
     stores this process's RNG state, a dict stores that dict, ``None``/``False`` stores nothing.
+    ``model_avg``: the trainer's running model average (float64 CPU tensors) or ``None``.
     """
     if isinstance(model, torch.nn.Module):
         model_sd = unwrap_model(model).state_dict()
@@ -222,6 +234,7 @@ def save_checkpoint(
         "config": _plain_config(config),
         "grad_scaler": grad_scaler.state_dict() if grad_scaler is not None else {},
         "meta": full_meta,
+        "model_avg": dict(model_avg) if model_avg is not None else None,
     }
     _check_plain(ckpt)
     return atomic_save(ckpt, path)
@@ -383,3 +396,54 @@ def average_checkpoints(paths: Sequence[str | os.PathLike]) -> dict[str, torch.T
         last = sd
     n = len(paths)
     return {k: (acc[k] / n).to(v.dtype) if k in acc else v for k, v in last.items()}
+
+
+def averaged_state_dict(model_sd: Mapping[str, torch.Tensor], avg: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``model_sd`` with its floating-point entries replaced by ``avg`` (cast back to their dtype).
+
+    ``avg`` must hold every floating-point key of ``model_sd`` (as a ``model_avg`` does); other
+    entries (integer buffers) are kept from ``model_sd``.
+    """
+    model_sd = _strip_module_prefix(model_sd)
+    avg = _strip_module_prefix(avg)
+    missing = [k for k, v in model_sd.items() if v.is_floating_point() and k not in avg]
+    if missing:
+        raise ValueError(f"the averaged model lacks {len(missing)} entries of the model, e.g. {missing[:3]}")
+    return {k: avg[k].to(v.dtype) if v.is_floating_point() else v for k, v in model_sd.items()}
+
+
+def average_checkpoints_with_averaged_model(
+    start: str | os.PathLike | None, end: str | os.PathLike
+) -> dict[str, torch.Tensor]:
+    """Average model between two checkpoints from their running averages (icefall's
+    ``--use-averaged-model``).
+
+    With ``model_avg`` written by a trainer with ``average_period`` N, the file at step ``s`` holds
+    the mean of the models at steps N, 2N, ..., s, so the mean over the steps in ``(s_start, s_end]``
+    is ``(avg_end · s_end - avg_start · s_start) / (s_end - s_start)`` (computed in float64; exact when
+    both steps are multiples of N). ``start=None`` means "from the beginning of training" (the result
+    is ``avg_end``). Returns the ``model`` state dict of ``end`` with its floating-point entries
+    replaced by that average.
+    """
+    ck_end = torch.load(end, map_location="cpu", weights_only=True)
+    if ck_end.get("model_avg") is None:
+        raise ValueError(f"{end} has no model_avg: train with training.average_period > 0")
+    s_end = int(ck_end["step"])
+    avg_end = _strip_module_prefix(ck_end["model_avg"])
+    if start is None:
+        avg = {k: v.to(torch.float64) for k, v in avg_end.items()}
+    else:
+        ck_start = torch.load(start, map_location="cpu", weights_only=True)
+        if ck_start.get("model_avg") is None:
+            raise ValueError(f"{start} has no model_avg: train with training.average_period > 0")
+        s_start = int(ck_start["step"])
+        if s_end <= s_start:
+            raise ValueError(f"{end} (step {s_end}) must come after {start} (step {s_start})")
+        avg_start = _strip_module_prefix(ck_start["model_avg"])
+        if set(avg_start) != set(avg_end):
+            raise ValueError(f"{start} and {end} average different parameters")
+        w_end = s_end / (s_end - s_start)
+        w_start = -s_start / (s_end - s_start)
+        avg = {k: v.to(torch.float64) * w_end + avg_start[k].to(torch.float64) * w_start
+               for k, v in avg_end.items()}
+    return averaged_state_dict(ck_end["model"], avg)

@@ -13,6 +13,22 @@ Usage::
     trainer.resume()      # from the latest checkpoint in exp_dir, if any
     result = trainer.fit()
 
+Step-start hooks. Before each training forward the trainer builds a :class:`TrainProgress`
+(``step``, ``epoch``, ``audio_seconds``: audio of all earlier batches on all ranks, ``batch_duration``:
+audio of this rank's batch) and calls ``on_step_start(progress)`` of the loss function (when it has
+one) and of every callback (``Trainer(..., callbacks=[...])`` / :meth:`Trainer.add_callback`), then
+``on_train_step_start(progress)`` of the model and every submodule that defines it (e.g. a Zipformer's
+dropout and skip-rate schedules, keyed on ``audio_seconds`` so that small batches do not stretch
+them). After the step (also a skipped one) ``on_step_end(progress)`` of the loss function and the
+callbacks, where defined. Batch audio comes from ``batch_duration_fn`` (default
+:func:`batch_audio_seconds`: ``feature_lens`` × 10 ms for :mod:`asr_kd.data.dataset` batches).
+
+Model averaging (icefall's ``model_avg``; ``TrainerConfig.average_period`` N > 0): rank 0 keeps the
+floating-point model state in float64 on CPU and after every N-th step s sets
+``avg = avg · (1 - N/s) + model · N/s``, the mean of the models at steps N, 2N, ..., s. It is saved in
+every checkpoint (key ``model_avg``) and restored on resume; ``asr_kd.bin.average
+--use-averaged-model`` turns two such checkpoints into the average over the steps between them.
+
 One step: forward under autocast (bf16/fp16 on CUDA only; off on CPU), loss checked for NaN/inf
 (**every rank skips together** if any rank's loss is bad: no backward, no optimiser step, counted and
 logged with the cut ids; after ``max_consecutive_bad`` consecutive bad batches training stops with
@@ -21,7 +37,8 @@ clipping by global norm (a non-finite norm without fp16 scaling is also a bad ba
 scheduler step.
 
 Exact resume. A checkpoint stores model, optimiser, scheduler, grad scaler, the data position
-``{"epoch", "batches_consumed", "state"}`` and the RNG states of every rank. On resume:
+``{"epoch", "batches_consumed", "state"}``, the RNG states of every rank, ``audio_seconds`` (in
+``meta``) and the model average. On resume:
 
 * the data position is restored through the sampler's ``load_state_dict`` when it has one (lhotse
   samplers: the trainer rewrites the sampler's batch count to the number of batches the loop actually
@@ -67,7 +84,9 @@ log = logging.getLogger(__name__)
 __all__ = [
     "Trainer",
     "TrainerConfig",
+    "TrainProgress",
     "LossOutput",
+    "batch_audio_seconds",
     "TooManyBadBatchesError",
     "seed_everything",
     "move_to_device",
@@ -105,6 +124,8 @@ class TrainerConfig:
     ``checkpoint-<step>.pt`` (0 = none); one is also written at every epoch end (``epoch-<e>.pt``) and
     when a limit stops training. ``valid_interval``: steps between validations (0 = only at epoch end).
     ``amp``: ``auto`` (bf16 on CUDA if supported, else off), ``bf16``, ``fp16``, ``off``; always off on CPU.
+    ``average_period``: N > 0 keeps icefall's running model average, updated every N steps (icefall's
+    default is 200); 0 = off.
     """
 
     max_steps: int | None = None
@@ -120,11 +141,28 @@ class TrainerConfig:
     max_consecutive_bad: int = 20
     progress_bar: bool | None = None
     tensorboard: bool = True
+    average_period: int = 0
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "TrainerConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in dict(d or {}).items() if k in names})
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """Where training is when a step starts (given to ``on_step_start`` / ``on_train_step_start``).
+
+    ``step``: batches processed before this one (the ``step`` the loss function gets; good and bad
+    batches count). ``epoch``: 0-based data epoch. ``audio_seconds``: seconds of audio in all earlier
+    batches, summed over ranks (saved in checkpoints, continued on resume). ``batch_duration``:
+    seconds of audio in this rank's batch.
+    """
+
+    step: int
+    epoch: int
+    audio_seconds: float
+    batch_duration: float
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -170,6 +208,30 @@ def batch_cut_ids(batch: Any) -> list[str] | None:
         except AttributeError:
             return None
     return None
+
+
+FRAME_SHIFT_SECONDS = 0.01  # asr_kd.data.features.FRAME_SHIFT
+
+
+def batch_audio_seconds(batch: Any, frame_shift: float = FRAME_SHIFT_SECONDS) -> float:
+    """Seconds of audio in a batch: ``feature_lens`` (N,) × ``frame_shift`` (asr_kd's dataset), else the
+    durations of ``batch["cuts"]``, else lhotse's ``supervisions["num_frames"]`` × ``frame_shift``; 0.0
+    for a batch that carries none of these."""
+    if not isinstance(batch, Mapping):
+        return 0.0
+    lens = batch.get("feature_lens")
+    if isinstance(lens, torch.Tensor):
+        return float(lens.sum().item()) * frame_shift
+    cuts = batch.get("cuts")
+    if cuts is not None:
+        try:
+            return float(sum(c.duration for c in cuts))
+        except (AttributeError, TypeError):
+            pass
+    sup = batch.get("supervisions")
+    if isinstance(sup, Mapping) and isinstance(sup.get("num_frames"), torch.Tensor):
+        return float(sup["num_frames"].sum().item()) * frame_shift
+    return 0.0
 
 
 def _as_loss_output(out: Any, batch: Any) -> LossOutput:
@@ -243,6 +305,9 @@ class Trainer:
         exp_dir: where checkpoints and ``tensorboard/`` go (``None``: nothing is written).
         cfg: :class:`TrainerConfig`. config: the full experiment config, stored in every checkpoint.
         device: where batches go; default: the device of the model's first parameter.
+        callbacks: objects with ``on_step_start(progress)`` and/or ``on_step_end(progress)`` (see the
+            module docstring); more with :meth:`add_callback`.
+        batch_duration_fn: ``batch -> seconds of audio`` (default :func:`batch_audio_seconds`).
     """
 
     def __init__(
@@ -260,6 +325,8 @@ class Trainer:
         config: Mapping[str, Any] | None = None,
         device: torch.device | str | None = None,
         tb_writer: Any = None,
+        callbacks: Iterable[Any] = (),
+        batch_duration_fn: Callable[[Any], float] | None = None,
     ):
         self.model = model
         self.optimizer = optimizer
@@ -306,6 +373,16 @@ class Trainer:
         self._last_grad_norm = float("nan")
         self._stop_requested: str | None = None
         self._last_step_seconds = 0.0
+        self.audio_seconds = 0.0  # audio of all processed batches, all ranks (cumulative over resumes)
+        self.callbacks: list[Any] = list(callbacks)
+        self.batch_duration_fn = batch_duration_fn or batch_audio_seconds
+        self._hooks: tuple[list, list] | None = None
+        if self.cfg.average_period < 0:
+            raise ValueError(f"average_period must be >= 0, got {self.cfg.average_period}")
+        # icefall's model_avg: rank 0 only, float64 on CPU, starting from the initial weights
+        self.model_avg: dict[str, torch.Tensor] | None = (
+            self._model_float64_copy() if self.cfg.average_period > 0 and self.is_main else None
+        )
 
         self.tb = tb_writer
         if self.tb is None and self.cfg.tensorboard and self.exp_dir is not None and self.is_main:
@@ -315,6 +392,47 @@ class Trainer:
                 self.tb = SummaryWriter(log_dir=str(self.exp_dir / "tensorboard"))
             except Exception as e:  # pragma: no cover - tensorboard is a dependency
                 log.warning("tensorboard unavailable: %s", e)
+
+    # ---------------------------------------------------------------------------------------- hooks
+    def add_callback(self, callback: Any) -> None:
+        """Register an object with ``on_step_start(progress)`` and/or ``on_step_end(progress)``."""
+        self.callbacks.append(callback)
+        self._hooks = None
+
+    def _step_hooks(self) -> tuple[list, list]:
+        """(start hooks, end hooks): the loss function's (looked up every step: it may be replaced),
+        the callbacks' and the modules' (cached; :meth:`fit` and :meth:`add_callback` refresh them)."""
+        if self._hooks is None:
+            starts, ends = [], []
+            for cb in self.callbacks:
+                for name, out in (("on_step_start", starts), ("on_step_end", ends)):
+                    fn = getattr(cb, name, None)
+                    if callable(fn):
+                        out.append(fn)
+            for m in unwrap_model(self.model).modules():
+                fn = getattr(m, "on_train_step_start", None)
+                if callable(fn):
+                    starts.append(fn)
+            self._hooks = (starts, ends)
+        starts, ends = self._hooks
+        own_start = getattr(self.loss_fn, "on_step_start", None)
+        own_end = getattr(self.loss_fn, "on_step_end", None)
+        return ([own_start] if callable(own_start) else []) + starts, ([own_end] if callable(own_end) else []) + ends
+
+    # ---------------------------------------------------------------------------------------- averaging
+    def _model_float64_copy(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu", torch.float64, copy=True)
+                for k, v in unwrap_model(self.model).state_dict().items() if v.is_floating_point()}
+
+    def update_model_avg(self) -> None:
+        """icefall's update after step ``s`` (a multiple of N): ``avg = avg·(1 - N/s) + model·N/s``."""
+        if self.model_avg is None or self.step <= 0:
+            return
+        w_cur = self.cfg.average_period / self.step
+        w_avg = 1.0 - w_cur
+        cur = unwrap_model(self.model).state_dict()
+        for k, a in self.model_avg.items():
+            a.mul_(w_avg).add_(cur[k].detach().to("cpu", torch.float64), alpha=w_cur)
 
     # ---------------------------------------------------------------------------------------- state
     def sampler_position(self) -> dict[str, Any]:
@@ -341,11 +459,12 @@ class Trainer:
                 "num_bad_batches": self.num_bad_batches,
                 "world_size": self.world_size,
                 "last_valid": dict(self.last_valid or {}),
+                "audio_seconds": float(self.audio_seconds),
             }
             out = save_checkpoint(
                 path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                 sampler=self.sampler_position(), grad_scaler=self.scaler, step=self.step, epoch=self.epoch,
-                config=self.config, meta=meta, rng=rng,
+                config=self.config, meta=meta, rng=rng, model_avg=self.model_avg,
             )
             log.info("saved checkpoint %s (step %d, epoch %d)", out, self.step, self.epoch)
         ddp.barrier()
@@ -370,6 +489,19 @@ class Trainer:
         self.train_seconds = float(meta.get("train_seconds", 0.0))
         self.num_bad_batches = int(meta.get("num_bad_batches", 0))
         self.last_valid = meta.get("last_valid") or None
+        self.audio_seconds = float(meta.get("audio_seconds", 0.0))
+        if self.model_avg is not None:
+            avg = ckpt.get("model_avg")
+            if avg:
+                avg = {k[len("module."):] if k.startswith("module.") else k: v.to(torch.float64)
+                       for k, v in avg.items()}
+                if set(avg) != set(self.model_avg):
+                    raise ValueError(f"{path}: model_avg has entries {sorted(set(avg) ^ set(self.model_avg))[:5]} "
+                                     "that differ from the model's")
+                self.model_avg = avg
+            else:
+                log.warning("%s has no model_avg: the model average starts from the resumed weights", path)
+                self.model_avg = self._model_float64_copy()
         pos = ckpt.get("sampler") or {"epoch": self.epoch, "batches_consumed": 0, "state": None}
         self.batches_consumed = int(pos.get("batches_consumed", 0))
         self._restored_sampler = False
@@ -404,9 +536,35 @@ class Trainer:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def train_step(self, batch: Any) -> dict[str, float] | None:
-        """One optimiser step on ``batch``. Returns logged values, or ``None`` for a skipped bad batch."""
+        """One optimiser step on ``batch``. Returns logged values, or ``None`` for a skipped bad batch.
+
+        Calls the step-start hooks first and the step-end hooks last (see the module docstring) and
+        adds the batch's audio (summed over ranks) to :attr:`audio_seconds`."""
         self.model.train()
+        duration = float(self.batch_duration_fn(batch))
+        progress = TrainProgress(step=self.step, epoch=self.epoch, audio_seconds=self.audio_seconds,
+                                 batch_duration=duration)
         batch = move_to_device(batch, self.device)
+        starts, ends = self._step_hooks()
+        for fn in starts:
+            fn(progress)
+        try:
+            return self._train_step(batch, duration)
+        finally:
+            for fn in ends:
+                fn(progress)
+
+    def _agree(self, status: int, duration: float) -> tuple[int, float]:
+        """(largest status over ranks, batch audio summed over ranks) in one all-reduce."""
+        if not ddp.is_distributed():
+            return status, duration
+        t = torch.tensor([float(status == 2), float(status == 1), duration], dtype=torch.float64,
+                         device=self.device if self.device.type == "cuda" else "cpu")
+        ddp.all_reduce_sum(t)
+        bad, empty, total = t.tolist()
+        return (2 if bad > 0 else 1 if empty > 0 else 0), total
+
+    def _train_step(self, batch: Any, duration: float) -> dict[str, float] | None:
         with self._autocast():
             raw = self.loss_fn(self.model, batch, self.step)
         out = None if raw is None else _as_loss_output(raw, batch)
@@ -415,7 +573,8 @@ class Trainer:
             status = 1
         else:
             status = 0 if bool(torch.isfinite(out.loss.detach()).all()) else 2
-        agreed = ddp.max_over_ranks(status, device=self.device if self.device.type == "cuda" else "cpu")
+        agreed, total_duration = self._agree(status, duration)
+        self.audio_seconds += total_duration
         if agreed > 0:
             # every rank skips together (no backward anywhere, so DDP's gradient all-reduce is not entered)
             self.optimizer.zero_grad(set_to_none=True)
@@ -599,7 +758,8 @@ class Trainer:
 
     def fit(self, start_time: float | None = None) -> dict[str, Any]:
         """Train until ``max_steps`` / ``max_epochs`` / ``max_minutes``; returns a summary dict with
-        ``step``, ``epoch``, ``stopped_because``, ``num_bad_batches``, ``last_valid``, ``train_seconds``.
+        ``step``, ``epoch``, ``stopped_because``, ``num_bad_batches``, ``last_valid``, ``train_seconds``,
+        ``audio_seconds``.
 
         ``start_time``: ``time.monotonic()`` value the ``max_minutes`` budget counts from (default: now;
         the train CLI passes its own start so that set-up time counts too)."""
@@ -613,6 +773,7 @@ class Trainer:
 
             bar = tqdm(total=c.max_steps, initial=self.step, desc="train", dynamic_ncols=True, leave=False)
         stopped = self._limit_reached(t0)
+        self._hooks = None  # modules may have been added since the trainer was built
         try:
             while stopped is None and (c.max_epochs is None or self.epoch < c.max_epochs):
                 it = self._start_epoch_iterator()
@@ -620,6 +781,8 @@ class Trainer:
                     stats = self.train_step(batch)
                     self.step += 1
                     self.batches_consumed += 1
+                    if self.model_avg is not None and self.step % c.average_period == 0:
+                        self.update_model_avg()
                     now = time.monotonic()
                     self.train_seconds += now - t_last
                     self._last_step_seconds = now - t_last
@@ -665,6 +828,7 @@ class Trainer:
             "num_bad_batches": self.num_bad_batches,
             "last_valid": self.last_valid,
             "train_seconds": self.train_seconds,
+            "audio_seconds": self.audio_seconds,
         }
 
     def close(self) -> None:

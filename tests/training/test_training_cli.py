@@ -87,3 +87,46 @@ def test_cli_resume_is_exact_with_real_model_and_data(recipe, tmp_path):
     assert a["epoch"] == b["epoch"] >= 1
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
+
+
+def test_icefall_style_config_scaled_adam_model_avg_dynamic_chunks(recipe, tmp_path):
+    """scaled_adam + eden + average_period + dynamic chunks from the YAML, then the averaged model."""
+    from asr_kd.bin import average, train
+    from asr_kd.training.asr_task import load_asr_model
+    from asr_kd.training.checkpoint import average_checkpoints_with_averaged_model
+
+    exp = tmp_path / "exp"
+    conf = str(recipe / "conf.yaml")
+    args = ["--config", conf, "--exp-dir", str(exp), "--max-steps", "4", "optim={name: scaled_adam, lr: 0.045}",
+            "scheduler={name: eden, lr_batches: 100, lr_epochs: 2, warmup_batches: 2}",
+            "training.average_period=1", "training.chunk={dynamic: true, max_chunk: 4, max_left_chunks: 2}",
+            "training.valid_interval=0"]
+    assert train.main(args) == 0
+    log = (exp / "train.log").read_text()
+    assert "training.grad_clip defaults to null" in log and "chunk training: ChunkConfig(dynamic=True" in log
+    ck = torch.load(exp / "checkpoint-4.pt", weights_only=True)
+    assert ck["config"]["training"]["grad_clip"] is None and ck["meta"]["audio_seconds"] > 0
+    assert ck["optimizer"]["param_groups"][0]["param_names"][0].startswith("encoder.")
+    assert set(ck["model_avg"]) == {k for k, v in ck["model"].items() if v.is_floating_point()}
+
+    assert average.main(["--exp-dir", str(exp), "--avg", "1", "--use-averaged-model"]) == 0  # checkpoint-2, -4
+    avg = torch.load(exp / "averaged.pt", weights_only=True)
+    ref = average_checkpoints_with_averaged_model(exp / "checkpoint-2.pt", exp / "checkpoint-4.pt")
+    for k, v in ref.items():
+        assert torch.equal(avg["model"][k], v), k
+    model, _ = load_asr_model(exp / "checkpoint-4.pt", use_averaged_model=True)
+    from asr_kd.training.checkpoint import averaged_state_dict
+
+    expected = averaged_state_dict(ck["model"], ck["model_avg"])
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, expected[k]), k
+    with pytest.raises(ValueError, match="model_avg"):
+        load_asr_model(exp / "averaged.pt", use_averaged_model=True)
+
+
+def test_unknown_chunk_key_is_rejected(recipe, tmp_path):
+    from asr_kd.bin import train
+
+    with pytest.raises(ValueError, match="unknown key 'max_chunks' in training.chunk; known keys: dynamic"):
+        train.main(["--config", str(recipe / "conf.yaml"), "--exp-dir", str(tmp_path / "exp"), "--max-steps", "1",
+                    "training.chunk={dynamic: true, max_chunks: 4}"])

@@ -36,7 +36,7 @@ def run_rank(rank: int, world_size: int, port: int, out_dir: str, nan_rank: int)
     model = ddp.wrap_model(model, info)
     opt = build_optimizer(model.parameters(), {"name": "adamw", "lr": 1e-2})
     cfg = TrainerConfig(grad_clip=0.2, tensorboard=False, progress_bar=False)
-    trainer = Trainer(model, opt, loss_fn, [], cfg=cfg)
+    trainer = Trainer(model, opt, loss_fn, [], cfg=cfg, batch_duration_fn=lambda b: float(len(b["y"])))
     b = global_batch()
     per = 8 // world_size
     local = {"x": b["x"][rank * per:(rank + 1) * per], "y": b["y"][rank * per:(rank + 1) * per],
@@ -51,6 +51,9 @@ def run_rank(rank: int, world_size: int, port: int, out_dir: str, nan_rank: int)
         assert trainer.num_bad_batches == 1
     stats = trainer.train_step(local)
     assert stats is not None
+    # audio_seconds sums every rank's batches ("1 second per cut" here): skipped batches count too
+    expected = 8.0 + (4.0 + 4.0 + 4.0 if nan_rank >= 0 else 0.0)  # good + NaN (both ranks) + empty (rank 1)
+    assert trainer.audio_seconds == expected, trainer.audio_seconds
     ddp.barrier()
     if ddp.is_main_process():
         from asr_kd.training.checkpoint import unwrap_model

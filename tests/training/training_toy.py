@@ -1,6 +1,8 @@
 """Tiny deterministic model and datasets for the training tests (no corpus, no real model).
 
-Batch schema (N = batch size): ``{"x": (N, 4) float, "y": (N,) long, "cut_ids": list[str]}``.
+Batch schema (N = batch size): ``{"x": (N, 4) float, "y": (N,) long, "feature_lens": (N,) long,
+"cut_ids": list[str]}``; ``feature_lens`` (100..149 frames, from the cut id) gives the batch its audio
+duration (``Trainer`` counts ``feature_lens`` × 10 ms).
 """
 
 from __future__ import annotations
@@ -46,12 +48,18 @@ def example(cut_id: str) -> tuple[torch.Tensor, int]:
     return x, y
 
 
+def num_frames(cut_id: str) -> int:
+    """The "audio length" of a toy cut in 10 ms frames (100..149)."""
+    return 100 + zlib.crc32(cut_id.encode()) % 50
+
+
 def collate(ids: list[str], global_noise: bool) -> dict:
     xs, ys = zip(*(example(i) for i in ids))
     x = torch.stack(xs)
     if global_noise:  # "augmentation" drawn from the global torch RNG (main process only)
         x = x + 0.01 * torch.randn_like(x)
-    return {"x": x, "y": torch.tensor(ys), "cut_ids": list(ids)}
+    return {"x": x, "y": torch.tensor(ys), "feature_lens": torch.tensor([num_frames(i) for i in ids]),
+            "cut_ids": list(ids)}
 
 
 class CutDataset(torch.utils.data.Dataset):
