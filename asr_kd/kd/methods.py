@@ -83,7 +83,7 @@ class KdContext:
                     raise ValueError("this KD method needs the student's final CTC head (model.ctc)")
                 self.cache[key] = m.ctc(self.enc.out)
             else:
-                self.cache[key] = m.inter_ctc_head(layer)(self.enc.layer_outputs[layer - 1])
+                self.cache[key] = m.inter_ctc_head(layer)(self.enc.layer(layer))
         return self.cache[key]
 
 
@@ -92,6 +92,9 @@ class KdMethod(nn.Module):
 
     needs_teacher: frozenset[str] = frozenset()
     needs_student: frozenset[str] = frozenset()
+    #: encoder capabilities (``Encoder.capabilities``) the student must declare; ``"attn"`` / ``"qkv"``
+    #: in ``needs_student`` are added automatically
+    needs_encoder: frozenset[str] = frozenset()
 
     def forward(self, ctx: KdContext) -> dict[str, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -117,8 +120,13 @@ def build_kd_method(name: str, model: nn.Module, **options: Any) -> KdMethod:
     """Instantiate the method ``name`` for the student ``model`` with its config options."""
     if name not in KD_METHODS:
         raise ValueError(f"unknown KD method {name!r}; known: {sorted(KD_METHODS)}")
+    cls = KD_METHODS[name]
+    encoder = getattr(model, "encoder", None)
+    if encoder is not None and hasattr(encoder, "require"):
+        for cap in sorted(cls.needs_encoder | (cls.needs_student & {"attn", "qkv"})):
+            encoder.require(cap, f"KD method {name!r}")
     try:
-        return KD_METHODS[name](model=model, **options)
+        return cls(model=model, **options)
     except TypeError as e:
         raise ValueError(f"bad options for KD method {name!r}: {e}") from None
 
@@ -234,6 +242,9 @@ class SelfKd(KdMethod):
         )
         return {"self_kd": loss}
 
+    #: the point of self-KD is the sub-model (``AsrModel.submodel``), which needs truncation
+    needs_encoder = frozenset({"truncate"})
+
 
 @register_kd_method("seq_kd_ctc")
 class SeqKdCtc(KdMethod):
@@ -275,13 +286,16 @@ def _layer(seq: Sequence[Any], k: int, who: str) -> Any:
 
 @register_kd_method("feature")
 class FeatureKd(KdMethod):
-    """Feature distance between student and teacher encoder layers (same frame rate).
+    """Feature distance between student and teacher encoder layers, both at the output frame rate
+    (``EncoderOutput.layer``: multi-rate layers are resampled).
 
     Args:
         pairs: ``[[student_layer, teacher_layer], ...]`` (1-based, -1 = last); default ``[[-1, -1]]``.
         kind: ``"l1"``, ``"l2"`` (mean squared error per frame) or ``"cosine"``.
-        student_dim, teacher_dim: when they differ, a learned linear projection student -> teacher per
-            pair (a parameter of this method).
+        student_dim: the student layers' dim; default what the encoder declares per layer
+            (``Encoder.layer_info``).
+        teacher_dim: the teacher layers' dim, one int or one per pair; default the student's. Where a
+            pair's dims differ, a learned linear projection student -> teacher (a parameter of this method).
     """
 
     needs_teacher = frozenset({"layer_outputs"})
@@ -291,10 +305,26 @@ class FeatureKd(KdMethod):
         super().__init__()
         self.pairs = [(int(s), int(t)) for s, t in pairs]
         self.kind = kind
-        sd = int(student_dim or getattr(model.encoder, "output_dim"))
-        td = int(teacher_dim or sd)
-        self.proj = nn.ModuleList(
-            [nn.Linear(sd, td) if sd != td else nn.Identity() for _ in self.pairs])
+        info = list(getattr(model.encoder, "layer_info", None) or [])
+        n_layers = int(getattr(model.encoder, "num_layers", len(info)))
+        if teacher_dim is not None and not isinstance(teacher_dim, int):
+            tds = [int(d) for d in teacher_dim]
+            if len(tds) != len(self.pairs):
+                raise ValueError(f"feature KD: {len(tds)} teacher dims for {len(self.pairs)} layer pairs")
+        else:
+            tds = [teacher_dim] * len(self.pairs)
+        projs = []
+        for (s, _), td in zip(self.pairs, tds):
+            if student_dim is not None:
+                sd = int(student_dim)
+            elif info:
+                sd = int(_layer(info, s, "student").dim)
+            else:
+                sd = int(model.encoder.output_dim)
+            td = int(td or sd)
+            projs.append(nn.Linear(sd, td) if sd != td else nn.Identity())
+        self.num_student_layers = n_layers
+        self.proj = nn.ModuleList(projs)
 
     def forward(self, ctx: KdContext) -> dict[str, Tensor]:
         from asr_kd.losses.kd import feature_distance
@@ -304,7 +334,9 @@ class FeatureKd(KdMethod):
         _check_frames(lens, ctx.teacher.lens)
         total = None
         for (s, t), proj in zip(self.pairs, self.proj):
-            d = feature_distance(proj(_layer(ctx.enc.layer_outputs, s, "student")),
+            k = len(ctx.enc.layer_outputs) if s == -1 else s
+            _layer(ctx.enc.layer_outputs, s, "student")  # range check
+            d = feature_distance(proj(ctx.enc.layer(k)),
                                  _layer(t_layers, t, "teacher"), lens, kind=self.kind, reduction="sum")
             total = d if total is None else total + d
         return {"feature": total}

@@ -140,7 +140,8 @@ class AsrTeacher(Teacher):
                 raise ValueError("the KD method needs teacher CTC posteriors but the teacher has no CTC head")
             out.ctc_logits = self.model.ctc(enc.out)
         if "layer_outputs" in needs:
-            out.layer_outputs = list(enc.layer_outputs)
+            # at the output frame rate (multi-rate encoders resample), each at its own dim
+            out.layer_outputs = [enc.layer(k) for k in range(1, len(enc.layer_outputs) + 1)]
         if want_attn:
             out.attn = list(enc.attn)
         if want_qkv:

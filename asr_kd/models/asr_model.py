@@ -123,6 +123,11 @@ class AsrModel(nn.Module):
         if not self.inter_ctc_shared:
             for k in self.inter_ctc_layers:
                 self.inter_ctc[str(k)] = CtcHead(_layer_dim(encoder, k), vocab_size, inter_ctc_dropout)
+        if self.inter_ctc_shared:
+            for k in self.inter_ctc_layers:
+                if _layer_dim(encoder, k) != int(encoder.output_dim):
+                    raise ValueError(f"inter_ctc.shared needs layer {k} at the output dim "
+                                     f"{encoder.output_dim}, but it has {_layer_dim(encoder, k)}")
         self.transducer = transducer
         self.attention_decoder = attention_decoder
         self.mask_ctc = mask_ctc
@@ -170,15 +175,18 @@ class AsrModel(nn.Module):
         """The first ``layer`` encoder layers plus the inter-CTC head of that layer, as a standalone
         CTC model (self-KD's sub-model). Its outputs equal the intermediate head's inside this model;
         ``model.config`` (when this model has one) describes it for :func:`build_asr_model`."""
+        self.encoder.require("truncate", "AsrModel.submodel")
         head = copy.deepcopy(self.inter_ctc_head(layer))
-        sub = AsrModel(self.encoder.truncate(layer), self.vocab_size, ctc=head, blank_id=self.blank_id,
+        sub_encoder = self.encoder.truncate(layer)
+        sub = AsrModel(sub_encoder, self.vocab_size, ctc=head, blank_id=self.blank_id,
                        sos_id=self.sos_id, eos_id=self.eos_id, ctc_backend=self.ctc_backend,
                        ctc_zero_infinity=self.ctc_zero_infinity)
         cfg = getattr(self, "config", None)
         if cfg is not None:
             sub.config = {
                 "vocab_size": self.vocab_size, "blank_id": self.blank_id, "sos_id": self.sos_id,
-                "eos_id": self.eos_id, "encoder": {**cfg["encoder"], "num_layers": int(layer)},
+                "eos_id": self.eos_id,
+                "encoder": {"type": cfg["encoder"].get("type", "conformer"), **sub_encoder.config},
                 "ctc": {k: v for k, v in (cfg.get("ctc") or {}).items() if k != "dropout"},
             }
         return sub.train(self.training)
@@ -237,7 +245,7 @@ class AsrModel(nn.Module):
         if self.inter_ctc_layers:
             per_layer = []
             for k in self.inter_ctc_layers:
-                loss = self._ctc(self.inter_ctc_head(k), enc.layer_outputs[k - 1], out_lens, tokens)
+                loss = self._ctc(self.inter_ctc_head(k), enc.layer(k), out_lens, tokens)
                 losses[f"inter_ctc_{k}"] = loss
                 per_layer.append(loss)
             losses["inter_ctc"] = torch.stack(per_layer).mean()
@@ -281,10 +289,8 @@ class AsrModel(nn.Module):
 
 
 def _layer_dim(encoder: nn.Module, layer: int) -> int:
-    """Feature dim of ``layer_outputs[layer - 1]``: ``encoder.layer_dims`` when the encoder has
-    per-layer dims (e.g. Zipformer), else ``encoder.output_dim``."""
-    dims = getattr(encoder, "layer_dims", None)
-    return int(dims[layer - 1]) if dims is not None else int(encoder.output_dim)
+    """D_k of 1-based ``layer``, as the encoder declares it (``Encoder.layer_info``)."""
+    return int(encoder.layer_info[layer - 1].dim)
 
 
 # ---------------------------------------------------------------------------- loss combination
@@ -443,15 +449,11 @@ def _check_section(name: str, section: Mapping[str, Any]) -> dict:
 
 
 def build_encoder(config: Mapping[str, Any]) -> nn.Module:
-    """Encoder from ``{"type": "conformer", "preset": name?, **conformer_encoder kwargs}``."""
-    cfg = dict(config)
-    kind = cfg.pop("type", "conformer")
-    if kind != "conformer":
-        raise ValueError(f"unknown encoder type {kind!r} (available: 'conformer')")
-    from asr_kd.models.encoder import conformer_encoder, conformer_preset  # lazy: heavy module
+    """Encoder from ``{"type": <registered name>, **builder kwargs}``
+    (:func:`asr_kd.models.encoder.registry.build_encoder`)."""
+    from asr_kd.models.encoder import build_encoder as _build  # lazy: imports every encoder
 
-    preset = cfg.pop("preset", None)
-    return conformer_preset(preset, **cfg) if preset is not None else conformer_encoder(**cfg)
+    return _build(config)
 
 
 def build_asr_model(

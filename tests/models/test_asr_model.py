@@ -17,15 +17,17 @@ from asr_kd.models.asr_model import (
     combine_losses,
     default_loss_weights,
 )
-from asr_kd.models.encoder import EncoderOutput
+from asr_kd.models.encoder import Encoder, EncoderOutput
 
 V, F_IN, D = 12, 10, 16
 
 
-class TinyEncoder(nn.Module):
+class TinyEncoder(Encoder):
     """Stand-in encoder: stack 2 frames (T' = T // 2), Linear, then ``num_layers`` Linear+tanh."""
 
     output_dim = D
+    subsampling_factor = 2
+    capabilities = frozenset({"chunked"})
 
     def __init__(self, num_layers: int = 3):
         super().__init__()

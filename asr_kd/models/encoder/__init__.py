@@ -1,6 +1,16 @@
-"""Encoders behind one interface (:class:`Encoder` / :class:`EncoderOutput`): Conformer now, Zipformer later."""
+"""Encoders behind one contract (:class:`Encoder` / :class:`EncoderOutput`, capabilities declared per
+encoder), registered by name: ``"conformer"`` and ``"zipformer"``."""
 
-from asr_kd.models.encoder.base import Encoder, EncoderOutput
+from asr_kd.models.encoder.base import (
+    CAPABILITIES,
+    Encoder,
+    EncoderOutput,
+    LayerInfo,
+    MissingCapabilityError,
+    convert_channels,
+    resample_frames,
+)
+from asr_kd.models.encoder.registry import ENCODERS, build_encoder, list_encoders, register_encoder
 from asr_kd.models.encoder.conformer import (
     CONFORMER_PRESETS,
     ConformerEncoder,
@@ -19,7 +29,21 @@ from asr_kd.models.encoder.masks import (
 from asr_kd.models.encoder.streaming import stream_encoder
 from asr_kd.models.encoder.subsampling import Conv2dSubsampling4, conv2d_subsampled_lengths
 
+from asr_kd.models.zipformer import ZIPFORMER_PRESETS, ZipformerEncoder, zipformer_encoder  # noqa: E402
+
 __all__ = [
+    "CAPABILITIES",
+    "ENCODERS",
+    "LayerInfo",
+    "MissingCapabilityError",
+    "ZIPFORMER_PRESETS",
+    "ZipformerEncoder",
+    "build_encoder",
+    "convert_channels",
+    "list_encoders",
+    "register_encoder",
+    "resample_frames",
+    "zipformer_encoder",
     "CONFORMER_PRESETS",
     "ConformerEncoder",
     "ConformerLayer",

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from asr_kd.models.encoder.attention import RelPositionMultiHeadAttention, rel_positional_encoding
 from asr_kd.models.encoder.base import Encoder, EncoderOutput
 from asr_kd.models.encoder.masks import chunk_attention_mask, chunk_mask_from_positions, lengths_to_mask
+from asr_kd.models.encoder.registry import register_encoder
 from asr_kd.models.encoder.subsampling import SUBSAMPLING_FACTOR, Conv2dSubsampling4
 
 
@@ -208,6 +209,14 @@ class ConformerEncoder(Encoder):
     """
 
     subsampling_factor = SUBSAMPLING_FACTOR
+
+    @property
+    def capabilities(self) -> frozenset[str]:  # type: ignore[override]
+        """Chunked masks, truncation, attention maps and Q/K/V always; streaming when ``causal``."""
+        caps = {"chunked", "truncate", "attn", "qkv"}
+        if self.causal:
+            caps.add("streaming")
+        return frozenset(caps)
 
     def __init__(
         self,
@@ -473,3 +482,16 @@ def conformer_preset(name: str, **overrides: Any) -> ConformerEncoder:
     if name not in CONFORMER_PRESETS:
         raise KeyError(f"unknown Conformer preset {name!r}; choose from {sorted(CONFORMER_PRESETS)}")
     return conformer_encoder(**{**CONFORMER_PRESETS[name], **overrides})
+
+
+@register_encoder("conformer")
+def build_conformer(preset: str | None = None, **kwargs: Any) -> ConformerEncoder:
+    """Registry entry: ``{"type": "conformer", "preset": "xs" | "s" | "m" (optional), <conformer_encoder
+    arguments>}``."""
+    from asr_kd.models.encoder.registry import builder_keys
+
+    unknown = sorted(set(kwargs) - set(builder_keys(conformer_encoder)))
+    if unknown:
+        raise ValueError(f"unknown keys {unknown} in the 'conformer' encoder config; "
+                         f"known: {sorted(['preset', *builder_keys(conformer_encoder)])}")
+    return conformer_preset(preset, **kwargs) if preset is not None else conformer_encoder(**kwargs)
