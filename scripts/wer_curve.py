@@ -1,0 +1,116 @@
+#!/usr/bin/env python
+"""WER against training time: decode every checkpoint of an experiment, then plot one or more curves.
+
+Usage (from egs/synth/ASR)::
+
+    # decode each checkpoint-<step>.pt (CTC greedy on test); one TSV row per checkpoint:
+    # step, training minutes (the checkpoint's meta.train_seconds), audio hours seen, WER, CER
+    python ../../../scripts/wer_curve.py decode --exp-dir exp/zipformer_ctc_s --method ctc-greedy --split test
+    # plot curves (TSV:label) and reference points (label:min=wer,min=wer,...) into a PNG
+    python ../../../scripts/wer_curve.py plot --out ../../../docs/wer_vs_minutes.png \
+        --curve exp/zipformer_ctc_s/wer_curve-test-ctc-greedy.tsv:"Zipformer-CTC s" \
+        --points "Conformer-CTC s (issue 3, 1 thread):14=89.16,30=73.13,47=64.42,60=59.78"
+
+Checkpoints already in the TSV are not decoded again, so ``decode`` can run while training continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+
+def _checkpoints(exp_dir: Path) -> list[tuple[int, Path]]:
+    found = []
+    for p in exp_dir.glob("checkpoint-*.pt"):
+        m = re.fullmatch(r"checkpoint-(\d+)\.pt", p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from asr_kd.bin import decode
+
+    exp_dir = Path(args.exp_dir)
+    tsv = exp_dir / f"wer_curve-{args.split}-{args.method}.tsv"
+    done: dict[int, str] = {}
+    if tsv.exists():
+        for line in tsv.read_text().splitlines()[1:]:
+            done[int(line.split("\t")[0])] = line
+    for step, ckpt in _checkpoints(exp_dir):
+        if step in done:
+            continue
+        meta = torch.load(ckpt, map_location="cpu", weights_only=True).get("meta", {})
+        res_dir = f"curve/step-{step}"
+        rc = decode.main(["--exp-dir", str(exp_dir), "--checkpoint", str(ckpt), "--method", args.method,
+                          "--split", args.split, "--num-threads", str(args.num_threads), "--res-dir", res_dir,
+                          *args.decode_args])
+        if rc:
+            print(f"decoding {ckpt} failed (exit {rc})", file=sys.stderr)
+            return rc
+        rows = [json.loads(x) for x in (exp_dir / res_dir / "results.jsonl").read_text().splitlines() if x]
+        r = rows[-1]
+        done[step] = "\t".join([str(step), f"{meta.get('train_seconds', float('nan')) / 60:.2f}",
+                                f"{meta.get('audio_seconds', float('nan')) / 3600:.2f}",
+                                f"{r['wer']:.2f}", f"{r['cer']:.2f}"])
+        lines = ["step\tminutes\taudio_hours\twer\tcer"] + [done[s] for s in sorted(done)]
+        tsv.write_text("\n".join(lines) + "\n")
+    print(tsv.read_text() if tsv.exists() else "no checkpoints", end="")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for spec in args.curve:
+        path, _, label = spec.partition(":")
+        rows = [line.split("\t") for line in Path(path).read_text().splitlines()[1:] if line]
+        ax.plot([float(r[1]) for r in rows], [float(r[3]) for r in rows], marker="o", ms=3, label=label or path)
+    for spec in args.points:
+        label, _, pts = spec.rpartition(":")
+        xy = [tuple(float(v) for v in p.split("=")) for p in pts.split(",")]
+        ax.plot([x for x, _ in xy], [y for _, y in xy], marker="s", ls="--", label=label)
+    ax.set_xlabel("training minutes (2-core CPU)")
+    ax.set_ylabel(f"{args.ylabel}")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(args.title)
+    fig.tight_layout()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("decode", help="decode every checkpoint of an experiment")
+    d.add_argument("--exp-dir", required=True)
+    d.add_argument("--method", default="ctc-greedy")
+    d.add_argument("--split", default="test")
+    d.add_argument("--num-threads", type=int, default=1)
+    d.add_argument("decode_args", nargs="*", help="more asr_kd.bin.decode options (after --)")
+    q = sub.add_parser("plot", help="plot curves from decode's TSVs")
+    q.add_argument("--out", required=True)
+    q.add_argument("--curve", action="append", default=[], help="TSV[:label]")
+    q.add_argument("--points", action="append", default=[], help="label:min=wer,min=wer,...")
+    q.add_argument("--ylabel", default="test WER % (greedy)")
+    q.add_argument("--title", default="WER against training time, default synthetic corpus")
+    args = p.parse_args(argv)
+    return cmd_decode(args) if args.cmd == "decode" else cmd_plot(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
