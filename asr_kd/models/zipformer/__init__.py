@@ -7,6 +7,10 @@ Usage::
     out = enc(x, x_lens)                        # EncoderOutput at 25 Hz, D = max(encoder_dim)
     h3 = out.layer(3)                           # layer 3 at 25 Hz, (N, T', D_3)
 
+    enc = zipformer_preset("s", causal=True)    # causal: exact chunk-by-chunk streaming
+    state = enc.init_state(n, chunk_size=4, left_context=4)
+    out, out_lens, state = enc.streaming_forward(x_piece, piece_lens, state, final=last)  # (N, C, D)
+
 Config (YAML)::
 
     model:
@@ -18,7 +22,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from asr_kd.models.encoder.registry import builder_keys, register_encoder
-from asr_kd.models.zipformer.encoder import ZipformerEncoder, ZipformerLayer, ZipformerStack
+from asr_kd.models.zipformer.encoder import ZipformerEncoder, ZipformerLayer, ZipformerStack, ZipformerStreamState
 from asr_kd.models.zipformer.frontend import ZipformerFrontend, frontend_lengths
 from asr_kd.models.zipformer.scaling import (
     Balancer,
@@ -48,6 +52,7 @@ __all__ = [
     "ZipformerFrontend",
     "ZipformerLayer",
     "ZipformerStack",
+    "ZipformerStreamState",
     "build_zipformer",
     "frontend_lengths",
     "swoosh_l",
@@ -92,7 +97,8 @@ def zipformer_encoder(
         frontend_channels: the front end's three Conv2d channel counts.
         frontend_convnext: the front end's ConvNeXt block (slow on CPU).
         dropout: final dropout; it starts at 0.3 and decays over ``schedule_hours``.
-        causal: causal convolutions (chunked streaming training).
+        causal: causal convolutions (chunked streaming training); required for streaming
+            (:meth:`ZipformerEncoder.init_state` / :meth:`ZipformerEncoder.streaming_forward`).
         schedule_hours: audio hours over which dropout, module-skip rates and bypass bounds decay to
             their final values (icefall: thousands of hours; set to the size of your run).
         balancer_prob / whiten_prob: share of training steps on which the Balancer / Whiten

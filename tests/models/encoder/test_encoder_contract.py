@@ -31,6 +31,7 @@ class Spec:
     chunk: int  # a valid chunk size (output frames)
     # input frames from which a change cannot reach encoder chunks < m: lookahead(m, chunk)
     first_input_frame_of_chunk: Callable[[int, int], int]
+    stream_chunks: tuple[int, ...] = ()  # chunk sizes the streaming test runs; () = streaming refused
 
     def build(self, **overrides: Any) -> Encoder:
         torch.manual_seed(0)
@@ -43,6 +44,7 @@ CONFORMER = Spec(
          dropout=0.0, subsampling_channels=8),
     chunk=3,
     first_input_frame_of_chunk=lambda m, c: 4 * c * m + 7,  # frame j sees input 4j..4j+6
+    stream_chunks=(1, 3),
 )
 ZIPFORMER = Spec(
     "zipformer",
@@ -51,8 +53,10 @@ ZIPFORMER = Spec(
          cnn_module_kernel=[5, 5, 3, 5], query_head_dim=8, value_head_dim=4, pos_head_dim=2, pos_dim=8,
          frontend_channels=[4, 8, 8], frontend_convnext=True, dropout=0.0),
     chunk=2,  # 4 frames at 50 Hz; the slowest stack groups 4
-    # 25 Hz frame j pools 50 Hz frames 2j, 2j+1; 50 Hz frame i sees input 2i..2i+6 (+ ConvNeXt: 3 frames)
+    # 25 Hz frame j pools 50 Hz frames 2j, 2j+1; 50 Hz frame i sees input 2i..2i+8, and the ConvNeXt block
+    # 3 more 50 Hz frames: a change at input s reaches 50 Hz frames >= (s - 8) / 2 - 3
     first_input_frame_of_chunk=lambda m, c: 2 * (2 * c * m + 3) + 7,
+    stream_chunks=(2, 4, 6),
 )
 SPECS = [CONFORMER, ZIPFORMER]
 
@@ -137,19 +141,25 @@ def test_truncate_equals_layer_output(spec):
         enc.truncate(enc.num_layers + 1)
 
 
-def test_streaming_equals_chunked_or_is_refused(spec):
+@pytest.mark.parametrize("left_context", [-1, 2])
+@pytest.mark.parametrize("feed", [5, 13, 37])  # input frames per call: never a whole number of chunks
+def test_streaming_equals_chunked_or_is_refused(spec, left_context, feed):
     enc = spec.build(causal=True).double().eval()
-    x, lens = torch.randn(2, 90, F, dtype=torch.float64), torch.tensor([90, 57])
-    if not enc.has("streaming"):
+    x, lens = torch.randn(2, 90, F, dtype=torch.float64), torch.tensor([90, 57])  # rows end at different calls
+    if not spec.stream_chunks:  # an encoder that does not stream must refuse to
+        assert not enc.has("streaming")
         with pytest.raises(MissingCapabilityError, match="streaming"):
-            enc.init_state(2, chunk_size=spec.chunk, left_context=2)
+            enc.init_state(2, chunk_size=spec.chunk, left_context=left_context)
         return
-    ref = enc(x, lens, chunk_size=spec.chunk, left_context=2)
-    out, out_lens = stream_encoder(enc, x, lens, feed_frames=13, chunk_size=spec.chunk, left_context=2)
-    assert out_lens.tolist() == ref.out_lens.tolist()
-    for r in range(2):
-        n = int(out_lens[r])
-        torch.testing.assert_close(out[r, :n], ref.out[r, :n], atol=1e-9, rtol=0)
+    assert enc.has("streaming")
+    for chunk in spec.stream_chunks:
+        ref = enc(x, lens, chunk_size=chunk, left_context=left_context)
+        out, out_lens = stream_encoder(enc, x, lens, feed_frames=feed, chunk_size=chunk,
+                                       left_context=left_context)
+        assert out_lens.tolist() == ref.out_lens.tolist(), chunk
+        for r in range(2):
+            n = int(out_lens[r])
+            torch.testing.assert_close(out[r, :n], ref.out[r, :n], atol=1e-9, rtol=0)
 
 
 def test_gradients_reach_every_parameter(spec):

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from asr_kd.models.encoder import build_encoder, resample_frames
+from asr_kd.models.encoder import MissingCapabilityError, build_encoder, resample_frames, stream_encoder
 from asr_kd.models.zipformer import (
     ZIPFORMER_PRESETS,
     Balancer,
@@ -169,3 +169,100 @@ def test_presets_sizes():
     assert 1.0e6 < counts["xs"] < 2.0e6
     assert 4.0e6 < counts["s"] < 5.0e6  # <= 5M with a CTC head, the issue's budget
     assert counts["s"] < counts["m"] < 12.5e6  # an fp16 "m" teacher fits in 25 MB
+
+
+def test_inputs_too_short_for_one_frame_give_empty_outputs():
+    enc = build_encoder(TINY).eval()  # 50 Hz frame 0 needs input frames 0..8
+    out = enc(torch.randn(2, 8, 20), torch.tensor([8, 7]))
+    assert out.out.shape == (2, 0, enc.output_dim) and out.out_lens.tolist() == [0, 0]
+    assert enc(torch.randn(1, 9, 20), torch.tensor([9])).out.shape == (1, 1, enc.output_dim)
+
+
+@pytest.mark.parametrize("convnext", [False, True])
+def test_streaming_ragged_batch_and_truncated_encoders(convnext):
+    """Rows that end in different calls (one of 8 frames, too short for an output frame, one empty),
+    one input frame per call, and truncated sub-encoders (last-layer output)."""
+    torch.manual_seed(0)
+    enc = build_encoder({**TINY, "causal": True, "frontend_convnext": convnext}).double().eval()
+    torch.manual_seed(1)
+    x, lens = torch.randn(4, 75, 20, dtype=torch.float64), torch.tensor([75, 42, 8, 0])
+    for model, feed in ((enc, 1), (enc.truncate(2), 11), (enc.truncate(4), 11)):
+        ref = model(x, lens, chunk_size=4, left_context=1)
+        out, out_lens = stream_encoder(model, x, lens, feed_frames=feed, chunk_size=4, left_context=1)
+        assert out_lens.tolist() == ref.out_lens.tolist()
+        for r, n in enumerate(out_lens.tolist()):
+            torch.testing.assert_close(out[r, :n], ref.out[r, :n], atol=1e-9, rtol=0)
+    # control: the streamed frames are those of the chunked forward, not of the full-context one
+    full = enc(x, lens).out
+    assert (stream_encoder(enc, x, lens, feed_frames=16, chunk_size=4, left_context=1)[0][0, :8]
+            - full[0, :8]).abs().max() > 1e-6
+
+
+def _cache_sizes(state) -> list[tuple[int, ...]]:
+    sizes = [tuple(state.frontend.raw.shape), tuple(state.frontend.frames.shape)]
+    for stack in state.stacks:
+        for layer in stack.layers:
+            sizes.extend(tuple(t.shape) for t in layer)
+    return sizes
+
+
+@pytest.mark.parametrize("convnext", [False, True])
+def test_streaming_caches_stay_bounded_with_a_finite_left_context(convnext):
+    torch.manual_seed(0)
+    enc = build_encoder({**TINY, "causal": True, "frontend_convnext": convnext}).eval()
+    chunk, left = 2, 3
+    x = torch.randn(1, 400, 20)
+    state = enc.init_state(1, chunk_size=chunk, left_context=left)
+    sizes = []
+    with torch.no_grad():
+        for start in range(0, 400, 8):  # 8 input frames = 1 chunk per call
+            _, _, state = enc.streaming_forward(x[:, start:start + 8], torch.tensor([8]), state)
+            sizes.append(_cache_sizes(state))
+    assert all(s == sizes[5] for s in sizes[5:])  # constant once the stream is under way
+    for i, stack in enumerate(state.stacks):  # the attention caches hold exactly `left` chunks
+        assert int(stack.lens.max()) == left * 2 * chunk // enc.ds[i]
+        for layer in stack.layers:
+            assert layer.key.size(2) == layer.nla.size(1) == layer.sa1.size(2) == left * 2 * chunk // enc.ds[i]
+    assert state.frontend.raw.size(1) < 9  # only input the convolutions cannot use yet
+    # conv frames: the ConvNeXt context on both sides and less than one chunk (2 * chunk at 50 Hz) pending
+    assert state.frontend.frames.size(1) < 2 * chunk + 2 * enc.frontend.context
+
+    grow = enc.init_state(1, chunk_size=chunk, left_context=-1)  # unlimited left context: caches grow
+    with torch.no_grad():
+        for start in range(0, 80, 8):
+            _, _, grow = enc.streaming_forward(x[:, start:start + 8], torch.tensor([8]), grow)
+    assert grow.stacks[0].layers[0].key.size(2) > left * 2 * chunk
+
+
+def test_non_causal_zipformer_refuses_streaming():
+    enc = build_encoder(TINY)
+    assert not enc.has("streaming") and enc.has("chunked")
+    with pytest.raises(MissingCapabilityError, match="streaming"):
+        enc.init_state(1, chunk_size=2, left_context=2)
+    with pytest.raises(MissingCapabilityError, match="streaming"):
+        enc.streaming_forward(torch.randn(1, 8, 20), torch.tensor([8]), None)
+    assert build_encoder({**TINY, "causal": True}).has("streaming")
+
+
+def test_init_state_refuses_chunk_sizes_the_encoder_cannot_use():
+    enc = build_encoder({**TINY, "causal": True})  # slowest factor 4: chunk (25 Hz) must be even
+    with pytest.raises(ValueError, match="multiple of 2"):
+        enc.init_state(1, chunk_size=3, left_context=2)
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="chunk_size"):
+            enc.init_state(1, chunk_size=bad, left_context=2)
+    with pytest.raises(ValueError, match="left_context"):
+        enc.init_state(1, chunk_size=2, left_context=-2)
+    enc.init_state(1, chunk_size=4, left_context=-1)
+
+
+def test_streaming_refuses_input_after_the_final_call():
+    enc = build_encoder({**TINY, "causal": True, "frontend_convnext": False}).eval()
+    state = enc.init_state(2, chunk_size=2, left_context=1)
+    x = torch.randn(2, 30, 20)
+    with torch.no_grad():
+        _, out_lens, state = enc.streaming_forward(x, torch.tensor([30, 20]), state,
+                                                   final=torch.tensor([True, False]))
+        assert out_lens.tolist() == [6, 2]  # row 0 flushed: ceil(11 / 2); row 1: one whole chunk of its 6
+        with pytest.raises(ValueError, match="finalised"):
+            enc.streaming_forward(x, torch.tensor([3, 3]), state)
