@@ -12,7 +12,10 @@ Usage::
     python -m asr_kd.bin.decode --exp-dir exp/self_kd --method ctc-greedy --ctc-layer 6
 
 Data settings (manifest dir, prefix, lang dir, fbank bins) come from the config stored in the
-checkpoint unless given here. Results go to ``<exp-dir>/<res-dir>``:
+checkpoint unless given here. ``--exp-dir`` may be a pretrained-model bundle
+(``--exp-dir pretrained/<name>``, see ``asr_kd.bin.export``): the model and the lang dir are the
+bundle's; pass an absolute ``--res-dir`` to keep the results out of the bundle. Results go to
+``<exp-dir>/<res-dir>``:
 ``recogs-<split>-<suffix>.txt``, ``errs-<split>-<suffix>.txt`` and ``wer-summary-<split>.txt``, where
 ``<suffix>`` names the method and its options (e.g. ``ctc-prefix-beam_beam-10``). A JSON line per
 (split, method) with WER, CER, insertion+deletion rate and RTF is appended to
@@ -40,7 +43,7 @@ from asr_kd.decoding.search import (
     prepare_decoding,
 )
 from asr_kd.decoding.wer import measure_rtf, result_path, write_errs, write_recogs, write_wer_summary
-from asr_kd.training.asr_task import load_asr_model
+from asr_kd.training.asr_task import BUNDLE_MODEL, load_asr_model
 from asr_kd.training.checkpoint import find_latest
 
 log = logging.getLogger("asr_kd.bin.decode")
@@ -80,13 +83,18 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def resolve_checkpoint(exp_dir: Path, checkpoint: Path | None) -> Path:
+    """The model to decode: ``checkpoint`` (a file or a bundle directory), else ``<exp-dir>/averaged.pt``,
+    else ``exp_dir`` itself when it is a pretrained-model bundle (``asr_kd.bin.export --bundle``: its
+    ``model.pt`` and lang files are read by ``load_asr_model``), else the latest checkpoint."""
     if checkpoint is not None:
-        if not checkpoint.is_file():
+        if not (checkpoint.is_file() or checkpoint.is_dir()):
             raise FileNotFoundError(f"checkpoint {checkpoint} not found")
         return checkpoint
     avg = exp_dir / "averaged.pt"
     if avg.is_file():
         return avg
+    if (exp_dir / BUNDLE_MODEL).is_file() or (exp_dir / "bpe.model").is_file():
+        return exp_dir  # a bundle (an exp dir has no bpe.model); load_asr_model names a missing model.pt
     latest = find_latest(exp_dir)
     if latest is None:
         raise FileNotFoundError(f"no averaged.pt or checkpoint in {exp_dir}: train first")

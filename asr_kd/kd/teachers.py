@@ -13,6 +13,7 @@ Config (the ``kd.teacher`` section of a training config, built by :func:`build_t
 
     kd:
       teacher: {type: asr, checkpoint: exp/conformer_ctc_s/averaged.pt}     # one line
+      teacher: {type: asr, checkpoint: pretrained/conformer_ctc_s}           # a pretrained-model bundle
       teacher: {type: hf_text, model_dir: null, layers: [6]}                 # BERT-family text encoder
       teacher: {type: offline, fields: [kd_ctc_topk]}                        # targets in the cuts
       teacher: {type: self}                                                  # the student itself (self-KD)
@@ -122,7 +123,10 @@ class AsrTeacher(Teacher):
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str, device: str | torch.device = "cpu", **kwargs: Any) -> "AsrTeacher":
-        """Load a training checkpoint or an averaged model (``weights_only=True``) as a teacher."""
+        """Load a training checkpoint, an averaged model or a pretrained-model bundle directory
+        (``asr_kd.bin.export --bundle``; fp16 weights become an fp32 model, a broken bundle raises
+        :class:`asr_kd.training.asr_task.BundleError` naming the file) as a teacher
+        (``weights_only=True``)."""
         from asr_kd.training.asr_task import load_asr_model
 
         model, _ = load_asr_model(checkpoint, device=device)
@@ -183,6 +187,6 @@ def build_teacher(config: Mapping[str, Any] | None, device: str | torch.device =
     if kind == "asr":
         checkpoint = cfg.pop("checkpoint", None)
         if checkpoint is None:
-            raise ValueError("an 'asr' teacher needs 'checkpoint: <path>'")
+            raise ValueError("an 'asr' teacher needs 'checkpoint: <path>' (a checkpoint file or a bundle directory)")
         return AsrTeacher.from_checkpoint(checkpoint, device=device, **cfg)
     return cls(**cfg).to(device)

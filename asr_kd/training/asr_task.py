@@ -31,7 +31,7 @@ import torch
 from . import ddp
 from .trainer import LossOutput
 
-__all__ = ["AsrLossFn", "ChunkConfig", "load_asr_model"]
+__all__ = ["AsrLossFn", "ChunkConfig", "load_asr_model", "BundleError", "BUNDLE_MODEL", "BUNDLE_REQUIRED"]
 
 _NORMALISERS = {"utts": "num_utts", "frames": "num_frames", "tokens": "num_tokens"}
 _COUNTS = ("num_frames", "num_tokens", "num_utts", "num_masked")
@@ -242,24 +242,104 @@ class AsrLossFn:
         return LossOutput(loss=total / norm, parts=parts, num_frames=float(norm), cut_ids=cut_ids)
 
 
+#: the weights file of a pretrained-model bundle (``asr_kd.bin.export --bundle``)
+BUNDLE_MODEL = "model.pt"
+#: files every bundle has; the lang files it bundles are listed in ``meta["bundle"]["files"]`` of its model.pt
+BUNDLE_REQUIRED = (BUNDLE_MODEL, "config.yaml", "bpe.model", "tokens.txt")
+
+
+class BundleError(ValueError):
+    """A pretrained-model bundle is incomplete or inconsistent; the message names the bad file."""
+
+
+def _bundle_meta(ckpt: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    meta = ckpt.get("meta") or {}
+    bundle = meta.get("bundle") if isinstance(meta, Mapping) else None
+    return bundle if isinstance(bundle, Mapping) else None
+
+
+def _check_bundle(bundle_dir, info: Mapping[str, Any], vocab_size: int) -> None:
+    """Raise :class:`BundleError` for a missing bundled file, or lang files that do not fit the model."""
+    import hashlib
+    from pathlib import Path
+
+    from asr_kd.data.tokenizer import Tokenizer, read_symbol_table
+
+    bundle_dir = Path(bundle_dir)
+    names = list(dict.fromkeys([*BUNDLE_REQUIRED, *(info.get("files") or [])]))
+    for name in names:
+        if not (bundle_dir / name).is_file():
+            raise BundleError(f"{bundle_dir / name}: missing from the bundle {bundle_dir} "
+                              f"(a bundle has {', '.join(names)}; re-export it with asr_kd.bin.export --bundle)")
+    bpe = bundle_dir / "bpe.model"
+    try:
+        tok = Tokenizer(bpe)
+    except Exception as e:
+        raise BundleError(f"{bpe}: not a usable tokenizer ({type(e).__name__}: {e})") from e
+    if tok.vocab_size != vocab_size:
+        raise BundleError(f"{bpe}: the tokenizer has {tok.vocab_size} pieces but the model outputs {vocab_size}: "
+                          "this is not the BPE model the bundled model was trained with")
+    tokens = bundle_dir / "tokens.txt"
+    try:
+        ids = read_symbol_table(tokens).values()
+    except Exception as e:
+        raise BundleError(f"{tokens}: unreadable symbol table ({type(e).__name__}: {e})") from e
+    if len(ids) != vocab_size or (ids and max(ids) != vocab_size - 1):
+        raise BundleError(f"{tokens}: {len(ids)} tokens, but the model outputs {vocab_size}")
+    for name, digest in (info.get("sha256") or {}).items():
+        path = bundle_dir / name
+        if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise BundleError(f"{path}: differs from the file the bundle was exported with (sha256 mismatch)")
+
+
 def load_asr_model(path, device: str | torch.device = "cpu", strict: bool = True, use_averaged_model: bool = False):
     """Rebuild an ``AsrModel`` from a checkpoint's stored config and load its weights (eval mode).
 
-    Works for training checkpoints and for the output of ``asr_kd.bin.average``. With
-    ``use_averaged_model=True`` the weights are the checkpoint's running model average
+    Works for training checkpoints, for the output of ``asr_kd.bin.average`` and for pretrained-model
+    bundles (a directory written by ``asr_kd.bin.export --bundle``, or that directory's ``model.pt``).
+    With ``use_averaged_model=True`` the weights are the checkpoint's running model average
     (``model_avg``, from ``training.average_period``; an error if it has none). Returns
     ``(model, config)``; ``config`` is the full experiment config (``config["data"]`` has the
     manifest dir, prefix, lang dir and feature settings the model was trained with).
+
+    The model is always float32: fp16 weights (a bundle exported with ``--fp16``) are converted on
+    loading. For a bundle, ``config["data"]["lang_dir"]`` is the bundle directory, and the bundle is
+    checked first: a missing file, an unreadable (e.g. truncated) ``model.pt``, or a ``bpe.model`` /
+    ``tokens.txt`` whose vocabulary differs from the model's output size raise :class:`BundleError`
+    naming the file.
     """
+    from pathlib import Path
+
     from asr_kd.models.asr_model import build_asr_model
 
     from .checkpoint import _strip_module_prefix, averaged_state_dict
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    path = Path(path)
+    bundle_dir = None
+    if path.is_dir():
+        bundle_dir, path = path, path / BUNDLE_MODEL
+        if not path.is_file():
+            raise BundleError(f"{path}: missing; {bundle_dir} is a directory but not a model bundle "
+                              "(give a checkpoint file, or a directory written by asr_kd.bin.export --bundle)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        if bundle_dir is None and not (path.name == BUNDLE_MODEL and (path.parent / "bpe.model").is_file()):
+            raise  # not a bundle's model.pt: torch's own error
+        raise BundleError(f"{path}: cannot be read, the file is truncated or corrupt "
+                          f"({type(e).__name__}: {e}); re-export or re-download the bundle") from e
+    info = _bundle_meta(ckpt)
+    if info is not None and bundle_dir is None:
+        bundle_dir = path.parent  # the model.pt of a bundle: its lang files are beside it
     config = ckpt.get("config") or {}
     if "model" not in config:
         raise ValueError(f"{path}: the checkpoint has no model config (config['model'])")
     model = build_asr_model(config["model"])
+    if bundle_dir is not None:
+        _check_bundle(bundle_dir, info or {}, int(model.vocab_size))
+        config = dict(config, data=dict(config.get("data") or {}, lang_dir=str(bundle_dir)))
     weights = ckpt["model"]
     if use_averaged_model:
         if ckpt.get("model_avg") is None:
@@ -267,5 +347,5 @@ def load_asr_model(path, device: str | torch.device = "cpu", strict: bool = True
         weights = averaged_state_dict(weights, ckpt["model_avg"])
     state = {k: v for k, v in _strip_module_prefix(weights).items()
              if not k.startswith("kd_aux.")}  # training-only KD modules
-    model.load_state_dict(state, strict=strict)
+    model.load_state_dict(state, strict=strict)  # copies (and so casts) fp16 tensors into the fp32 model
     return model.to(device).eval(), config
