@@ -2,6 +2,8 @@
 
 - ``dummy_cuts``: 8 cuts of 0.8-2.0 s sine+noise audio, one supervision each (``asr_kd.testing``).
 - ``tiny_tokenizer``: a SentencePiece model trained once per session on ``DUMMY_TEXTS``.
+- ``encoder_type``: each registered encoder type with a tiny config (``asr_kd.testing.encoders``); a
+  test taking it runs once per encoder.
 """
 
 from __future__ import annotations
@@ -27,3 +29,12 @@ def tiny_tokenizer(tmp_path_factory):
     texts = lang_dir / "texts.txt"
     texts.write_text("\n".join(DUMMY_TEXTS) + "\n", encoding="utf-8")
     return tokenizer.train_bpe(texts, lang_dir, vocab_size=60)
+
+
+def pytest_generate_tests(metafunc):
+    """``encoder_type``: a test taking it runs once per encoder type of
+    ``asr_kd.testing.encoders.tiny_encoder_types()`` (build one with ``tiny_encoder_config``)."""
+    if "encoder_type" in metafunc.fixturenames:
+        from asr_kd.testing.encoders import tiny_encoder_types
+
+        metafunc.parametrize("encoder_type", tiny_encoder_types())

@@ -42,7 +42,8 @@ mask-ctc-beam         ctc + mask_ctc          :func:`~asr_kd.decoding.mask_ctc.m
 N-best methods: ctc-prefix-beam, attention-beam, attention-rescoring, modified-beam, mask-ctc-beam.
 
 ``ctc_layer`` (1-based, an inter-CTC layer) decodes the CTC methods from that layer's head on the
-encoder's ``layer_outputs[ctc_layer - 1]`` (the sub-model of self-KD).
+encoder's layer ``ctc_layer`` at the output frame rate, ``enc_out.layer(ctc_layer)`` (N, T', D_k)
+(the sub-model of self-KD).
 """
 
 from __future__ import annotations
@@ -349,11 +350,14 @@ def check_method(model: Any, method: str, opts: SearchOptions | None = None) -> 
 
 
 def ctc_log_probs(model: Any, enc_out: Any, opts: SearchOptions) -> torch.Tensor:
-    """(N, T', V) CTC log-probs from the final head or from inter-CTC layer ``opts.ctc_layer``."""
+    """(N, T', V) CTC log-probs from the final head or from inter-CTC layer ``opts.ctc_layer`` (its
+    layer brought to the output frame rate, ``EncoderOutput.layer``, as in training)."""
     if opts.ctc_layer is None:
         return model.ctc(enc_out.out).log_softmax(-1)
     head = model.inter_ctc_head(opts.ctc_layer)
-    return head(enc_out.layer_outputs[opts.ctc_layer - 1]).log_softmax(-1)
+    k = opts.ctc_layer
+    h = enc_out.layer(k) if hasattr(enc_out, "layer") else enc_out.layer_outputs[k - 1]
+    return head(h).log_softmax(-1)
 
 
 @torch.no_grad()

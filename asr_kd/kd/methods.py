@@ -12,6 +12,13 @@ them) with::
 The losses are batch sums like the ASR losses of :class:`~asr_kd.models.asr_model.AsrModel`; the task
 divides everything by the same normaliser (frames, tokens or utterances).
 
+Frame-level methods (``ctc_kd``, ``feature``, ``attention_relation``) compare student and teacher frame
+by frame: both must run at the same frame rate (``Encoder.subsampling_factor``, or per layer
+``Encoder.layer_info``). Encoders at the same rate may still count the edge frames differently
+(Conformer ``T' = ((T - 1) // 2 - 1) // 2``, Zipformer ``T' = ((T - 7) // 2 + 1) // 2``); up to
+:data:`EDGE_FRAMES` frames of difference per utterance are accepted and the frames both sides have,
+``min(T'_student, T'_teacher)``, are compared.
+
 Config::
 
     kd:
@@ -40,7 +47,7 @@ from torch import Tensor, nn
 from asr_kd.kd.teachers import TeacherOutput
 
 __all__ = [
-    "KdContext", "KdMethod", "KD_METHODS", "register_kd_method", "build_kd_method",
+    "EDGE_FRAMES", "KdContext", "KdMethod", "KD_METHODS", "register_kd_method", "build_kd_method",
     "CtcKd", "SelfKd", "SeqKdCtc", "FeatureKd", "AttentionRelationKd", "MlmKd", "MlmSeqKd",
 ]
 
@@ -138,10 +145,52 @@ def _teacher_field(ctx: KdContext, name: str) -> Any:
     return getattr(ctx.teacher, name)
 
 
-def _check_frames(student_lens: Tensor, teacher_lens: Optional[Tensor]) -> None:
-    if teacher_lens is not None and not torch.equal(student_lens.cpu(), teacher_lens.cpu()):
-        raise ValueError(f"teacher and student frame counts differ ({teacher_lens.tolist()} vs "
-                         f"{student_lens.tolist()}): frame-level KD needs the same subsampling")
+#: largest per-utterance difference of teacher and student frame counts a frame-level method accepts
+EDGE_FRAMES = 2
+
+
+def _common_frames(who: str, student_lens: Tensor, teacher_lens: Optional[Tensor],
+                   student_rate: Optional[int] = None, teacher_rate: Optional[int] = None,
+                   hint: str = "") -> Tensor:
+    """(N,) frames both sides have, ``min(student_lens, teacher_lens)`` (``student_lens`` without a
+    teacher count). Raises ``ValueError`` naming ``who`` when the declared rates (input frames per
+    frame) differ or the counts differ by more than :data:`EDGE_FRAMES`."""
+    if student_rate and teacher_rate and int(student_rate) != int(teacher_rate):
+        raise ValueError(f"{who}: the student runs at {student_rate} input frames per frame and the teacher "
+                         f"at {teacher_rate}; frame-level KD needs the same frame rate{hint}")
+    if teacher_lens is None:
+        return student_lens
+    t_lens = teacher_lens.to(student_lens.device)
+    if t_lens.shape != student_lens.shape:
+        raise ValueError(f"{who}: teacher lengths {tuple(t_lens.shape)} for a student batch of "
+                         f"{tuple(student_lens.shape)}")
+    if student_lens.numel() and int((student_lens - t_lens).abs().max()) > EDGE_FRAMES:
+        raise ValueError(f"{who}: teacher and student frame counts differ ({t_lens.tolist()} vs "
+                         f"{student_lens.tolist()}) by more than {EDGE_FRAMES} frames: frame-level KD needs "
+                         f"the same subsampling{hint}")
+    return torch.minimum(student_lens, t_lens)
+
+
+def _frames(x: Any, t: int, dim: int = 1) -> Any:
+    """The first ``t`` frames along ``dim`` of a tensor or of a tuple of tensors."""
+    if isinstance(x, tuple):
+        return tuple(_frames(v, t, dim) for v in x)
+    return x.narrow(dim, 0, min(t, x.size(dim)))
+
+
+def _num_frames(x: Any, dim: int = 1) -> int:
+    return int((x[0] if isinstance(x, tuple) else x).size(dim))
+
+
+def _student_rate(ctx: KdContext, layer: Optional[int] = None) -> Optional[int]:
+    """Input frames per frame of the student's output (``layer=None``) or of 1-based ``layer``."""
+    encoder = getattr(ctx.model, "encoder", None)
+    if layer is not None:
+        info = getattr(encoder, "layer_info", None)
+        if info:
+            return int(info[layer - 1].subsampling)
+    rate = getattr(encoder, "subsampling_factor", None)
+    return int(rate) if rate else None
 
 
 @register_kd_method("ctc_kd")
@@ -181,10 +230,13 @@ class CtcKd(KdMethod):
             teacher, ttype = t.ctc_topk, "topk"
         else:
             teacher, ttype = _teacher_field(ctx, "ctc_logits"), "logits"
-        lens = ctx.enc.out_lens
-        _check_frames(lens, t.lens if t is not None else None)
+        student = ctx.ctc_logits(self.layer)
+        lens = _common_frames("ctc_kd", ctx.enc.out_lens, t.lens if t is not None else None,
+                              _student_rate(ctx), t.subsampling if t is not None else None)
+        frames = min(student.size(1), _num_frames(teacher))
         loss = frame_kd(
-            ctx.ctc_logits(self.layer), teacher, lens, teacher_type=ttype, temperature=self.temperature,
+            _frames(student, frames), _frames(teacher, frames), lens, teacher_type=ttype,
+            temperature=self.temperature,
             loss_type=self.loss_type,
             blank_id=self.blank_id if self.blank_mask else None,
             blank_threshold=self.blank_threshold if self.blank_mask else None,
@@ -287,7 +339,8 @@ def _layer(seq: Sequence[Any], k: int, who: str) -> Any:
 @register_kd_method("feature")
 class FeatureKd(KdMethod):
     """Feature distance between student and teacher encoder layers, both at the output frame rate
-    (``EncoderOutput.layer``: multi-rate layers are resampled).
+    (``EncoderOutput.layer``: multi-rate layers are resampled; the teacher gives its layers at its
+    output rate), summed over the pairs and the frames both sides have.
 
     Args:
         pairs: ``[[student_layer, teacher_layer], ...]`` (1-based, -1 = last); default ``[[-1, -1]]``.
@@ -330,14 +383,16 @@ class FeatureKd(KdMethod):
         from asr_kd.losses.kd import feature_distance
 
         t_layers = _teacher_field(ctx, "layer_outputs")
-        lens = ctx.enc.out_lens
-        _check_frames(lens, ctx.teacher.lens)
+        lens = _common_frames("feature KD", ctx.enc.out_lens, ctx.teacher.lens, _student_rate(ctx),
+                              ctx.teacher.subsampling)
         total = None
         for (s, t), proj in zip(self.pairs, self.proj):
             k = len(ctx.enc.layer_outputs) if s == -1 else s
             _layer(ctx.enc.layer_outputs, s, "student")  # range check
-            d = feature_distance(proj(ctx.enc.layer(k)),
-                                 _layer(t_layers, t, "teacher"), lens, kind=self.kind, reduction="sum")
+            student, teacher = ctx.enc.layer(k), _layer(t_layers, t, "teacher")
+            frames = min(student.size(1), teacher.size(1))
+            d = feature_distance(proj(_frames(student, frames)), _frames(teacher, frames), lens,
+                                 kind=self.kind, reduction="sum")
             total = d if total is None else total + d
         return {"feature": total}
 
@@ -346,6 +401,11 @@ class FeatureKd(KdMethod):
 class AttentionRelationKd(KdMethod):
     """Self-attention relation distillation (MiniLM-v2 style): KL between the teacher's and the
     student's Q-Q, K-K and V-V relations at paired layers; works across different dims/heads.
+
+    The q/k/v of a layer are at that layer's own frame rate (multi-rate encoders such as the
+    Zipformer run layers at several rates, ``Encoder.layer_info``), with its own valid frames
+    (``EncoderOutput.layer_lens``); a pair's layers must run at the same rate, else ``ValueError``
+    names the pair and the student's layer rates.
 
     Args:
         pairs: ``[[student_layer, teacher_layer], ...]`` (1-based, -1 = last); default ``[[-1, -1]]``.
@@ -370,13 +430,24 @@ class AttentionRelationKd(KdMethod):
         from asr_kd.losses.kd import attention_relation_kl
 
         t_qkv = _teacher_field(ctx, "qkv")
-        if ctx.enc.qkv is None:
+        enc, teacher = ctx.enc, ctx.teacher
+        if enc.qkv is None:
             raise ValueError("the student encoder returned no q/k/v (return_qkv)")
-        lens = ctx.enc.out_lens
-        _check_frames(lens, ctx.teacher.lens)
+        info = getattr(getattr(ctx.model, "encoder", None), "layer_info", None) or []
         total = None
         for s, t in self.pairs:
-            sq, tq = _layer(ctx.enc.qkv, s, "student"), _layer(t_qkv, t, "teacher")
+            sq, tq = _layer(enc.qkv, s, "student"), _layer(t_qkv, t, "teacher")
+            ks = len(enc.qkv) if s == -1 else s
+            kt = len(t_qkv) if t == -1 else t
+            s_lens = enc.layer_lens[ks - 1] if getattr(enc, "layer_lens", None) is not None else enc.out_lens
+            t_lens = teacher.layer_lens[kt - 1] if teacher.layer_lens is not None else teacher.lens
+            t_rate = teacher.layer_info[kt - 1].subsampling if teacher.layer_info else teacher.subsampling
+            hint = (f" (student layer rates: {[li.subsampling for li in info]}; pair layers at the same rate)"
+                    if info else "")
+            lens = _common_frames(f"attention_relation pair [{s}, {t}] (student layer {ks}, teacher layer {kt})",
+                                  s_lens, t_lens, _student_rate(ctx, ks), t_rate, hint)
+            frames = min(_num_frames(sq, 2), _num_frames(tq, 2))
+            sq, tq = _frames(sq, frames, 2), _frames(tq, frames, 2)
             for r in self.relations:
                 d = attention_relation_kl(sq[r], tq[r], lens, num_relation_heads=self.num_relation_heads,
                                           reduction="sum")

@@ -78,6 +78,7 @@ class KdLossFn(AsrLossFn):
         if x.size(0) == 0:
             return None
         student = unwrap_model(model)
+        self._ensure_checked(model, step)
         t_out = self.teacher(batch, self.needs_teacher) if self.teacher is not None else None
         enc_kwargs = {"return_attn": "attn" in self.needs_student, "return_qkv": "qkv" in self.needs_student}
         losses = model(x, x_lens, tokens, return_encoder_output=True,
@@ -108,7 +109,9 @@ def build_kd_loss_fn(kd_config: Mapping[str, Any], model: nn.Module, device: str
     """Build the teacher and methods of a ``kd`` config section for the student ``model``.
 
     Methods with parameters are registered in ``model.kd_aux`` (call this before building the
-    optimiser and wrapping the model in DDP).
+    optimiser and wrapping the model in DDP). Bad settings fail here, naming the field: a method's
+    options or an encoder capability it needs (``kd.methods[i]``), and a chunk config the student's
+    encoder cannot use (``training.chunk``, :meth:`AsrLossFn.check_model`).
     """
     cfg = dict(kd_config)
     unknown = set(cfg) - {"teacher", "methods", "total_steps"}
@@ -127,7 +130,10 @@ def build_kd_loss_fn(kd_config: Mapping[str, Any], model: nn.Module, device: str
             raise ValueError(f"kd.methods[{i}] has no 'name'")
         weight = float(mc.pop("weight", 1.0))
         schedule = build_schedule(mc.pop("schedule", None))
-        method = build_kd_method(name, model, **mc).to(device)
+        try:
+            method = build_kd_method(name, model, **mc).to(device)
+        except ValueError as e:  # MissingCapabilityError included
+            raise type(e)(f"kd.methods[{i}] ({name}): {e}") from e
         if any(True for _ in method.parameters()):
             key = f"{i}_{name}"
             model.kd_aux[key] = method
@@ -135,4 +141,6 @@ def build_kd_loss_fn(kd_config: Mapping[str, Any], model: nn.Module, device: str
         log.info("kd method %s: weight %.3g, options %s", name, weight, mc)
     if teacher is not None:
         log.info("kd teacher: %s (%s)", type(teacher).__name__, "online" if teacher.online else "offline")
-    return KdLossFn(entries, teacher, total_steps=total_steps, **asr_kwargs)
+    loss_fn = KdLossFn(entries, teacher, total_steps=total_steps, **asr_kwargs)
+    loss_fn.check_model(model)
+    return loss_fn

@@ -38,9 +38,14 @@ class TeacherOutput:
         ctc_logits: (N, T', V) the teacher's CTC logits (or log-probs) on the batch, rows in batch order.
         ctc_topk: ``(values, indices)``, each (N, T', K): the teacher's top-k CTC log-probs (offline).
         lens: (N,) valid teacher frames T'_n.
-        layer_outputs: per encoder layer (N, T', D_t).
-        attn: per encoder layer (N, H, T', T') attention weights.
-        qkv: per encoder layer ``(q, k, v)``, each (N, H, T', Dh).
+        subsampling: input frames per teacher frame (the encoder's ``subsampling_factor``), None
+            when unknown.
+        layer_outputs: per encoder layer (N, T', D_t), at the output frame rate (``EncoderOutput.layer``).
+        attn: per encoder layer (N, H, T'_k, T'_k) attention weights, at the layer's own rate.
+        qkv: per encoder layer ``(q, k, v)``, each (N, H, T'_k, Dh), at the layer's own rate.
+        layer_info: the teacher encoder's ``Encoder.layer_info`` (per layer its dim and rate; None:
+            every layer at ``subsampling``).
+        layer_lens: per encoder layer (N,) valid frames T'_k of ``attn`` / ``qkv`` (None: ``lens``).
         att_logits: (N, S_max + 1, V) the teacher's attention-decoder logits teacher-forced on the
             reference (``sos + y``): position j predicts token j (the last valid position eos).
         nbest: per utterance, the teacher's n-best token sequences (no blank/sos/eos).
@@ -53,6 +58,7 @@ class TeacherOutput:
     ctc_logits: Optional[Tensor] = None
     ctc_topk: Optional[tuple[Tensor, Tensor]] = None
     lens: Optional[Tensor] = None
+    subsampling: Optional[int] = None
     layer_outputs: Optional[list[Tensor]] = None
     attn: Optional[list[Tensor]] = None
     qkv: Optional[list[tuple[Tensor, Tensor, Tensor]]] = None
@@ -61,6 +67,8 @@ class TeacherOutput:
     nbest_scores: Optional[list[list[float]]] = None
     text_hidden: Optional[list[Tensor]] = None
     text_mask: Optional[Tensor] = None
+    layer_info: Optional[list[Any]] = None
+    layer_lens: Optional[list[Tensor]] = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -138,7 +146,11 @@ class AsrTeacher(Teacher):
         want_attn = "attn" in needs
         want_qkv = "qkv" in needs
         enc = self.model.encode(x, x_lens, return_attn=want_attn, return_qkv=want_qkv)
-        out = TeacherOutput(lens=enc.out_lens)
+        encoder = self.model.encoder
+        rate = getattr(encoder, "subsampling_factor", None)
+        out = TeacherOutput(lens=enc.out_lens, subsampling=int(rate) if rate else None,
+                            layer_info=list(getattr(encoder, "layer_info", None) or []) or None,
+                            layer_lens=list(enc.layer_lens) if getattr(enc, "layer_lens", None) else None)
         if "ctc_logits" in needs:
             if self.model.ctc is None:
                 raise ValueError("the KD method needs teacher CTC posteriors but the teacher has no CTC head")

@@ -166,7 +166,8 @@ class AsrModel(nn.Module):
         return names
 
     def inter_ctc_head(self, layer: int) -> CtcHead:
-        """The CTC head applied to ``layer_outputs[layer - 1]`` (1-based ``layer``)."""
+        """The CTC head applied to encoder layer ``layer`` (1-based) at the output frame rate,
+        ``EncoderOutput.layer(layer)`` (N, T', D_layer)."""
         if layer not in self.inter_ctc_layers:
             raise KeyError(f"no inter-CTC head at layer {layer}; layers: {self.inter_ctc_layers}")
         return self.ctc if self.inter_ctc_shared else self.inter_ctc[str(layer)]

@@ -23,7 +23,7 @@ seeded by ``(seed, rank, step)``, so a resumed run draws exactly what an uninter
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Mapping
 
 import torch
@@ -38,6 +38,8 @@ _COUNTS = ("num_frames", "num_tokens", "num_utts", "num_masked")
 
 
 _DYNAMIC_ONLY = ("max_chunk", "full_context_prob", "max_left_chunks", "unlimited_left_prob")
+#: ChunkConfig fields set from the model, not from the config section
+_FROM_MODEL = ("chunk_multiple",)
 
 
 @dataclass(frozen=True)
@@ -48,13 +50,17 @@ class ChunkConfig:
     (encoder frames T', -1 = full context) and ``left_context`` (chunks, -1 = all).
 
     Dynamic chunk training (``dynamic: true``): per training batch, the chunk size is
-    ``sample_chunk_size(max_chunk, rng, full_context_prob=...)`` (-1 with probability
-    ``full_context_prob``, else uniform in 1..``max_chunk``); the left context is
+    ``m * sample_chunk_size(max_chunk // m, rng, full_context_prob=...)`` with ``m = chunk_multiple``
+    (-1 with probability ``full_context_prob``, else uniform over the multiples of ``m`` in
+    1..``max_chunk``); the left context is
     ``sample_left_context(max_left_chunks, rng, unlimited_prob=unlimited_left_prob)`` when
     ``max_left_chunks`` is set (and a chunk was drawn), else ``left_context``. The RNG is
     ``random.Random`` seeded with ``(seed, rank, step)``. Validation runs with full context.
 
     ``seed``: default ``training.seed`` (see :meth:`from_dict`).
+
+    ``chunk_multiple``: not a config key; :meth:`for_encoder` sets it to the encoder's
+    ``Encoder.chunk_multiple`` (1 = any size) after checking the settings against the encoder.
     """
 
     dynamic: bool = False
@@ -65,13 +71,14 @@ class ChunkConfig:
     max_left_chunks: int | None = None
     unlimited_left_prob: float = 0.5
     seed: int = 0
+    chunk_multiple: int = 1
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], seed: int = 0, where: str = "training.chunk") -> "ChunkConfig":
         """Build from a config mapping; unknown or contradictory keys raise ``ValueError`` naming them."""
         if not isinstance(d, Mapping):
             raise ValueError(f"{where} must be a mapping, not {type(d).__name__}")
-        known = [f.name for f in fields(cls)]
+        known = [f.name for f in fields(cls) if f.name not in _FROM_MODEL]
         unknown = [k for k in d if k not in known]
         if unknown:
             raise ValueError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
@@ -111,6 +118,35 @@ class ChunkConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise ValueError(f"{where}.{name} must be a probability in [0, 1], not {v!r}")
         as_int("seed", -(2**63))
+        as_int("chunk_multiple", 1)
+
+    def for_encoder(self, encoder: Any, where: str = "training.chunk") -> "ChunkConfig":
+        """This config checked against ``encoder`` and bound to its ``chunk_multiple``.
+
+        Raises ``ValueError`` naming the field when the encoder cannot use the settings: a fixed
+        ``chunk_size`` that ``encoder.check_chunk_size`` rejects (e.g. a Zipformer chunk that is not a
+        multiple of half its slowest stack's factor, or an encoder without the ``chunked`` capability),
+        or, with ``dynamic: true``, a ``max_chunk`` below the encoder's ``chunk_multiple`` or an encoder
+        that rejects chunks at all. ``max_chunk`` need not be a multiple: draws stay at or below it.
+        """
+        m = int(getattr(encoder, "chunk_multiple", 1))
+        name = type(encoder).__name__
+        check = getattr(encoder, "check_chunk_size", None)
+        if self.dynamic:
+            if self.max_chunk < m:
+                raise ValueError(f"{where}.max_chunk = {self.max_chunk}: {name} uses chunks of multiples of "
+                                 f"{m} output frames; set max_chunk >= {m}")
+            if check is not None:
+                try:
+                    check(m * (self.max_chunk // m), self.left_context)
+                except ValueError as e:
+                    raise ValueError(f"{where}.dynamic: {name} cannot train on chunks: {e}") from e
+        elif self.chunk_size > 0 and check is not None:
+            try:
+                check(self.chunk_size, self.left_context)
+            except ValueError as e:
+                raise ValueError(f"{where}.chunk_size = {self.chunk_size}: {e}") from e
+        return replace(self, chunk_multiple=m)
 
     def sample(self, step: int, rank: int = 0) -> dict[str, int]:
         """``{"chunk_size", "left_context"}`` of the training batch ``step`` on ``rank``."""
@@ -119,9 +155,11 @@ class ChunkConfig:
         from asr_kd.models.encoder.masks import sample_chunk_size, sample_left_context
 
         rng = random.Random(f"asr_kd.chunk:{self.seed}:{rank}:{step}")
-        chunk = sample_chunk_size(self.max_chunk, rng, full_context_prob=self.full_context_prob)
+        m = self.chunk_multiple
+        chunk = sample_chunk_size(self.max_chunk // m, rng, full_context_prob=self.full_context_prob)
         if chunk < 0:
             return {"chunk_size": -1, "left_context": -1}
+        chunk *= m
         if self.max_left_chunks is not None:
             left = sample_left_context(self.max_left_chunks, rng, unlimited_prob=self.unlimited_left_prob)
         else:
@@ -151,7 +189,9 @@ class AsrLossFn:
         chunk: a :class:`ChunkConfig` (or its config mapping) for chunk / dynamic chunk training.
             Training forwards get :meth:`chunk_kwargs` of their step; the trainer also calls
             :meth:`on_step_start` / :meth:`on_step_end` so that :attr:`model_kwargs` holds the
-            current step's values for subclasses that read it (KD losses).
+            current step's values for subclasses that read it (KD losses). Call
+            :meth:`check_model` at start-up so that settings the encoder cannot use fail there; the
+            first call of the loss function checks a model nobody checked.
     """
 
     def __init__(
@@ -186,6 +226,25 @@ class AsrLossFn:
         if chunk is not None and {"chunk_size", "left_context"} & set(self._model_kwargs):
             raise ValueError("chunk_size/left_context given both in model_kwargs and in the chunk config")
         self._step_chunk: dict[str, int] | None = None
+        self._chunk_checked = chunk is None
+
+    def check_model(self, model: torch.nn.Module) -> None:
+        """Check the chunk config against ``model``'s encoder and draw only chunk sizes it can use
+        (:meth:`ChunkConfig.for_encoder`; ``ValueError`` naming the ``training.chunk`` field)."""
+        if self.chunk is not None:
+            from .checkpoint import unwrap_model
+
+            encoder = getattr(unwrap_model(model), "encoder", None)
+            if encoder is not None:
+                self.chunk = self.chunk.for_encoder(encoder)
+        self._chunk_checked = True
+
+    def _ensure_checked(self, model: torch.nn.Module, step: int) -> None:
+        """:meth:`check_model` on the first call when nobody called it (the step's draw is redone)."""
+        if not self._chunk_checked:
+            self.check_model(model)
+            if self._step_chunk is not None:
+                self._step_chunk = self.chunk_kwargs(step, True)
 
     # ------------------------------------------------------------------ chunk settings per step
     def chunk_kwargs(self, step: int | None, training: bool) -> dict[str, int]:
@@ -228,6 +287,7 @@ class AsrLossFn:
         x, x_lens, tokens, cut_ids = self.unpack(batch)
         if x.size(0) == 0:  # every cut of the batch was dropped by the dataset
             return None
+        self._ensure_checked(model, step)
         kwargs = {**self._model_kwargs, **self.chunk_kwargs(step, model.training)}
         losses = model(x, x_lens, tokens, **kwargs)
         weights = self.weights

@@ -181,6 +181,13 @@ class Encoder(nn.Module, abc.ABC):
         output rate (single-rate encoders)."""
         return [LayerInfo(self.output_dim, self.subsampling_factor) for _ in range(self.num_layers)]
 
+    @property
+    def chunk_multiple(self) -> int:
+        """Chunk sizes (encoder output frames) this encoder can use are multiples of this (default 1);
+        an encoder with a larger multiple rejects other sizes in :meth:`check_chunk_size`, and
+        dynamic chunk training draws only multiples."""
+        return 1
+
     def check_chunk_size(self, chunk_size: int, left_context: int = -1) -> None:
         """Raise ``ValueError`` when this encoder cannot use ``chunk_size`` / ``left_context``
         (needs the ``chunked`` capability for any ``chunk_size > 0``)."""
