@@ -44,8 +44,6 @@ class TensorMemoryOnly:
         return self.dec.forward_one_step(memory, memory_mask, ys, cache)
 
 
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--N", type=int, default=8)
@@ -60,32 +58,34 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=None, help="default: T' per utterance")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--modes", nargs="+", default=["default", "tensor-memory"],
-                    choices=["default", "tensor-memory"])
+    ap.add_argument("--modes", nargs="+", default=["default", "tensor-memory"], choices=["default", "tensor-memory"])
     ap.add_argument("--save", help="write the n-best lists of the first mode (json)")
     ap.add_argument("--compare", help="check the n-best lists against a --save file")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    dec = AttentionDecoder(args.vocab, args.d_model, args.layers, args.heads, d_ff=args.d_ff,
-                           dropout=0.0).eval()
+    dec = AttentionDecoder(args.vocab, args.d_model, args.layers, args.heads, d_ff=args.d_ff, dropout=0.0).eval()
     g = torch.Generator().manual_seed(1)
     lens = torch.randint(args.tmin, args.tmax + 1, (args.N,), generator=g)
     enc = torch.randn(args.N, int(lens.max()), args.d_model, generator=g)
     sos = eos = args.vocab - 1
 
     import asr_kd
+
     print(f"asr_kd from {os.path.dirname(asr_kd.__file__)}; {machine_description()}")
-    print(f"N={args.N}, T'={lens.tolist()}, V={args.vocab}, D={args.d_model}, layers={args.layers}, "
-          f"d_ff={args.d_ff}, beam={args.beam}, max_len={args.max_len or 'T'}")
+    print(
+        f"N={args.N}, T'={lens.tolist()}, V={args.vocab}, D={args.d_model}, layers={args.layers}, "
+        f"d_ff={args.d_ff}, beam={args.beam}, max_len={args.max_len or 'T'}"
+    )
     results = {}
     for mode in args.modes:
         d = dec if mode == "default" else TensorMemoryOnly(dec)
 
         def run():
-            return attention_beam_search(d, enc, lens, beam=args.beam, sos=sos, eos=eos,
-                                         max_len=args.max_len, blank_id=0)
+            return attention_beam_search(
+                d, enc, lens, beam=args.beam, sos=sos, eos=eos, max_len=args.max_len, blank_id=0
+            )
 
         with torch.no_grad():
             res = run()  # warm-up
@@ -96,9 +96,11 @@ def main() -> None:
                 times.append(time.perf_counter() - t0)
         results[mode] = res
         med = statistics.median(times)
-        print(f"{mode:>14}: {med / args.N:.3f} s/utt (median of {args.repeats}: "
-              f"{', '.join(f'{t:.2f}' for t in times)} s per batch); "
-              f"best hyp lengths {[len(r.best) for r in res]}")
+        print(
+            f"{mode:>14}: {med / args.N:.3f} s/utt (median of {args.repeats}: "
+            f"{', '.join(f'{t:.2f}' for t in times)} s per batch); "
+            f"best hyp lengths {[len(r.best) for r in res]}"
+        )
     first = results[args.modes[0]]
     for mode, res in results.items():
         assert [r.tokens for r in res] == [r.tokens for r in first], f"{mode} differs"

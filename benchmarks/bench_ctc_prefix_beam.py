@@ -30,8 +30,6 @@ KNOBS = {
 }
 
 
-
-
 def median_time(fn, repeats: int) -> float:
     fn()  # warm-up
     times = []
@@ -43,8 +41,7 @@ def median_time(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--N", type=int, default=8)
     ap.add_argument("--T", type=int, default=200)
     ap.add_argument("--V", type=int, default=500)
@@ -61,8 +58,7 @@ def main() -> None:
     lp = (3.0 * torch.randn(args.N, args.T, args.V, generator=g)).log_softmax(-1)
     lens = torch.full((args.N,), args.T, dtype=torch.long)
 
-    print(f"## ctc_prefix_beam_search, (N, T, V) = ({args.N}, {args.T}, {args.V}), "
-          f"beam = {args.beam}, float32\n")
+    print(f"## ctc_prefix_beam_search, (N, T, V) = ({args.N}, {args.T}, {args.V}), beam = {args.beam}, float32\n")
     print(f"Machine: {machine_description()}\n")
     print("| torch threads | pruning | native median (ms) | python median (ms) | speed-up |")
     print("|---:|---|---:|---:|---:|")
@@ -82,8 +78,9 @@ def main() -> None:
                     assert max(abs(x - y) for x, y in zip(a.scores, b.scores)) < 1e-6
                 t_nat = median_time(lambda: run("native"), args.repeats)
                 t_ref = median_time(lambda: run("python"), args.ref_repeats)
-                print(f"| {threads} | {name} | {1e3 * t_nat:.1f} | {1e3 * t_ref:.0f} | "
-                      f"{t_ref / t_nat:.0f}x |", flush=True)
+                print(
+                    f"| {threads} | {name} | {1e3 * t_nat:.1f} | {1e3 * t_ref:.0f} | {t_ref / t_nat:.0f}x |", flush=True
+                )
     finally:
         torch.set_num_threads(old)
     exe = sys.executable

@@ -55,8 +55,9 @@ def make_inputs(args, variant: str):
 
 
 def step(student, teacher, teacher_type, backend, temperature):
-    loss = frame_kd_loss(student, teacher, teacher_type=teacher_type, temperature=temperature,
-                         reduction="mean", backend=backend)
+    loss = frame_kd_loss(
+        student, teacher, teacher_type=teacher_type, temperature=temperature, reduction="mean", backend=backend
+    )
     loss.backward()
     student.grad = None
     return loss.detach()
@@ -82,22 +83,37 @@ def measure_memory_child(args, variant: str, backend: str) -> None:
     step(s, t, tt, backend, args.temperature)
     student, teacher, tt = make_inputs(args, variant)
     before = reset_peak_rss()
-    loss = frame_kd_loss(student, teacher, teacher_type=tt, temperature=args.temperature,
-                         reduction="mean", backend=backend)
+    loss = frame_kd_loss(
+        student, teacher, teacher_type=tt, temperature=args.temperature, reduction="mean", backend=backend
+    )
     loss.backward()
     peak = status_kib("VmHWM")
     print(json.dumps({"extra_bytes": (peak - before) * 1024, "loss": loss.item()}))
 
 
 def measure_memory(args, variant: str, backend: str) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--_child", variant, backend,
-           "--N", str(args.N), "--T", str(args.T), "--V", str(args.V), "--k", str(args.k),
-           "--threads", str(args.threads), "--temperature", str(args.temperature)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--_child",
+        variant,
+        backend,
+        "--N",
+        str(args.N),
+        "--T",
+        str(args.T),
+        "--V",
+        str(args.V),
+        "--k",
+        str(args.k),
+        "--threads",
+        str(args.threads),
+        "--temperature",
+        str(args.temperature),
+    ]
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 
 
 def main() -> None:
@@ -121,8 +137,10 @@ def main() -> None:
         sys.exit("asr_kd._C is not built: pip install --no-build-isolation -e .")
     torch.set_num_threads(args.threads)
 
-    print(f"## frame_kd_loss fwd+bwd, (N, T, V) = ({args.N}, {args.T}, {args.V}), "
-          f"top-k k = {args.k}, tau = {args.temperature}, float32, reduction=mean\n")
+    print(
+        f"## frame_kd_loss fwd+bwd, (N, T, V) = ({args.N}, {args.T}, {args.V}), "
+        f"top-k k = {args.k}, tau = {args.temperature}, float32, reduction=mean\n"
+    )
     print(f"Machine: {machine_description(args.threads)}\n")
     print("| teacher | backend | fwd+bwd median (ms) | speed-up vs torch | peak extra memory (MiB) | memory vs torch |")
     print("|---|---|---:|---:|---:|---:|")
@@ -142,7 +160,8 @@ def main() -> None:
             ratio = "-" if m is None else f"{m['extra_bytes'] / max(m_ref['extra_bytes'], 1):.2f}x"
             label = f"{variant} (k={args.k})" if variant == "topk" else "dense logits"
             print(f"| {label} | {backend} | {1e3 * t:.1f} | {t_ref / t:.2f}x | {mem} | {ratio} |")
-    print(f"\nCommand: {' '.join([os.path.relpath(sys.executable, os.getcwd()) if sys.executable.startswith(os.getcwd()) else sys.executable] + sys.argv)}")
+    exe = os.path.relpath(sys.executable, os.getcwd()) if sys.executable.startswith(os.getcwd()) else sys.executable
+    print(f"\nCommand: {' '.join([exe] + sys.argv)}")
 
 
 if __name__ == "__main__":

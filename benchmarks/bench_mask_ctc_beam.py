@@ -55,8 +55,7 @@ from asr_kd.ops import native_available  # noqa: E402
 D_MODEL = 144
 
 
-def make_case(N: int, V: int, seed: int = 0, tmin: int = 60, tmax: int = 120, mmin: int = 5,
-              mmax: int = 20):
+def make_case(N: int, V: int, seed: int = 0, tmin: int = 60, tmax: int = 120, mmin: int = 5, mmax: int = 20):
     """CTC log-probs (N, T', V) whose greedy output has T'//3 tokens, 5..20 below p_thr=0.99;
     encoder memory (N, T', 144); lengths (N,)."""
     g = torch.Generator().manual_seed(seed)
@@ -87,8 +86,9 @@ def make_decoder(V: int, layers: int) -> MaskCtcDecoder:
 
 def search(dec, case, backend, beam, K):
     lp, lens, memory = case
-    return mc.mask_ctc_beam_search(lp, lens, dec, memory, lens, beam=beam, K=K, p_thr=0.99,
-                                   mask_id=dec.mask_id, backend=backend)
+    return mc.mask_ctc_beam_search(
+        lp, lens, dec, memory, lens, beam=beam, K=K, p_thr=0.99, mask_id=dec.mask_id, backend=backend
+    )
 
 
 class _TimedDecoder(torch.nn.Module):
@@ -113,6 +113,7 @@ def profile(dec, case, backend, beam, K) -> dict:
             out = fn(*a, **kw)
             acc[name] += time.perf_counter() - t0
             return out
+
         return wrapper
 
     saved = mc._mlm_log_probs, mcb.mask_ctc_beam_step
@@ -127,10 +128,13 @@ def profile(dec, case, backend, beam, K) -> dict:
         total = time.perf_counter() - t0
     finally:
         mc._mlm_log_probs, mcb.mask_ctc_beam_step = saved
-    return {"total": total, "decoder forward": acc["decoder forward"],
-            "log_softmax + ban": acc["mlm"] - acc["decoder forward"],
-            "search step": acc["search step"],
-            "other": total - acc["mlm"] - acc["search step"]}
+    return {
+        "total": total,
+        "decoder forward": acc["decoder forward"],
+        "log_softmax + ban": acc["mlm"] - acc["decoder forward"],
+        "search step": acc["search step"],
+        "other": total - acc["mlm"] - acc["search step"],
+    }
 
 
 def capture_steps(dec, case, beam, K) -> list:
@@ -177,19 +181,31 @@ def memory_child(args, V: int, layers: int, backend: str) -> None:
 
 
 def measure_memory(args, V: int, layers: int, backend: str) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--_child", str(V), str(layers), backend,
-           "--N", str(args.N), "--beam", str(args.beam), "--K", str(args.K),
-           "--threads", str(args.threads), "--seed", str(args.seed)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--_child",
+        str(V),
+        str(layers),
+        backend,
+        "--N",
+        str(args.N),
+        "--beam",
+        str(args.beam),
+        "--K",
+        str(args.K),
+        "--threads",
+        str(args.threads),
+        "--seed",
+        str(args.seed),
+    ]
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--V", type=int, nargs="+", default=[128, 500])
     ap.add_argument("--layers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--N", type=int, default=16)
@@ -208,14 +224,18 @@ def main() -> None:
         sys.exit("asr_kd._C is not built")
     torch.set_num_threads(args.threads)
 
-    print(f"## mask_ctc_beam_search, N = {args.N}, T' in [60, 120], 5-20 masks per utterance, "
-          f"beam = {args.beam}, K = {args.K}, d_model = {D_MODEL}, torch threads = {args.threads}\n")
+    print(
+        f"## mask_ctc_beam_search, N = {args.N}, T' in [60, 120], 5-20 masks per utterance, "
+        f"beam = {args.beam}, K = {args.K}, d_model = {D_MODEL}, torch threads = {args.threads}\n"
+    )
     lp, lens, _ = make_case(args.N, args.V[0], args.seed)
     toks, confs = mc.ctc_greedy_with_confidence(lp, lens)
     masks = [sum(c < 0.99 for c in cs) for cs in confs]
     print(f"Machine: {machine_description()}\n")
-    print(f"Utterances: T' = {lens.tolist()}, {sum(map(len, toks))} CTC tokens, masks per utterance "
-          f"{masks} ({sum(masks)} in all)\n")
+    print(
+        f"Utterances: T' = {lens.tolist()}, {sum(map(len, toks))} CTC tokens, masks per utterance "
+        f"{masks} ({sum(masks)} in all)\n"
+    )
     rows_prof, rows_time = [], []
     for V in args.V:
         for layers in args.layers:
@@ -240,24 +260,36 @@ def main() -> None:
             mem = {}
             if not args.no_memory:
                 mem = {b: measure_memory(args, V, layers, b) for b in ("python", "native")}
-            rows_time.append((V, layers, {b: statistics.median(t) for b, t in times.items()}, mem,
-                              steps, {b: statistics.median(t) for b, t in cpu.items()}))
-            print(f"[V={V} layers={layers} done, load {os.getloadavg()[0]:.1f}]", file=sys.stderr,
-                  flush=True)
+            rows_time.append(
+                (
+                    V,
+                    layers,
+                    {b: statistics.median(t) for b, t in times.items()},
+                    mem,
+                    steps,
+                    {b: statistics.median(t) for b, t in cpu.items()},
+                )
+            )
+            print(f"[V={V} layers={layers} done, load {os.getloadavg()[0]:.1f}]", file=sys.stderr, flush=True)
 
     print("Profile (one search, ms per utterance and share of the search):\n")
-    print("| V | layers | backend | total | decoder forward | log_softmax + ban | search step "
-          "(bookkeeping) | other |")
+    print("| V | layers | backend | total | decoder forward | log_softmax + ban | search step (bookkeeping) | other |")
     print("|---:|---:|---|---:|---:|---:|---:|---:|")
     for V, layers, backend, p in rows_prof:
         tot = p["total"]
-        cells = " | ".join(f"{1e3 * p[c] / args.N:.1f} ({100 * p[c] / tot:.1f} %)"
-                           for c in ("decoder forward", "log_softmax + ban", "search step", "other"))
+        cells = " | ".join(
+            f"{1e3 * p[c] / args.N:.1f} ({100 * p[c] / tot:.1f} %)"
+            for c in ("decoder forward", "log_softmax + ban", "search step", "other")
+        )
         print(f"| {V} | {layers} | {backend} | {1e3 * tot / args.N:.1f} | {cells} |")
-    print(f"\nEnd to end (median of {args.repeats} searches, ms per utterance; identical n-best "
-          "lists; steps alone = the recorded step calls of one search replayed):\n")
-    head = ("| V | layers | python wall (ms/utt) | native wall (ms/utt) | speed-up wall | "
-            "speed-up CPU time | steps alone: python / native (ms/utt) | step speed-up |")
+    print(
+        f"\nEnd to end (median of {args.repeats} searches, ms per utterance; identical n-best "
+        "lists; steps alone = the recorded step calls of one search replayed):\n"
+    )
+    head = (
+        "| V | layers | python wall (ms/utt) | native wall (ms/utt) | speed-up wall | "
+        "speed-up CPU time | steps alone: python / native (ms/utt) | step speed-up |"
+    )
     sep = "|---:|---:|---:|---:|---:|---:|---:|---:|"
     if not args.no_memory:
         head += " peak RSS extra python / native (MiB) | tracemalloc peak python / native (KiB) |"
@@ -265,11 +297,13 @@ def main() -> None:
     print(head)
     print(sep)
     for V, layers, t, mem, st, c in rows_time:
-        line = (f"| {V} | {layers} | {1e3 * t['python'] / args.N:.1f} | "
-                f"{1e3 * t['native'] / args.N:.1f} | {t['python'] / t['native']:.2f}x | "
-                f"{c['python'] / c['native']:.2f}x | "
-                f"{1e3 * st['python'] / args.N:.2f} / {1e3 * st['native'] / args.N:.2f} | "
-                f"{st['python'] / st['native']:.0f}x |")
+        line = (
+            f"| {V} | {layers} | {1e3 * t['python'] / args.N:.1f} | "
+            f"{1e3 * t['native'] / args.N:.1f} | {t['python'] / t['native']:.2f}x | "
+            f"{c['python'] / c['native']:.2f}x | "
+            f"{1e3 * st['python'] / args.N:.2f} / {1e3 * st['native'] / args.N:.2f} | "
+            f"{st['python'] / st['native']:.0f}x |"
+        )
         if mem:
             mib = [mem[b]["rss_extra_bytes"] / 2**20 for b in ("python", "native")]
             kib = [mem[b]["tracemalloc_peak_bytes"] / 2**10 for b in ("python", "native")]
@@ -278,8 +312,7 @@ def main() -> None:
     exe = sys.executable
     if exe.startswith(os.getcwd()):
         exe = os.path.relpath(exe, os.getcwd())
-    print(f"\nCommand: {' '.join([exe] + sys.argv)}  (load average at the end "
-          f"{os.getloadavg()[0]:.1f})")
+    print(f"\nCommand: {' '.join([exe] + sys.argv)}  (load average at the end {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

@@ -105,11 +105,15 @@ def main(argv=None) -> int:
         base = None
         for variant in args.variants.split(","):
             model.load_state_dict(state)
-            med, aps = time_variant(model, opt, loss_fn, batches, bf16="bf16" in variant,
-                                    compiled="compile" in variant, warmup=args.warmup)
+            med, aps = time_variant(
+                model, opt, loss_fn, batches, bf16="bf16" in variant, compiled="compile" in variant, warmup=args.warmup
+            )
             base = base or med
-            print(f"| {Path(config).name} | {n_params / 1e6:.2f}M | {variant} | {med:.3f} | {aps:.1f} | "
-                  f"{base / med:.2f}x | {wait:.3f} | {wait / (wait + med):.1%} |", flush=True)
+            print(
+                f"| {Path(config).name} | {n_params / 1e6:.2f}M | {variant} | {med:.3f} | {aps:.1f} | "
+                f"{base / med:.2f}x | {wait:.3f} | {wait / (wait + med):.1%} |",
+                flush=True,
+            )
     return 0
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
-from typing import Optional
 
 import torch
 
 
-def machine_description(threads: Optional[int] = None) -> str:
+def machine_description(threads: int | None = None) -> str:
     """CPU model, logical CPUs, torch threads (when given), load average, torch and Python versions."""
     model = platform.processor() or "unknown CPU"
     try:
@@ -23,8 +22,10 @@ def machine_description(threads: Optional[int] = None) -> str:
         pass
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     thr = f", torch threads = {threads}" if threads is not None else ""
-    return (f"{model}; {os.cpu_count()} logical CPUs{thr}{load}; torch {torch.__version__}, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{model}; {os.cpu_count()} logical CPUs{thr}{load}; torch {torch.__version__}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def status_kib(field: str) -> int:

@@ -36,7 +36,7 @@ def load_cuts(manifest_dir: str, prefix: str, split: str, n: int) -> list:
 
 def batches(cuts: list, size: int):
     for i in range(0, len(cuts), size):
-        cs = cuts[i:i + size]
+        cs = cuts[i : i + size]
         feats = [torch.from_numpy(c.load_features()) for c in cs]
         lens = torch.tensor([f.shape[0] for f in feats])
         yield i, cs, torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lens
@@ -73,17 +73,20 @@ def main() -> None:
             with torch.no_grad():
                 if model.mask_ctc is not None:
                     gen = torch.Generator().manual_seed(args.seed + i)
-                    out = model(x, lens, tokens[i:i + args.batch], mask_generator=gen)
+                    out = model(x, lens, tokens[i : i + args.batch], mask_generator=gen)
                     mlm += float(out["mlm"])
                     masks += int(out["num_masked"])
                 enc = model.encode(x, lens)
-                _, per_utt = ctc_greedy_with_confidence(ctc_log_probs(model, enc, SearchOptions()),
-                                                        enc.out_lens, model.blank_id)
+                _, per_utt = ctc_greedy_with_confidence(
+                    ctc_log_probs(model, enc, SearchOptions()), enc.out_lens, model.blank_id
+                )
                 confs += [c for utt in per_utt for c in utt]
         low = sum(c < args.p_thr for c in confs)
         mlm_txt = f"MLM CE {mlm / masks:.3f} nats/masked token" if masks else "no MLM head"
-        print(f"{ck}: {mlm_txt} (unigram entropy {unigram:.3f}, {int(masks)} masks); "
-              f"{100 * low / max(len(confs), 1):.1f} % of {len(confs)} CTC tokens below p_thr {args.p_thr}")
+        print(
+            f"{ck}: {mlm_txt} (unigram entropy {unigram:.3f}, {int(masks)} masks); "
+            f"{100 * low / max(len(confs), 1):.1f} % of {len(confs)} CTC tokens below p_thr {args.p_thr}"
+        )
 
 
 if __name__ == "__main__":

@@ -43,22 +43,43 @@ def cmd_decode(args: argparse.Namespace) -> int:
     if tsv.exists():
         for line in tsv.read_text().splitlines()[1:]:
             done[int(line.split("\t")[0])] = line
-    for step, ckpt in _checkpoints(exp_dir):
-        if step in done:
+    ckpts = _checkpoints(exp_dir)
+    for i, (step, ckpt) in enumerate(ckpts):
+        if step in done or (args.every > 1 and step % args.every and i != len(ckpts) - 1):
             continue
         meta = torch.load(ckpt, map_location="cpu", weights_only=True).get("meta", {})
         res_dir = f"curve/step-{step}"
-        rc = decode.main(["--exp-dir", str(exp_dir), "--checkpoint", str(ckpt), "--method", args.method,
-                          "--split", args.split, "--num-threads", str(args.num_threads), "--res-dir", res_dir,
-                          *args.decode_args])
+        rc = decode.main(
+            [
+                "--exp-dir",
+                str(exp_dir),
+                "--checkpoint",
+                str(ckpt),
+                "--method",
+                args.method,
+                "--split",
+                args.split,
+                "--num-threads",
+                str(args.num_threads),
+                "--res-dir",
+                res_dir,
+                *args.decode_args,
+            ]
+        )
         if rc:
             print(f"decoding {ckpt} failed (exit {rc})", file=sys.stderr)
             return rc
         rows = [json.loads(x) for x in (exp_dir / res_dir / "results.jsonl").read_text().splitlines() if x]
         r = rows[-1]
-        done[step] = "\t".join([str(step), f"{meta.get('train_seconds', float('nan')) / 60:.2f}",
-                                f"{meta.get('audio_seconds', float('nan')) / 3600:.2f}",
-                                f"{r['wer']:.2f}", f"{r['cer']:.2f}"])
+        done[step] = "\t".join(
+            [
+                str(step),
+                f"{meta.get('train_seconds', float('nan')) / 60:.2f}",
+                f"{meta.get('audio_seconds', float('nan')) / 3600:.2f}",
+                f"{r['wer']:.2f}",
+                f"{r['cer']:.2f}",
+            ]
+        )
         lines = ["step\tminutes\taudio_hours\twer\tcer"] + [done[s] for s in sorted(done)]
         tsv.write_text("\n".join(lines) + "\n")
     print(tsv.read_text() if tsv.exists() else "no checkpoints", end="")
@@ -101,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--method", default="ctc-greedy")
     d.add_argument("--split", default="test")
     d.add_argument("--num-threads", type=int, default=1)
+    d.add_argument("--every", type=int, default=1, help="only steps divisible by this (and the last checkpoint)")
     d.add_argument("decode_args", nargs="*", help="more asr_kd.bin.decode options (after --)")
     q = sub.add_parser("plot", help="plot curves from decode's TSVs")
     q.add_argument("--out", required=True)

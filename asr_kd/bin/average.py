@@ -60,12 +60,19 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--iter", type=int, help="average the --avg newest checkpoint-<step>.pt with step <= ITER")
     p.add_argument("--avg", type=int, default=1, help="number of checkpoints to average (default 1)")
     p.add_argument("--checkpoints", type=Path, nargs="+", help="explicit checkpoint files (instead of the above)")
-    p.add_argument("--out", type=Path, help="output file (default: <exp-dir>/epoch-E-avg-N.pt, "
-                   "<exp-dir>/iter-I-avg-N.pt or <exp-dir>/averaged.pt; with --use-averaged-model "
-                   "epoch-E-avg-N-use-averaged-model.pt, iter-I-avg-N-use-averaged-model.pt or averaged.pt)")
-    p.add_argument("--use-averaged-model", action="store_true",
-                   help="icefall's averaged model: use the running model_avg of the first and last of --avg+1 "
-                   "checkpoints (training.average_period > 0) instead of averaging --avg files' weights")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output file (default: <exp-dir>/epoch-E-avg-N.pt, "
+        "<exp-dir>/iter-I-avg-N.pt or <exp-dir>/averaged.pt; with --use-averaged-model "
+        "epoch-E-avg-N-use-averaged-model.pt, iter-I-avg-N-use-averaged-model.pt or averaged.pt)",
+    )
+    p.add_argument(
+        "--use-averaged-model",
+        action="store_true",
+        help="icefall's averaged model: use the running model_avg of the first and last of --avg+1 "
+        "checkpoints (training.average_period > 0) instead of averaging --avg files' weights",
+    )
     return p
 
 
@@ -128,8 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         what = f"average of {len(paths)} checkpoints"
     last = torch.load(paths[-1], map_location="cpu", weights_only=True, mmap=True)
     save_checkpoint(
-        out, model=model_sd, step=int(last.get("step", 0)), epoch=int(last.get("epoch", 0)),
-        config=last.get("config") or {}, rng=None, meta=meta,
+        out,
+        model=model_sd,
+        step=int(last.get("step", 0)),
+        epoch=int(last.get("epoch", 0)),
+        config=last.get("config") or {},
+        rng=None,
+        meta=meta,
     )
     print(f"average: wrote {out} ({what})")
     return 0

@@ -53,9 +53,13 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp-dir", type=Path, required=True)
     p.add_argument("--checkpoint", type=Path, help="default: <exp-dir>/averaged.pt if present, else the latest")
-    p.add_argument("--method", action="append", choices=list_decoding_methods(),
-                   help="repeatable [ctc-greedy] (asr_kd.decoding.search registry); ctc-hlg = WFST decoding "
-                   "of the CTC output with the lang dir's lexicon (HL) and, with --arpa, an n-gram LM (HLG)")
+    p.add_argument(
+        "--method",
+        action="append",
+        choices=list_decoding_methods(),
+        help="repeatable [ctc-greedy] (asr_kd.decoding.search registry); ctc-hlg = WFST decoding "
+        "of the CTC output with the lang dir's lexicon (HL) and, with --arpa, an n-gram LM (HLG)",
+    )
     p.add_argument("--arpa", type=Path, default=None, help="ctc-hlg: ARPA LM for G (default: HL, no LM)")
     p.add_argument("--lm-scale", type=float, default=1.0, help="ctc-hlg: G weight scale")
     p.add_argument("--search-beam", type=float, default=16.0, help="ctc-hlg: decoder beam (cost units)")
@@ -65,11 +69,19 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--ctc-weight", type=float, default=0.3)
     p.add_argument("--ctc-layer", type=int, default=None, help="decode CTC methods from this inter-CTC layer")
     p.add_argument("--p-thr", type=float, default=0.99, help="mask-ctc confidence threshold")
-    p.add_argument("--iterations", type=int, default=2,
-                   help="mask-ctc / mask-ctc-beam K: masks filled per iteration with --mask-schedule paper "
-                   "(ceil(N/K) iterations), the number of iterations with espnet [2]")
-    p.add_argument("--mask-schedule", choices=["paper", "espnet"], default="paper",
-                   help="Mask-CTC fill schedule (asr_kd.decoding.mask_ctc.mask_fill_schedule) [paper]")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=2,
+        help="mask-ctc / mask-ctc-beam K: masks filled per iteration with --mask-schedule paper "
+        "(ceil(N/K) iterations), the number of iterations with espnet [2]",
+    )
+    p.add_argument(
+        "--mask-schedule",
+        choices=["paper", "espnet"],
+        default="paper",
+        help="Mask-CTC fill schedule (asr_kd.decoding.mask_ctc.mask_fill_schedule) [paper]",
+    )
     p.add_argument("--max-sym-per-frame", type=int, default=1)
     p.add_argument("--length-penalty", type=float, default=0.0)
     p.add_argument("--max-duration", type=float, default=100.0, help="seconds of audio per batch")
@@ -125,8 +137,7 @@ def decode_split(decoder: PreparedDecoding, loader, tokenizer, device: torch.dev
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     from lhotse import CutSet
@@ -144,11 +155,23 @@ def main(argv: list[str] | None = None) -> int:
     prefix = args.prefix or data_cfg.get("prefix", "synth")
     lang_dir = Path(args.lang_dir or data_cfg.get("lang_dir", "data/lang_bpe_500"))
     tokenizer = Tokenizer.from_dir(lang_dir)
-    dm = AsrDataModule(AsrDataConfig(max_duration=args.max_duration, num_workers=0, shuffle=False,
-                                     num_mel_bins=int(data_cfg.get("num_mel_bins", 80)),
-                                     fbank_backend=data_cfg.get("fbank_backend", "auto")), tokenizer=None)
-    log.info("model %s (%.2fM params), methods %s, splits %s", ckpt,
-             sum(p.numel() for p in model.parameters()) / 1e6, methods, splits)
+    dm = AsrDataModule(
+        AsrDataConfig(
+            max_duration=args.max_duration,
+            num_workers=0,
+            shuffle=False,
+            num_mel_bins=int(data_cfg.get("num_mel_bins", 80)),
+            fbank_backend=data_cfg.get("fbank_backend", "auto"),
+        ),
+        tokenizer=None,
+    )
+    log.info(
+        "model %s (%.2fM params), methods %s, splits %s",
+        ckpt,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        methods,
+        splits,
+    )
     res_dir = args.exp_dir / args.res_dir
     res_dir.mkdir(parents=True, exist_ok=True)
 
@@ -159,13 +182,21 @@ def main(argv: list[str] | None = None) -> int:
         cuts = CutSet.from_file(path)
         summary = {}
         for method in methods:
-            opts = SearchOptions(beam=args.beam or get_decoding_method(method).default_beam,
-                                 ctc_weight=args.ctc_weight, ctc_layer=args.ctc_layer,
-                                 max_sym_per_frame=args.max_sym_per_frame, p_thr=args.p_thr,
-                                 iterations=args.iterations, mask_schedule=args.mask_schedule,
-                                 length_penalty=args.length_penalty, lang_dir=lang_dir, arpa=args.arpa,
-                                 lm_scale=args.lm_scale, search_beam=args.search_beam,
-                                 acoustic_scale=args.acoustic_scale)
+            opts = SearchOptions(
+                beam=args.beam or get_decoding_method(method).default_beam,
+                ctc_weight=args.ctc_weight,
+                ctc_layer=args.ctc_layer,
+                max_sym_per_frame=args.max_sym_per_frame,
+                p_thr=args.p_thr,
+                iterations=args.iterations,
+                mask_schedule=args.mask_schedule,
+                length_penalty=args.length_penalty,
+                lang_dir=lang_dir,
+                arpa=args.arpa,
+                lm_scale=args.lm_scale,
+                search_beam=args.search_beam,
+                acoustic_scale=args.acoustic_scale,
+            )
             t0 = time.perf_counter()
             decoder = prepare_decoding(model, method, opts)  # checks the heads; builds e.g. HLG once
             if decoder.state is not None:
@@ -176,15 +207,27 @@ def main(argv: list[str] | None = None) -> int:
             wer = write_errs(result_path(res_dir, "errs", split, suffix), results)
             rtf = measure_rtf(seconds, audio)
             summary[suffix] = wer.wer
-            row = {"split": split, "method": suffix, "checkpoint": str(ckpt), "wer": round(wer.wer, 2),
-                   "cer": round(wer.cer, 2), "ins_del": round(100.0 * (wer.ins + wer.dels) / max(wer.num_ref_words, 1), 2),
-                   "num_utts": len(results), "num_words": wer.num_ref_words, "rtf": round(rtf, 5),
-                   "audio_hours": round(audio / 3600, 3), "threads": torch.get_num_threads()}
+            row = {
+                "split": split,
+                "method": suffix,
+                "checkpoint": str(ckpt),
+                "wer": round(wer.wer, 2),
+                "cer": round(wer.cer, 2),
+                "ins_del": round(100.0 * (wer.ins + wer.dels) / max(wer.num_ref_words, 1), 2),
+                "num_utts": len(results),
+                "num_words": wer.num_ref_words,
+                "rtf": round(rtf, 5),
+                "audio_hours": round(audio / 3600, 3),
+                "threads": torch.get_num_threads(),
+            }
             with open(res_dir / "results.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
-            print(f"{split} {suffix}: WER {wer.wer:.2f}% CER {wer.cer:.2f}% "
-                  f"(ins {wer.ins} del {wer.dels} sub {wer.subs} / {wer.num_ref_words} words, "
-                  f"{len(results)} utts) RTF {rtf:.4f}", flush=True)
+            print(
+                f"{split} {suffix}: WER {wer.wer:.2f}% CER {wer.cer:.2f}% "
+                f"(ins {wer.ins} del {wer.dels} sub {wer.subs} / {wer.num_ref_words} words, "
+                f"{len(results)} utts) RTF {rtf:.4f}",
+                flush=True,
+            )
         write_wer_summary(res_dir / f"wer-summary-{split}.txt", summary)
     return 0
 

@@ -58,8 +58,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.checkpoint is None and args.exp_dir is None:
         raise SystemExit("give --checkpoint or --exp-dir")
     if args.num_threads:
@@ -77,13 +76,22 @@ def main(argv: list[str] | None = None) -> int:
     data_cfg = dict(config.get("data") or {})
     manifest_dir = Path(args.manifest_dir or data_cfg.get("manifest_dir", "data/manifests"))
     prefix = args.prefix or data_cfg.get("prefix", "synth")
-    features = AsrDataConfig(num_workers=args.num_workers,
-                             on_the_fly_feats=bool(data_cfg.get("on_the_fly_feats", True)),
-                             num_mel_bins=int(data_cfg.get("num_mel_bins", 80)),
-                             fbank_backend=data_cfg.get("fbank_backend", "auto"))
-    log.info("teacher %s (%.2fM params), top-%d, %d-best (%s), splits %s -> %s", ckpt,
-             sum(p.numel() for p in model.parameters()) / 1e6, args.topk, args.nbest, args.nbest_method,
-             args.splits or ["train"], args.out_dir)
+    features = AsrDataConfig(
+        num_workers=args.num_workers,
+        on_the_fly_feats=bool(data_cfg.get("on_the_fly_feats", True)),
+        num_mel_bins=int(data_cfg.get("num_mel_bins", 80)),
+        fbank_backend=data_cfg.get("fbank_backend", "auto"),
+    )
+    log.info(
+        "teacher %s (%.2fM params), top-%d, %d-best (%s), splits %s -> %s",
+        ckpt,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        args.topk,
+        args.nbest,
+        args.nbest_method,
+        args.splits or ["train"],
+        args.out_dir,
+    )
 
     paths = {}
     for split in args.splits or ["train"]:
@@ -97,10 +105,19 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         report = DumpReport()
         dump_teacher_targets(
-            teacher, CutSet.from_jsonl_lazy(path), args.out_dir, topk=args.topk, nbest=args.nbest,
-            nbest_method=args.nbest_method, max_duration=args.max_duration, device=device,
-            data_config=features, storage_name=f"{prefix}_kd_{split}",
-            output_manifest=args.out_dir / f"{prefix}_cuts_{split}.jsonl.gz", report=report)
+            teacher,
+            CutSet.from_jsonl_lazy(path),
+            args.out_dir,
+            topk=args.topk,
+            nbest=args.nbest,
+            nbest_method=args.nbest_method,
+            max_duration=args.max_duration,
+            device=device,
+            data_config=features,
+            storage_name=f"{prefix}_kd_{split}",
+            output_manifest=args.out_dir / f"{prefix}_cuts_{split}.jsonl.gz",
+            report=report,
+        )
         failed_path = args.out_dir / f"{prefix}_kd_{split}_failed.txt"
         if report.failed:
             failed_path.write_text("".join(f"{cut_id}\t{reason}\n" for cut_id, reason in report.failed))
@@ -108,11 +125,14 @@ def main(argv: list[str] | None = None) -> int:
             failed_path.unlink()  # from an earlier run
         total_failed += report.num_failed
         seconds = time.perf_counter() - t0
-        print(f"{split}: targets for {report.num_done} of {report.num_cuts} cuts ({report.num_failed} failed"
-              + (f", listed in {failed_path}" if report.failed else "")
-              + f"), {report.audio_seconds / 3600:.3f} h of audio in {seconds:.1f} s "
-              f"(RTF {seconds / max(report.audio_seconds, 1e-9):.4f}) -> "
-              f"{args.out_dir / f'{prefix}_cuts_{split}.jsonl.gz'}", flush=True)
+        print(
+            f"{split}: targets for {report.num_done} of {report.num_cuts} cuts ({report.num_failed} failed"
+            + (f", listed in {failed_path}" if report.failed else "")
+            + f"), {report.audio_seconds / 3600:.3f} h of audio in {seconds:.1f} s "
+            f"(RTF {seconds / max(report.audio_seconds, 1e-9):.4f}) -> "
+            f"{args.out_dir / f'{prefix}_cuts_{split}.jsonl.gz'}",
+            flush=True,
+        )
     if total_failed:
         log.warning("%d cuts have no teacher targets (kept in the manifests without them)", total_failed)
     return 0

@@ -54,8 +54,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -127,8 +128,9 @@ def _standalone(checkpoint: str | Path, sub_model_layer: int | None, fp16: bool)
     return model, config, state, meta, full_config
 
 
-def export_model(checkpoint: str | Path, out: str | Path, *, sub_model_layer: int | None = None,
-                 fp16: bool = False) -> Path:
+def export_model(
+    checkpoint: str | Path, out: str | Path, *, sub_model_layer: int | None = None, fp16: bool = False
+) -> Path:
     """Write ``out`` from ``checkpoint``: the whole model, or its ``sub_model_layer`` sub-model
     (``fp16``: floating-point weights stored in half precision)."""
     _, config, state, meta, _ = _standalone(checkpoint, sub_model_layer, fp16)
@@ -143,8 +145,10 @@ def greedy_method(model: Any) -> str:
         return "transducer-greedy"
     if getattr(model, "ctc", None) is not None:
         return "ctc-greedy"
-    raise ValueError(f"the model has neither a CTC nor a transducer head (heads {model.enabled_heads()}): "
-                     "no greedy decoding for its test features")
+    raise ValueError(
+        f"the model has neither a CTC nor a transducer head (heads {model.enabled_heads()}): "
+        "no greedy decoding for its test features"
+    )
 
 
 @torch.no_grad()
@@ -201,11 +205,19 @@ def _test_features(cuts_path: Path, n: int, data_cfg: Mapping[str, Any]) -> list
     from asr_kd.data.dataset import AsrDataset
 
     if not cuts_path.is_file():
-        raise FileNotFoundError(f"{cuts_path} not found (pass --manifest-dir/--prefix/--split, or "
-                                "--num-test-features 0 for a bundle without test features)")
-    dm = AsrDataModule(AsrDataConfig(num_workers=0, shuffle=False,
-                                     num_mel_bins=int(data_cfg.get("num_mel_bins", 80)),
-                                     fbank_backend=data_cfg.get("fbank_backend", "auto")), tokenizer=None)
+        raise FileNotFoundError(
+            f"{cuts_path} not found (pass --manifest-dir/--prefix/--split, or "
+            "--num-test-features 0 for a bundle without test features)"
+        )
+    dm = AsrDataModule(
+        AsrDataConfig(
+            num_workers=0,
+            shuffle=False,
+            num_mel_bins=int(data_cfg.get("num_mel_bins", 80)),
+            fbank_backend=data_cfg.get("fbank_backend", "auto"),
+        ),
+        tokenizer=None,
+    )
     dataset = AsrDataset(dm.input_strategy(), return_cuts=True, name="bundle")
     out = []
     for cut in CutSet.from_file(cuts_path):
@@ -286,10 +298,24 @@ def _model_summary(config: Mapping[str, Any], model: Any) -> str:
     return ", ".join(parts) + f"; heads {', '.join(model.enabled_heads())}"
 
 
-def _card(name: str, *, bundle: Path, model: Any, config: Mapping[str, Any], train: Mapping[str, Any],
-          size_bytes: int, fp16: bool, vocab_size: int, lang_files: Sequence[str], results: list[dict[str, Any]],
-          other_results: int, method: str | None, split: str, tests: list[dict[str, str]],
-          sub_model_layer: int | None) -> str:
+def _card(
+    name: str,
+    *,
+    bundle: Path,
+    model: Any,
+    config: Mapping[str, Any],
+    train: Mapping[str, Any],
+    size_bytes: int,
+    fp16: bool,
+    vocab_size: int,
+    lang_files: Sequence[str],
+    results: list[dict[str, Any]],
+    other_results: int,
+    method: str | None,
+    split: str,
+    tests: list[dict[str, str]],
+    sub_model_layer: int | None,
+) -> str:
     def fill(what: str) -> str:
         return f"{TO_FILL}: {what}]"
 
@@ -298,8 +324,9 @@ def _card(name: str, *, bundle: Path, model: Any, config: Mapping[str, Any], tra
     seconds = train.get("train_seconds")
     averaged = train.get("averaged_from")
     running = bool(train.get("use_averaged_model"))
-    averaging = (", ".join(averaged) + (" (running averages)" if running else "")) if averaged \
-        else "none (a single checkpoint)"
+    averaging = (
+        (", ".join(averaged) + (" (running averages)" if running else "")) if averaged else "none (a single checkpoint)"
+    )
     lines = [
         f"# {name}",
         "",
@@ -309,8 +336,12 @@ def _card(name: str, *, bundle: Path, model: Any, config: Mapping[str, Any], tra
         "| | |",
         "|---|---|",
         f"| model | {_model_summary(config['model'], model)}"
-        + (f" (sub-model: encoder layers 1..{sub_model_layer} + the inter-CTC head of layer {sub_model_layer})"
-           if sub_model_layer else "") + " |",
+        + (
+            f" (sub-model: encoder layers 1..{sub_model_layer} + the inter-CTC head of layer {sub_model_layer})"
+            if sub_model_layer
+            else ""
+        )
+        + " |",
         f"| parameters | {n_params / 1e6:.2f} M ({n_params:,}) |",
         f"| model.pt | {size_bytes / 1e6:.2f} MB, {'fp16' if fp16 else 'fp32'} weights (loaded into an fp32 model) |",
         f"| vocabulary | {vocab_size} BPE pieces ({', '.join(lang_files)}) |",
@@ -325,8 +356,7 @@ def _card(name: str, *, bundle: Path, model: Any, config: Mapping[str, Any], tra
         "",
         "## Data",
         "",
-        fill("corpus, size and seed, e.g. `bash egs/synth/ASR/prepare.sh --size default --seed 42`; "
-             "training hours"),
+        fill("corpus, size and seed, e.g. `bash egs/synth/ASR/prepare.sh --size default --seed 42`; training hours"),
         "",
         f"Manifests: prefix `{data.get('prefix', '?')}` in `{data.get('manifest_dir', '?')}`; the training "
         "config is `config.yaml`.",
@@ -337,14 +367,19 @@ def _card(name: str, *, bundle: Path, model: Any, config: Mapping[str, Any], tra
     if results:
         lines += ["| split | method | WER % | CER % | utts | RTF |", "|---|---|---|---|---|---|"]
         for r in sorted(results, key=lambda r: (r["split"], r["method"])):
-            lines.append(f"| {r['split']} | {r['method']} | {r.get('wer', '?')} | {r.get('cer', '?')} | "
-                         f"{r.get('num_utts', '?')} | {r.get('rtf', '?')} |")
-        lines += ["", f"`asr_kd.bin.decode` of `{results[0].get('checkpoint', '?')}` (its `results.jsonl`), "
-                  "the weights before any fp16 rounding."]
+            lines.append(
+                f"| {r['split']} | {r['method']} | {r.get('wer', '?')} | {r.get('cer', '?')} | "
+                f"{r.get('num_utts', '?')} | {r.get('rtf', '?')} |"
+            )
+        lines += [
+            "",
+            f"`asr_kd.bin.decode` of `{results[0].get('checkpoint', '?')}` (its `results.jsonl`), "
+            "the weights before any fp16 rounding.",
+        ]
         if not {r["split"] for r in results} >= {"dev", "test"}:
             lines += ["", fill("dev and test WER/CER (`asr_kd.bin.decode --split dev --split test`)")]
     else:
-        note = (f" ({other_results} rows of `results.jsonl` are of other checkpoints)" if other_results else "")
+        note = f" ({other_results} rows of `results.jsonl` are of other checkpoints)" if other_results else ""
         lines.append(fill(f"dev/test WER and CER: decode the exported checkpoint first{note}"))
     lines += [
         "",
@@ -356,14 +391,17 @@ def _card(name: str, *, bundle: Path, model: Any, config: Mapping[str, Any], tra
         f"python -m asr_kd.bin.train --config {bundle}/config.yaml --exp-dir exp/{name}",
     ]
     if averaged:
-        lines.append(f"python -m asr_kd.bin.average --checkpoints {' '.join(f'exp/{name}/{a}' for a in averaged)}"
-                     f"{' --use-averaged-model' if running else ''} --out exp/{name}/averaged.pt")
+        lines.append(
+            f"python -m asr_kd.bin.average --checkpoints {' '.join(f'exp/{name}/{a}' for a in averaged)}"
+            f"{' --use-averaged-model' if running else ''} --out exp/{name}/averaged.pt"
+        )
     ckpt_name = "averaged.pt" if averaged else Path(str(train.get("source", "averaged.pt"))).name
     lines += [
         f"python -m asr_kd.bin.decode --exp-dir exp/{name} --checkpoint exp/{name}/{ckpt_name} "
         "--split dev --split test",
         f"python -m asr_kd.bin.export --checkpoint exp/{name}/{ckpt_name} --bundle {bundle}"
-        + (" --fp16" if fp16 else "") + (f" --sub-model-layer {sub_model_layer}" if sub_model_layer else "")
+        + (" --fp16" if fp16 else "")
+        + (f" --sub-model-layer {sub_model_layer}" if sub_model_layer else "")
         + f" --num-test-features {len(tests)} --split {split}",
         "```",
         "",
@@ -373,9 +411,13 @@ def _card(name: str, *, bundle: Path, model: Any, config: Mapping[str, Any], tra
         "",
     ]
     if tests:
-        lines += [f"`{TEST_FEATURES}/`: fbank features of the first {len(tests)} `{split}` cuts; hypotheses by "
-                  f"`{method}` on the bundled weights (`asr_kd.testing.bundle.check_bundle` re-decodes them).", "",
-                  "| file | cut | reference | hypothesis |", "|---|---|---|---|"]
+        lines += [
+            f"`{TEST_FEATURES}/`: fbank features of the first {len(tests)} `{split}` cuts; hypotheses by "
+            f"`{method}` on the bundled weights (`asr_kd.testing.bundle.check_bundle` re-decodes them).",
+            "",
+            "| file | cut | reference | hypothesis |",
+            "|---|---|---|---|",
+        ]
         lines += [f"| {t['file']} | {t['cut_id']} | {t['ref']} | {t['hyp']} |" for t in tests]
     else:
         lines.append("none (exported with `--num-test-features 0`)")
@@ -385,7 +427,7 @@ def _card(name: str, *, bundle: Path, model: Any, config: Mapping[str, Any], tra
         "",
         "```bash",
         f"python -m asr_kd.bin.decode --exp-dir {bundle} --method {method or 'ctc-greedy'} "
-        f"--res-dir \"$PWD/exp/{name}_decode\"",
+        f'--res-dir "$PWD/exp/{name}_decode"',
         "```",
         "",
         f"As a KD teacher: `kd: {{teacher: {{type: asr, checkpoint: {bundle}}}}}`.",
@@ -432,12 +474,16 @@ def export_bundle(
     data_cfg = dict(config.get("data") or {})
     lang = Path(lang_dir or data_cfg.get("lang_dir") or "")
     if not str(lang) or not (lang / "bpe.model").is_file():
-        raise FileNotFoundError(f"{lang / 'bpe.model'} not found: the lang dir of the model (config data.lang_dir) "
-                                "is needed in the bundle; pass --lang-dir")
+        raise FileNotFoundError(
+            f"{lang / 'bpe.model'} not found: the lang dir of the model (config data.lang_dir) "
+            "is needed in the bundle; pass --lang-dir"
+        )
     tok = Tokenizer.from_dir(lang)
     if tok.vocab_size != int(model.vocab_size):
-        raise ValueError(f"{lang / 'bpe.model'}: {tok.vocab_size} pieces, but the model outputs {model.vocab_size}: "
-                         "not the lang dir the model was trained with (--lang-dir)")
+        raise ValueError(
+            f"{lang / 'bpe.model'}: {tok.vocab_size} pieces, but the model outputs {model.vocab_size}: "
+            "not the lang dir the model was trained with (--lang-dir)"
+        )
     if not (lang / "tokens.txt").is_file():
         raise FileNotFoundError(f"{lang / 'tokens.txt'} not found")
 
@@ -459,18 +505,29 @@ def export_bundle(
                 yaml.safe_dump(_plain_config(full_config), fh, sort_keys=False)
 
         # test features first: their decoding method goes into model.pt's meta
-        tests = _test_features(Path(manifest_dir or data_cfg.get("manifest_dir", "data/manifests"))
-                               / f"{prefix or data_cfg.get('prefix', 'synth')}_cuts_{split}.jsonl.gz",
-                               num_test_features, data_cfg) if num_test_features > 0 else []
+        tests = (
+            _test_features(
+                Path(manifest_dir or data_cfg.get("manifest_dir", "data/manifests"))
+                / f"{prefix or data_cfg.get('prefix', 'synth')}_cuts_{split}.jsonl.gz",
+                num_test_features,
+                data_cfg,
+            )
+            if num_test_features > 0
+            else []
+        )
         method = greedy_method(model) if tests else None
         config = copy.deepcopy(config)
         config["data"] = dict(data_cfg, lang_dir=".")  # "." = the bundle directory (load_asr_model)
         meta["source_lang_dir"] = str(lang)
         meta["train"] = train
-        meta["bundle"] = {"format": 1, "files": [*files, "config.yaml"],
-                          "sha256": {f: _sha256(tmp / f) for f in files},
-                          "test_method": method, "test_split": split if tests else None,
-                          "num_test_features": len(tests)}
+        meta["bundle"] = {
+            "format": 1,
+            "files": [*files, "config.yaml"],
+            "sha256": {f: _sha256(tmp / f) for f in files},
+            "test_method": method,
+            "test_split": split if tests else None,
+            "num_test_features": len(tests),
+        }
         exp_dir = Path(checkpoint) if src_is_bundle else src.parent
         results, others = _results(exp_dir, Path(checkpoint) if src_is_bundle else src)
         if not results and isinstance((ckpt.get("meta") or {}).get("results"), list):
@@ -478,12 +535,21 @@ def export_bundle(
         if sub_model_layer is not None:  # the full model's rows do not describe the sub-model
             results = [r for r in results if f"layer-{sub_model_layer}" in str(r["method"]).split("_")]
         meta["results"] = results
-        save_checkpoint(tmp / BUNDLE_MODEL, model=state, step=int(train.get("step", 0)),
-                        epoch=int(train.get("epoch", 0)), config=config, rng=None, meta=meta)
+        save_checkpoint(
+            tmp / BUNDLE_MODEL,
+            model=state,
+            step=int(train.get("step", 0)),
+            epoch=int(train.get("epoch", 0)),
+            config=config,
+            rng=None,
+            meta=meta,
+        )
         size = (tmp / BUNDLE_MODEL).stat().st_size
         if max_mb is not None and size > max_mb * 1e6:
-            raise ValueError(f"{bundle / BUNDLE_MODEL} would be {size / 1e6:.1f} MB, over the {max_mb:g} MB limit of "
-                             f"a bundle{'' if fp16 else ' (use --fp16)'}; --max-mb 0 lifts the limit")
+            raise ValueError(
+                f"{bundle / BUNDLE_MODEL} would be {size / 1e6:.1f} MB, over the {max_mb:g} MB limit of "
+                f"a bundle{'' if fp16 else ' (use --fp16)'}; --max-mb 0 lifts the limit"
+            )
 
         rows: list[dict[str, str]] = []
         if tests:
@@ -495,16 +561,31 @@ def export_bundle(
                 torch.save(feats, tmp / TEST_FEATURES / name)
                 rows.append({"file": name, "cut_id": cut_id, "ref": ref, "hyp": hyp})
             with open(tmp / TEST_FEATURES / TRANSCRIPTS, "w", encoding="utf-8") as fh:
-                fh.write(f"# method: {method}\n# split: {split}\n# features: {FEATURE_PRECISION} (T, F) fbank, "
-                         f"torch.load(weights_only=True)\n")
+                fh.write(
+                    f"# method: {method}\n# split: {split}\n# features: {FEATURE_PRECISION} (T, F) fbank, "
+                    f"torch.load(weights_only=True)\n"
+                )
                 fh.write("file\tcut_id\tref\thyp\n")
                 for r in rows:
                     fh.write(f"{r['file']}\t{r['cut_id']}\t{r['ref']}\t{r['hyp']}\n")
 
-        card = _card(bundle.name, bundle=bundle, model=model, config=config, train=train, size_bytes=size,
-                     fp16=fp16, vocab_size=tok.vocab_size, lang_files=files, results=results,
-                     other_results=others, method=method, split=split, tests=rows,
-                     sub_model_layer=sub_model_layer)
+        card = _card(
+            bundle.name,
+            bundle=bundle,
+            model=model,
+            config=config,
+            train=train,
+            size_bytes=size,
+            fp16=fp16,
+            vocab_size=tok.vocab_size,
+            lang_files=files,
+            results=results,
+            other_results=others,
+            method=method,
+            split=split,
+            tests=rows,
+            sub_model_layer=sub_model_layer,
+        )
         (tmp / "README.md").write_text(card, encoding="utf-8")
         for f in tmp.rglob("*"):  # mkdtemp / mkstemp make them private
             os.chmod(f, 0o755 if f.is_dir() else 0o644)
@@ -528,13 +609,18 @@ def export_bundle(
 # ----------------------------------------------------------------------------------------------- CLI
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, required=True,
-                   help="training checkpoint, averaged model or bundle directory")
+    p.add_argument(
+        "--checkpoint", type=Path, required=True, help="training checkpoint, averaged model or bundle directory"
+    )
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("--out", type=Path, help="output checkpoint")
     out.add_argument("--bundle", type=Path, help="output bundle directory (model.pt, lang files, card, test features)")
-    p.add_argument("--sub-model-layer", type=int, default=None,
-                   help="export encoder layers 1..K plus the inter-CTC head of layer K")
+    p.add_argument(
+        "--sub-model-layer",
+        type=int,
+        default=None,
+        help="export encoder layers 1..K plus the inter-CTC head of layer K",
+    )
     p.add_argument("--fp16", action="store_true", help="store the floating-point weights in half precision")
     p.add_argument("--num-test-features", type=int, default=4, help="--bundle: test utterances bundled [4]")
     p.add_argument("--split", default="test", help="--bundle: split of the test features [test]")
@@ -548,17 +634,25 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         if args.bundle is None:
             out = export_model(args.checkpoint, args.out, sub_model_layer=args.sub_model_layer, fp16=args.fp16)
         else:
             try:
-                out = export_bundle(args.checkpoint, args.bundle, sub_model_layer=args.sub_model_layer,
-                                    fp16=args.fp16, num_test_features=args.num_test_features, split=args.split,
-                                    lang_dir=args.lang_dir, manifest_dir=args.manifest_dir, prefix=args.prefix,
-                                    force=args.force, max_mb=args.max_mb or None)
+                out = export_bundle(
+                    args.checkpoint,
+                    args.bundle,
+                    sub_model_layer=args.sub_model_layer,
+                    fp16=args.fp16,
+                    num_test_features=args.num_test_features,
+                    split=args.split,
+                    lang_dir=args.lang_dir,
+                    manifest_dir=args.manifest_dir,
+                    prefix=args.prefix,
+                    force=args.force,
+                    max_mb=args.max_mb or None,
+                )
             except (FileExistsError, FileNotFoundError, ValueError) as e:
                 raise SystemExit(f"export: {e}") from None
     except KeyError as e:  # no inter-CTC head at that layer
@@ -567,8 +661,10 @@ def main(argv: list[str] | None = None) -> int:
     n = sum(p.numel() for p in model.parameters())
     what = f"sub-model (layers 1..{args.sub_model_layer})" if args.sub_model_layer else "model"
     kind = "bundle" if args.bundle is not None else "checkpoint"
-    print(f"export: wrote {kind} {out}: {what}, {n / 1e6:.2f}M parameters, heads {model.enabled_heads()}"
-          f"{', fp16 weights' if args.fp16 else ''}")
+    print(
+        f"export: wrote {kind} {out}: {what}, {n / 1e6:.2f}M parameters, heads {model.enabled_heads()}"
+        f"{', fp16 weights' if args.fp16 else ''}"
+    )
     return 0
 
 

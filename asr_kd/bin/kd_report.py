@@ -23,8 +23,21 @@ import sys
 from pathlib import Path
 
 HEADING = "## KD experiment log (appended by egs/synth/ASR/run_kd.sh)"
-COLUMNS = ("date", "experiment", "model", "params", "steps", "split", "method", "WER %", "CER %",
-           "ins+del %", "rel. WER vs baseline", "RTF", "checkpoint")
+COLUMNS = (
+    "date",
+    "experiment",
+    "model",
+    "params",
+    "steps",
+    "split",
+    "method",
+    "WER %",
+    "CER %",
+    "ins+del %",
+    "rel. WER vs baseline",
+    "RTF",
+    "checkpoint",
+)
 
 
 def latest_result(res_dir: Path, split: str, method: str) -> dict:
@@ -45,26 +58,54 @@ def count_params(checkpoint: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def format_rows(experiment: str, steps: int, entries: list[tuple[str, dict, int]], baseline: str | None,
-                date: str) -> list[str]:
+def format_rows(
+    experiment: str, steps: int, entries: list[tuple[str, dict, int]], baseline: str | None, date: str
+) -> list[str]:
     base = {label: r for label, r, _ in entries}.get(baseline) if baseline else None
     lines = []
     for label, r, n in entries:
-        rel = "" if base is None or label == baseline or base["wer"] == 0 else \
-            f"{100.0 * (r['wer'] - base['wer']) / base['wer']:+.1f}%"
-        lines.append("| " + " | ".join([
-            date, experiment, label, f"{n / 1e6:.2f}M", str(steps), r["split"], r["method"], f"{r['wer']:.2f}",
-            f"{r['cer']:.2f}", f"{r['ins_del']:.2f}", rel, f"{r['rtf']:.4f}", f"`{r['checkpoint']}`"]) + " |")
+        rel = (
+            ""
+            if base is None or label == baseline or base["wer"] == 0
+            else f"{100.0 * (r['wer'] - base['wer']) / base['wer']:+.1f}%"
+        )
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    date,
+                    experiment,
+                    label,
+                    f"{n / 1e6:.2f}M",
+                    str(steps),
+                    r["split"],
+                    r["method"],
+                    f"{r['wer']:.2f}",
+                    f"{r['cer']:.2f}",
+                    f"{r['ins_del']:.2f}",
+                    rel,
+                    f"{r['rtf']:.4f}",
+                    f"`{r['checkpoint']}`",
+                ]
+            )
+            + " |"
+        )
     return lines
 
 
 def append_rows(out: Path, lines: list[str]) -> None:
     text = out.read_text() if out.is_file() else ""
     if HEADING not in text:
-        header = ["", HEADING, "",
-                  f"Machine: {platform.machine()} CPU, training and decoding as configured by run_kd.sh. Same data, "
-                  "seed, steps and encoder width within one experiment; WER from CTC greedy unless stated.", "",
-                  "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        header = [
+            "",
+            HEADING,
+            "",
+            f"Machine: {platform.machine()} CPU, training and decoding as configured by run_kd.sh. Same data, "
+            "seed, steps and encoder width within one experiment; WER from CTC greedy unless stated.",
+            "",
+            "| " + " | ".join(COLUMNS) + " |",
+            "|" + "---|" * len(COLUMNS),
+        ]
         text = text.rstrip("\n") + "\n" + "\n".join(header) + "\n"
     else:
         text = text.rstrip("\n") + "\n"

@@ -22,13 +22,13 @@ Writes into --exp-dir: ``config.yaml`` (the resolved config), ``train.log``, ``t
 
 Config sections: ``data`` (below), ``model`` (``asr_kd.models.build_asr_model``; ``vocab_size``,
 ``blank_id``/``sos_id``/``eos_id`` and ``encoder.input_dim`` are filled in from the lang dir and
-``data.num_mel_bins`` when absent), ``loss`` (``normalize``, ``warm_step``, ``simple_loss_scale``, ``mlm_normalize``, see
-``asr_kd.training.asr_task``), ``optim``, ``scheduler`` (``asr_kd.training.optim``), ``training``
+``data.num_mel_bins`` when absent), ``loss`` (``normalize``, ``warm_step``, ``simple_loss_scale``,
+``mlm_normalize``, see ``asr_kd.training.asr_task``), ``optim``, ``scheduler`` (``asr_kd.training.optim``), ``training``
 (``asr_kd.training.TrainerConfig`` fields, e.g. ``average_period``, plus ``seed``, ``init_from``: a
 checkpoint whose model weights start a new run, e.g. the second, fine-tuning stage of a KD recipe, and
-``chunk``: chunk / dynamic chunk training, ``asr_kd.training.asr_task.ChunkConfig``), and optionally ``kd`` (a teacher and KD methods
-with weights and schedules, see ``asr_kd.kd.methods``; the schedules' run length is ``kd.total_steps``,
-else ``training.max_steps``).
+``chunk``: chunk / dynamic chunk training, ``asr_kd.training.asr_task.ChunkConfig``), and optionally ``kd``
+(a teacher and KD methods with weights and schedules, see ``asr_kd.kd.methods``; the schedules' run length
+is ``kd.total_steps``, else ``training.max_steps``).
 
 An icefall-style Zipformer setup (ScaledAdam clips its own updates, so ``training.grad_clip`` then
 defaults to ``null``: the trainer only measures the norm and skips non-finite steps)::
@@ -71,8 +71,16 @@ from asr_kd.training.trainer import Trainer, TrainerConfig, seed_everything
 
 log = logging.getLogger("asr_kd.bin.train")
 
-_DATA_ONLY_KEYS = ("manifest_dir", "prefix", "train_split", "valid_split", "lang_dir", "max_valid_cuts",
-                   "min_duration", "max_cut_duration")
+_DATA_ONLY_KEYS = (
+    "manifest_dir",
+    "prefix",
+    "train_split",
+    "valid_split",
+    "lang_dir",
+    "max_valid_cuts",
+    "min_duration",
+    "max_cut_duration",
+)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -80,8 +88,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, required=True, help="experiment YAML")
     p.add_argument("--exp-dir", type=Path, required=True, help="checkpoints, train.log, tensorboard/")
     p.add_argument("--max-steps", type=int, help="stop after this many training steps (overrides the config)")
-    p.add_argument("--max-minutes", type=float, help="wall-clock budget of this invocation (set-up included); "
-                   "training stops before a step would cross it and writes a checkpoint")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        help="wall-clock budget of this invocation (set-up included); "
+        "training stops before a step would cross it and writes a checkpoint",
+    )
     p.add_argument("--max-epochs", type=int, help="stop after this many epochs")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     p.add_argument("--no-resume", action="store_true", help="fail if --exp-dir already has checkpoints")
@@ -152,8 +164,13 @@ def build_data(data_cfg: dict, tokenizer: Any, encoder: torch.nn.Module, seed: i
     def subsampled(T: int) -> int:
         return int(encoder.subsampled_lengths(torch.tensor([T]))[0])
 
-    cut_filter = CutFilter(min_duration=d.get("min_duration", 0.5), max_duration=d.get("max_cut_duration", 30.0),
-                           tokenizer=tokenizer, subsampled_frames=subsampled, name="train filters")
+    cut_filter = CutFilter(
+        min_duration=d.get("min_duration", 0.5),
+        max_duration=d.get("max_cut_duration", 30.0),
+        tokenizer=tokenizer,
+        subsampled_frames=subsampled,
+        name="train filters",
+    )
     train_cuts = cuts_of(d.get("train_split", "train")).filter(cut_filter)
     train_dl = dm.train_dataloader(train_cuts)
     valid_dl = None
@@ -207,14 +224,19 @@ def main(argv: list[str] | None = None) -> int:
     init_from = tcfg.get("init_from")
     if init_from and latest is None:  # fine-tuning: weights only (a resumed run has its own)
         state = torch.load(init_from, map_location="cpu", weights_only=True)["model"]
-        state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()
-                 if not k.startswith(("kd_aux.", "module.kd_aux."))}
+        state = {
+            k[len("module.") :] if k.startswith("module.") else k: v
+            for k, v in state.items()
+            if not k.startswith(("kd_aux.", "module.kd_aux."))
+        }
         model.load_state_dict(state, strict=True)
         log.info("initialised the model from %s (weights only)", init_from)
     lcfg = dict(cfg.get("loss") or {})
     asr_loss_kwargs = dict(
-        weights=lcfg.get("weights"), normalize=lcfg.get("normalize", "utts"),
-        warm_step=int(lcfg.get("warm_step", 0)), simple_loss_scale=float(lcfg.get("simple_loss_scale", 0.5)),
+        weights=lcfg.get("weights"),
+        normalize=lcfg.get("normalize", "utts"),
+        warm_step=int(lcfg.get("warm_step", 0)),
+        simple_loss_scale=float(lcfg.get("simple_loss_scale", 0.5)),
         mlm_normalize=lcfg.get("mlm_normalize", "sum"),
     )
     if tcfg.get("chunk") is not None:  # chunk / dynamic chunk training (fails here on unknown keys)
@@ -223,13 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.get("kd"):  # KD methods may add modules to model.kd_aux: before the optimiser and DDP
         from asr_kd.kd import build_kd_loss_fn
 
-        loss_fn = build_kd_loss_fn(cfg["kd"], model, info.device, max_steps=tcfg.get("max_steps"),
-                                   **asr_loss_kwargs)
+        loss_fn = build_kd_loss_fn(cfg["kd"], model, info.device, max_steps=tcfg.get("max_steps"), **asr_loss_kwargs)
         extra_fields = list(getattr(loss_fn.teacher, "required_custom_fields", []) or [])
         if extra_fields:
             data_cfg["custom_fields"] = sorted(set(data_cfg.get("custom_fields") or []) | set(extra_fields))
     else:
         loss_fn = AsrLossFn(**asr_loss_kwargs)
+        loss_fn.check_model(model)  # a chunk size the encoder cannot use fails here, naming training.chunk
     model = ddp.wrap_model(model, info, find_unused_parameters=bool(tcfg.get("find_unused_parameters", False)))
     seed_everything(seed + 1000 * info.rank)  # different augmentation/dropout streams per rank
 
@@ -244,8 +266,16 @@ def main(argv: list[str] | None = None) -> int:
 
     train_dl, valid_dl, cut_filter = build_data(data_cfg, tokenizer, encoder, seed)
     trainer = Trainer(
-        model, optimizer, loss_fn, train_dl, scheduler=scheduler, valid_dl=valid_dl, exp_dir=exp_dir,
-        cfg=TrainerConfig.from_dict(tcfg), config=cfg, device=info.device,
+        model,
+        optimizer,
+        loss_fn,
+        train_dl,
+        scheduler=scheduler,
+        valid_dl=valid_dl,
+        exp_dir=exp_dir,
+        cfg=TrainerConfig.from_dict(tcfg),
+        config=cfg,
+        device=info.device,
     )
     if latest is not None:
         trainer.resume(latest)
@@ -264,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     cut_filter.stats.log()
     log.info("done: %s", result)
     if info.is_main:
-        print(f"train: stopped ({result['stopped_because']}) at step {result['step']}, epoch {result['epoch']}; "
-              f"valid {result['last_valid']}; checkpoints in {exp_dir}")
+        print(
+            f"train: stopped ({result['stopped_because']}) at step {result['step']}, epoch {result['epoch']}; "
+            f"valid {result['last_valid']}; checkpoints in {exp_dir}"
+        )
     ddp.cleanup()
     return 0
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,7 @@ def cuts_from_manifests(recordings, supervisions):
     return CutSet.from_cuts(cuts)
 
 
-def prepare(
-    corpus_dir: str | Path, out_dir: str | Path, parts: Sequence[str], num_jobs: int = 1
-) -> dict[str, int]:
+def prepare(corpus_dir: str | Path, out_dir: str | Path, parts: Sequence[str], num_jobs: int = 1) -> dict[str, int]:
     """Write recordings, supervisions and cuts for ``parts``; returns utterances per part."""
     from lhotse.qa import validate, validate_recordings_and_supervisions
     from lhotse.recipes import prepare_librispeech
@@ -66,9 +64,7 @@ def prepare(
     missing = [p for p in parts if not (corpus_dir / p).is_dir()]
     if missing:
         raise FileNotFoundError(f"{corpus_dir} lacks the LibriSpeech parts {missing}")
-    manifests = prepare_librispeech(
-        corpus_dir, dataset_parts=list(parts), output_dir=out_dir, num_jobs=num_jobs
-    )
+    manifests = prepare_librispeech(corpus_dir, dataset_parts=list(parts), output_dir=out_dir, num_jobs=num_jobs)
     counts = {}
     for part in parts:
         recs, sups = manifests[part]["recordings"], manifests[part]["supervisions"]

@@ -36,10 +36,10 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import soundfile as sf
 
@@ -58,9 +58,7 @@ SIZES: dict[str, dict[str, int]] = {
 }
 SPEED_RANGE = (130, 200)  # espeak-ng -s, words per minute
 PITCH_RANGE = (30, 70)  # espeak-ng -p, 0..99
-SOX_EFFECTS = (
-    "silence 1 0.02 -50d reverse silence 1 0.02 -50d reverse pad 0.1 0.15".split()
-)
+SOX_EFFECTS = "silence 1 0.02 -50d reverse silence 1 0.02 -50d reverse pad 0.1 0.15".split()
 
 
 @dataclass(frozen=True)
@@ -128,8 +126,12 @@ def read_plan(path: str | Path) -> list[Utterance]:
     with open(path, encoding="utf-8", newline="") as f:
         return [
             Utterance(
-                id=r["id"], split=r["split"], voice=r["voice"], speed=int(r["speed"]),
-                pitch=int(r["pitch"]), text=r["text"],
+                id=r["id"],
+                split=r["split"],
+                voice=r["voice"],
+                speed=int(r["speed"]),
+                pitch=int(r["pitch"]),
+                text=r["text"],
             )
             for r in csv.DictReader(f, delimiter="\t")
         ]
@@ -152,14 +154,12 @@ def synthesize_one(utt: Utterance, wav_path: str | Path) -> bool:
         return False
     tmp = wav_path.with_name(wav_path.stem + ".tmp.wav")
     espeak = subprocess.Popen(
-        ["espeak-ng", "-v", utt.voice, "-s", str(utt.speed), "-p", str(utt.pitch), "--stdout",
-         utt.text.lower()],
+        ["espeak-ng", "-v", utt.voice, "-s", str(utt.speed), "-p", str(utt.pitch), "--stdout", utt.text.lower()],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     sox = subprocess.run(
-        ["sox", "-q", "-G", "-t", "wav", "-", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
-         str(tmp), *SOX_EFFECTS],
+        ["sox", "-q", "-G", "-t", "wav", "-", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(tmp), *SOX_EFFECTS],
         stdin=espeak.stdout,
         capture_output=True,
     )
@@ -237,8 +237,12 @@ def build_manifests(plan: Sequence[Utterance], audio_dir: str | Path):
         )
         cuts.append(
             MonoCut(
-                id=u.id, start=0.0, duration=duration, channel=0,
-                recording=recordings[-1], supervisions=[supervisions[-1]],
+                id=u.id,
+                start=0.0,
+                duration=duration,
+                channel=0,
+                recording=recordings[-1],
+                supervisions=[supervisions[-1]],
             )
         )
     recs = RecordingSet.from_recordings(recordings)
@@ -272,8 +276,7 @@ def write_manifests(synth_dir: str | Path, out_dir: str | Path, prefix: str = "s
 def plan_all(text_dir: str | Path, size: str, seed: int) -> dict[str, list[Utterance]]:
     counts = SIZES[size]
     return {
-        split: plan_split(read_lines(Path(text_dir) / f"{split}.txt"), split, counts[split], seed)
-        for split in SPLITS
+        split: plan_split(read_lines(Path(text_dir) / f"{split}.txt"), split, counts[split], seed) for split in SPLITS
     }
 
 

@@ -33,9 +33,9 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from asr_kd.corpus.normalize import normalize
 
@@ -244,9 +244,7 @@ def prepare_text(
     fortunes = fortune_files(root / FORTUNES_DIR)
     if not wordnet and not fortunes:
         raise FileNotFoundError(f"neither WordNet nor fortunes found under {root}")
-    origin = collect(
-        {"wordnet": wordnet_examples(wordnet), "fortunes": fortune_sentences(fortunes)}, text_filter
-    )
+    origin = collect({"wordnet": wordnet_examples(wordnet), "fortunes": fortune_sentences(fortunes)}, text_filter)
     pool = drop_rare_words(origin, min_word_count)
     log.info("min_word_count %d: %d of %d sentences kept", min_word_count, len(pool), len(origin))
     splits = split_sentences_train_dev_test(pool, num_dev, num_test, seed)
@@ -274,8 +272,9 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--num-test", type=int, default=1500)
     r.add_argument("--min-words", type=int, default=3)
     r.add_argument("--max-words", type=int, default=20)
-    r.add_argument("--min-word-count", type=int, default=3,
-                   help="drop sentences with a word found in fewer distinct sentences")
+    r.add_argument(
+        "--min-word-count", type=int, default=3, help="drop sentences with a word found in fewer distinct sentences"
+    )
     r.add_argument("--seed", type=int, default=42)
     return p
 

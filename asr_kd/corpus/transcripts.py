@@ -16,8 +16,8 @@ import argparse
 import gzip
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 
 def transcripts(manifests: Iterable[str | Path]) -> list[str]:

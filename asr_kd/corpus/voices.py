@@ -44,8 +44,19 @@ VARIANTS = (
 ).split()
 VARIANTS = tuple(VARIANTS)
 HELDOUT_VARIANTS = (
-    "m4", "f4", "klatt4", "Andy", "Alicia", "Gene2", "RicishayMax2", "edward2",
-    "iven3", "robosoft4", "steph2", "grandma", "whisperf",
+    "m4",
+    "f4",
+    "klatt4",
+    "Andy",
+    "Alicia",
+    "Gene2",
+    "RicishayMax2",
+    "edward2",
+    "iven3",
+    "robosoft4",
+    "steph2",
+    "grandma",
+    "whisperf",
 )
 
 
@@ -60,9 +71,7 @@ def parse_voice(voice: str) -> tuple[str, str]:
 
 def train_voices() -> list[str]:
     """Voices used for the train split (sorted)."""
-    return sorted(
-        voice_name(a, v) for a in TRAIN_ACCENTS for v in VARIANTS if v not in HELDOUT_VARIANTS
-    )
+    return sorted(voice_name(a, v) for a in TRAIN_ACCENTS for v in VARIANTS if v not in HELDOUT_VARIANTS)
 
 
 def heldout_voices() -> list[str]:
@@ -79,9 +88,7 @@ def voices_for_split(split: str) -> list[str]:
 @functools.lru_cache(maxsize=1)
 def _installed() -> tuple[set[str], set[str]]:
     def names(kind: str) -> set[str]:
-        out = subprocess.run(
-            ["espeak-ng", f"--voices={kind}"], capture_output=True, text=True, check=True
-        ).stdout
+        out = subprocess.run(["espeak-ng", f"--voices={kind}"], capture_output=True, text=True, check=True).stdout
         return {line.split()[1] for line in out.splitlines()[1:] if len(line.split()) > 1}
 
     accents = names("en")

@@ -15,8 +15,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +49,7 @@ class SpecAugmentConfig:
     time_mask_ratio: float = 0.05
     max_time_mask_width: int = 100
     p: float = 0.9
-    mask_value: Union[str, float] = "mean"
+    mask_value: str | float = "mean"
 
 
 @dataclass
@@ -57,19 +57,17 @@ class AugmentPlan:
     """The random choices for one utterance: ``warp`` = (centre, new centre) or None, and masks."""
 
     apply: bool
-    warp: Optional[tuple[int, int]] = None
+    warp: tuple[int, int] | None = None
     freq_spans: list[Span] = field(default_factory=list)
     time_spans: list[Span] = field(default_factory=list)
 
 
-def _randint(low: int, high: int, generator: Optional[torch.Generator]) -> int:
+def _randint(low: int, high: int, generator: torch.Generator | None) -> int:
     """Uniform integer in ``[low, high]`` (both inclusive)."""
     return int(torch.randint(low, high + 1, (1,), generator=generator).item())
 
 
-def sample_spans(
-    num: int, max_width: int, size: int, generator: Optional[torch.Generator] = None
-) -> list[Span]:
+def sample_spans(num: int, max_width: int, size: int, generator: torch.Generator | None = None) -> list[Span]:
     """``num`` spans ``(start, width)`` inside ``[0, size)``, ``width ~ U{0..min(max_width, size)}``."""
     max_width = max(0, min(max_width, size))
     spans = []
@@ -101,7 +99,7 @@ class SpecAugment(torch.nn.Module):
     (a new tensor; the input is not modified).
     """
 
-    def __init__(self, config: Optional[SpecAugmentConfig] = None, **overrides):
+    def __init__(self, config: SpecAugmentConfig | None = None, **overrides):
         super().__init__()
         config = config or SpecAugmentConfig()
         if overrides:
@@ -117,9 +115,7 @@ class SpecAugment(torch.nn.Module):
         c = self.config
         return min(c.max_time_mask_width, int(math.floor(c.time_mask_ratio * num_frames)))
 
-    def sample(
-        self, num_frames: int, num_features: int, generator: Optional[torch.Generator] = None
-    ) -> AugmentPlan:
+    def sample(self, num_frames: int, num_features: int, generator: torch.Generator | None = None) -> AugmentPlan:
         """Draw the augmentation of one utterance with ``num_frames`` valid frames."""
         c = self.config
         apply = c.p >= 1.0 or (torch.rand(1, generator=generator).item() < c.p)
@@ -135,9 +131,7 @@ class SpecAugment(torch.nn.Module):
             apply=True,
             warp=warp,
             freq_spans=sample_spans(c.num_freq_masks, c.freq_mask_width, num_features, generator),
-            time_spans=sample_spans(
-                c.num_time_masks, self.max_time_mask_width_for(num_frames), num_frames, generator
-            ),
+            time_spans=sample_spans(c.num_time_masks, self.max_time_mask_width_for(num_frames), num_frames, generator),
         )
 
     def apply_plan(self, x: torch.Tensor, plan: AugmentPlan) -> torch.Tensor:
@@ -159,7 +153,7 @@ class SpecAugment(torch.nn.Module):
         self,
         features: torch.Tensor,
         feature_lens: torch.Tensor,
-        generator: Optional[torch.Generator] = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         if features.dim() != 3:
             raise ValueError(f"expected features (N, T, F), got shape {tuple(features.shape)}")
@@ -171,9 +165,7 @@ class SpecAugment(torch.nn.Module):
         return out
 
 
-def speed_perturb(
-    cuts: CutSet, factors: Sequence[float] = (0.9, 1.1), seed: int = 0
-) -> CutSet:
+def speed_perturb(cuts: CutSet, factors: Sequence[float] = (0.9, 1.1), seed: int = 0) -> CutSet:
     """The original cuts plus one speed-perturbed copy per factor, randomly interleaved (lazily).
 
     Perturbed cut ids get Lhotse's ``_sp<factor>`` suffix; durations scale by ``1 / factor``.
@@ -189,7 +181,7 @@ def make_noise_mixer(
     noise_cuts: CutSet,
     snr: tuple[float, float] = (10.0, 20.0),
     p: float = 0.5,
-    seed: Union[int, str] = "randomized",
+    seed: int | str = "randomized",
 ) -> CutMix:
     """A cut transform mixing noise from ``noise_cuts`` into each cut with probability ``p``.
 

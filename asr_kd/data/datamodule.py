@@ -39,10 +39,11 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lhotse import CutSet
@@ -108,14 +109,14 @@ class AsrDataConfig:
     spec_augment_config: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     speed_perturb: bool = False
     speed_factors: Sequence[float] = (0.9, 1.1)
-    noise_cuts: Union[CutSet, str, Path, None] = None
+    noise_cuts: CutSet | str | Path | None = None
     noise_snr: tuple[float, float] = (10.0, 20.0)
     noise_prob: float = 0.5
     on_error: OnError = "raise"
     custom_fields: tuple[str, ...] = ()
 
 
-def resolve_world(world_size: Optional[int] = None, rank: Optional[int] = None) -> tuple[int, int]:
+def resolve_world(world_size: int | None = None, rank: int | None = None) -> tuple[int, int]:
     """``(world_size, rank)``: the given values, else ``torch.distributed``'s, else ``(1, 0)``."""
     dist = torch.distributed
     initialised = dist.is_available() and dist.is_initialized()
@@ -139,10 +140,10 @@ class AsrDataModule:
 
     def __init__(
         self,
-        config: Optional[AsrDataConfig] = None,
-        tokenizer: Optional["Tokenizer"] = None,
-        world_size: Optional[int] = None,
-        rank: Optional[int] = None,
+        config: AsrDataConfig | None = None,
+        tokenizer: Tokenizer | None = None,
+        world_size: int | None = None,
+        rank: int | None = None,
     ):
         self.config = config or AsrDataConfig()
         self.tokenizer = tokenizer
@@ -157,20 +158,23 @@ class AsrDataModule:
     def input_strategy(self, dither: float = 0.0) -> BatchIO:
         c = self.config
         if c.on_the_fly_feats:
-            return OnTheFlyFeatures(
-                make_fbank(c.num_mel_bins, backend=c.fbank_backend, dither=dither)
-            )
+            return OnTheFlyFeatures(make_fbank(c.num_mel_bins, backend=c.fbank_backend, dither=dither))
         return PrecomputedFeatures()
 
-    def make_sampler(
-        self, cuts: CutSet, shuffle: bool, drop_last: bool
-    ) -> Union[DynamicBucketingSampler, DynamicCutSampler]:
+    def make_sampler(self, cuts: CutSet, shuffle: bool, drop_last: bool) -> DynamicBucketingSampler | DynamicCutSampler:
         c = self.config
         # Lhotse needs at least one cut per bucket to estimate the bucket bins (tiny sets).
         num_buckets = max(1, sum(1 for _ in islice(cuts, c.num_buckets)))
         if num_buckets < 2:  # one bucket (or a one-cut set): Lhotse's bucketing needs two at least
-            return DynamicCutSampler(cuts, max_duration=c.max_duration, shuffle=shuffle, drop_last=drop_last,
-                                     seed=c.seed, world_size=self.world_size, rank=self.rank)
+            return DynamicCutSampler(
+                cuts,
+                max_duration=c.max_duration,
+                shuffle=shuffle,
+                drop_last=drop_last,
+                seed=c.seed,
+                world_size=self.world_size,
+                rank=self.rank,
+            )
         return DynamicBucketingSampler(
             cuts,
             max_duration=c.max_duration,
@@ -191,9 +195,7 @@ class AsrDataModule:
             batch_size=None,
             num_workers=c.num_workers,
             persistent_workers=False,
-            worker_init_fn=make_worker_init_fn(
-                rank=self.rank, world_size=self.world_size, seed=c.seed
-            )
+            worker_init_fn=make_worker_init_fn(rank=self.rank, world_size=self.world_size, seed=c.seed)
             if c.num_workers > 0
             else None,
         )
@@ -226,13 +228,11 @@ class AsrDataModule:
         )
 
     def train_dataloader(
-        self, cuts: CutSet, sampler_state_dict: Optional[dict[str, Any]] = None
+        self, cuts: CutSet, sampler_state_dict: dict[str, Any] | None = None
     ) -> torch.utils.data.DataLoader:
         """Shuffled, augmented training batches; resumes mid-epoch from ``sampler_state_dict``."""
         c = self.config
-        sampler = self.make_sampler(
-            self.train_cuts_transform(cuts), shuffle=c.shuffle, drop_last=c.drop_last
-        )
+        sampler = self.make_sampler(self.train_cuts_transform(cuts), shuffle=c.shuffle, drop_last=c.drop_last)
         if sampler_state_dict is not None:
             log.info("resuming the training sampler from a saved state")
             sampler.load_state_dict(copy.deepcopy(sampler_state_dict))  # Lhotse pops keys
@@ -240,8 +240,12 @@ class AsrDataModule:
 
     def valid_dataloader(self, cuts: CutSet) -> torch.utils.data.DataLoader:
         """Validation batches: no shuffling, no augmentation, every cut kept."""
-        dataset = AsrDataset(self.input_strategy(), tokenizer=self.tokenizer, name="valid",
-                             custom_fields=tuple(self.config.custom_fields))
+        dataset = AsrDataset(
+            self.input_strategy(),
+            tokenizer=self.tokenizer,
+            name="valid",
+            custom_fields=tuple(self.config.custom_fields),
+        )
         return self._loader(dataset, self.make_sampler(cuts, shuffle=False, drop_last=False))
 
     def test_dataloader(self, cuts: CutSet) -> torch.utils.data.DataLoader:

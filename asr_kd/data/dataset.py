@@ -42,7 +42,8 @@ temporal-axis-first before padding. A cut lacking a requested field is bad input
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -92,10 +93,10 @@ class AsrDataset(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        input_strategy: Optional[BatchIO] = None,
-        tokenizer: Optional["Tokenizer"] = None,
+        input_strategy: BatchIO | None = None,
+        tokenizer: Tokenizer | None = None,
         cut_transforms: Sequence[CutTransform] = (),
-        spec_augment: Optional[SpecAugment] = None,
+        spec_augment: SpecAugment | None = None,
         on_error: OnError = "raise",
         return_cuts: bool = False,
         name: str = "dataset",
@@ -117,7 +118,7 @@ class AsrDataset(torch.utils.data.Dataset):
         self.stats.drop(err.cut_id, err.reason, err.detail)
         skipped.append({"cut_id": err.cut_id, "reason": err.reason})
 
-    def _diagnose(self, cut: Cut) -> Optional[BadCutError]:
+    def _diagnose(self, cut: Cut) -> BadCutError | None:
         """Why the input strategy fails on ``cut`` alone (None if it does not fail)."""
         try:
             if isinstance(self.input_strategy, PrecomputedFeatures):
@@ -138,9 +139,7 @@ class AsrDataset(torch.utils.data.Dataset):
         loaded = out[-1] if isinstance(out[-1], CutSet) else cuts
         return inputs, input_lens, loaded
 
-    def _load_inputs(
-        self, cuts: CutSet, skipped: list[dict]
-    ) -> tuple[torch.Tensor, torch.Tensor, CutSet]:
+    def _load_inputs(self, cuts: CutSet, skipped: list[dict]) -> tuple[torch.Tensor, torch.Tensor, CutSet]:
         try:
             inputs, input_lens, loaded = self._run_strategy(cuts)
         except Exception as e:  # find the culprit(s), cut by cut
@@ -162,9 +161,7 @@ class AsrDataset(torch.utils.data.Dataset):
             kept = set(loaded.ids)
             for cut in cuts:
                 if cut.id not in kept:
-                    err = self._diagnose(cut) or BadCutError(
-                        cut.id, INPUT_ERROR, "dropped by the input strategy"
-                    )
+                    err = self._diagnose(cut) or BadCutError(cut.id, INPUT_ERROR, "dropped by the input strategy")
                     self._bad(err, skipped)
         return inputs, input_lens, loaded
 
@@ -208,8 +205,9 @@ class AsrDataset(torch.utils.data.Dataset):
             elif all(is_array):
                 out[name], out[name + "_lens"] = _pad_arrays(name, ids, rows)
             elif any(is_array):
-                raise ValueError(f"custom field {name!r} is an array in some cuts of the batch and a "
-                                 "JSON value in others")
+                raise ValueError(
+                    f"custom field {name!r} is an array in some cuts of the batch and a JSON value in others"
+                )
             else:
                 out[name] = rows
         return out
@@ -250,9 +248,7 @@ class AsrDataset(torch.utils.data.Dataset):
         supervisions = {"cut_id": ids, "text": [texts[i] for i in ids]}
         if self.tokenizer is not None:
             supervisions["tokens"] = [tokens[i] for i in ids]
-            supervisions["token_lens"] = torch.tensor(
-                [len(tokens[i]) for i in ids], dtype=torch.int64
-            )
+            supervisions["token_lens"] = torch.tensor([len(tokens[i]) for i in ids], dtype=torch.int64)
         batch = {
             "inputs": inputs,
             "feature_lens": feature_lens,
@@ -282,8 +278,9 @@ def _pad_arrays(name: str, ids: list[str], rows: list[np.ndarray]) -> tuple[torc
     """Zero-pad (T'_n, ...) arrays along the first axis -> ((N, T'max, ...), lens (N,))."""
     trailing = {r.shape[1:] for r in rows}
     if len(trailing) > 1:
-        raise ValueError(f"custom field {name!r}: the cuts {ids} have arrays of incompatible shapes "
-                         f"{[r.shape for r in rows]}")
+        raise ValueError(
+            f"custom field {name!r}: the cuts {ids} have arrays of incompatible shapes {[r.shape for r in rows]}"
+        )
     lens = torch.tensor([r.shape[0] for r in rows], dtype=torch.int64)
     padded = np.zeros((len(rows), int(lens.max()), *rows[0].shape[1:]), dtype=np.result_type(*rows))
     for i, r in enumerate(rows):

@@ -135,9 +135,7 @@ def make_fbank(
                 round_to_power_of_two=True,
                 snip_edges=False,
             ),
-            mel_opts=KaldifeatMelOptions(
-                num_bins=num_mel_bins, low_freq=LOW_FREQ, high_freq=HIGH_FREQ
-            ),
+            mel_opts=KaldifeatMelOptions(num_bins=num_mel_bins, low_freq=LOW_FREQ, high_freq=HIGH_FREQ),
             use_energy=False,
             use_log_fbank=True,
             use_power=True,

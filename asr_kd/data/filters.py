@@ -25,7 +25,8 @@ Usage::
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from lhotse import CutSet
 from lhotse.cut import Cut
@@ -77,12 +78,12 @@ class CutFilter:
 
     def __init__(
         self,
-        min_duration: Optional[float] = 1.0,
-        max_duration: Optional[float] = 20.0,
-        tokenizer: Optional["Tokenizer"] = None,
+        min_duration: float | None = 1.0,
+        max_duration: float | None = 20.0,
+        tokenizer: Tokenizer | None = None,
         subsampled_frames: Callable[[int], int] = conv2d_subsampling_4,
         frame_shift: float = FRAME_SHIFT,
-        stats: Optional[FilterStats] = None,
+        stats: FilterStats | None = None,
         name: str = "filters",
     ):
         if min_duration is not None and max_duration is not None and min_duration > max_duration:
@@ -95,7 +96,7 @@ class CutFilter:
         self.stats = stats if stats is not None else FilterStats(name, per_cut_level=logging.INFO)
         self._decided: dict[str, bool] = {}  # cut id -> kept (each cut counted once)
 
-    def reason(self, cut: Cut) -> Optional[tuple[str, str]]:
+    def reason(self, cut: Cut) -> tuple[str, str] | None:
         """``(reason, detail)`` if the cut should be dropped, else None. Counts nothing."""
         if self.min_duration is not None and cut.duration < self.min_duration:
             return TOO_SHORT, f"duration {cut.duration:.3f}s < {self.min_duration}s"

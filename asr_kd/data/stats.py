@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Optional
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +28,7 @@ class FilterStats:
             drop thousands of over-long cuts use INFO; bad inputs use WARNING).
     """
 
-    def __init__(
-        self, name: str = "cuts", max_examples: int = 20, per_cut_level: int = logging.WARNING
-    ):
+    def __init__(self, name: str = "cuts", max_examples: int = 20, per_cut_level: int = logging.WARNING):
         self.name = name
         self.max_examples = max_examples
         self.per_cut_level = per_cut_level
@@ -43,9 +40,7 @@ class FilterStats:
     def keep(self, n: int = 1) -> None:
         self.kept += n
 
-    def drop(
-        self, cut_id: str, reason: str, detail: Optional[str] = None, log_it: bool = True
-    ) -> None:
+    def drop(self, cut_id: str, reason: str, detail: str | None = None, log_it: bool = True) -> None:
         """Count one dropped cut and log its id, reason and detail at ``per_cut_level``."""
         self.dropped[reason] += 1
         ids = self.examples.setdefault(reason, [])
@@ -70,7 +65,7 @@ class FilterStats:
         for item in skipped:
             self.drop(item["cut_id"], item["reason"], log_it=False)
 
-    def merge(self, other: "FilterStats") -> "FilterStats":
+    def merge(self, other: FilterStats) -> FilterStats:
         """Add ``other``'s counts into this object (e.g. from several workers); returns self."""
         self.kept += other.kept
         self.dropped.update(other.dropped)

@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import sentencepiece as spm
 
@@ -84,7 +84,7 @@ class Tokenizer:
         )
 
     @classmethod
-    def from_dir(cls, lang_dir: str | Path) -> "Tokenizer":
+    def from_dir(cls, lang_dir: str | Path) -> Tokenizer:
         """Load ``<lang_dir>/bpe.model``."""
         return cls(Path(lang_dir) / BPE_MODEL)
 
@@ -137,9 +137,7 @@ class Tokenizer:
             raise UntokenizableError(f"cannot tokenize empty text {text!r}")
         bad = sorted({ch for ch in clean if ch != " " and ch not in self._alphabet})
         if bad:
-            raise UntokenizableError(
-                f"characters {bad} are not in the tokenizer's alphabet (text: {text!r})"
-            )
+            raise UntokenizableError(f"characters {bad} are not in the tokenizer's alphabet (text: {text!r})")
         ids = self._sp.EncodeAsIds(clean)
         if self.unk_id in ids:  # should not happen once the alphabet check passed
             raise UntokenizableError(f"text {text!r} encodes to {UNK}")
@@ -275,4 +273,3 @@ def read_symbol_table(path: str | Path) -> dict[str, int]:
             sym, idx = line.split()
             out[sym] = int(idx)
     return out
-

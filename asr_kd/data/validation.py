@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Literal, Optional
+from typing import TYPE_CHECKING, Literal
 
 from lhotse import CutSet
 from lhotse.cut import Cut, MixedCut
@@ -119,7 +120,7 @@ def cut_text(cut: Cut) -> str:
     return " ".join(" ".join((s.text or "").split()) for s in sups).strip()
 
 
-def check_text(cut: Cut, tokenizer: Optional["Tokenizer"] = None) -> tuple[str, Optional[list[int]]]:
+def check_text(cut: Cut, tokenizer: Tokenizer | None = None) -> tuple[str, list[int] | None]:
     """Return ``(text, token_ids)``; ``token_ids`` is None without a tokenizer.
 
     Raises:
@@ -194,7 +195,7 @@ def check_features(cut: Cut) -> None:
 
 def check_cut(
     cut: Cut,
-    tokenizer: Optional["Tokenizer"] = None,
+    tokenizer: Tokenizer | None = None,
     audio: AudioCheck = "decode",
     features: bool = False,
 ) -> None:
@@ -211,11 +212,11 @@ def check_cut(
 
 def validate_cuts(
     cuts: CutSet,
-    tokenizer: Optional["Tokenizer"] = None,
+    tokenizer: Tokenizer | None = None,
     on_error: OnError = "raise",
     audio: AudioCheck = "decode",
     features: bool = False,
-    stats: Optional[FilterStats] = None,
+    stats: FilterStats | None = None,
 ) -> CutSet:
     """Up-front validation pass over a manifest; returns the good cuts (eager CutSet).
 

@@ -23,7 +23,8 @@ The decoder outputs are passed through ``log_softmax`` (a no-op for log probabil
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -44,13 +45,13 @@ def attention_beam_search(
     *,
     sos: int,
     eos: int,
-    ctc_log_probs: Optional[torch.Tensor] = None,
+    ctc_log_probs: torch.Tensor | None = None,
     ctc_weight: float = 0.3,
-    max_len: Optional[int] = None,
+    max_len: int | None = None,
     length_penalty: float = 0.0,
-    pre_beam: Optional[int] = None,
-    blank_id: Optional[int] = 0,
-    nbest: Optional[int] = None,
+    pre_beam: int | None = None,
+    blank_id: int | None = 0,
+    nbest: int | None = None,
 ) -> list[NBest]:
     """Joint CTC/attention one-pass beam search (ESPnet-style scores), batched over utterances.
 
@@ -144,7 +145,7 @@ def attention_beam_search(
                 cands = torch.arange(V, device=device).expand(B, V)
             att_c = logp.gather(1, cands)  # (B, C)
             ext = scorer.score(state, cands)
-            ctc_inc = (ext.log_psi.to(torch.float64) - state.log_psi.to(torch.float64)[:, None])
+            ctc_inc = ext.log_psi.to(torch.float64) - state.log_psi.to(torch.float64)[:, None]
             ctc_inc = torch.nan_to_num(ctc_inc, nan=_NEG_INF)
         else:
             C = V
@@ -215,8 +216,8 @@ def attention_rescoring(
     decoder: Any,
     enc: torch.Tensor,
     enc_lens: torch.Tensor,
-    nbest: Sequence[Union[NBest, Sequence[Sequence[int]]]],
-    ctc_scores: Optional[Sequence[Sequence[float]]] = None,
+    nbest: Sequence[NBest | Sequence[Sequence[int]]],
+    ctc_scores: Sequence[Sequence[float]] | None = None,
     ctc_weight: float = 0.5,
     *,
     sos: int,

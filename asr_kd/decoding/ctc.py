@@ -17,7 +17,6 @@ re-exported here; :func:`asr_kd.ops.ctc_prefix_beam_search` picks the native op 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -39,9 +38,7 @@ __all__ = [
 _NEG_INF = float("-inf")
 
 
-def ctc_greedy_search(
-    log_probs: torch.Tensor, lens: torch.Tensor, blank_id: int = 0
-) -> list[list[int]]:
+def ctc_greedy_search(log_probs: torch.Tensor, lens: torch.Tensor, blank_id: int = 0) -> list[list[int]]:
     """Best path decoding: per-frame argmax, merge repeats, drop blanks (batched).
 
     Args:
@@ -131,7 +128,7 @@ class CtcPrefixScorer:
         log_probs: torch.Tensor,
         lens: torch.Tensor,
         blank_id: int = 0,
-        eos_id: Optional[int] = None,
+        eos_id: int | None = None,
     ) -> None:
         N, T, V = log_probs.shape
         x = log_probs.detach().clone()
@@ -157,9 +154,7 @@ class CtcPrefixScorer:
             length=torch.zeros(B, dtype=torch.long, device=self.x.device),
         )
 
-    def score(
-        self, state: CtcPrefixState, candidates: Optional[torch.Tensor] = None
-    ) -> CtcPrefixExtension:
+    def score(self, state: CtcPrefixState, candidates: torch.Tensor | None = None) -> CtcPrefixExtension:
         """Prefix probabilities of every hypothesis extended by every candidate.
 
         Args:
@@ -202,9 +197,7 @@ class CtcPrefixScorer:
         log_psi = log_psi.masked_fill(candidates == self.blank_id, _NEG_INF)
         return CtcPrefixExtension(r=r, log_psi=log_psi, candidates=candidates, parent=state)
 
-    def select(
-        self, ext: CtcPrefixExtension, hyp_idx: torch.Tensor, cand_idx: torch.Tensor
-    ) -> CtcPrefixState:
+    def select(self, ext: CtcPrefixExtension, hyp_idx: torch.Tensor, cand_idx: torch.Tensor) -> CtcPrefixState:
         """The states of the extensions ``(hyp_idx[i], cand_idx[i])``, each ``(B',)``."""
         hyp_idx = hyp_idx.to(ext.r.device)
         cand_idx = cand_idx.to(ext.r.device)

@@ -38,8 +38,13 @@ import torch
 from asr_kd.decoding.common import NBest
 from asr_kd.ops import mask_ctc_beam as _beam_step_op  # called through the module (patchable)
 
-__all__ = ["mask_ctc_easy_first", "mask_ctc_beam_search", "ctc_greedy_with_confidence",
-           "mask_fill_schedule", "MASK_SCHEDULES"]
+__all__ = [
+    "mask_ctc_easy_first",
+    "mask_ctc_beam_search",
+    "ctc_greedy_with_confidence",
+    "mask_fill_schedule",
+    "MASK_SCHEDULES",
+]
 
 _NEG_INF = float("-inf")
 
@@ -188,8 +193,7 @@ def mask_ctc_easy_first(
     """
     device = enc.device
     N = enc.size(0)
-    tokens, ys, fill_plan = _init_masks(ctc_log_probs, lens, p_thr, mask_id, blank_id, ignore_id, K,
-                                        schedule, device)
+    tokens, ys, fill_plan = _init_masks(ctc_log_probs, lens, p_thr, mask_id, blank_id, ignore_id, K, schedule, device)
     if ys is None:
         return [[] for _ in range(N)]
     L = ys.size(1)
@@ -282,8 +286,9 @@ def mask_ctc_beam_search(
         raise ValueError(f"backend must be one of {_beam_step_op.BACKENDS}, got {backend!r}")
     device = memory.device
     N = memory.size(0)
-    tokens, ys, fill_plan = _init_masks(ctc_log_probs, ctc_lens, p_thr, mask_id, blank_id, ignore_id, K,
-                                        schedule, device)
+    tokens, ys, fill_plan = _init_masks(
+        ctc_log_probs, ctc_lens, p_thr, mask_id, blank_id, ignore_id, K, schedule, device
+    )
     if ys is None:
         return [NBest([[]], [0.0], {"mlm": [0.0]}) for _ in range(N)]
     memory_lens = memory_lens.to(device)
@@ -297,8 +302,8 @@ def mask_ctc_beam_search(
         a_ys, a_utt = hyp_ys[act], hyp_utt[act]
         logp = _mlm_log_probs(decoder, memory[a_utt], memory_lens[a_utt], a_ys, mask_id, blank_id)
         hyp_ys, hyp_score, hyp_utt = _beam_step_op.mask_ctc_beam_step(
-            logp, hyp_ys, hyp_score, hyp_utt, k, beam, N, mask_id=mask_id, ignore_id=ignore_id,
-            backend=backend)
+            logp, hyp_ys, hyp_score, hyp_utt, k, beam, N, mask_id=mask_id, ignore_id=ignore_id, backend=backend
+        )
 
     out_ys, out_score, out_utt = hyp_ys.tolist(), hyp_score.tolist(), hyp_utt.tolist()
     per_utt: list[list[tuple[float, list[int]]]] = [[] for _ in range(N)]

@@ -52,16 +52,16 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Union
+from typing import Any, ClassVar
 
 import torch
 
+from asr_kd import ops  # ops.ctc_prefix_beam_search: the native op when built, else the reference
 from asr_kd.decoding.attention import attention_beam_search, attention_rescoring
 from asr_kd.decoding.common import best_paths
 from asr_kd.decoding.ctc import ctc_greedy_search
 from asr_kd.decoding.mask_ctc import mask_ctc_beam_search, mask_ctc_easy_first
 from asr_kd.decoding.transducer import modified_beam_search, transducer_greedy_search
-from asr_kd import ops  # ops.ctc_prefix_beam_search: the native op when built, else the reference
 
 __all__ = [
     "DecodingMethod",
@@ -81,25 +81,25 @@ __all__ = [
     "HlgGraph",
 ]
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 @dataclass
 class SearchOptions:
     """Knobs of the decoding methods (each used only by the methods it names)."""
 
-    beam: int = 10               # ctc-prefix-beam, attention-*, modified-beam (icefall: 4), mask-ctc-beam
-    ctc_weight: float = 0.3      # attention-beam (joint scoring), attention-rescoring
-    ctc_layer: Optional[int] = None  # decode the CTC methods from this inter-CTC layer (1-based)
-    max_sym_per_frame: int = 1   # transducer-greedy
-    p_thr: float = 0.99          # mask-ctc, mask-ctc-beam
-    iterations: int = 2          # mask-ctc* K: masks filled per MLM iteration ("paper" schedule)
+    beam: int = 10  # ctc-prefix-beam, attention-*, modified-beam (icefall: 4), mask-ctc-beam
+    ctc_weight: float = 0.3  # attention-beam (joint scoring), attention-rescoring
+    ctc_layer: int | None = None  # decode the CTC methods from this inter-CTC layer (1-based)
+    max_sym_per_frame: int = 1  # transducer-greedy
+    p_thr: float = 0.99  # mask-ctc, mask-ctc-beam
+    iterations: int = 2  # mask-ctc* K: masks filled per MLM iteration ("paper" schedule)
     mask_schedule: str = "paper"  # mask-ctc*: "paper" | "espnet" (K = iterations), asr_kd.decoding.mask_ctc
     length_penalty: float = 0.0  # attention-beam
-    lang_dir: Optional[PathLike] = None  # ctc-hlg: tokens.txt, words.txt, lexicon.txt (H o L)
-    arpa: Optional[PathLike] = None      # ctc-hlg: ARPA LM for G (None: HL, no LM)
-    lm_scale: float = 1.0        # ctc-hlg: G weight scale
-    search_beam: float = 16.0    # ctc-hlg: decoder beam (cost units)
+    lang_dir: PathLike | None = None  # ctc-hlg: tokens.txt, words.txt, lexicon.txt (H o L)
+    arpa: PathLike | None = None  # ctc-hlg: ARPA LM for G (None: HL, no LM)
+    lm_scale: float = 1.0  # ctc-hlg: G weight scale
+    search_beam: float = 16.0  # ctc-hlg: decoder beam (cost units)
     acoustic_scale: float = 1.0  # ctc-hlg: scale of the CTC log-probs
 
 
@@ -141,10 +141,12 @@ class DecodingMethod:
                 continue
             if getattr(model, head, None) is None:
                 enabled = model.enabled_heads() if hasattr(model, "enabled_heads") else "?"
-                raise ValueError(f"decoding method {self.name!r} needs the model's {head} head, which this "
-                                 f"model lacks (enabled heads: {enabled})")
+                raise ValueError(
+                    f"decoding method {self.name!r} needs the model's {head} head, which this "
+                    f"model lacks (enabled heads: {enabled})"
+                )
 
-    def cache_key(self, opts: SearchOptions, resources: Mapping[str, Any]) -> Optional[Hashable]:
+    def cache_key(self, opts: SearchOptions, resources: Mapping[str, Any]) -> Hashable | None:
         """Key under which :meth:`prepare`'s result is cached (None: prepare on every call)."""
         return None
 
@@ -202,8 +204,9 @@ _SUFFIX_PARTS = {
 DECODING_METHODS: dict[str, DecodingMethod] = {}
 
 
-def register_decoding_method(name: str, *, nbest: bool = False, requires: Sequence[str] = (),
-                             output: str = "tokens", default_beam: int = 10):
+def register_decoding_method(
+    name: str, *, nbest: bool = False, requires: Sequence[str] = (), output: str = "tokens", default_beam: int = 10
+):
     """Class decorator: register a :class:`DecodingMethod` subclass under ``name``.
 
     Args:
@@ -229,7 +232,7 @@ def register_decoding_method(name: str, *, nbest: bool = False, requires: Sequen
     return deco
 
 
-def list_decoding_methods(*, nbest: Optional[bool] = None) -> list[str]:
+def list_decoding_methods(*, nbest: bool | None = None) -> list[str]:
     """Names of the registered methods, sorted (``nbest=True`` / ``False``: only those / the others)."""
     return sorted(n for n, m in DECODING_METHODS.items() if nbest is None or m.nbest == nbest)
 
@@ -314,8 +317,9 @@ class PreparedDecoding:
         return best_paths(res) if self.method.nbest else res
 
     @torch.no_grad()
-    def decode_nbest(self, x: torch.Tensor, x_lens: torch.Tensor, *, nbest: Optional[int] = None,
-                     encoder_out: Any = None) -> tuple[list[list[list[int]]], list[list[float]]]:
+    def decode_nbest(
+        self, x: torch.Tensor, x_lens: torch.Tensor, *, nbest: int | None = None, encoder_out: Any = None
+    ) -> tuple[list[list[list[int]]], list[list[float]]]:
         """``(tokens, scores)`` per utterance, best first, at most ``nbest`` each (see :func:`decode_nbest`)."""
         if not self.method.nbest:
             raise ValueError(f"method {self.name!r} gives no n-best list; choose from {NBEST_METHODS}")
@@ -330,8 +334,9 @@ class PreparedDecoding:
         return self.method.words(hyps, tokenizer, self.state)
 
 
-def prepare_decoding(model: Any, method: str, opts: SearchOptions | None = None, *,
-                     resources: Mapping[str, Any] | None = None) -> PreparedDecoding:
+def prepare_decoding(
+    model: Any, method: str, opts: SearchOptions | None = None, *, resources: Mapping[str, Any] | None = None
+) -> PreparedDecoding:
     """Check that ``model`` has the heads ``method`` needs and prepare the method's resources.
 
     Raises:
@@ -361,9 +366,16 @@ def ctc_log_probs(model: Any, enc_out: Any, opts: SearchOptions) -> torch.Tensor
 
 
 @torch.no_grad()
-def decode_batch(model: Any, x: torch.Tensor, x_lens: torch.Tensor, method: str,
-                 opts: SearchOptions | None = None, *, encoder_out: Any = None,
-                 resources: Mapping[str, Any] | None = None) -> list[list[int]]:
+def decode_batch(
+    model: Any,
+    x: torch.Tensor,
+    x_lens: torch.Tensor,
+    method: str,
+    opts: SearchOptions | None = None,
+    *,
+    encoder_out: Any = None,
+    resources: Mapping[str, Any] | None = None,
+) -> list[list[int]]:
     """Decode one batch: x (N, T, F) fbank, x_lens (N,) -> N id lists (best hypothesis).
 
     The ids are tokens, except for methods with ``output == "words"`` (``ctc-hlg``: word ids of
@@ -375,10 +387,17 @@ def decode_batch(model: Any, x: torch.Tensor, x_lens: torch.Tensor, method: str,
 
 
 @torch.no_grad()
-def decode_nbest(model: Any, x: torch.Tensor, x_lens: torch.Tensor, method: str,
-                 opts: SearchOptions | None = None, *, nbest: int | None = None,
-                 encoder_out: Any = None, resources: Mapping[str, Any] | None = None,
-                 ) -> tuple[list[list[list[int]]], list[list[float]]]:
+def decode_nbest(
+    model: Any,
+    x: torch.Tensor,
+    x_lens: torch.Tensor,
+    method: str,
+    opts: SearchOptions | None = None,
+    *,
+    nbest: int | None = None,
+    encoder_out: Any = None,
+    resources: Mapping[str, Any] | None = None,
+) -> tuple[list[list[list[int]]], list[list[float]]]:
     """N-best lists of one batch (teacher n-bests for sequence-level KD).
 
     Args:
@@ -435,9 +454,17 @@ class AttentionBeam(DecodingMethod):
         use_ctc = model.ctc is not None and opts.ctc_weight > 0
         lp = ctc_log_probs(model, enc_out, opts) if use_ctc else None
         return attention_beam_search(
-            model.attention_decoder, enc_out.out, enc_out.out_lens, beam=opts.beam, sos=model.sos_id,
-            eos=model.eos_id, ctc_log_probs=lp, ctc_weight=opts.ctc_weight if use_ctc else 0.0,
-            length_penalty=opts.length_penalty, blank_id=model.blank_id)
+            model.attention_decoder,
+            enc_out.out,
+            enc_out.out_lens,
+            beam=opts.beam,
+            sos=model.sos_id,
+            eos=model.eos_id,
+            ctc_log_probs=lp,
+            ctc_weight=opts.ctc_weight if use_ctc else 0.0,
+            length_penalty=opts.length_penalty,
+            blank_id=model.blank_id,
+        )
 
 
 @register_decoding_method("attention-rescoring", nbest=True, requires=("ctc", "attention_decoder"))
@@ -448,10 +475,12 @@ class AttentionRescoring(DecodingMethod):
 
     def search(self, model, enc_out, opts, state):
         enc, lens = enc_out.out, enc_out.out_lens
-        nbest = ops.ctc_prefix_beam_search(ctc_log_probs(model, enc_out, opts), lens, beam=opts.beam,
-                                       blank_id=model.blank_id)
-        return attention_rescoring(model.attention_decoder, enc, lens, nbest, ctc_weight=opts.ctc_weight,
-                                   sos=model.sos_id, eos=model.eos_id)
+        nbest = ops.ctc_prefix_beam_search(
+            ctc_log_probs(model, enc_out, opts), lens, beam=opts.beam, blank_id=model.blank_id
+        )
+        return attention_rescoring(
+            model.attention_decoder, enc, lens, nbest, ctc_weight=opts.ctc_weight, sos=model.sos_id, eos=model.eos_id
+        )
 
 
 @register_decoding_method("transducer-greedy", requires=("transducer",))
@@ -460,8 +489,9 @@ class TransducerGreedy(DecodingMethod):
 
     def search(self, model, enc_out, opts, state):
         t = model.transducer
-        return transducer_greedy_search(t.predictor, t.joiner, enc_out.out, enc_out.out_lens,
-                                        max_sym_per_frame=opts.max_sym_per_frame)
+        return transducer_greedy_search(
+            t.predictor, t.joiner, enc_out.out, enc_out.out_lens, max_sym_per_frame=opts.max_sym_per_frame
+        )
 
 
 @register_decoding_method("modified-beam", nbest=True, requires=("transducer",), default_beam=4)
@@ -483,9 +513,18 @@ class MaskCtc(DecodingMethod):
 
     def search(self, model, enc_out, opts, state):
         enc, lens = enc_out.out, enc_out.out_lens
-        return mask_ctc_easy_first(ctc_log_probs(model, enc_out, opts), lens, model.mask_ctc, enc, lens,
-                                   p_thr=opts.p_thr, K=opts.iterations, mask_id=model.mask_ctc.mask_id,
-                                   blank_id=model.blank_id, schedule=opts.mask_schedule)
+        return mask_ctc_easy_first(
+            ctc_log_probs(model, enc_out, opts),
+            lens,
+            model.mask_ctc,
+            enc,
+            lens,
+            p_thr=opts.p_thr,
+            K=opts.iterations,
+            mask_id=model.mask_ctc.mask_id,
+            blank_id=model.blank_id,
+            schedule=opts.mask_schedule,
+        )
 
 
 @register_decoding_method("mask-ctc-beam", nbest=True, requires=("ctc", "mask_ctc"))
@@ -496,10 +535,19 @@ class MaskCtcBeam(DecodingMethod):
 
     def search(self, model, enc_out, opts, state):
         enc, lens = enc_out.out, enc_out.out_lens
-        return mask_ctc_beam_search(ctc_log_probs(model, enc_out, opts), lens, model.mask_ctc, enc, lens,
-                                    beam=opts.beam, p_thr=opts.p_thr, K=opts.iterations,
-                                    mask_id=model.mask_ctc.mask_id, blank_id=model.blank_id,
-                                    schedule=opts.mask_schedule)
+        return mask_ctc_beam_search(
+            ctc_log_probs(model, enc_out, opts),
+            lens,
+            model.mask_ctc,
+            enc,
+            lens,
+            beam=opts.beam,
+            p_thr=opts.p_thr,
+            K=opts.iterations,
+            mask_id=model.mask_ctc.mask_id,
+            blank_id=model.blank_id,
+            schedule=opts.mask_schedule,
+        )
 
 
 @dataclass
@@ -515,7 +563,7 @@ class HlgGraph:
 
     graph: Any
     id_to_word: Mapping[int, str]
-    vocab_size: Optional[int] = None
+    vocab_size: int | None = None
     kind: str = "HL"
 
 
@@ -540,15 +588,18 @@ class CtcHlg(DecodingMethod):
     def check(self, model, opts):
         super().check(model, opts)
         if getattr(model, "blank_id", 0) != 0:
-            raise ValueError(f"decoding method 'ctc-hlg' needs blank id 0 (the FST epsilon), "
-                             f"the model has {model.blank_id}")
+            raise ValueError(
+                f"decoding method 'ctc-hlg' needs blank id 0 (the FST epsilon), the model has {model.blank_id}"
+            )
 
     @staticmethod
     def _lang_dir(opts, resources) -> Path:
         lang_dir = resources.get("lang_dir", opts.lang_dir)
         if lang_dir is None:
-            raise ValueError("decoding method 'ctc-hlg' needs a lang dir (tokens.txt, words.txt, lexicon.txt): "
-                             "SearchOptions(lang_dir=...) or resources={'lang_dir': ...}")
+            raise ValueError(
+                "decoding method 'ctc-hlg' needs a lang dir (tokens.txt, words.txt, lexicon.txt): "
+                "SearchOptions(lang_dir=...) or resources={'lang_dir': ...}"
+            )
         return Path(lang_dir)
 
     def cache_key(self, opts, resources):
@@ -574,8 +625,7 @@ class CtcHlg(DecodingMethod):
             import kaldi_decoder  # noqa: F401, PLC0415
             import kaldifst  # noqa: F401, PLC0415
         except ImportError as e:
-            raise ImportError("decoding method 'ctc-hlg' needs the kaldifst and kaldi-decoder packages "
-                              f"({e})") from e
+            raise ImportError(f"decoding method 'ctc-hlg' needs the kaldifst and kaldi-decoder packages ({e})") from e
         from asr_kd.decoding.wfst import build_hlg_from_lang_dir  # noqa: PLC0415
 
         if "hlg" in resources:
@@ -585,18 +635,20 @@ class CtcHlg(DecodingMethod):
 
         lang = self._lang_dir(opts, resources)
         graph, id_to_word = build_hlg_from_lang_dir(lang, opts.arpa, lm_scale=opts.lm_scale)
-        return HlgGraph(graph, id_to_word, len(read_symbol_table(lang / "tokens.txt")),
-                        "HLG" if opts.arpa is not None else "HL")
+        return HlgGraph(
+            graph, id_to_word, len(read_symbol_table(lang / "tokens.txt")), "HLG" if opts.arpa is not None else "HL"
+        )
 
     def search(self, model, enc_out, opts, state):
         from asr_kd.decoding.wfst import wfst_decode  # noqa: PLC0415
 
         lp = ctc_log_probs(model, enc_out, opts)
         if state.vocab_size is not None and lp.size(-1) != state.vocab_size:
-            raise ValueError(f"ctc-hlg: the model has {lp.size(-1)} CTC outputs but the lang dir's "
-                             f"tokens.txt has {state.vocab_size} tokens")
-        res = wfst_decode(state.graph, lp, enc_out.out_lens, beam=opts.search_beam,
-                          acoustic_scale=opts.acoustic_scale)
+            raise ValueError(
+                f"ctc-hlg: the model has {lp.size(-1)} CTC outputs but the lang dir's "
+                f"tokens.txt has {state.vocab_size} tokens"
+            )
+        res = wfst_decode(state.graph, lp, enc_out.out_lens, beam=opts.search_beam, acoustic_scale=opts.acoustic_scale)
         return best_paths(res)
 
     def words(self, hyps, tokenizer, state):

@@ -30,9 +30,9 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
 
 import kaldialign
 
@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 EPS = "*"
-Words = Union[str, Sequence[str]]
+Words = str | Sequence[str]
 Result = tuple[str, Words, Words]
 
 
@@ -65,11 +65,11 @@ class WerResult:
     subs: int
     num_ref_words: int
     num_utts: int
-    cer: Optional[float] = None
-    char_ins: Optional[int] = None
-    char_dels: Optional[int] = None
-    char_subs: Optional[int] = None
-    num_ref_chars: Optional[int] = None
+    cer: float | None = None
+    char_ins: int | None = None
+    char_dels: int | None = None
+    char_subs: int | None = None
+    num_ref_chars: int | None = None
 
     @property
     def errors(self) -> int:
@@ -99,9 +99,7 @@ def _counts(ref: list[str], hyp: list[str]) -> tuple[int, int, int]:
     return int(d["ins"]), int(d["del"]), int(d["sub"])
 
 
-def compute_wer(
-    results: Iterable[Result], *, compute_cer: bool = True, cer_keep_spaces: bool = False
-) -> WerResult:
+def compute_wer(results: Iterable[Result], *, compute_cer: bool = True, cer_keep_spaces: bool = False) -> WerResult:
     """WER (and CER) over all utterances (errors summed, then divided by the reference length).
 
     Args:
@@ -135,12 +133,12 @@ def compute_wer(
     return res
 
 
-def result_path(res_dir: Union[str, Path], kind: str, test_set: str, suffix: str) -> Path:
+def result_path(res_dir: str | Path, kind: str, test_set: str, suffix: str) -> Path:
     """``res_dir / f"{kind}-{test_set}-{suffix}.txt"`` (kind: ``recogs``, ``errs``, ``wer-summary``)."""
     return Path(res_dir) / f"{kind}-{test_set}-{suffix}.txt"
 
 
-def write_recogs(path: Union[str, Path], results: Iterable[Result]) -> None:
+def write_recogs(path: str | Path, results: Iterable[Result]) -> None:
     """Write ``recogs-*.txt``: ``cut_id:\\tref=[...]`` / ``cut_id:\\thyp=[...]`` lines, by cut id."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +149,7 @@ def write_recogs(path: Union[str, Path], results: Iterable[Result]) -> None:
 
 
 def write_errs(
-    path: Union[str, Path],
+    path: str | Path,
     results: Iterable[Result],
     *,
     compute_cer: bool = True,
@@ -228,14 +226,12 @@ def write_errs(
         for b, c in sorted(ins.items(), key=lambda kv: (-kv[1], kv[0])):
             f.write(f"{c}   {b}\n")
         f.write("\nPER-WORD STATS: word  corr tot_errs count_in_ref count_in_hyp\n")
-        for w, (corr, re, he, cr, ch) in sorted(
-            words.items(), key=lambda kv: (-(kv[1][1] + kv[1][2]), kv[0])
-        ):
+        for w, (corr, re, he, cr, ch) in sorted(words.items(), key=lambda kv: (-(kv[1][1] + kv[1][2]), kv[0])):
             f.write(f"{w}   {corr} {re + he} {cr} {ch}\n")
     return wer
 
 
-def write_wer_summary(path: Union[str, Path], wers: dict[str, float]) -> None:
+def write_wer_summary(path: str | Path, wers: dict[str, float]) -> None:
     """Write ``wer-summary-*.txt``: a ``settings\\tWER`` header, then one line per setting, best first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,9 +262,9 @@ class Timer:
 
     def __init__(self) -> None:
         self.elapsed = 0.0
-        self._start: Optional[float] = None
+        self._start: float | None = None
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self._start = time.perf_counter()
         return self
 

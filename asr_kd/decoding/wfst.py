@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Optional, Union
 
 import torch
 
@@ -118,9 +117,7 @@ def _parse_arpa(text: str) -> tuple[int, dict[tuple, tuple[float, float]]]:
     return order, grams
 
 
-def build_arpa_fst(
-    arpa: Union[str, Path], word_ids: Mapping[str, int], *, lm_scale: float = 1.0
-):
+def build_arpa_fst(arpa: str | Path, word_ids: Mapping[str, int], *, lm_scale: float = 1.0):
     """Grammar G (an acceptor over word ids) from an ARPA n-gram LM.
 
     States are the LM histories (``<s>`` starts; the empty history is the unigram state). The
@@ -179,9 +176,9 @@ def build_arpa_fst(
 
 def build_hlg(
     vocab_size: int,
-    lexicon: Optional[Iterable[tuple[str, Sequence[int]]]] = None,
-    word_ids: Optional[Mapping[str, int]] = None,
-    arpa: Optional[Union[str, Path]] = None,
+    lexicon: Iterable[tuple[str, Sequence[int]]] | None = None,
+    word_ids: Mapping[str, int] | None = None,
+    arpa: str | Path | None = None,
     *,
     lm_scale: float = 1.0,
 ):
@@ -206,7 +203,7 @@ def build_hlg(
     return HLG
 
 
-def build_hlg_from_lang_dir(lang_dir: Union[str, Path], arpa=None, *, lm_scale: float = 1.0):
+def build_hlg_from_lang_dir(lang_dir: str | Path, arpa=None, *, lm_scale: float = 1.0):
     """:func:`build_hlg` from a lang directory (``tokens.txt``, ``words.txt``, ``lexicon.txt``).
 
     Returns ``(graph, id_to_word)``.
@@ -252,9 +249,7 @@ def wfst_decode(
     import kaldi_decoder  # noqa: PLC0415
 
     kf = _kaldifst()
-    opts = kaldi_decoder.FasterDecoderOptions(
-        beam=beam, max_active=max_active, min_active=min_active
-    )
+    opts = kaldi_decoder.FasterDecoderOptions(beam=beam, max_active=max_active, min_active=min_active)
     decoder = kaldi_decoder.FasterDecoder(graph, opts)
     lp = (log_probs.detach().float().cpu() * acoustic_scale).numpy()
     out = []

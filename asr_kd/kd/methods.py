@@ -38,8 +38,9 @@ attention decoder -> Mask-CTC MLM decoder, frame- and sequence-level). Others re
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -47,8 +48,19 @@ from torch import Tensor, nn
 from asr_kd.kd.teachers import TeacherOutput
 
 __all__ = [
-    "EDGE_FRAMES", "KdContext", "KdMethod", "KD_METHODS", "register_kd_method", "build_kd_method",
-    "CtcKd", "SelfKd", "SeqKdCtc", "FeatureKd", "AttentionRelationKd", "MlmKd", "MlmSeqKd",
+    "EDGE_FRAMES",
+    "KdContext",
+    "KdMethod",
+    "KD_METHODS",
+    "register_kd_method",
+    "build_kd_method",
+    "CtcKd",
+    "SelfKd",
+    "SeqKdCtc",
+    "FeatureKd",
+    "AttentionRelationKd",
+    "MlmKd",
+    "MlmSeqKd",
 ]
 
 
@@ -75,12 +87,12 @@ class KdContext:
     tokens: Sequence[Sequence[int]]
     enc: Any
     losses: Mapping[str, Any]
-    teacher: Optional[TeacherOutput]
+    teacher: TeacherOutput | None
     step: int
     cache: dict[str, Any] = field(default_factory=dict)
     heads: dict[str, Any] = field(default_factory=dict)
 
-    def ctc_logits(self, layer: Optional[int] = None) -> Tensor:
+    def ctc_logits(self, layer: int | None = None) -> Tensor:
         """(N, T', V) student CTC logits: the final head (``layer=None``) or inter-CTC layer ``layer``."""
         key = f"ctc_logits_{layer}"
         if key not in self.cache:
@@ -140,8 +152,10 @@ def build_kd_method(name: str, model: nn.Module, **options: Any) -> KdMethod:
 
 def _teacher_field(ctx: KdContext, name: str) -> Any:
     if ctx.teacher is None or getattr(ctx.teacher, name) is None:
-        raise ValueError(f"the KD method needs the teacher's {name!r}, which the configured teacher "
-                         "does not provide (check kd.teacher)")
+        raise ValueError(
+            f"the KD method needs the teacher's {name!r}, which the configured teacher "
+            "does not provide (check kd.teacher)"
+        )
     return getattr(ctx.teacher, name)
 
 
@@ -149,25 +163,35 @@ def _teacher_field(ctx: KdContext, name: str) -> Any:
 EDGE_FRAMES = 2
 
 
-def _common_frames(who: str, student_lens: Tensor, teacher_lens: Optional[Tensor],
-                   student_rate: Optional[int] = None, teacher_rate: Optional[int] = None,
-                   hint: str = "") -> Tensor:
+def _common_frames(
+    who: str,
+    student_lens: Tensor,
+    teacher_lens: Tensor | None,
+    student_rate: int | None = None,
+    teacher_rate: int | None = None,
+    hint: str = "",
+) -> Tensor:
     """(N,) frames both sides have, ``min(student_lens, teacher_lens)`` (``student_lens`` without a
     teacher count). Raises ``ValueError`` naming ``who`` when the declared rates (input frames per
     frame) differ or the counts differ by more than :data:`EDGE_FRAMES`."""
     if student_rate and teacher_rate and int(student_rate) != int(teacher_rate):
-        raise ValueError(f"{who}: the student runs at {student_rate} input frames per frame and the teacher "
-                         f"at {teacher_rate}; frame-level KD needs the same frame rate{hint}")
+        raise ValueError(
+            f"{who}: the student runs at {student_rate} input frames per frame and the teacher "
+            f"at {teacher_rate}; frame-level KD needs the same frame rate{hint}"
+        )
     if teacher_lens is None:
         return student_lens
     t_lens = teacher_lens.to(student_lens.device)
     if t_lens.shape != student_lens.shape:
-        raise ValueError(f"{who}: teacher lengths {tuple(t_lens.shape)} for a student batch of "
-                         f"{tuple(student_lens.shape)}")
+        raise ValueError(
+            f"{who}: teacher lengths {tuple(t_lens.shape)} for a student batch of {tuple(student_lens.shape)}"
+        )
     if student_lens.numel() and int((student_lens - t_lens).abs().max()) > EDGE_FRAMES:
-        raise ValueError(f"{who}: teacher and student frame counts differ ({t_lens.tolist()} vs "
-                         f"{student_lens.tolist()}) by more than {EDGE_FRAMES} frames: frame-level KD needs "
-                         f"the same subsampling{hint}")
+        raise ValueError(
+            f"{who}: teacher and student frame counts differ ({t_lens.tolist()} vs "
+            f"{student_lens.tolist()}) by more than {EDGE_FRAMES} frames: frame-level KD needs "
+            f"the same subsampling{hint}"
+        )
     return torch.minimum(student_lens, t_lens)
 
 
@@ -182,7 +206,7 @@ def _num_frames(x: Any, dim: int = 1) -> int:
     return int((x[0] if isinstance(x, tuple) else x).size(dim))
 
 
-def _student_rate(ctx: KdContext, layer: Optional[int] = None) -> Optional[int]:
+def _student_rate(ctx: KdContext, layer: int | None = None) -> int | None:
     """Input frames per frame of the student's output (``layer=None``) or of 1-based ``layer``."""
     encoder = getattr(ctx.model, "encoder", None)
     if layer is not None:
@@ -210,9 +234,17 @@ class CtcKd(KdMethod):
 
     needs_teacher = frozenset({"ctc_logits"})
 
-    def __init__(self, model: nn.Module, *, layer: Optional[int] = None, temperature: float = 1.0,
-                 blank_mask: bool = False, blank_threshold: float = 0.5, blank_weight: float = 0.0,
-                 loss_type: str = "kl"):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        layer: int | None = None,
+        temperature: float = 1.0,
+        blank_mask: bool = False,
+        blank_threshold: float = 0.5,
+        blank_weight: float = 0.0,
+        loss_type: str = "kl",
+    ):
         super().__init__()
         self.layer = layer
         self.temperature = float(temperature)
@@ -231,16 +263,25 @@ class CtcKd(KdMethod):
         else:
             teacher, ttype = _teacher_field(ctx, "ctc_logits"), "logits"
         student = ctx.ctc_logits(self.layer)
-        lens = _common_frames("ctc_kd", ctx.enc.out_lens, t.lens if t is not None else None,
-                              _student_rate(ctx), t.subsampling if t is not None else None)
+        lens = _common_frames(
+            "ctc_kd",
+            ctx.enc.out_lens,
+            t.lens if t is not None else None,
+            _student_rate(ctx),
+            t.subsampling if t is not None else None,
+        )
         frames = min(student.size(1), _num_frames(teacher))
         loss = frame_kd(
-            _frames(student, frames), _frames(teacher, frames), lens, teacher_type=ttype,
+            _frames(student, frames),
+            _frames(teacher, frames),
+            lens,
+            teacher_type=ttype,
             temperature=self.temperature,
             loss_type=self.loss_type,
             blank_id=self.blank_id if self.blank_mask else None,
             blank_threshold=self.blank_threshold if self.blank_mask else None,
-            blank_weight=self.blank_weight, reduction="sum",
+            blank_weight=self.blank_weight,
+            reduction="sum",
         )
         return {"ctc_kd": loss}
 
@@ -262,14 +303,21 @@ class SelfKd(KdMethod):
             (off by default: the paper finds it hurts self-KD).
     """
 
-    def __init__(self, model: nn.Module, *, layer: Optional[int] = None, temperature: float = 1.0,
-                 blank_mask: bool = False, blank_threshold: float = 0.5, loss_type: str = "kl"):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        layer: int | None = None,
+        temperature: float = 1.0,
+        blank_mask: bool = False,
+        blank_threshold: float = 0.5,
+        loss_type: str = "kl",
+    ):
         super().__init__()
         layers = list(getattr(model, "inter_ctc_layers", []))
         if layer is None:
             if not layers:
-                raise ValueError("self_kd needs a student with an intermediate CTC head "
-                                 "(model.inter_ctc.layers)")
+                raise ValueError("self_kd needs a student with an intermediate CTC head (model.inter_ctc.layers)")
             layer = layers[0]
         if layer not in layers:
             raise ValueError(f"self_kd layer {layer} has no inter-CTC head (inter-CTC layers: {layers})")
@@ -287,10 +335,15 @@ class SelfKd(KdMethod):
 
         teacher = ctx.ctc_logits(None).detach()
         loss = frame_kd(
-            ctx.ctc_logits(self.layer), teacher, ctx.enc.out_lens, teacher_type="logits",
-            temperature=self.temperature, loss_type=self.loss_type,
+            ctx.ctc_logits(self.layer),
+            teacher,
+            ctx.enc.out_lens,
+            teacher_type="logits",
+            temperature=self.temperature,
+            loss_type=self.loss_type,
             blank_id=self.blank_id if self.blank_mask else None,
-            blank_threshold=self.blank_threshold if self.blank_mask else None, reduction="sum",
+            blank_threshold=self.blank_threshold if self.blank_mask else None,
+            reduction="sum",
         )
         return {"self_kd": loss}
 
@@ -310,7 +363,7 @@ class SeqKdCtc(KdMethod):
 
     needs_teacher = frozenset({"nbest"})
 
-    def __init__(self, model: nn.Module, *, layer: Optional[int] = None, temperature: float = 1.0):
+    def __init__(self, model: nn.Module, *, layer: int | None = None, temperature: float = 1.0):
         super().__init__()
         self.layer = layer
         self.temperature = float(temperature)
@@ -322,8 +375,15 @@ class SeqKdCtc(KdMethod):
         nbest = _teacher_field(ctx, "nbest")
         scores = _teacher_field(ctx, "nbest_scores")
         log_probs = ctx.ctc_logits(self.layer).log_softmax(-1)
-        loss = sequence_kd_ctc(log_probs, ctx.enc.out_lens, nbest, scores, blank_id=self.blank_id,
-                               temperature=self.temperature, reduction="sum")
+        loss = sequence_kd_ctc(
+            log_probs,
+            ctx.enc.out_lens,
+            nbest,
+            scores,
+            blank_id=self.blank_id,
+            temperature=self.temperature,
+            reduction="sum",
+        )
         return {"seq_kd_ctc": loss}
 
 
@@ -353,8 +413,15 @@ class FeatureKd(KdMethod):
 
     needs_teacher = frozenset({"layer_outputs"})
 
-    def __init__(self, model: nn.Module, *, pairs: Sequence[Sequence[int]] = ((-1, -1),), kind: str = "l2",
-                 student_dim: Optional[int] = None, teacher_dim: Optional[int] = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        pairs: Sequence[Sequence[int]] = ((-1, -1),),
+        kind: str = "l2",
+        student_dim: int | None = None,
+        teacher_dim: int | None = None,
+    ):
         super().__init__()
         self.pairs = [(int(s), int(t)) for s, t in pairs]
         self.kind = kind
@@ -383,16 +450,18 @@ class FeatureKd(KdMethod):
         from asr_kd.losses.kd import feature_distance
 
         t_layers = _teacher_field(ctx, "layer_outputs")
-        lens = _common_frames("feature KD", ctx.enc.out_lens, ctx.teacher.lens, _student_rate(ctx),
-                              ctx.teacher.subsampling)
+        lens = _common_frames(
+            "feature KD", ctx.enc.out_lens, ctx.teacher.lens, _student_rate(ctx), ctx.teacher.subsampling
+        )
         total = None
         for (s, t), proj in zip(self.pairs, self.proj):
             k = len(ctx.enc.layer_outputs) if s == -1 else s
             _layer(ctx.enc.layer_outputs, s, "student")  # range check
             student, teacher = ctx.enc.layer(k), _layer(t_layers, t, "teacher")
             frames = min(student.size(1), teacher.size(1))
-            d = feature_distance(proj(_frames(student, frames)), _frames(teacher, frames), lens,
-                                 kind=self.kind, reduction="sum")
+            d = feature_distance(
+                proj(_frames(student, frames)), _frames(teacher, frames), lens, kind=self.kind, reduction="sum"
+            )
             total = d if total is None else total + d
         return {"feature": total}
 
@@ -416,8 +485,14 @@ class AttentionRelationKd(KdMethod):
     needs_teacher = frozenset({"qkv"})
     needs_student = frozenset({"qkv"})
 
-    def __init__(self, model: nn.Module, *, pairs: Sequence[Sequence[int]] = ((-1, -1),),
-                 relations: Sequence[str] = ("q", "k", "v"), num_relation_heads: Optional[int] = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        pairs: Sequence[Sequence[int]] = ((-1, -1),),
+        relations: Sequence[str] = ("q", "k", "v"),
+        num_relation_heads: int | None = None,
+    ):
         super().__init__()
         self.pairs = [(int(s), int(t)) for s, t in pairs]
         bad = set(relations) - {"q", "k", "v"}
@@ -442,15 +517,25 @@ class AttentionRelationKd(KdMethod):
             s_lens = enc.layer_lens[ks - 1] if getattr(enc, "layer_lens", None) is not None else enc.out_lens
             t_lens = teacher.layer_lens[kt - 1] if teacher.layer_lens is not None else teacher.lens
             t_rate = teacher.layer_info[kt - 1].subsampling if teacher.layer_info else teacher.subsampling
-            hint = (f" (student layer rates: {[li.subsampling for li in info]}; pair layers at the same rate)"
-                    if info else "")
-            lens = _common_frames(f"attention_relation pair [{s}, {t}] (student layer {ks}, teacher layer {kt})",
-                                  s_lens, t_lens, _student_rate(ctx, ks), t_rate, hint)
+            hint = (
+                f" (student layer rates: {[li.subsampling for li in info]}; pair layers at the same rate)"
+                if info
+                else ""
+            )
+            lens = _common_frames(
+                f"attention_relation pair [{s}, {t}] (student layer {ks}, teacher layer {kt})",
+                s_lens,
+                t_lens,
+                _student_rate(ctx, ks),
+                t_rate,
+                hint,
+            )
             frames = min(_num_frames(sq, 2), _num_frames(tq, 2))
             sq, tq = _frames(sq, frames, 2), _frames(tq, frames, 2)
             for r in self.relations:
-                d = attention_relation_kl(sq[r], tq[r], lens, num_relation_heads=self.num_relation_heads,
-                                          reduction="sum")
+                d = attention_relation_kl(
+                    sq[r], tq[r], lens, num_relation_heads=self.num_relation_heads, reduction="sum"
+                )
                 total = d if total is None else total + d
         return {"attention_relation": total}
 
@@ -491,8 +576,9 @@ class MlmKd(KdMethod):
         if teacher.size(1) < logits.size(1):
             raise ValueError("teacher attention logits shorter than the student's MLM positions")
         mask = masked.ys_out != -1
-        total = frame_kd(logits, teacher, None, mask=mask, temperature=self.temperature,
-                         loss_type=self.loss_type, reduction="sum")
+        total = frame_kd(
+            logits, teacher, None, mask=mask, temperature=self.temperature, loss_type=self.loss_type, reduction="sum"
+        )
         return {"mlm_kd": total * _mlm_scale(masked.num_masked.sum(), len(ctx.tokens)).to(total.dtype)}
 
 

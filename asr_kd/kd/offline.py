@@ -33,9 +33,10 @@ import copy
 import logging
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,8 +47,15 @@ from torch import Tensor, nn
 from asr_kd.kd.teachers import AsrTeacher, Teacher, TeacherOutput, register_teacher
 
 __all__ = [
-    "TOPK_VALUES", "TOPK_INDICES", "NBEST", "FRAME_SHIFT", "OFFLINE_FIELDS", "DumpReport", "ctc_topk",
-    "dump_teacher_targets", "OfflineTeacher",
+    "TOPK_VALUES",
+    "TOPK_INDICES",
+    "NBEST",
+    "FRAME_SHIFT",
+    "OFFLINE_FIELDS",
+    "DumpReport",
+    "ctc_topk",
+    "dump_teacher_targets",
+    "OfflineTeacher",
 ]
 
 log = logging.getLogger(__name__)
@@ -111,7 +119,7 @@ def _make_writer(path: Path):
     return NumpyFilesWriter(path)
 
 
-def _teacher_for_dump(teacher: Union[Teacher, nn.Module], nbest: int, nbest_method: str) -> Teacher:
+def _teacher_for_dump(teacher: Teacher | nn.Module, nbest: int, nbest_method: str) -> Teacher:
     """``teacher`` with the dump's n-best settings (a shallow copy sharing the model), as given if not
     an AsrTeacher, or a bare AsrModel wrapped in an AsrTeacher."""
     if isinstance(teacher, AsrTeacher):
@@ -137,27 +145,29 @@ def _run_teacher(teacher: Teacher, batch: Mapping[str, Any], topk: int, nbest: i
     for i, n in enumerate(out.lens.tolist()):
         row = {"values": np.ascontiguousarray(values[i, :n]), "indices": np.ascontiguousarray(indices[i, :n])}
         if nbest > 0:
-            row["nbest"] = {"tokens": [[int(t) for t in hyp] for hyp in out.nbest[i][:nbest]],
-                            "scores": [float(s) for s in out.nbest_scores[i][:nbest]]}
+            row["nbest"] = {
+                "tokens": [[int(t) for t in hyp] for hyp in out.nbest[i][:nbest]],
+                "scores": [float(s) for s in out.nbest_scores[i][:nbest]],
+            }
         rows.append(row)
     return rows
 
 
 @torch.no_grad()
 def dump_teacher_targets(
-    teacher: Union[Teacher, nn.Module],
+    teacher: Teacher | nn.Module,
     cuts: CutSet,
-    out_dir: Union[str, Path],
+    out_dir: str | Path,
     *,
     topk: int = 8,
     nbest: int = 0,
     nbest_method: str = "ctc-prefix-beam",
     max_duration: float = 100.0,
-    device: Union[str, torch.device] = "cpu",
+    device: str | torch.device = "cpu",
     data_config: Any = None,
     storage_name: str = "kd_targets",
-    output_manifest: Union[str, Path, None] = None,
-    report: Optional[DumpReport] = None,
+    output_manifest: str | Path | None = None,
+    report: DumpReport | None = None,
 ) -> CutSet:
     """Run ``teacher`` over ``cuts`` and return them with the offline targets attached (module docstring).
 
@@ -198,8 +208,16 @@ def dump_teacher_targets(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    cfg = replace(data_config or AsrDataConfig(num_workers=0), max_duration=max_duration, shuffle=False,
-                  drop_last=False, spec_augment=False, speed_perturb=False, noise_cuts=None, custom_fields=())
+    cfg = replace(
+        data_config or AsrDataConfig(num_workers=0),
+        max_duration=max_duration,
+        shuffle=False,
+        drop_last=False,
+        spec_augment=False,
+        speed_perturb=False,
+        noise_cuts=None,
+        custom_fields=(),
+    )
     dm = AsrDataModule(cfg, tokenizer=None, world_size=1, rank=0)
     dataset = AsrDataset(dm.input_strategy(), on_error="skip", return_cuts=True, name="dump")
     with warnings.catch_warnings():  # an eager CutSet is fine here
@@ -219,10 +237,12 @@ def dump_teacher_targets(
         def store(cut, row: dict[str, Any]) -> None:
             key = cut.id.replace("/", "_")
             custom = {
-                TOPK_VALUES: writer.store_array(f"{key}-topk_values", row["values"], frame_shift=FRAME_SHIFT,
-                                                temporal_dim=0, start=cut.start),
-                TOPK_INDICES: writer.store_array(f"{key}-topk_indices", row["indices"], frame_shift=FRAME_SHIFT,
-                                                 temporal_dim=0, start=cut.start),
+                TOPK_VALUES: writer.store_array(
+                    f"{key}-topk_values", row["values"], frame_shift=FRAME_SHIFT, temporal_dim=0, start=cut.start
+                ),
+                TOPK_INDICES: writer.store_array(
+                    f"{key}-topk_indices", row["indices"], frame_shift=FRAME_SHIFT, temporal_dim=0, start=cut.start
+                ),
             }
             if "nbest" in row:
                 custom[NBEST] = row["nbest"]
@@ -239,13 +259,15 @@ def dump_teacher_targets(
             try:
                 rows = _run_teacher(teacher, batch, topk, nbest)
             except Exception as e:  # find the culprit(s), one cut at a time
-                log.warning("the teacher failed on a batch of %d cuts (%s); retrying cut by cut",
-                            len(batch_cuts), e)
+                log.warning("the teacher failed on a batch of %d cuts (%s); retrying cut by cut", len(batch_cuts), e)
                 rows = []
                 for i, cut in enumerate(batch_cuts):
                     n = int(batch["feature_lens"][i])
-                    one = {"inputs": batch["inputs"][i:i + 1, :n], "feature_lens": batch["feature_lens"][i:i + 1],
-                           "supervisions": {k: v[i:i + 1] for k, v in batch["supervisions"].items()}}
+                    one = {
+                        "inputs": batch["inputs"][i : i + 1, :n],
+                        "feature_lens": batch["feature_lens"][i : i + 1],
+                        "supervisions": {k: v[i : i + 1] for k, v in batch["supervisions"].items()},
+                    }
                     try:
                         rows.append(_run_teacher(teacher, one, topk, nbest)[0])
                     except Exception as e1:
@@ -273,8 +295,13 @@ def dump_teacher_targets(
     report.num_done = len(targets)
     report.failed = list(failed.items())
     report.seconds = time.perf_counter() - t_start
-    log.info("teacher targets for %d of %d cuts (%d failed) in %.1f s", report.num_done, report.num_cuts,
-             report.num_failed, report.seconds)
+    log.info(
+        "teacher targets for %d of %d cuts (%d failed) in %.1f s",
+        report.num_done,
+        report.num_cuts,
+        report.num_failed,
+        report.seconds,
+    )
     return result
 
 
@@ -301,8 +328,9 @@ class OfflineTeacher(Teacher):
             fields = (fields,)
         unknown = [f for f in fields if f not in OFFLINE_FIELDS]
         if unknown or not fields:
-            raise ValueError(f"offline teacher fields must be a non-empty subset of {sorted(OFFLINE_FIELDS)}, "
-                             f"got {list(fields)}")
+            raise ValueError(
+                f"offline teacher fields must be a non-empty subset of {sorted(OFFLINE_FIELDS)}, got {list(fields)}"
+            )
         self.fields = tuple(fields)
         self.eval()
 
@@ -318,8 +346,10 @@ class OfflineTeacher(Teacher):
         custom = batch.get("custom")
         missing = [n for n in self.required_custom_fields if custom is None or n not in custom]
         if missing:
-            raise KeyError(f"the batch lacks the offline teacher targets {missing}: list them in "
-                           "data.custom_fields (and train on the manifests written by asr_kd.bin.dump_teacher)")
+            raise KeyError(
+                f"the batch lacks the offline teacher targets {missing}: list them in "
+                "data.custom_fields (and train on the manifests written by asr_kd.bin.dump_teacher)"
+            )
         device = batch["inputs"].device if "inputs" in batch else torch.device("cpu")
         out = TeacherOutput()
         if "kd_ctc_topk" in self.fields:

@@ -23,18 +23,18 @@ training) and stays there. Endpoints: alpha(0) = 0, alpha(t) = 1, alpha(1) = 1.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 __all__ = ["Schedule", "build_schedule", "SCHEDULES", "progress"]
 
-Schedule = Callable[[int, Optional[int]], float]
+Schedule = Callable[[int, int | None], float]
 
 
-def progress(step: int, total_steps: Optional[int]) -> float:
+def progress(step: int, total_steps: int | None) -> float:
     """Training progress ``step / total_steps`` clamped to [0, 1]; needs ``total_steps > 0``."""
     if total_steps is None or total_steps <= 0:
-        raise ValueError("this KD schedule needs the planned number of steps: set kd.total_steps "
-                         "or training.max_steps")
+        raise ValueError("this KD schedule needs the planned number of steps: set kd.total_steps or training.max_steps")
     return min(max(step / total_steps, 0.0), 1.0)
 
 
@@ -46,7 +46,7 @@ def _linear(start: float = 0.0, end: float = 1.0, begin: float = 0.0, until: flo
     if not 0.0 <= begin < until <= 1.0:
         raise ValueError(f"linear schedule needs 0 <= begin < until <= 1, got {begin}, {until}")
 
-    def f(step: int, total: Optional[int]) -> float:
+    def f(step: int, total: int | None) -> float:
         p = progress(step, total)
         r = min(max((p - begin) / (until - begin), 0.0), 1.0)
         return float(start + (end - start) * r)
@@ -58,7 +58,7 @@ def _self_kd(t: float = 0.3, max_value: float = 1.0) -> Schedule:
     if not 0.0 < t <= 1.0:
         raise ValueError(f"self_kd schedule needs 0 < t <= 1, got {t}")
 
-    def f(step: int, total: Optional[int]) -> float:
+    def f(step: int, total: int | None) -> float:
         return float(max_value * min(1.0, progress(step, total) / t))
 
     return f
@@ -67,14 +67,17 @@ def _self_kd(t: float = 0.3, max_value: float = 1.0) -> Schedule:
 def _step(value: float = 1.0, **kw: Any) -> Schedule:
     start = float(kw.get("from", 0.0))
 
-    def f(step: int, total: Optional[int]) -> float:
+    def f(step: int, total: int | None) -> float:
         return float(value) if progress(step, total) >= start else 0.0
 
     return f
 
 
 SCHEDULES: dict[str, Callable[..., Schedule]] = {
-    "constant": _constant, "linear": _linear, "self_kd": _self_kd, "step": _step,
+    "constant": _constant,
+    "linear": _linear,
+    "self_kd": _self_kd,
+    "step": _step,
 }
 
 

@@ -15,8 +15,9 @@ Usage (what ``asr_kd.bin.train`` does when the config has a ``kd`` section)::
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,8 +56,13 @@ class KdLossFn(AsrLossFn):
     current effective weight).
     """
 
-    def __init__(self, entries: Sequence[KdEntry], teacher: Optional[Teacher] = None,
-                 total_steps: Optional[int] = None, **asr_kwargs: Any):
+    def __init__(
+        self,
+        entries: Sequence[KdEntry],
+        teacher: Teacher | None = None,
+        total_steps: int | None = None,
+        **asr_kwargs: Any,
+    ):
         super().__init__(**asr_kwargs)
         if not entries:
             raise ValueError("KdLossFn needs at least one KD method")
@@ -66,8 +72,9 @@ class KdLossFn(AsrLossFn):
         self.needs_teacher = set().union(*(e.method.needs_teacher for e in self.entries))
         self.needs_student = set().union(*(e.method.needs_student for e in self.entries))
         if self.needs_teacher and teacher is None:
-            raise ValueError(f"KD methods {[e.name for e in self.entries if e.method.needs_teacher]} need "
-                             "a teacher (kd.teacher)")
+            raise ValueError(
+                f"KD methods {[e.name for e in self.entries if e.method.needs_teacher]} need a teacher (kd.teacher)"
+            )
         for e in self.entries:  # fail at start-up, not at the first step
             e.schedule(0, total_steps)
 
@@ -81,18 +88,28 @@ class KdLossFn(AsrLossFn):
         self._ensure_checked(model, step)
         t_out = self.teacher(batch, self.needs_teacher) if self.teacher is not None else None
         enc_kwargs = {"return_attn": "attn" in self.needs_student, "return_qkv": "qkv" in self.needs_student}
-        losses = model(x, x_lens, tokens, return_encoder_output=True,
-                       encoder_kwargs={k: v for k, v in enc_kwargs.items() if v},
-                       return_head_outputs="heads" in self.needs_student, **self.model_kwargs)
+        losses = model(
+            x,
+            x_lens,
+            tokens,
+            return_encoder_output=True,
+            encoder_kwargs={k: v for k, v in enc_kwargs.items() if v},
+            return_head_outputs="heads" in self.needs_student,
+            **self.model_kwargs,
+        )
         enc = losses.pop("encoder_out")
         heads = losses.pop("head_outputs", {})
         weights = self.weights if self.weights is not None else student.loss_weights
         total = self.combine(losses, weights, step)
-        ctx = KdContext(model=student, batch=batch, tokens=tokens, enc=enc, losses=losses, teacher=t_out,
-                        step=step, heads=heads)
+        ctx = KdContext(
+            model=student, batch=batch, tokens=tokens, enc=enc, losses=losses, teacher=t_out, step=step, heads=heads
+        )
         norm = losses[_NORMALISERS[self.normalize]].clamp(min=1).to(total.dtype)
-        parts = {k: (v.detach().float() / norm) for k, v in losses.items()
-                 if k not in _COUNTS and isinstance(v, torch.Tensor) and v.dim() == 0}
+        parts = {
+            k: (v.detach().float() / norm)
+            for k, v in losses.items()
+            if k not in _COUNTS and isinstance(v, torch.Tensor) and v.dim() == 0
+        }
         for e in self.entries:
             w = e.weight * e.schedule(step, self.total_steps)
             kd_losses = e.method(ctx)
@@ -104,8 +121,14 @@ class KdLossFn(AsrLossFn):
         return LossOutput(loss=total / norm, parts=parts, num_frames=float(norm), cut_ids=cut_ids)
 
 
-def build_kd_loss_fn(kd_config: Mapping[str, Any], model: nn.Module, device: str | torch.device = "cpu",
-                     *, max_steps: Optional[int] = None, **asr_kwargs: Any) -> KdLossFn:
+def build_kd_loss_fn(
+    kd_config: Mapping[str, Any],
+    model: nn.Module,
+    device: str | torch.device = "cpu",
+    *,
+    max_steps: int | None = None,
+    **asr_kwargs: Any,
+) -> KdLossFn:
     """Build the teacher and methods of a ``kd`` config section for the student ``model``.
 
     Methods with parameters are registered in ``model.kd_aux`` (call this before building the

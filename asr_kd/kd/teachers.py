@@ -21,8 +21,9 @@ Config (the ``kd.teacher`` section of a training config, built by :func:`build_t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -55,20 +56,20 @@ class TeacherOutput:
         extra: anything else (method-specific).
     """
 
-    ctc_logits: Optional[Tensor] = None
-    ctc_topk: Optional[tuple[Tensor, Tensor]] = None
-    lens: Optional[Tensor] = None
-    subsampling: Optional[int] = None
-    layer_outputs: Optional[list[Tensor]] = None
-    attn: Optional[list[Tensor]] = None
-    qkv: Optional[list[tuple[Tensor, Tensor, Tensor]]] = None
-    att_logits: Optional[Tensor] = None
-    nbest: Optional[list[list[list[int]]]] = None
-    nbest_scores: Optional[list[list[float]]] = None
-    text_hidden: Optional[list[Tensor]] = None
-    text_mask: Optional[Tensor] = None
-    layer_info: Optional[list[Any]] = None
-    layer_lens: Optional[list[Tensor]] = None
+    ctc_logits: Tensor | None = None
+    ctc_topk: tuple[Tensor, Tensor] | None = None
+    lens: Tensor | None = None
+    subsampling: int | None = None
+    layer_outputs: list[Tensor] | None = None
+    attn: list[Tensor] | None = None
+    qkv: list[tuple[Tensor, Tensor, Tensor]] | None = None
+    att_logits: Tensor | None = None
+    nbest: list[list[list[int]]] | None = None
+    nbest_scores: list[list[float]] | None = None
+    text_hidden: list[Tensor] | None = None
+    text_mask: Tensor | None = None
+    layer_info: list[Any] | None = None
+    layer_lens: list[Tensor] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -82,7 +83,7 @@ class Teacher(nn.Module):
 
     online: bool = True
 
-    def train(self, mode: bool = True) -> "Teacher":  # noqa: D102 - frozen: always eval
+    def train(self, mode: bool = True) -> Teacher:  # noqa: D102 - frozen: always eval
         return super().train(False)
 
     def forward(self, batch: Mapping[str, Any], needs: set[str]) -> TeacherOutput:  # pragma: no cover
@@ -130,7 +131,7 @@ class AsrTeacher(Teacher):
         self.eval()
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str, device: str | torch.device = "cpu", **kwargs: Any) -> "AsrTeacher":
+    def from_checkpoint(cls, checkpoint: str, device: str | torch.device = "cpu", **kwargs: Any) -> AsrTeacher:
         """Load a training checkpoint, an averaged model or a pretrained-model bundle directory
         (``asr_kd.bin.export --bundle``; fp16 weights become an fp32 model, a broken bundle raises
         :class:`asr_kd.training.asr_task.BundleError` naming the file) as a teacher
@@ -148,9 +149,12 @@ class AsrTeacher(Teacher):
         enc = self.model.encode(x, x_lens, return_attn=want_attn, return_qkv=want_qkv)
         encoder = self.model.encoder
         rate = getattr(encoder, "subsampling_factor", None)
-        out = TeacherOutput(lens=enc.out_lens, subsampling=int(rate) if rate else None,
-                            layer_info=list(getattr(encoder, "layer_info", None) or []) or None,
-                            layer_lens=list(enc.layer_lens) if getattr(enc, "layer_lens", None) else None)
+        out = TeacherOutput(
+            lens=enc.out_lens,
+            subsampling=int(rate) if rate else None,
+            layer_info=list(getattr(encoder, "layer_info", None) or []) or None,
+            layer_lens=list(enc.layer_lens) if getattr(enc, "layer_lens", None) else None,
+        )
         if "ctc_logits" in needs:
             if self.model.ctc is None:
                 raise ValueError("the KD method needs teacher CTC posteriors but the teacher has no CTC head")
@@ -167,20 +171,26 @@ class AsrTeacher(Teacher):
                 raise ValueError("the KD method needs the teacher's attention decoder, which it lacks")
             from asr_kd.models.heads.attention_decoder import add_sos_eos
 
-            ys_in, _ = add_sos_eos(batch["supervisions"]["tokens"], self.model.sos_id, self.model.eos_id,
-                                   device=enc.out.device)
+            ys_in, _ = add_sos_eos(
+                batch["supervisions"]["tokens"], self.model.sos_id, self.model.eos_id, device=enc.out.device
+            )
             out.att_logits = self.model.attention_decoder(enc.out, enc.out_lens, ys_in)
         if "nbest" in needs:
             from asr_kd.decoding.search import SearchOptions, decode_nbest
 
             out.nbest, out.nbest_scores = decode_nbest(
-                self.model, x, x_lens, self.nbest_method, SearchOptions(beam=self.nbest_size),
-                nbest=self.nbest_size, encoder_out=enc,
+                self.model,
+                x,
+                x_lens,
+                self.nbest_method,
+                SearchOptions(beam=self.nbest_size),
+                nbest=self.nbest_size,
+                encoder_out=enc,
             )
         return out
 
 
-def build_teacher(config: Mapping[str, Any] | None, device: str | torch.device = "cpu") -> Optional[Teacher]:
+def build_teacher(config: Mapping[str, Any] | None, device: str | torch.device = "cpu") -> Teacher | None:
     """A teacher from its config section (None or ``{type: self}``: no separate teacher)."""
     if config is None:
         return None

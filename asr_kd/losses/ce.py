@@ -12,9 +12,7 @@ from torch import Tensor
 __all__ = ["label_smoothing_loss", "masked_lm_loss"]
 
 
-def label_smoothing_loss(
-    logits: Tensor, targets: Tensor, *, smoothing: float = 0.1, ignore_index: int = -1
-) -> Tensor:
+def label_smoothing_loss(logits: Tensor, targets: Tensor, *, smoothing: float = 0.1, ignore_index: int = -1) -> Tensor:
     """Label-smoothed cross entropy, summed over all scored positions of the batch.
 
     Per scored position the target distribution is ``(1 - smoothing) * onehot(y) + smoothing / V``

@@ -8,7 +8,7 @@ the caller normalises (by frames, utterances, ...). Log-probs are always evaluat
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -108,14 +108,10 @@ def _ctc_loss_k2(log_probs, log_prob_lens, tokens, blank, zero_infinity, reducti
     lens = log_prob_lens.to("cpu", torch.int32)
     # DenseFsaVec wants supervision segments sorted by decreasing duration.
     order = torch.argsort(lens, descending=True, stable=True)
-    segments = torch.stack(
-        [order.to(torch.int32), torch.zeros(n, dtype=torch.int32), lens[order]], dim=1
-    )
+    segments = torch.stack([order.to(torch.int32), torch.zeros(n, dtype=torch.int32), lens[order]], dim=1)
     dense = k2.DenseFsaVec(log_probs, segments)
-    graph = k2.ctc_graph([list(tokens[int(i)]) for i in order], modified=False,
-                         device=log_probs.device)
-    loss_sorted = k2.ctc_loss(graph, dense, output_beam=1e10, reduction="none",
-                              use_double_scores=True)
+    graph = k2.ctc_graph([list(tokens[int(i)]) for i in order], modified=False, device=log_probs.device)
+    loss_sorted = k2.ctc_loss(graph, dense, output_beam=1e10, reduction="none", use_double_scores=True)
     loss = torch.empty_like(loss_sorted)
     loss[order.to(loss.device)] = loss_sorted
     loss = loss.float()

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +56,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Teacher = Union[Tensor, Tuple[Tensor, Tensor]]
+Teacher = Tensor | tuple[Tensor, Tensor]
 
 REDUCTIONS = ("sum", "mean", "none")
 FEATURE_DISTANCES = ("l1", "l2", "mse", "cosine")
@@ -80,8 +80,8 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 def _frame_weights(
     N: int,
     T: int,
-    lens: Optional[Tensor],
-    mask: Optional[Tensor],
+    lens: Tensor | None,
+    mask: Tensor | None,
     dtype: torch.dtype,
     device: torch.device,
 ) -> Tensor:
@@ -127,15 +127,15 @@ def _check_time(name: str, student_T: int, teacher_T: int) -> None:
 def frame_kd(
     student_logits: Tensor,
     teacher: Teacher,
-    lens: Optional[Tensor] = None,
+    lens: Tensor | None = None,
     *,
     teacher_type: str = "logits",
     temperature: float = 1.0,
-    mask: Optional[Tensor] = None,
+    mask: Tensor | None = None,
     loss_type: str = "kl",
     scale_by_t2: bool = True,
-    blank_id: Optional[int] = None,
-    blank_threshold: Optional[float] = None,
+    blank_id: int | None = None,
+    blank_threshold: float | None = None,
     blank_weight: float = 0.0,
     reduction: str = "sum",
     backend: str = "auto",
@@ -194,9 +194,7 @@ def frame_kd(
         _check_time("frame_kd", T, t_shape[1])
     weights = None
     if lens is not None or mask is not None:
-        weights = _frame_weights(
-            N, T, lens, mask, _compute_dtype(student_logits), student_logits.device
-        )
+        weights = _frame_weights(N, T, lens, mask, _compute_dtype(student_logits), student_logits.device)
     return frame_kd_loss(
         student_logits,
         teacher,
@@ -217,11 +215,11 @@ def frame_kd(
 
 
 def nbest_weights(
-    scores: Sequence[Union[Sequence[float], Tensor]],
+    scores: Sequence[Sequence[float] | Tensor],
     temperature: float = 1.0,
     *,
     dtype: torch.dtype = torch.float64,
-    device: Optional[Union[torch.device, str]] = None,
+    device: torch.device | str | None = None,
 ) -> list[Tensor]:
     """Hypothesis weights of teacher n-best lists: ``softmax(scores_n / tau)`` per utterance.
 
@@ -270,13 +268,13 @@ def sequence_kd_ctc(
     student_log_probs: Tensor,
     lens: Tensor,
     nbest: Sequence[Sequence[Sequence[int]]],
-    nbest_scores: Sequence[Union[Sequence[float], Tensor]],
+    nbest_scores: Sequence[Sequence[float] | Tensor],
     *,
     blank_id: int = 0,
     temperature: float = 1.0,
     reduction: str = "sum",
     return_num_infeasible: bool = False,
-) -> Union[Tensor, Tuple[Tensor, int]]:
+) -> Tensor | tuple[Tensor, int]:
     """Sequence-level KD with CTC on a teacher n-best.
 
     For utterance n with teacher hypotheses ``y_n1 .. y_nK`` and weights
@@ -323,8 +321,7 @@ def sequence_kd_ctc(
         raise ValueError(f"lens must be (N,) = ({N},), got {tuple(lens.shape)}")
     if len(nbest) != N or len(nbest_scores) != N:
         raise ValueError(
-            f"nbest ({len(nbest)}) and nbest_scores ({len(nbest_scores)}) need one entry per "
-            f"utterance (N = {N})"
+            f"nbest ({len(nbest)}) and nbest_scores ({len(nbest_scores)}) need one entry per utterance (N = {N})"
         )
     if not 0 <= blank_id < V:
         raise ValueError(f"blank_id must be in [0, V = {V}), got {blank_id}")
@@ -336,16 +333,12 @@ def sequence_kd_ctc(
     num_infeasible = 0
     for n in range(N):
         if len(nbest[n]) != weights[n].numel():
-            raise ValueError(
-                f"utterance {n}: {len(nbest[n])} hypotheses but {weights[n].numel()} scores"
-            )
+            raise ValueError(f"utterance {n}: {len(nbest[n])} hypotheses but {weights[n].numel()} scores")
         for hyp in nbest[n]:
             hyp = [int(x) for x in hyp]
             for tok in hyp:
                 if tok == blank_id or not 0 <= tok < V:
-                    raise ValueError(
-                        f"utterance {n}: hypothesis token {tok} is the blank or outside [0, {V})"
-                    )
+                    raise ValueError(f"utterance {n}: hypothesis token {tok} is the blank or outside [0, {V})")
             if _ctc_min_frames(hyp) > min(lens_list[n], T):
                 num_infeasible += 1
             utt_idx.append(n)
@@ -353,7 +346,9 @@ def sequence_kd_ctc(
     if num_infeasible:
         logger.warning(
             "sequence_kd_ctc: %d of %d teacher hypotheses are too long for the student's frames "
-            "(CTC infeasible); they contribute 0", num_infeasible, len(hyps),
+            "(CTC infeasible); they contribute 0",
+            num_infeasible,
+            len(hyps),
         )
 
     per_utt = lp.new_zeros(N) + lp[:0].sum()  # keeps a graph even without hypotheses
@@ -386,10 +381,10 @@ def sequence_kd_ctc(
 def feature_distance(
     student: Tensor,
     teacher: Tensor,
-    lens: Optional[Tensor] = None,
+    lens: Tensor | None = None,
     *,
     kind: str = "l2",
-    mask: Optional[Tensor] = None,
+    mask: Tensor | None = None,
     reduction: str = "sum",
     eps: float = 1e-8,
 ) -> Tensor:
@@ -423,8 +418,7 @@ def feature_distance(
         raise ValueError(f"kind must be one of {FEATURE_DISTANCES}, got {kind!r}")
     if student.dim() != 3 or teacher.dim() != 3:
         raise ValueError(
-            f"feature_distance needs (N, T, D) tensors, got {tuple(student.shape)} and "
-            f"{tuple(teacher.shape)}"
+            f"feature_distance needs (N, T, D) tensors, got {tuple(student.shape)} and {tuple(teacher.shape)}"
         )
     N, T, D = student.shape
     if teacher.shape[0] != N:
@@ -439,9 +433,7 @@ def feature_distance(
     w = _frame_weights(N, T, lens, mask, dtype, student.device)
     valid = (w != 0)[..., None]  # (N, T, 1)
     s = torch.where(valid, student.to(dtype), torch.zeros((), dtype=dtype, device=student.device))
-    t = torch.where(
-        valid, teacher.detach().to(dtype), torch.zeros((), dtype=dtype, device=student.device)
-    )
+    t = torch.where(valid, teacher.detach().to(dtype), torch.zeros((), dtype=dtype, device=student.device))
     if kind == "l1":
         dist = (s - t).abs().mean(dim=-1)
     elif kind in ("l2", "mse"):
@@ -457,7 +449,7 @@ def feature_distance(
 # ----------------------------------------------------------------------------- attention KD
 
 
-def _valid_frames(N: int, T: int, lens: Optional[Tensor], device: torch.device) -> Tensor:
+def _valid_frames(N: int, T: int, lens: Tensor | None, device: torch.device) -> Tensor:
     """(N, T) bool: ``t < lens[n]`` (all True when lens is None)."""
     if lens is None:
         return torch.ones((N, T), dtype=torch.bool, device=device)
@@ -470,7 +462,7 @@ def _valid_frames(N: int, T: int, lens: Optional[Tensor], device: torch.device) 
 def attention_map_kl(
     student_attn: Tensor,
     teacher_attn: Tensor,
-    lens: Optional[Tensor] = None,
+    lens: Tensor | None = None,
     *,
     reduction: str = "sum",
     eps: float = 1e-8,
@@ -501,17 +493,13 @@ def attention_map_kl(
     _check_reduction(reduction)
     if student_attn.dim() != 4 or teacher_attn.dim() != 4:
         raise ValueError(
-            f"attention maps must be (N, H, T, T), got {tuple(student_attn.shape)} and "
-            f"{tuple(teacher_attn.shape)}"
+            f"attention maps must be (N, H, T, T), got {tuple(student_attn.shape)} and {tuple(teacher_attn.shape)}"
         )
     N, H, T, Tk = student_attn.shape
     if Tk != T:
         raise ValueError(f"self-attention maps must be square (T, T), got {(T, Tk)}")
     if teacher_attn.shape[:2] != (N, H):
-        raise ValueError(
-            f"attention_map_kl: teacher (N, H) = {tuple(teacher_attn.shape[:2])} != student "
-            f"{(N, H)}"
-        )
+        raise ValueError(f"attention_map_kl: teacher (N, H) = {tuple(teacher_attn.shape[:2])} != student {(N, H)}")
     _check_time("attention_map_kl", T, teacher_attn.shape[2])
     _check_time("attention_map_kl", T, teacher_attn.shape[3])
     dtype = _compute_dtype(student_attn)
@@ -545,9 +533,9 @@ def _relation_heads(x: Tensor, num_heads: int, name: str) -> Tensor:
 def attention_relation_kl(
     student: Tensor,
     teacher: Tensor,
-    lens: Optional[Tensor] = None,
+    lens: Tensor | None = None,
     *,
-    num_relation_heads: Optional[int] = None,
+    num_relation_heads: int | None = None,
     reduction: str = "sum",
 ) -> Tensor:
     """MiniLM-v2 self-attention relation distillation, KL(R_teacher || R_student) per row.
@@ -578,9 +566,7 @@ def attention_relation_kl(
     _check_reduction(reduction)
     if num_relation_heads is None:
         if teacher.dim() != 4:
-            raise ValueError(
-                "attention_relation_kl: num_relation_heads is required for a (N, T, D) teacher"
-            )
+            raise ValueError("attention_relation_kl: num_relation_heads is required for a (N, T, D) teacher")
         num_relation_heads = int(teacher.shape[1])
     hr = int(num_relation_heads)
     if hr < 1:

@@ -8,8 +8,8 @@ loss is computed on masked positions only. Utterances with L = 0 get no mask.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor

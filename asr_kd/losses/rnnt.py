@@ -14,7 +14,7 @@ the reference is given float64 inputs; the caller normalises.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -49,9 +49,7 @@ def make_boundary(target_lens: Tensor, logit_lens: Tensor) -> Tensor:
     return boundary
 
 
-def transducer_loss_scales(
-    step: int, warm_step: int, simple_loss_scale: float = 0.5
-) -> tuple[float, float]:
+def transducer_loss_scales(step: int, warm_step: int, simple_loss_scale: float = 0.5) -> tuple[float, float]:
     """Scales ``(simple, pruned)`` for the pruned RNN-T losses at training ``step`` (icefall-style).
 
     During the first ``warm_step`` steps the simple-loss scale goes linearly from 1.0 to
@@ -165,9 +163,7 @@ def rnnt_loss_full(
     if backend == "auto":
         backend = "fast_rnnt" if fast_rnnt_available() else "torch"
     if backend == "torch":
-        return rnnt_loss_reference(
-            logits.float(), targets, logit_lens, target_lens, blank=blank, reduction=reduction
-        )
+        return rnnt_loss_reference(logits.float(), targets, logit_lens, target_lens, blank=blank, reduction=reduction)
     if backend != "fast_rnnt":
         raise ValueError(f"unknown RNN-T backend {backend!r}")
     import fast_rnnt
@@ -234,9 +230,7 @@ def pruned_rnnt_loss(
         reduction="none",
         return_grad=True,
     )
-    ranges = fast_rnnt.get_rnnt_prune_ranges(
-        px_grad=px_grad, py_grad=py_grad, boundary=boundary, s_range=prune_range
-    )
+    ranges = fast_rnnt.get_rnnt_prune_ranges(px_grad=px_grad, py_grad=py_grad, boundary=boundary, s_range=prune_range)
     am_pruned, lm_pruned = fast_rnnt.do_rnnt_pruning(am=enc_proj, lm=pred_proj, ranges=ranges)
     logits = joint(am_pruned, lm_pruned)  # (N, T', R, V)
     pruned = fast_rnnt.rnnt_loss_pruned(

@@ -24,8 +24,9 @@ Usage::
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -126,8 +127,10 @@ class AsrModel(nn.Module):
         if self.inter_ctc_shared:
             for k in self.inter_ctc_layers:
                 if _layer_dim(encoder, k) != int(encoder.output_dim):
-                    raise ValueError(f"inter_ctc.shared needs layer {k} at the output dim "
-                                     f"{encoder.output_dim}, but it has {_layer_dim(encoder, k)}")
+                    raise ValueError(
+                        f"inter_ctc.shared needs layer {k} at the output dim "
+                        f"{encoder.output_dim}, but it has {_layer_dim(encoder, k)}"
+                    )
         self.transducer = transducer
         self.attention_decoder = attention_decoder
         self.mask_ctc = mask_ctc
@@ -146,8 +149,7 @@ class AsrModel(nn.Module):
         # training-only modules of KD methods (e.g. projections); dropped by export / load_asr_model
         self.kd_aux = nn.ModuleDict()
         self.loss_weights: dict[str, float] = (
-            dict(loss_weights) if loss_weights is not None
-            else default_loss_weights(self.enabled_heads())
+            dict(loss_weights) if loss_weights is not None else default_loss_weights(self.enabled_heads())
         )
 
     def enabled_heads(self) -> list[str]:
@@ -172,28 +174,36 @@ class AsrModel(nn.Module):
             raise KeyError(f"no inter-CTC head at layer {layer}; layers: {self.inter_ctc_layers}")
         return self.ctc if self.inter_ctc_shared else self.inter_ctc[str(layer)]
 
-    def submodel(self, layer: int) -> "AsrModel":
+    def submodel(self, layer: int) -> AsrModel:
         """The first ``layer`` encoder layers plus the inter-CTC head of that layer, as a standalone
         CTC model (self-KD's sub-model). Its outputs equal the intermediate head's inside this model;
         ``model.config`` (when this model has one) describes it for :func:`build_asr_model`."""
         self.encoder.require("truncate", "AsrModel.submodel")
         head = copy.deepcopy(self.inter_ctc_head(layer))
         sub_encoder = self.encoder.truncate(layer)
-        sub = AsrModel(sub_encoder, self.vocab_size, ctc=head, blank_id=self.blank_id,
-                       sos_id=self.sos_id, eos_id=self.eos_id, ctc_backend=self.ctc_backend,
-                       ctc_zero_infinity=self.ctc_zero_infinity)
+        sub = AsrModel(
+            sub_encoder,
+            self.vocab_size,
+            ctc=head,
+            blank_id=self.blank_id,
+            sos_id=self.sos_id,
+            eos_id=self.eos_id,
+            ctc_backend=self.ctc_backend,
+            ctc_zero_infinity=self.ctc_zero_infinity,
+        )
         cfg = getattr(self, "config", None)
         if cfg is not None:
             sub.config = {
-                "vocab_size": self.vocab_size, "blank_id": self.blank_id, "sos_id": self.sos_id,
+                "vocab_size": self.vocab_size,
+                "blank_id": self.blank_id,
+                "sos_id": self.sos_id,
                 "eos_id": self.eos_id,
                 "encoder": {"type": cfg["encoder"].get("type", "conformer"), **sub_encoder.config},
                 "ctc": {k: v for k, v in (cfg.get("ctc") or {}).items() if k != "dropout"},
             }
         return sub.train(self.training)
 
-    def encode(self, x: Tensor, x_lens: Tensor, *, chunk_size: int = -1,
-               left_context: int = -1, **kwargs: Any) -> Any:
+    def encode(self, x: Tensor, x_lens: Tensor, *, chunk_size: int = -1, left_context: int = -1, **kwargs: Any) -> Any:
         """Run the encoder only (decoding, KD): x (N, T, F), x_lens (N,) -> ``EncoderOutput``."""
         return self.encoder(x, x_lens, chunk_size=chunk_size, left_context=left_context, **kwargs)
 
@@ -255,8 +265,13 @@ class AsrModel(nn.Module):
                 raise ValueError("the transducer loss (fast_rnnt) needs non-empty transcripts")
             if self.transducer_loss == "pruned":
                 losses["simple"], losses["pruned"] = self.transducer(
-                    out, out_lens, targets, target_lens,
-                    prune_range=self.prune_range, lm_scale=self.lm_scale, am_scale=self.am_scale,
+                    out,
+                    out_lens,
+                    targets,
+                    target_lens,
+                    prune_range=self.prune_range,
+                    lm_scale=self.lm_scale,
+                    am_scale=self.am_scale,
                 )
             else:
                 losses["rnnt"] = self.transducer.full_loss(out, out_lens, targets, target_lens)
@@ -266,8 +281,7 @@ class AsrModel(nn.Module):
             losses["att"] = label_smoothing_loss(logits, ys_out, smoothing=self.lsm_weight)
             heads["att_logits"] = logits
         if self.mask_ctc is not None:
-            masked = mask_tokens(tokens, self.mask_ctc.mask_id, generator=mask_generator,
-                                 device=device)
+            masked = mask_tokens(tokens, self.mask_ctc.mask_id, generator=mask_generator, device=device)
             logits = self.mask_ctc(out, out_lens, masked.ys_in)
             losses["mlm"] = masked_lm_loss(logits, masked.ys_out)
             losses["num_masked"] = masked.num_masked.sum()
@@ -284,8 +298,12 @@ class AsrModel(nn.Module):
 
     def _ctc(self, head: CtcHead, enc: Tensor, enc_lens: Tensor, tokens) -> Tensor:
         return ctc_loss(
-            head.log_probs(enc), enc_lens, tokens, blank=self.blank_id,
-            zero_infinity=self.ctc_zero_infinity, backend=self.ctc_backend,
+            head.log_probs(enc),
+            enc_lens,
+            tokens,
+            blank=self.blank_id,
+            zero_infinity=self.ctc_zero_infinity,
+            backend=self.ctc_backend,
         )
 
 
@@ -307,8 +325,9 @@ def default_loss_weights(
       of its weight (ESPnet's InterCTC); without a final CTC head ``inter_ctc`` gets 1 - w.
     """
     heads = set(heads)
-    main = [k for h, k in (("attention_decoder", "att"), ("mask_ctc", "mlm"),
-                          ("transducer", "transducer")) if h in heads]
+    main = [
+        k for h, k in (("attention_decoder", "att"), ("mask_ctc", "mlm"), ("transducer", "transducer")) if h in heads
+    ]
     w: dict[str, float] = {}
     has_ctc = "ctc" in heads
     for k in main:
@@ -420,7 +439,7 @@ class AsrModelConfig:
     inter_ctc_weight: float = 0.3
 
     @classmethod
-    def from_dict(cls, config: Mapping[str, Any]) -> "AsrModelConfig":
+    def from_dict(cls, config: Mapping[str, Any]) -> AsrModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(config) - known
         if unknown:
@@ -434,8 +453,7 @@ class AsrModelConfig:
 _SECTION_KEYS = {
     "ctc": {"dropout", "backend", "zero_infinity"},
     "inter_ctc": {"layers", "shared", "dropout"},
-    "transducer": {"d_pred", "d_joint", "context_size", "loss", "prune_range", "lm_scale",
-                   "am_scale"},
+    "transducer": {"d_pred", "d_joint", "context_size", "loss", "prune_range", "lm_scale", "am_scale"},
     "attention_decoder": {"d_model", "num_layers", "heads", "d_ff", "dropout", "lsm_weight"},
     "mask_ctc": {"d_model", "num_layers", "heads", "d_ff", "dropout"},
 }
@@ -444,8 +462,7 @@ _SECTION_KEYS = {
 def _check_section(name: str, section: Mapping[str, Any]) -> dict:
     unknown = set(section) - _SECTION_KEYS[name]
     if unknown:
-        raise ValueError(f"unknown keys {sorted(unknown)} in '{name}' config; "
-                         f"known: {sorted(_SECTION_KEYS[name])}")
+        raise ValueError(f"unknown keys {sorted(unknown)} in '{name}' config; known: {sorted(_SECTION_KEYS[name])}")
     return dict(section)
 
 
@@ -457,9 +474,7 @@ def build_encoder(config: Mapping[str, Any]) -> nn.Module:
     return _build(config)
 
 
-def build_asr_model(
-    config: Mapping[str, Any] | AsrModelConfig, *, encoder: nn.Module | None = None
-) -> AsrModel:
+def build_asr_model(config: Mapping[str, Any] | AsrModelConfig, *, encoder: nn.Module | None = None) -> AsrModel:
     """Build an :class:`AsrModel` from a nested config (see :class:`AsrModelConfig`).
 
     ``encoder``: use this encoder instead of building ``config["encoder"]`` (tests, KD students
@@ -485,8 +500,12 @@ def build_asr_model(
     if cfg.transducer is not None:
         c = _check_section("transducer", cfg.transducer)
         kwargs["transducer"] = TransducerHead(
-            d_enc, v, d_pred=c.get("d_pred", 256), d_joint=c.get("d_joint", 256),
-            context_size=c.get("context_size", 2), blank_id=cfg.blank_id,
+            d_enc,
+            v,
+            d_pred=c.get("d_pred", 256),
+            d_joint=c.get("d_joint", 256),
+            context_size=c.get("context_size", 2),
+            blank_id=cfg.blank_id,
         )
         kwargs["transducer_loss"] = c.get("loss", "pruned")
         kwargs["prune_range"] = c.get("prune_range", 5)
@@ -495,21 +514,33 @@ def build_asr_model(
     if cfg.attention_decoder is not None:
         c = _check_section("attention_decoder", cfg.attention_decoder)
         kwargs["attention_decoder"] = AttentionDecoder(
-            v, c.get("d_model", d_enc), c.get("num_layers", 6), c.get("heads", 4),
-            d_ff=c.get("d_ff", 2048), dropout=c.get("dropout", 0.1), d_memory=d_enc,
+            v,
+            c.get("d_model", d_enc),
+            c.get("num_layers", 6),
+            c.get("heads", 4),
+            d_ff=c.get("d_ff", 2048),
+            dropout=c.get("dropout", 0.1),
+            d_memory=d_enc,
         )
         kwargs["lsm_weight"] = c.get("lsm_weight", 0.1)
     if cfg.mask_ctc is not None:
         c = _check_section("mask_ctc", cfg.mask_ctc)
         kwargs["mask_ctc"] = MaskCtcDecoder(
-            v, c.get("d_model", d_enc), c.get("num_layers", 6), c.get("heads", 4),
-            d_ff=c.get("d_ff", 2048), dropout=c.get("dropout", 0.1), d_memory=d_enc,
+            v,
+            c.get("d_model", d_enc),
+            c.get("num_layers", 6),
+            c.get("heads", 4),
+            d_ff=c.get("d_ff", 2048),
+            dropout=c.get("dropout", 0.1),
+            d_memory=d_enc,
         )
     model = AsrModel(encoder, v, **kwargs)
     model.loss_weights = (
-        dict(cfg.weights) if cfg.weights is not None
-        else default_loss_weights(model.enabled_heads(), ctc_weight=cfg.ctc_weight,
-                                  inter_ctc_weight=cfg.inter_ctc_weight)
+        dict(cfg.weights)
+        if cfg.weights is not None
+        else default_loss_weights(
+            model.enabled_heads(), ctc_weight=cfg.ctc_weight, inter_ctc_weight=cfg.inter_ctc_weight
+        )
     )
     model.config = cfg.to_dict()
     return model

@@ -11,7 +11,7 @@ import torch
 __all__ = ["load_native", "native_available", "native_with_cuda", "native_supports"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_native() -> ModuleType | None:
     """Imports ``asr_kd._C`` once; returns the module, or None when it is not built.
 

@@ -26,7 +26,7 @@ extension is built and the arguments allow it, else the reference). ``ASR_KD_NAT
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -49,7 +49,7 @@ token ids) by ``token`` (never blank); e.g. context biasing or a shallow-fusion 
 
 BACKENDS = ("auto", "native", "python", "torch")
 
-TokenBiasArg = Union[None, torch.Tensor, Sequence[float], TokenBias]
+TokenBiasArg = torch.Tensor | Sequence[float] | TokenBias | None
 
 
 def ctc_prefix_beam_search_reference(
@@ -58,10 +58,10 @@ def ctc_prefix_beam_search_reference(
     beam: int = 10,
     blank_id: int = 0,
     *,
-    top_k: Optional[int] = None,
-    prune_threshold: Optional[float] = None,
-    token_bias: Optional[TokenBias] = None,
-    nbest: Optional[int] = None,
+    top_k: int | None = None,
+    prune_threshold: float | None = None,
+    token_bias: TokenBias | None = None,
+    nbest: int | None = None,
 ) -> list[NBest]:
     """CTC prefix beam search in Python (one utterance at a time): the reference of the native op.
 
@@ -157,7 +157,7 @@ def ctc_prefix_beam_search_reference(
             kth = scores.topk(min(beam, finite)).values[-1]
             chosen = (scores >= kth).nonzero().flatten().tolist()  # ties at the boundary included
 
-            def key(i: int) -> tuple:
+            def key(i: int, prefixes=prefixes, K=K, scores=scores) -> tuple:
                 g = prefixes[i] if i < K else prefixes[(i - K) // V] + ((i - K) % V,)
                 return (-float(scores[i]), g)
 
@@ -190,7 +190,7 @@ def ctc_prefix_beam_search_reference(
     return results
 
 
-def _static_bias(token_bias: TokenBiasArg, V: int) -> Optional[torch.Tensor]:
+def _static_bias(token_bias: TokenBiasArg, V: int) -> torch.Tensor | None:
     """The ``(V,)`` float64 CPU bias vector of a static ``token_bias`` (None for None)."""
     if token_bias is None:
         return None
@@ -201,9 +201,12 @@ def _static_bias(token_bias: TokenBiasArg, V: int) -> Optional[torch.Tensor]:
 
 
 def _native_obstacle(
-    log_probs: torch.Tensor, blank_id: int, top_k: Optional[int], token_bias: TokenBiasArg,
-    nbest: Optional[int],
-) -> Optional[str]:
+    log_probs: torch.Tensor,
+    blank_id: int,
+    top_k: int | None,
+    token_bias: TokenBiasArg,
+    nbest: int | None,
+) -> str | None:
     """Why the native op cannot run these arguments (None when it can)."""
     if load_native() is None:
         return "asr_kd._C is not built (pip install --no-build-isolation -e .)"
@@ -225,14 +228,14 @@ def _native_obstacle(
 
 def ctc_prefix_beam_search_native(
     log_probs: torch.Tensor,
-    lens: Union[torch.Tensor, Sequence[int]],
+    lens: torch.Tensor | Sequence[int],
     beam: int = 10,
     blank_id: int = 0,
     *,
-    top_k: Optional[int] = None,
-    prune_threshold: Optional[float] = None,
+    top_k: int | None = None,
+    prune_threshold: float | None = None,
     token_bias: TokenBiasArg = None,
-    nbest: Optional[int] = None,
+    nbest: int | None = None,
 ) -> list[NBest]:
     """CTC prefix beam search with the native op (arguments and result as the reference's).
 
@@ -262,7 +265,7 @@ def ctc_prefix_beam_search_native(
     return _search_native(log_probs, lens, beam, blank_id, top_k, prune_threshold, token_bias, nbest)
 
 
-def _require_native(why: Optional[str]) -> None:
+def _require_native(why: str | None) -> None:
     """Raise the backend='native' error when ``why`` (from :func:`_native_obstacle`) is set."""
     if why is not None:
         raise RuntimeError(f"ctc_prefix_beam_search(backend='native'): {why}")
@@ -277,10 +280,14 @@ def _search_native(log_probs, lens, beam, blank_id, top_k, prune_threshold, toke
     lens_t = torch.as_tensor(lens).detach().to("cpu", torch.int64).flatten()
     bias = _static_bias(token_bias, lp.size(-1))
     tokens, tok_off, hyp_off, scores, ctc, bias_s = torch.ops.asr_kd.ctc_prefix_beam_search(
-        lp.contiguous(), lens_t, int(beam), int(blank_id),
+        lp.contiguous(),
+        lens_t,
+        int(beam),
+        int(blank_id),
         None if top_k is None else int(top_k),
         None if prune_threshold is None else float(prune_threshold),
-        bias, int(nbest),
+        bias,
+        int(nbest),
     )
     tokens, tok_off, hyp_off = tokens.tolist(), tok_off.tolist(), hyp_off.tolist()
     scores, ctc, bias_s = scores.tolist(), ctc.tolist(), bias_s.tolist()
@@ -299,14 +306,14 @@ def _search_native(log_probs, lens, beam, blank_id, top_k, prune_threshold, toke
 
 def ctc_prefix_beam_search(
     log_probs: torch.Tensor,
-    lens: Union[torch.Tensor, Sequence[int]],
+    lens: torch.Tensor | Sequence[int],
     beam: int = 10,
     blank_id: int = 0,
     *,
-    top_k: Optional[int] = None,
-    prune_threshold: Optional[float] = None,
+    top_k: int | None = None,
+    prune_threshold: float | None = None,
     token_bias: TokenBiasArg = None,
-    nbest: Optional[int] = None,
+    nbest: int | None = None,
     backend: str = "auto",
 ) -> list[NBest]:
     """CTC prefix beam search on the chosen backend (see the module docstring).
@@ -334,6 +341,12 @@ def ctc_prefix_beam_search(
     if not isinstance(lens, torch.Tensor):
         lens = torch.as_tensor(lens)
     return ctc_prefix_beam_search_reference(
-        log_probs, lens, beam, blank_id, top_k=top_k, prune_threshold=prune_threshold,
-        token_bias=hook, nbest=nbest,
+        log_probs,
+        lens,
+        beam,
+        blank_id,
+        top_k=top_k,
+        prune_threshold=prune_threshold,
+        token_bias=hook,
+        nbest=nbest,
     )

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Optional, Tuple, Union
 
 import torch
 
@@ -75,7 +74,7 @@ REDUCTIONS = ("none", "sum", "mean", "batchmean")
 LOSS_TYPES = ("kl", "ce")
 BACKENDS = ("auto", "native", "torch")
 
-Teacher = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
+Teacher = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 _GLOBAL_BACKEND = "torch" if os.environ.get("ASR_KD_NATIVE", "1").strip() == "0" else "auto"
 
@@ -106,13 +105,13 @@ def _prepare(
     teacher: Teacher,
     teacher_type: str,
     temperature: float,
-    weights: Optional[torch.Tensor],
+    weights: torch.Tensor | None,
     reduction: str,
     loss_type: str,
-    blank_id: Optional[int],
-    blank_threshold: Optional[float],
+    blank_id: int | None,
+    blank_threshold: float | None,
     blank_weight: float,
-) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], torch.Tensor, float]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, float]:
     """Validates the arguments; returns ``(student, teacher_values, teacher_indices, weights, tau)``.
 
     The teacher is detached and cast to the student's dtype; weights default to ones ``(N, T)``
@@ -138,7 +137,7 @@ def _prepare(
     if V == 0:
         raise ValueError("student_logits has an empty vocabulary (V = 0)")
 
-    indices: Optional[torch.Tensor] = None
+    indices: torch.Tensor | None = None
     if teacher_type == "topk":
         if not (isinstance(teacher, (tuple, list)) and len(teacher) == 2):
             raise TypeError("teacher_type='topk' needs teacher=(values (N, T, K), indices (N, T, K))")
@@ -164,9 +163,7 @@ def _prepare(
             raise TypeError(f"teacher_type={teacher_type!r} needs a (N, T, V) tensor teacher")
         values = teacher
         if values.shape != student_logits.shape:
-            raise ValueError(
-                f"teacher shape {tuple(values.shape)} != student shape {tuple(student_logits.shape)}"
-            )
+            raise ValueError(f"teacher shape {tuple(values.shape)} != student shape {tuple(student_logits.shape)}")
     if values.device != student_logits.device:
         raise ValueError(f"teacher on {values.device}, student on {student_logits.device}")
     values = values.detach().to(student_logits.dtype)
@@ -193,7 +190,7 @@ def _prepare(
 
 
 def _teacher_blank_prob(
-    values: torch.Tensor, indices: Optional[torch.Tensor], teacher_type: str, blank_id: int
+    values: torch.Tensor, indices: torch.Tensor | None, teacher_type: str, blank_id: int
 ) -> torch.Tensor:
     """(N, T) teacher posterior of the blank at temperature 1 (see the module docstring)."""
     with torch.no_grad():
@@ -228,12 +225,12 @@ def frame_kd_loss_reference(
     *,
     teacher_type: str = "logits",
     temperature: float = 1.0,
-    weights: Optional[torch.Tensor] = None,
+    weights: torch.Tensor | None = None,
     reduction: str = "mean",
     loss_type: str = "kl",
     scale_by_t2: bool = True,
-    blank_id: Optional[int] = None,
-    blank_threshold: Optional[float] = None,
+    blank_id: int | None = None,
+    blank_threshold: float | None = None,
     blank_weight: float = 0.0,
 ) -> torch.Tensor:
     """Pure-PyTorch frame-level KD loss: the readable ground truth of :func:`frame_kd_loss`.
@@ -247,8 +244,16 @@ def frame_kd_loss_reference(
         (N, T) weighted per-frame losses for ``reduction="none"``, else a scalar.
     """
     s, values, indices, w, tau = _prepare(
-        student_logits, teacher, teacher_type, temperature, weights, reduction, loss_type,
-        blank_id, blank_threshold, blank_weight,
+        student_logits,
+        teacher,
+        teacher_type,
+        temperature,
+        weights,
+        reduction,
+        loss_type,
+        blank_id,
+        blank_threshold,
+        blank_weight,
     )
     log_ps = torch.log_softmax(s / tau, dim=-1)  # (N, T, V)
     log_pt = torch.log_softmax(values / tau, dim=-1)  # (N, T, V) or (N, T, K)
@@ -292,8 +297,15 @@ class _FrameKDNative(torch.autograd.Function):
         grad_student = None
         if ctx.needs_input_grad[0]:
             grad_student = torch.ops.asr_kd.frame_kd_backward(
-                grad_loss.contiguous(), student, teacher, indices, weights,
-                student_lse, teacher_lse, ctx.temperature, ctx.scale_by_t2,
+                grad_loss.contiguous(),
+                student,
+                teacher,
+                indices,
+                weights,
+                student_lse,
+                teacher_lse,
+                ctx.temperature,
+                ctx.scale_by_t2,
             )
         return grad_student, None, None, None, None, None, None
 
@@ -325,12 +337,12 @@ def frame_kd_loss(
     *,
     teacher_type: str = "logits",
     temperature: float = 1.0,
-    weights: Optional[torch.Tensor] = None,
+    weights: torch.Tensor | None = None,
     reduction: str = "mean",
     loss_type: str = "kl",
     scale_by_t2: bool = True,
-    blank_id: Optional[int] = None,
-    blank_threshold: Optional[float] = None,
+    blank_id: int | None = None,
+    blank_threshold: float | None = None,
     blank_weight: float = 0.0,
     backend: str = "auto",
 ) -> torch.Tensor:
@@ -357,18 +369,38 @@ def frame_kd_loss(
     """
     if _resolve_backend(backend, student_logits) == "torch":
         return frame_kd_loss_reference(
-            student_logits, teacher, teacher_type=teacher_type, temperature=temperature,
-            weights=weights, reduction=reduction, loss_type=loss_type, scale_by_t2=scale_by_t2,
-            blank_id=blank_id, blank_threshold=blank_threshold, blank_weight=blank_weight,
+            student_logits,
+            teacher,
+            teacher_type=teacher_type,
+            temperature=temperature,
+            weights=weights,
+            reduction=reduction,
+            loss_type=loss_type,
+            scale_by_t2=scale_by_t2,
+            blank_id=blank_id,
+            blank_threshold=blank_threshold,
+            blank_weight=blank_weight,
         )
     s, values, indices, w, tau = _prepare(
-        student_logits, teacher, teacher_type, temperature, weights, reduction, loss_type,
-        blank_id, blank_threshold, blank_weight,
+        student_logits,
+        teacher,
+        teacher_type,
+        temperature,
+        weights,
+        reduction,
+        loss_type,
+        blank_id,
+        blank_threshold,
+        blank_weight,
     )
     load_native()
     per_frame = _FrameKDNative.apply(
-        s.contiguous(), values.contiguous(),
-        None if indices is None else indices.contiguous(), w.contiguous(),
-        tau, loss_type == "kl", bool(scale_by_t2),
+        s.contiguous(),
+        values.contiguous(),
+        None if indices is None else indices.contiguous(),
+        w.contiguous(),
+        tau,
+        loss_type == "kl",
+        bool(scale_by_t2),
     )
     return _reduce(per_frame, w, reduction)

@@ -24,15 +24,12 @@ equal values, the stable sorts and ``torch.unique``'s lexicographic order). ``AS
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from asr_kd.ops import frame_kd as _frame_kd
 from asr_kd.ops._native import load_native
 
-__all__ = ["mask_ctc_beam_step", "mask_ctc_beam_step_native", "mask_ctc_beam_step_reference",
-           "BACKENDS"]
+__all__ = ["mask_ctc_beam_step", "mask_ctc_beam_step_native", "mask_ctc_beam_step_reference", "BACKENDS"]
 
 BACKENDS = ("auto", "native", "python", "torch")
 
@@ -41,7 +38,7 @@ Beam = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 _NEG_INF = float("-inf")
 
 
-def _native_obstacle(logp: torch.Tensor, auto: bool) -> Optional[str]:
+def _native_obstacle(logp: torch.Tensor, auto: bool) -> str | None:
     """Why the native op cannot (``auto``: should not) run on this input (None when it can)."""
     if load_native() is None:
         return "asr_kd._C is not built (pip install --no-build-isolation -e .)"
@@ -140,8 +137,16 @@ def _prune(ys: torch.Tensor, score: torch.Tensor, utt: torch.Tensor, beam: int, 
 
 
 def mask_ctc_beam_step_reference(
-    logp: torch.Tensor, hyp_ys: torch.Tensor, hyp_score: torch.Tensor, hyp_utt: torch.Tensor,
-    k: torch.Tensor, beam: int, num_utts: int, *, mask_id: int, ignore_id: int = -1,
+    logp: torch.Tensor,
+    hyp_ys: torch.Tensor,
+    hyp_score: torch.Tensor,
+    hyp_utt: torch.Tensor,
+    k: torch.Tensor,
+    beam: int,
+    num_utts: int,
+    *,
+    mask_id: int,
+    ignore_id: int = -1,
 ) -> Beam:
     """The PyTorch reference; arguments and result as :func:`mask_ctc_beam_step`.
 
@@ -163,13 +168,25 @@ def mask_ctc_beam_step_reference(
     cand_score = hyp_score[act, None] + set_score  # (A, B)
     ok = torch.isfinite(cand_score)
     return _prune(
-        torch.cat([hyp_ys[done], cand[ok]]), torch.cat([hyp_score[done], cand_score[ok]]),
-        torch.cat([hyp_utt[done], a_utt[:, None].expand(A, beam)[ok]]), beam, num_utts)
+        torch.cat([hyp_ys[done], cand[ok]]),
+        torch.cat([hyp_score[done], cand_score[ok]]),
+        torch.cat([hyp_utt[done], a_utt[:, None].expand(A, beam)[ok]]),
+        beam,
+        num_utts,
+    )
 
 
 def mask_ctc_beam_step_native(
-    logp: torch.Tensor, hyp_ys: torch.Tensor, hyp_score: torch.Tensor, hyp_utt: torch.Tensor,
-    k: torch.Tensor, beam: int, num_utts: int, *, mask_id: int, ignore_id: int = -1,
+    logp: torch.Tensor,
+    hyp_ys: torch.Tensor,
+    hyp_score: torch.Tensor,
+    hyp_utt: torch.Tensor,
+    k: torch.Tensor,
+    beam: int,
+    num_utts: int,
+    *,
+    mask_id: int,
+    ignore_id: int = -1,
 ) -> Beam:
     """The native op (CPU; other devices are copied there and back); see :func:`mask_ctc_beam_step`.
 
@@ -185,9 +202,14 @@ def mask_ctc_beam_step_native(
     device = hyp_ys.device
     cpu = torch.device("cpu")
     ys, score, utt = torch.ops.asr_kd.mask_ctc_beam_step(
-        logp.detach().to(cpu).contiguous(), hyp_ys.detach().to(cpu, torch.int64),
-        hyp_score.detach().to(cpu, torch.float64), hyp_utt.detach().to(cpu, torch.int64),
-        k.detach().to(cpu, torch.int64), int(beam), int(num_utts), int(mask_id),
+        logp.detach().to(cpu).contiguous(),
+        hyp_ys.detach().to(cpu, torch.int64),
+        hyp_score.detach().to(cpu, torch.float64),
+        hyp_utt.detach().to(cpu, torch.int64),
+        k.detach().to(cpu, torch.int64),
+        int(beam),
+        int(num_utts),
+        int(mask_id),
     )
     if device.type != "cpu":
         ys, score, utt = ys.to(device), score.to(device), utt.to(device)
@@ -195,8 +217,16 @@ def mask_ctc_beam_step_native(
 
 
 def mask_ctc_beam_step(
-    logp: torch.Tensor, hyp_ys: torch.Tensor, hyp_score: torch.Tensor, hyp_utt: torch.Tensor,
-    k: torch.Tensor, beam: int, num_utts: int, *, mask_id: int, ignore_id: int = -1,
+    logp: torch.Tensor,
+    hyp_ys: torch.Tensor,
+    hyp_score: torch.Tensor,
+    hyp_utt: torch.Tensor,
+    k: torch.Tensor,
+    beam: int,
+    num_utts: int,
+    *,
+    mask_id: int,
+    ignore_id: int = -1,
     backend: str = "auto",
 ) -> Beam:
     """Next beam of the Mask-CTC beam search from the MLM output of the current one.

@@ -68,8 +68,10 @@ def check_bundle(bundle_dir: str | Path) -> tuple[list[str], list[str]]:
         except Exception as e:
             raise BundleError(f"{path}: cannot be read ({type(e).__name__}: {e})") from e
         if not isinstance(feats, torch.Tensor) or feats.dim() != 2:
-            raise BundleError(f"{path}: expected a (T, F) tensor, got "
-                              f"{tuple(feats.shape) if isinstance(feats, torch.Tensor) else type(feats).__name__}")
+            raise BundleError(
+                f"{path}: expected a (T, F) tensor, got "
+                f"{tuple(feats.shape) if isinstance(feats, torch.Tensor) else type(feats).__name__}"
+            )
         features.append(feats)
     method = header.get("method") or greedy_method(model)
     tokenizer = Tokenizer.from_dir(config["data"]["lang_dir"])

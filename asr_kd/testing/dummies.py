@@ -8,9 +8,9 @@ garbage bytes, truncated wav) build the cuts that :mod:`asr_kd.data.validation` 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import soundfile as sf
@@ -31,9 +31,7 @@ DUMMY_TEXTS = (
 )
 
 
-def synth_signal(
-    duration: float, sampling_rate: int = SAMPLING_RATE, freq: float = 440.0, seed: int = 0
-) -> np.ndarray:
+def synth_signal(duration: float, sampling_rate: int = SAMPLING_RATE, freq: float = 440.0, seed: int = 0) -> np.ndarray:
     """A sine of ``freq`` Hz plus seeded white noise, shape ``(num_samples,)`` float32 in [-1, 1]."""
     n = int(round(duration * sampling_rate))
     rng = np.random.default_rng(seed)
@@ -66,12 +64,8 @@ def make_cut(
         sampling_rate,
     )
     rec = Recording.from_file(path, recording_id=cut_id)
-    sup = SupervisionSegment(
-        id=cut_id, recording_id=cut_id, start=0.0, duration=rec.duration, channel=0, text=text
-    )
-    return MonoCut(
-        id=cut_id, start=0.0, duration=rec.duration, channel=0, recording=rec, supervisions=[sup]
-    )
+    sup = SupervisionSegment(id=cut_id, recording_id=cut_id, start=0.0, duration=rec.duration, channel=0, text=text)
+    return MonoCut(id=cut_id, start=0.0, duration=rec.duration, channel=0, recording=rec, supervisions=[sup])
 
 
 def make_noise_cut(

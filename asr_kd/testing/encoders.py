@@ -35,8 +35,17 @@ __all__ = [
 
 def _tiny_conformer(input_dim: int, dim: int | None) -> dict[str, Any]:
     d = 16 if dim is None else int(dim)
-    return dict(type="conformer", input_dim=input_dim, d_model=d, num_layers=3, num_heads=2, ffn_dim=2 * d,
-                conv_kernel=3, subsampling_channels=4, dropout=0.0)
+    return dict(
+        type="conformer",
+        input_dim=input_dim,
+        d_model=d,
+        num_layers=3,
+        num_heads=2,
+        ffn_dim=2 * d,
+        conv_kernel=3,
+        subsampling_channels=4,
+        dropout=0.0,
+    )
 
 
 def _tiny_zipformer(input_dim: int, dim: int | None) -> dict[str, Any]:
@@ -44,10 +53,22 @@ def _tiny_zipformer(input_dim: int, dim: int | None) -> dict[str, Any]:
     # D/2, 3D/4, D, D/2: the layers differ in rate and dim from the output (D = max)
     d = 32 if dim is None else int(dim)
     dims = [d // 2, 3 * d // 4, d, d // 2]
-    return dict(type="zipformer", input_dim=input_dim, downsampling_factor=[1, 2, 4, 2], encoder_dim=dims,
-                num_layers=[1, 2, 1, 1], num_heads=[2, 2, 4, 2], feedforward_dim=[2 * x for x in dims],
-                cnn_module_kernel=[5, 5, 3, 5], query_head_dim=8, value_head_dim=4, pos_head_dim=2, pos_dim=8,
-                frontend_channels=[4, 8, 8], dropout=0.0)
+    return dict(
+        type="zipformer",
+        input_dim=input_dim,
+        downsampling_factor=[1, 2, 4, 2],
+        encoder_dim=dims,
+        num_layers=[1, 2, 1, 1],
+        num_heads=[2, 2, 4, 2],
+        feedforward_dim=[2 * x for x in dims],
+        cnn_module_kernel=[5, 5, 3, 5],
+        query_head_dim=8,
+        value_head_dim=4,
+        pos_head_dim=2,
+        pos_dim=8,
+        frontend_channels=[4, 8, 8],
+        dropout=0.0,
+    )
 
 
 #: encoder type -> ``(input_dim, dim) -> config`` of a tiny encoder of output dim ``dim`` (None: the
@@ -69,8 +90,10 @@ def tiny_encoder_config(kind: str, input_dim: int, dim: int | None = None, **ove
     """Config of a tiny ``kind`` encoder: F = ``input_dim``, output dim ``dim`` (default: the entry's),
     dropout 0; ``overrides`` replace config keys."""
     if kind not in TINY_ENCODERS:
-        raise KeyError(f"no tiny config for encoder type {kind!r}; add one to asr_kd.testing.encoders.TINY_ENCODERS "
-                       f"(have: {sorted(TINY_ENCODERS)})")
+        raise KeyError(
+            f"no tiny config for encoder type {kind!r}; add one to asr_kd.testing.encoders.TINY_ENCODERS "
+            f"(have: {sorted(TINY_ENCODERS)})"
+        )
     return {**TINY_ENCODERS[kind](input_dim, dim), **overrides}
 
 

@@ -8,8 +8,9 @@ Usage::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import yaml
 
@@ -19,13 +20,20 @@ __all__ = ["make_toy_recipe", "TOY_MODEL"]
 
 #: a 1-layer Conformer-CTC small enough for a CLI test step in well under a second
 TOY_MODEL = {
-    "encoder": {"type": "conformer", "d_model": 32, "num_layers": 1, "num_heads": 2, "ffn_dim": 64,
-                "conv_kernel": 3, "subsampling_channels": 8},
+    "encoder": {
+        "type": "conformer",
+        "d_model": 32,
+        "num_layers": 1,
+        "num_heads": 2,
+        "ffn_dim": 64,
+        "conv_kernel": 3,
+        "subsampling_channels": 8,
+    },
     "ctc": {},
 }
 
 
-def make_toy_recipe(root: Path, model: Optional[Mapping[str, Any]] = None, vocab_size: int = 40) -> Path:
+def make_toy_recipe(root: Path, model: Mapping[str, Any] | None = None, vocab_size: int = 40) -> Path:
     """Write 6 train / 2 dev / 2 test dummy cuts (prefix ``toy``), a BPE lang dir and ``conf.yaml``.
 
     Returns the path of ``conf.yaml``; ``model`` replaces :data:`TOY_MODEL`.
@@ -41,15 +49,23 @@ def make_toy_recipe(root: Path, model: Optional[Mapping[str, Any]] = None, vocab
     text.write_text("\n".join(DUMMY_TEXTS * 4) + "\n")
     train_bpe(text, root / "data" / "lang", vocab_size=vocab_size)
     cfg = {
-        "data": {"manifest_dir": str(manifests), "prefix": "toy", "lang_dir": str(root / "data" / "lang"),
-                 "max_duration": 4.0, "num_buckets": 2, "buffer_size": 100, "num_workers": 0,
-                 "spec_augment": False, "max_valid_cuts": 2, "min_duration": 0.5},
+        "data": {
+            "manifest_dir": str(manifests),
+            "prefix": "toy",
+            "lang_dir": str(root / "data" / "lang"),
+            "max_duration": 4.0,
+            "num_buckets": 2,
+            "buffer_size": 100,
+            "num_workers": 0,
+            "spec_augment": False,
+            "max_valid_cuts": 2,
+            "min_duration": 0.5,
+        },
         "model": dict(model or TOY_MODEL),
         "loss": {"normalize": "frames"},
         "optim": {"name": "adamw", "lr": 1e-3},
         "scheduler": {"name": "noam", "warmup_steps": 2},
-        "training": {"seed": 1, "log_interval": 1, "valid_interval": 2, "ckpt_interval": 2,
-                     "progress_bar": False},
+        "training": {"seed": 1, "log_interval": 1, "valid_interval": 2, "ckpt_interval": 2, "progress_bar": False},
     }
     conf = root / "conf.yaml"
     conf.write_text(yaml.safe_dump(cfg))

@@ -23,8 +23,9 @@ seeded by ``(seed, rank, step)``, so a resumed run draws exactly what an uninter
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -74,15 +75,17 @@ class ChunkConfig:
     chunk_multiple: int = 1
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], seed: int = 0, where: str = "training.chunk") -> "ChunkConfig":
+    def from_dict(cls, d: Mapping[str, Any], seed: int = 0, where: str = "training.chunk") -> ChunkConfig:
         """Build from a config mapping; unknown or contradictory keys raise ``ValueError`` naming them."""
         if not isinstance(d, Mapping):
             raise ValueError(f"{where} must be a mapping, not {type(d).__name__}")
         known = [f.name for f in fields(cls) if f.name not in _FROM_MODEL]
         unknown = [k for k in d if k not in known]
         if unknown:
-            raise ValueError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
-                             f"{where}; known keys: {', '.join(known)}")
+            raise ValueError(
+                f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
+                f"{where}; known keys: {', '.join(known)}"
+            )
         dynamic = d.get("dynamic", False)
         if not isinstance(dynamic, bool):
             raise ValueError(f"{where}.dynamic must be true or false, not {dynamic!r}")
@@ -120,7 +123,7 @@ class ChunkConfig:
         as_int("seed", -(2**63))
         as_int("chunk_multiple", 1)
 
-    def for_encoder(self, encoder: Any, where: str = "training.chunk") -> "ChunkConfig":
+    def for_encoder(self, encoder: Any, where: str = "training.chunk") -> ChunkConfig:
         """This config checked against ``encoder`` and bound to its ``chunk_multiple``.
 
         Raises ``ValueError`` naming the field when the encoder cannot use the settings: a fixed
@@ -134,8 +137,10 @@ class ChunkConfig:
         check = getattr(encoder, "check_chunk_size", None)
         if self.dynamic:
             if self.max_chunk < m:
-                raise ValueError(f"{where}.max_chunk = {self.max_chunk}: {name} uses chunks of multiples of "
-                                 f"{m} output frames; set max_chunk >= {m}")
+                raise ValueError(
+                    f"{where}.max_chunk = {self.max_chunk}: {name} uses chunks of multiples of "
+                    f"{m} output frames; set max_chunk >= {m}"
+                )
             if check is not None:
                 try:
                     check(m * (self.max_chunk // m), self.left_context)
@@ -280,8 +285,14 @@ class AsrLossFn:
         return batch["inputs"], batch["feature_lens"], sup["tokens"], sup.get("cut_id")
 
     def combine(self, losses: Mapping[str, Any], weights: Mapping[str, float], step: int) -> torch.Tensor:
-        return self.combine_fn(losses, weights, step, warm_step=self.warm_step,
-                               simple_loss_scale=self.simple_loss_scale, mlm_normalize=self.mlm_normalize)
+        return self.combine_fn(
+            losses,
+            weights,
+            step,
+            warm_step=self.warm_step,
+            simple_loss_scale=self.simple_loss_scale,
+            mlm_normalize=self.mlm_normalize,
+        )
 
     def __call__(self, model: torch.nn.Module, batch: Mapping[str, Any], step: int) -> LossOutput | None:
         x, x_lens, tokens, cut_ids = self.unpack(batch)
@@ -297,8 +308,11 @@ class AsrLossFn:
             weights = unwrap_model(model).loss_weights
         total = self.combine(losses, weights, step)
         norm = losses[_NORMALISERS[self.normalize]].clamp(min=1).to(total.dtype)
-        parts = {k: (v.detach().float() / norm) for k, v in losses.items()
-                 if k not in _COUNTS and isinstance(v, torch.Tensor) and v.dim() == 0}
+        parts = {
+            k: (v.detach().float() / norm)
+            for k, v in losses.items()
+            if k not in _COUNTS and isinstance(v, torch.Tensor) and v.dim() == 0
+        }
         return LossOutput(loss=total / norm, parts=parts, num_frames=float(norm), cut_ids=cut_ids)
 
 
@@ -329,16 +343,20 @@ def _check_bundle(bundle_dir, info: Mapping[str, Any], vocab_size: int) -> None:
     names = list(dict.fromkeys([*BUNDLE_REQUIRED, *(info.get("files") or [])]))
     for name in names:
         if not (bundle_dir / name).is_file():
-            raise BundleError(f"{bundle_dir / name}: missing from the bundle {bundle_dir} "
-                              f"(a bundle has {', '.join(names)}; re-export it with asr_kd.bin.export --bundle)")
+            raise BundleError(
+                f"{bundle_dir / name}: missing from the bundle {bundle_dir} "
+                f"(a bundle has {', '.join(names)}; re-export it with asr_kd.bin.export --bundle)"
+            )
     bpe = bundle_dir / "bpe.model"
     try:
         tok = Tokenizer(bpe)
     except Exception as e:
         raise BundleError(f"{bpe}: not a usable tokenizer ({type(e).__name__}: {e})") from e
     if tok.vocab_size != vocab_size:
-        raise BundleError(f"{bpe}: the tokenizer has {tok.vocab_size} pieces but the model outputs {vocab_size}: "
-                          "this is not the BPE model the bundled model was trained with")
+        raise BundleError(
+            f"{bpe}: the tokenizer has {tok.vocab_size} pieces but the model outputs {vocab_size}: "
+            "this is not the BPE model the bundled model was trained with"
+        )
     tokens = bundle_dir / "tokens.txt"
     try:
         ids = read_symbol_table(tokens).values()
@@ -379,8 +397,10 @@ def load_asr_model(path, device: str | torch.device = "cpu", strict: bool = True
     if path.is_dir():
         bundle_dir, path = path, path / BUNDLE_MODEL
         if not path.is_file():
-            raise BundleError(f"{path}: missing; {bundle_dir} is a directory but not a model bundle "
-                              "(give a checkpoint file, or a directory written by asr_kd.bin.export --bundle)")
+            raise BundleError(
+                f"{path}: missing; {bundle_dir} is a directory but not a model bundle "
+                "(give a checkpoint file, or a directory written by asr_kd.bin.export --bundle)"
+            )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -388,8 +408,10 @@ def load_asr_model(path, device: str | torch.device = "cpu", strict: bool = True
     except Exception as e:
         if bundle_dir is None and not (path.name == BUNDLE_MODEL and (path.parent / "bpe.model").is_file()):
             raise  # not a bundle's model.pt: torch's own error
-        raise BundleError(f"{path}: cannot be read, the file is truncated or corrupt "
-                          f"({type(e).__name__}: {e}); re-export or re-download the bundle") from e
+        raise BundleError(
+            f"{path}: cannot be read, the file is truncated or corrupt "
+            f"({type(e).__name__}: {e}); re-export or re-download the bundle"
+        ) from e
     info = _bundle_meta(ckpt)
     if info is not None and bundle_dir is None:
         bundle_dir = path.parent  # the model.pt of a bundle: its lang files are beside it
@@ -405,7 +427,8 @@ def load_asr_model(path, device: str | torch.device = "cpu", strict: bool = True
         if ckpt.get("model_avg") is None:
             raise ValueError(f"{path}: the checkpoint has no model_avg (train with training.average_period > 0)")
         weights = averaged_state_dict(weights, ckpt["model_avg"])
-    state = {k: v for k, v in _strip_module_prefix(weights).items()
-             if not k.startswith("kd_aux.")}  # training-only KD modules
+    state = {
+        k: v for k, v in _strip_module_prefix(weights).items() if not k.startswith("kd_aux.")
+    }  # training-only KD modules
     model.load_state_dict(state, strict=strict)  # copies (and so casts) fp16 tensors into the fp32 model
     return model.to(device).eval(), config

@@ -43,8 +43,9 @@ import random
 import re
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,7 +70,16 @@ __all__ = [
 ]
 
 CHECKPOINT_KEYS = (
-    "model", "optimizer", "scheduler", "sampler", "rng", "step", "epoch", "config", "grad_scaler", "meta",
+    "model",
+    "optimizer",
+    "scheduler",
+    "sampler",
+    "rng",
+    "step",
+    "epoch",
+    "config",
+    "grad_scaler",
+    "meta",
     "model_avg",
 )
 _PERIODIC = re.compile(r"^checkpoint-(\d+)\.pt$")
@@ -268,7 +278,7 @@ def _plain_value(config: Any) -> Any:
 
 def _strip_module_prefix(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if sd and all(k.startswith("module.") for k in sd):
-        return {k[len("module."):]: v for k, v in sd.items()}
+        return {k[len("module.") :]: v for k, v in sd.items()}
     return dict(sd)
 
 
@@ -321,9 +331,9 @@ def list_checkpoints(exp_dir: str | os.PathLike, kind: str = "all") -> list[Path
         return []
     periodic, epochs = [], []
     for p in exp_dir.iterdir():
-        if (m := _PERIODIC.match(p.name)):
+        if m := _PERIODIC.match(p.name):
             periodic.append((int(m.group(1)), p))
-        elif (m := _EPOCH.match(p.name)):
+        elif m := _EPOCH.match(p.name):
             epochs.append((int(m.group(1)), p))
     out: list[Path] = []
     if kind in ("periodic", "all"):
@@ -398,7 +408,9 @@ def average_checkpoints(paths: Sequence[str | os.PathLike]) -> dict[str, torch.T
     return {k: (acc[k] / n).to(v.dtype) if k in acc else v for k, v in last.items()}
 
 
-def averaged_state_dict(model_sd: Mapping[str, torch.Tensor], avg: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def averaged_state_dict(
+    model_sd: Mapping[str, torch.Tensor], avg: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """``model_sd`` with its floating-point entries replaced by ``avg`` (cast back to their dtype).
 
     ``avg`` must hold every floating-point key of ``model_sd`` (as a ``model_avg`` does); other
@@ -444,6 +456,5 @@ def average_checkpoints_with_averaged_model(
             raise ValueError(f"{start} and {end} average different parameters")
         w_end = s_end / (s_end - s_start)
         w_start = -s_start / (s_end - s_start)
-        avg = {k: v.to(torch.float64) * w_end + avg_start[k].to(torch.float64) * w_start
-               for k, v in avg_end.items()}
+        avg = {k: v.to(torch.float64) * w_end + avg_start[k].to(torch.float64) * w_start for k, v in avg_end.items()}
     return averaged_state_dict(ck_end["model"], avg)

@@ -88,11 +88,15 @@ def setup_distributed(backend: str | None = None, device: str | None = None, tim
         backend = "nccl" if dev.type == "cuda" else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(
-            backend=backend, init_method="env://", rank=rank, world_size=world_size,
+            backend=backend,
+            init_method="env://",
+            rank=rank,
+            world_size=world_size,
             timeout=datetime.timedelta(seconds=timeout_s),
         )
-        log.info("initialised %s process group: rank %d / %d (local %d) on %s", backend, rank, world_size,
-                 local_rank, dev)
+        log.info(
+            "initialised %s process group: rank %d / %d (local %d) on %s", backend, rank, world_size, local_rank, dev
+        )
     return DistInfo(rank, local_rank, world_size, dev, backend)
 
 

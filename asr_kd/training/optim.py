@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
@@ -65,7 +66,7 @@ __all__ = [
 
 # ----------------------------------------------------------------------------------------- optimisers
 def _strip_ddp(name: str) -> str:
-    return name[len("module."):] if name.startswith("module.") else name
+    return name[len("module.") :] if name.startswith("module.") else name
 
 
 def named_param_groups(params: Iterable) -> list[dict]:
@@ -140,11 +141,16 @@ def build_optimizer(params: Iterable, cfg: Mapping[str, Any] | None = None) -> t
     if name == "scaled_adam":  # no weight decay: the clamped RMS bounds each tensor's scale
         clip = cfg.get("clipping_scale", 2.0)
         return ScaledAdam(
-            groups, lr=float(cfg.get("lr", 0.045)), clipping_scale=None if clip is None else float(clip),
-            betas=tuple(float(b) for b in cfg.get("betas", (0.9, 0.98))), eps=float(cfg.get("eps", 1e-8)),
+            groups,
+            lr=float(cfg.get("lr", 0.045)),
+            clipping_scale=None if clip is None else float(clip),
+            betas=tuple(float(b) for b in cfg.get("betas", (0.9, 0.98))),
+            eps=float(cfg.get("eps", 1e-8)),
             scalar_lr_scale=float(cfg.get("scalar_lr_scale", 0.1)),
-            param_min_rms=float(cfg.get("param_min_rms", 1e-5)), param_max_rms=float(cfg.get("param_max_rms", 3.0)),
-            scalar_max=float(cfg.get("scalar_max", 10.0)), size_update_period=int(cfg.get("size_update_period", 4)),
+            param_min_rms=float(cfg.get("param_min_rms", 1e-5)),
+            param_max_rms=float(cfg.get("param_max_rms", 3.0)),
+            scalar_max=float(cfg.get("scalar_max", 10.0)),
+            size_update_period=int(cfg.get("size_update_period", 4)),
             clipping_update_period=int(cfg.get("clipping_update_period", 100)),
         )
     lr = float(cfg.get("lr", 2e-3))
@@ -205,19 +211,36 @@ class ScaledAdam(torch.optim.Optimizer):
     and restores the step exactly.
     """
 
-    def __init__(self, params, lr: float = 0.045, clipping_scale: float | None = None, betas=(0.9, 0.98),
-                 eps: float = 1e-8, scalar_lr_scale: float = 0.1, param_min_rms: float = 1e-5,
-                 param_max_rms: float = 3.0, scalar_max: float = 10.0, size_update_period: int = 4,
-                 clipping_update_period: int = 100):
+    def __init__(
+        self,
+        params,
+        lr: float = 0.045,
+        clipping_scale: float | None = None,
+        betas=(0.9, 0.98),
+        eps: float = 1e-8,
+        scalar_lr_scale: float = 0.1,
+        param_min_rms: float = 1e-5,
+        param_max_rms: float = 3.0,
+        scalar_max: float = 10.0,
+        size_update_period: int = 4,
+        clipping_update_period: int = 100,
+    ):
         if not 0.0 <= betas[0] < 1.0 or not 0.0 <= betas[1] < 1.0:
             raise ValueError(f"betas must be in [0, 1), got {betas}")
         if size_update_period < 1 or clipping_update_period < 1:
             raise ValueError("size_update_period and clipping_update_period must be >= 1")
         if clipping_scale is not None and clipping_scale <= 0:
             raise ValueError(f"clipping_scale must be > 0 or None, got {clipping_scale}")
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, scalar_lr_scale=scalar_lr_scale,
-                        param_min_rms=param_min_rms, param_max_rms=param_max_rms, scalar_max=scalar_max,
-                        size_update_period=int(size_update_period))
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            scalar_lr_scale=scalar_lr_scale,
+            param_min_rms=param_min_rms,
+            param_max_rms=param_max_rms,
+            scalar_max=scalar_max,
+            size_update_period=int(size_update_period),
+        )
         super().__init__(named_param_groups(params), defaults)  # torch keeps the names in "param_names"
         self.clipping_scale = None if clipping_scale is None else float(clipping_scale)
         self.clipping_update_period = int(clipping_update_period)
@@ -225,8 +248,17 @@ class ScaledAdam(torch.optim.Optimizer):
 
     @staticmethod
     def _fresh_clip_state() -> dict[str, Any]:
-        return {"step": 0, "norms": [], "threshold": None, "since_refresh": 0, "num_clipped": 0,
-                "total_clipped": 0, "last_scale": 1.0, "dominant": None, "dominant_share": 0.0}
+        return {
+            "step": 0,
+            "norms": [],
+            "threshold": None,
+            "since_refresh": 0,
+            "num_clipped": 0,
+            "total_clipped": 0,
+            "last_scale": 1.0,
+            "dominant": None,
+            "dominant_share": 0.0,
+        }
 
     # ------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -361,8 +393,14 @@ class ScaledAdam(torch.optim.Optimizer):
             cs["dominant_share"] = float(sumsq[k] / tot_sq)
             (log.warning if scale < 0.1 else log.debug)(
                 "ScaledAdam step %d: gradient norm %.3e > threshold %.3e, scaling gradients by %.3g; "
-                "dominated by %s (%.0f%% of the squared norm)", t, norm, threshold, scale, cs["dominant"],
-                100.0 * cs["dominant_share"])
+                "dominated by %s (%.0f%% of the squared norm)",
+                t,
+                norm,
+                threshold,
+                scale,
+                cs["dominant"],
+                100.0 * cs["dominant_share"],
+            )
         return scale
 
     def _refresh_threshold(self, t: int, early: bool) -> None:
@@ -373,9 +411,17 @@ class ScaledAdam(torch.optim.Optimizer):
         threshold = self.clipping_scale * norms[n // 2] * (2.0 if early else 1.0)
         pct = 100.0 * cs["num_clipped"] / cs["since_refresh"] if cs["since_refresh"] else 0.0
         extra = f"; last clipped step dominated by {cs['dominant']}" if cs["num_clipped"] and cs["dominant"] else ""
-        log.info("ScaledAdam step %d: clipping_scale=%g, grad-norm quartiles %s, threshold=%.3e, "
-                 "clipped %.1f%% of %d steps%s", t, self.clipping_scale, " ".join(f"{q:.3e}" for q in quartiles),
-                 threshold, pct, cs["since_refresh"], extra)
+        log.info(
+            "ScaledAdam step %d: clipping_scale=%g, grad-norm quartiles %s, threshold=%.3e, "
+            "clipped %.1f%% of %d steps%s",
+            t,
+            self.clipping_scale,
+            " ".join(f"{q:.3e}" for q in quartiles),
+            threshold,
+            pct,
+            cs["since_refresh"],
+            extra,
+        )
         cs["threshold"] = threshold
         cs["num_clipped"] = 0
         cs["since_refresh"] = 0
@@ -473,8 +519,9 @@ class NoamScheduler(WarmupScheduler):
 class CosineScheduler(WarmupScheduler):
     """Linear warm-up, then a half cosine from the peak to ``min_ratio * peak`` at ``total_steps``."""
 
-    def __init__(self, optimizer, warmup_steps: int = 500, total_steps: int = 10000,
-                 min_ratio: float = 0.02, last_step: int = -1):
+    def __init__(
+        self, optimizer, warmup_steps: int = 500, total_steps: int = 10000, min_ratio: float = 0.02, last_step: int = -1
+    ):
         self.total_steps = int(total_steps)
         self.min_ratio = float(min_ratio)
         super().__init__(optimizer, warmup_steps, last_step)
@@ -499,9 +546,16 @@ class EdenScheduler(WarmupScheduler):
     its Zipformer recipe uses B = 7500, E = 3.5 with a ScaledAdam lr of 0.045.
     """
 
-    def __init__(self, optimizer, lr_batches: float = 5000.0, lr_epochs: float = 6.0,
-                 warmup_steps: float = 500, warmup_start: float = 0.5, warmup_batches: float | None = None,
-                 last_step: int = -1):
+    def __init__(
+        self,
+        optimizer,
+        lr_batches: float = 5000.0,
+        lr_epochs: float = 6.0,
+        warmup_steps: float = 500,
+        warmup_start: float = 0.5,
+        warmup_batches: float | None = None,
+        last_step: int = -1,
+    ):
         if not 0.0 <= float(warmup_start) <= 1.0:
             raise ValueError(f"warmup_start must be in [0, 1], got {warmup_start}")
         self.lr_batches = float(lr_batches)

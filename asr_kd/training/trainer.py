@@ -59,10 +59,11 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -144,7 +145,7 @@ class TrainerConfig:
     average_period: int = 0
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "TrainerConfig":
+    def from_dict(cls, d: Mapping[str, Any] | None) -> TrainerConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in dict(d or {}).items() if k in names})
 
@@ -180,8 +181,11 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, Mapping):
-        return type(batch)((k, move_to_device(v, device)) for k, v in batch.items()) if isinstance(batch, dict) \
+        return (
+            type(batch)((k, move_to_device(v, device)) for k, v in batch.items())
+            if isinstance(batch, dict)
             else {k: move_to_device(v, device) for k, v in batch.items()}
+        )
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
         return type(batch)(*(move_to_device(v, device) for v in batch))
     if isinstance(batch, (list, tuple)):
@@ -421,8 +425,11 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------- averaging
     def _model_float64_copy(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().to("cpu", torch.float64, copy=True)
-                for k, v in unwrap_model(self.model).state_dict().items() if v.is_floating_point()}
+        return {
+            k: v.detach().to("cpu", torch.float64, copy=True)
+            for k, v in unwrap_model(self.model).state_dict().items()
+            if v.is_floating_point()
+        }
 
     def update_model_avg(self) -> None:
         """icefall's update after step ``s`` (a multiple of N): ``avg = avg·(1 - N/s) + model·N/s``."""
@@ -462,9 +469,18 @@ class Trainer:
                 "audio_seconds": float(self.audio_seconds),
             }
             out = save_checkpoint(
-                path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                sampler=self.sampler_position(), grad_scaler=self.scaler, step=self.step, epoch=self.epoch,
-                config=self.config, meta=meta, rng=rng, model_avg=self.model_avg,
+                path,
+                model=self.model,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                sampler=self.sampler_position(),
+                grad_scaler=self.scaler,
+                step=self.step,
+                epoch=self.epoch,
+                config=self.config,
+                meta=meta,
+                rng=rng,
+                model_avg=self.model_avg,
             )
             log.info("saved checkpoint %s (step %d, epoch %d)", out, self.step, self.epoch)
         ddp.barrier()
@@ -480,8 +496,12 @@ class Trainer:
             if path is None:
                 return False
         ckpt = load_checkpoint(
-            path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-            grad_scaler=self.scaler, map_location="cpu",
+            path,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            grad_scaler=self.scaler,
+            map_location="cpu",
         )
         self.step = int(ckpt["step"])
         self.epoch = int(ckpt["epoch"])
@@ -493,11 +513,14 @@ class Trainer:
         if self.model_avg is not None:
             avg = ckpt.get("model_avg")
             if avg:
-                avg = {k[len("module."):] if k.startswith("module.") else k: v.to(torch.float64)
-                       for k, v in avg.items()}
+                avg = {
+                    k[len("module.") :] if k.startswith("module.") else k: v.to(torch.float64) for k, v in avg.items()
+                }
                 if set(avg) != set(self.model_avg):
-                    raise ValueError(f"{path}: model_avg has entries {sorted(set(avg) ^ set(self.model_avg))[:5]} "
-                                     "that differ from the model's")
+                    raise ValueError(
+                        f"{path}: model_avg has entries {sorted(set(avg) ^ set(self.model_avg))[:5]} "
+                        "that differ from the model's"
+                    )
                 self.model_avg = avg
             else:
                 log.warning("%s has no model_avg: the model average starts from the resumed weights", path)
@@ -519,11 +542,19 @@ class Trainer:
             if per_rank is not None and len(per_rank) == self.world_size:
                 rng = per_rank[self.rank]
             elif per_rank is not None:
-                log.warning("checkpoint has RNG states of %d ranks, running with %d: reusing rank 0's",
-                            len(per_rank), self.world_size)
+                log.warning(
+                    "checkpoint has RNG states of %d ranks, running with %d: reusing rank 0's",
+                    len(per_rank),
+                    self.world_size,
+                )
             self._pending_rng = {k: v for k, v in rng.items() if k != "per_rank"}
-        log.info("resumed from %s: step %d, epoch %d, %d batches into the epoch", path, self.step, self.epoch,
-                 self.batches_consumed)
+        log.info(
+            "resumed from %s: step %d, epoch %d, %d batches into the epoch",
+            path,
+            self.step,
+            self.epoch,
+            self.batches_consumed,
+        )
         return True
 
     # ---------------------------------------------------------------------------------------- steps
@@ -542,8 +573,9 @@ class Trainer:
         adds the batch's audio (summed over ranks) to :attr:`audio_seconds`."""
         self.model.train()
         duration = float(self.batch_duration_fn(batch))
-        progress = TrainProgress(step=self.step, epoch=self.epoch, audio_seconds=self.audio_seconds,
-                                 batch_duration=duration)
+        progress = TrainProgress(
+            step=self.step, epoch=self.epoch, audio_seconds=self.audio_seconds, batch_duration=duration
+        )
         batch = move_to_device(batch, self.device)
         starts, ends = self._step_hooks()
         for fn in starts:
@@ -558,8 +590,11 @@ class Trainer:
         """(largest status over ranks, batch audio summed over ranks) in one all-reduce."""
         if not ddp.is_distributed():
             return status, duration
-        t = torch.tensor([float(status == 2), float(status == 1), duration], dtype=torch.float64,
-                         device=self.device if self.device.type == "cuda" else "cpu")
+        t = torch.tensor(
+            [float(status == 2), float(status == 1), duration],
+            dtype=torch.float64,
+            device=self.device if self.device.type == "cuda" else "cpu",
+        )
         ddp.all_reduce_sum(t)
         bad, empty, total = t.tolist()
         return (2 if bad > 0 else 1 if empty > 0 else 0), total
@@ -626,8 +661,15 @@ class Trainer:
         self.num_bad_batches += 1
         self.consecutive_bad += 1
         ids = ", ".join(cut_ids[:20]) + (" ..." if len(cut_ids) > 20 else "") if cut_ids else "unknown"
-        log.warning("step %d: skipping batch (%s, loss=%s); %d bad so far, %d in a row; cuts: %s",
-                    self.step, reason, loss_value, self.num_bad_batches, self.consecutive_bad, ids)
+        log.warning(
+            "step %d: skipping batch (%s, loss=%s); %d bad so far, %d in a row; cuts: %s",
+            self.step,
+            reason,
+            loss_value,
+            self.num_bad_batches,
+            self.consecutive_bad,
+            ids,
+        )
         if self.tb is not None:
             self.tb.add_scalar("train/bad_batches", self.num_bad_batches, self.step)
         if self.consecutive_bad >= self.cfg.max_consecutive_bad:
@@ -667,8 +709,11 @@ class Trainer:
         if ddp.is_distributed():
             names = ddp.all_gather_object(keys)
             keys = sorted(set().union(*names))
-            t = torch.tensor([sums.get(k, 0.0) for k in keys] + [weight], dtype=torch.float64,
-                             device=self.device if self.device.type == "cuda" else "cpu")
+            t = torch.tensor(
+                [sums.get(k, 0.0) for k in keys] + [weight],
+                dtype=torch.float64,
+                device=self.device if self.device.type == "cuda" else "cpu",
+            )
             ddp.all_reduce_sum(t)
             sums = dict(zip(keys, t[:-1].tolist()))
             weight = float(t[-1])
@@ -688,8 +733,15 @@ class Trainer:
             return
         vals = {k: v / self._log_weight for k, v in self._log_acc.items()}
         lr = self.optimizer.param_groups[0]["lr"]
-        log.info("epoch %d step %d: %s lr=%.3g grad_norm=%.3g bad=%d", self.epoch, self.step, _fmt(vals), lr,
-                 self._last_grad_norm, self.num_bad_batches)
+        log.info(
+            "epoch %d step %d: %s lr=%.3g grad_norm=%.3g bad=%d",
+            self.epoch,
+            self.step,
+            _fmt(vals),
+            lr,
+            self._last_grad_norm,
+            self.num_bad_batches,
+        )
         if self.tb is not None:
             for k, v in vals.items():
                 self.tb.add_scalar(f"train/{k}", v, self.step)
@@ -819,8 +871,13 @@ class Trainer:
                 bar.close()
             if self.tb is not None:
                 self.tb.flush()
-        log.info("training stopped (%s) at step %d, epoch %d; %d bad batches skipped", stopped, self.step,
-                 self.epoch, self.num_bad_batches)
+        log.info(
+            "training stopped (%s) at step %d, epoch %d; %d bad batches skipped",
+            stopped,
+            self.step,
+            self.epoch,
+            self.num_bad_batches,
+        )
         return {
             "step": self.step,
             "epoch": self.epoch,

@@ -11,9 +11,19 @@ import yaml
 
 from asr_kd.testing.recipe import make_toy_recipe
 
-MODEL = {"encoder": {"type": "conformer", "d_model": 32, "num_layers": 2, "num_heads": 2, "ffn_dim": 64,
-                     "conv_kernel": 3, "subsampling_channels": 8},
-         "ctc": {}, "inter_ctc": {"layers": [1]}}
+MODEL = {
+    "encoder": {
+        "type": "conformer",
+        "d_model": 32,
+        "num_layers": 2,
+        "num_heads": 2,
+        "ffn_dim": 64,
+        "conv_kernel": 3,
+        "subsampling_channels": 8,
+    },
+    "ctc": {},
+    "inter_ctc": {"layers": [1]},
+}
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +39,12 @@ def trained(tmp_path_factory):
     conf = make_toy_recipe(root, model=MODEL)
     exp = root / "exp"
     assert train.main(["--config", str(conf), "--exp-dir", str(exp), "--max-steps", "2", "optim.lr=1e-5"]) == 0
-    assert decode.main(["--exp-dir", str(exp), "--checkpoint", str(exp / "checkpoint-2.pt"),
-                        "--split", "test", "--split", "dev"]) == 0
+    assert (
+        decode.main(
+            ["--exp-dir", str(exp), "--checkpoint", str(exp / "checkpoint-2.pt"), "--split", "test", "--split", "dev"]
+        )
+        == 0
+    )
     return exp
 
 
@@ -39,8 +53,22 @@ def bundle(trained):
     from asr_kd.bin import export
 
     out = trained.parent / "pretrained" / "toy_ctc"
-    assert export.main(["--checkpoint", str(trained / "checkpoint-2.pt"), "--bundle", str(out), "--fp16",
-                        "--num-test-features", "4", "--split", "test"]) == 0
+    assert (
+        export.main(
+            [
+                "--checkpoint",
+                str(trained / "checkpoint-2.pt"),
+                "--bundle",
+                str(out),
+                "--fp16",
+                "--num-test-features",
+                "4",
+                "--split",
+                "test",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -63,8 +91,16 @@ def test_bundle_files_fp16_weights_and_card(bundle, trained):
     from asr_kd.bin.export import TO_FILL, read_transcripts
 
     names = {p.name for p in bundle.iterdir()}
-    assert {"model.pt", "config.yaml", "README.md", "bpe.model", "tokens.txt", "words.txt", "lexicon.txt",
-            "test_features"} <= names
+    assert {
+        "model.pt",
+        "config.yaml",
+        "README.md",
+        "bpe.model",
+        "tokens.txt",
+        "words.txt",
+        "lexicon.txt",
+        "test_features",
+    } <= names
     assert not [p for p in bundle.parent.iterdir() if p.name.startswith(".")]  # no temp dir left behind
     ck = torch.load(bundle / "model.pt", map_location="cpu", weights_only=True)
     floats = [v for v in ck["model"].values() if v.is_floating_point()]
@@ -105,11 +141,28 @@ def test_decode_from_bundle_matches_fp16_rounded_source(bundle, trained, tmp_pat
 
     rounded = tmp_path / "rounded"
     _fp16_rounded(trained / "checkpoint-2.pt", rounded / "averaged.pt")
-    assert decode.main(["--exp-dir", str(rounded), "--method", "ctc-greedy", "--method", "ctc-hlg",
-                        "--split", "test"]) == 0
+    assert (
+        decode.main(["--exp-dir", str(rounded), "--method", "ctc-greedy", "--method", "ctc-hlg", "--split", "test"])
+        == 0
+    )
     res = tmp_path / "bundle_decode"
-    assert decode.main(["--exp-dir", str(bundle), "--method", "ctc-greedy", "--method", "ctc-hlg",
-                        "--split", "test", "--res-dir", str(res)]) == 0
+    assert (
+        decode.main(
+            [
+                "--exp-dir",
+                str(bundle),
+                "--method",
+                "ctc-greedy",
+                "--method",
+                "ctc-hlg",
+                "--split",
+                "test",
+                "--res-dir",
+                str(res),
+            ]
+        )
+        == 0
+    )
     assert not (bundle / "decode").exists()  # an absolute --res-dir keeps the bundle clean
     for suffix in ("ctc-greedy", "ctc-hlg_noG"):  # ctc-hlg: words.txt / lexicon.txt from the bundle
         want = (rounded / "decode" / f"recogs-test-{suffix}.txt").read_text()
@@ -155,8 +208,12 @@ def test_kd_training_with_the_bundle_as_teacher(bundle, trained, tmp_path):
     from asr_kd.bin import train
 
     conf = str(trained.parent / "conf.yaml")
-    kd = [f"kd.teacher={{type: asr, checkpoint: {bundle}}}", "kd.methods=[{name: ctc_kd}]",
-          "model.encoder.num_layers=1", "model.inter_ctc=null"]
+    kd = [
+        f"kd.teacher={{type: asr, checkpoint: {bundle}}}",
+        "kd.methods=[{name: ctc_kd}]",
+        "model.encoder.num_layers=1",
+        "model.inter_ctc=null",
+    ]
     assert train.main(["--config", conf, "--exp-dir", str(tmp_path / "student"), "--max-steps", "1", *kd]) == 0
     log = (tmp_path / "student" / "train.log").read_text()
     assert "kd teacher: AsrTeacher (online)" in log and "ctc_kd=" in log
@@ -173,15 +230,32 @@ def test_reexport_refuse_overwrite_force_and_sub_model(bundle, trained, tmp_path
     assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert b["step"] == 2 and b["meta"]["train"] == a["meta"]["train"]
     assert (again / "config.yaml").read_text() == (bundle / "config.yaml").read_text()
-    assert (again / "test_features" / "transcripts.txt").read_text() == \
-        (bundle / "test_features" / "transcripts.txt").read_text()
+    assert (again / "test_features" / "transcripts.txt").read_text() == (
+        bundle / "test_features" / "transcripts.txt"
+    ).read_text()
     card = (again / "README.md").read_text()
     assert "| training steps | 2 (epoch" in card and "| test | ctc-greedy |" in card  # results kept
 
     with pytest.raises(SystemExit, match="exists: pass --force"):
         export.main(["--checkpoint", str(trained / "checkpoint-2.pt"), "--bundle", str(again)])
-    assert export.main(["--checkpoint", str(trained / "checkpoint-2.pt"), "--bundle", str(again), "--force",
-                        "--sub-model-layer", "1", "--num-test-features", "1", "--split", "dev"]) == 0
+    assert (
+        export.main(
+            [
+                "--checkpoint",
+                str(trained / "checkpoint-2.pt"),
+                "--bundle",
+                str(again),
+                "--force",
+                "--sub-model-layer",
+                "1",
+                "--num-test-features",
+                "1",
+                "--split",
+                "dev",
+            ]
+        )
+        == 0
+    )
     ck = torch.load(again / "model.pt", weights_only=True)
     assert ck["config"]["model"]["encoder"]["num_layers"] == 1
     assert all(v.dtype == torch.float32 for v in ck["model"].values() if v.is_floating_point())  # no --fp16
@@ -204,8 +278,16 @@ def test_export_refuses_a_lang_dir_of_another_vocabulary(trained, tmp_path):
     (tmp_path / "t.txt").write_text("\n".join(DUMMY_TEXTS) + "\n")
     train_bpe(tmp_path / "t.txt", tmp_path / "lang34", vocab_size=34)
     with pytest.raises(SystemExit, match=r"lang34/bpe.model: \d+ pieces, but the model outputs"):
-        export.main(["--checkpoint", str(trained / "checkpoint-2.pt"), "--bundle", str(tmp_path / "b"),
-                     "--lang-dir", str(tmp_path / "lang34")])
+        export.main(
+            [
+                "--checkpoint",
+                str(trained / "checkpoint-2.pt"),
+                "--bundle",
+                str(tmp_path / "b"),
+                "--lang-dir",
+                str(tmp_path / "lang34"),
+            ]
+        )
     assert not (tmp_path / "b").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -280,15 +362,28 @@ def test_transducer_bundle_uses_transducer_greedy(trained, tmp_path):
 
     cfg = torch.load(trained / "checkpoint-2.pt", weights_only=True)["config"]
     tok = Tokenizer.from_dir(cfg["data"]["lang_dir"])
-    m = resolve_model_config({"encoder": dict(MODEL["encoder"], num_layers=1),
-                              "transducer": {"d_pred": 16, "d_joint": 16}}, tok, 80)
+    m = resolve_model_config(
+        {"encoder": dict(MODEL["encoder"], num_layers=1), "transducer": {"d_pred": 16, "d_joint": 16}}, tok, 80
+    )
     torch.manual_seed(0)
     model = build_asr_model(m)
     cfg = dict(cfg, model=m)
     save_checkpoint(tmp_path / "exp" / "checkpoint-1.pt", model=model, step=1, config=cfg, rng=None)
     out = tmp_path / "rnnt"
-    assert export.main(["--checkpoint", str(tmp_path / "exp" / "checkpoint-1.pt"), "--bundle", str(out),
-                        "--fp16", "--num-test-features", "2"]) == 0
+    assert (
+        export.main(
+            [
+                "--checkpoint",
+                str(tmp_path / "exp" / "checkpoint-1.pt"),
+                "--bundle",
+                str(out),
+                "--fp16",
+                "--num-test-features",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "# method: transducer-greedy" in (out / "test_features" / "transcripts.txt").read_text()
     hyps, recorded = check_bundle(out)
     assert len(hyps) == 2 and hyps == recorded
@@ -321,8 +416,12 @@ def test_averaged_source_without_test_features(trained, tmp_path):
 def test_fp16_keeps_tensors_that_would_overflow():
     from asr_kd.bin.export import _to_fp16
 
-    state = {"w": torch.randn(3), "big": torch.tensor([1e6, 1.0]), "n": torch.tensor(3),
-             "inf": torch.tensor([float("inf")])}
+    state = {
+        "w": torch.randn(3),
+        "big": torch.tensor([1e6, 1.0]),
+        "n": torch.tensor(3),
+        "inf": torch.tensor([float("inf")]),
+    }
     out, kept = _to_fp16(state)
     assert kept == ["big"] and out["big"].dtype == torch.float32
     assert out["w"].dtype == torch.float16 and out["n"].dtype == torch.int64 and out["inf"].dtype == torch.float16

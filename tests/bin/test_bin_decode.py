@@ -14,10 +14,22 @@ def trained(tmp_path_factory):
     from asr_kd.bin import train
 
     root = tmp_path_factory.mktemp("recipe")
-    conf = make_toy_recipe(root, model={
-        "encoder": {"type": "conformer", "d_model": 32, "num_layers": 2, "num_heads": 2, "ffn_dim": 64,
-                    "conv_kernel": 3, "subsampling_channels": 8},
-        "ctc": {}, "inter_ctc": {"layers": [1]}})
+    conf = make_toy_recipe(
+        root,
+        model={
+            "encoder": {
+                "type": "conformer",
+                "d_model": 32,
+                "num_layers": 2,
+                "num_heads": 2,
+                "ffn_dim": 64,
+                "conv_kernel": 3,
+                "subsampling_channels": 8,
+            },
+            "ctc": {},
+            "inter_ctc": {"layers": [1]},
+        },
+    )
     exp = root / "exp"
     assert train.main(["--config", str(conf), "--exp-dir", str(exp), "--max-steps", "2"]) == 0
     return exp
@@ -35,13 +47,33 @@ def _recogs(path):
 def test_decode_writes_files_and_consistent_wer(trained, capsys):
     from asr_kd.bin import decode
 
-    assert decode.main(["--exp-dir", str(trained), "--method", "ctc-greedy", "--method", "ctc-prefix-beam",
-                        "--beam", "3", "--split", "test", "--split", "dev"]) == 0
+    assert (
+        decode.main(
+            [
+                "--exp-dir",
+                str(trained),
+                "--method",
+                "ctc-greedy",
+                "--method",
+                "ctc-prefix-beam",
+                "--beam",
+                "3",
+                "--split",
+                "test",
+                "--split",
+                "dev",
+            ]
+        )
+        == 0
+    )
     res = trained / "decode"
     rows = [json.loads(line) for line in (res / "results.jsonl").read_text().splitlines()]
     assert [(r["split"], r["method"]) for r in rows] == [
-        ("test", "ctc-greedy"), ("test", "ctc-prefix-beam_beam-3"),
-        ("dev", "ctc-greedy"), ("dev", "ctc-prefix-beam_beam-3")]
+        ("test", "ctc-greedy"),
+        ("test", "ctc-prefix-beam_beam-3"),
+        ("dev", "ctc-greedy"),
+        ("dev", "ctc-prefix-beam_beam-3"),
+    ]
     for r in rows:
         recogs = _recogs(res / f"recogs-{r['split']}-{r['method']}.txt")
         assert r["num_utts"] == len(recogs) == 2  # every cut decoded, none dropped
@@ -56,8 +88,12 @@ def test_decode_writes_files_and_consistent_wer(trained, capsys):
 def test_decode_inter_ctc_layer_and_bad_method(trained):
     from asr_kd.bin import decode
 
-    assert decode.main(["--exp-dir", str(trained), "--method", "ctc-greedy", "--ctc-layer", "1",
-                        "--res-dir", "dec_layer1"]) == 0
+    assert (
+        decode.main(
+            ["--exp-dir", str(trained), "--method", "ctc-greedy", "--ctc-layer", "1", "--res-dir", "dec_layer1"]
+        )
+        == 0
+    )
     assert (trained / "dec_layer1" / "recogs-test-ctc-greedy_layer-1.txt").is_file()
     with pytest.raises(ValueError, match="transducer"):
         decode.main(["--exp-dir", str(trained), "--method", "modified-beam"])

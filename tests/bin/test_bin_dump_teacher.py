@@ -28,8 +28,26 @@ def test_dump_teacher_cli(trained, tmp_path, capsys):
 
     root, exp = trained
     out = tmp_path / "kd"
-    assert dump_teacher.main(["--exp-dir", str(exp), "--splits", "train", "dev", "--out-dir", str(out),
-                              "--topk", "4", "--nbest", "2", "--max-duration", "3"]) == 0
+    assert (
+        dump_teacher.main(
+            [
+                "--exp-dir",
+                str(exp),
+                "--splits",
+                "train",
+                "dev",
+                "--out-dir",
+                str(out),
+                "--topk",
+                "4",
+                "--nbest",
+                "2",
+                "--max-duration",
+                "3",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "train: targets for 6 of 6 cuts (0 failed)" in printed and "dev: targets for 2 of 2 cuts" in printed
     assert (out / "toy_kd_train").is_dir() and not (out / "toy_kd_train_failed.txt").exists()
@@ -70,8 +88,23 @@ def test_dump_teacher_cli_keeps_and_lists_failed_cuts(trained, tmp_path, capsys)
     CutSet.from_cuts(cuts).to_file(manifests / "toy_cuts_test.jsonl.gz")
 
     out = tmp_path / "kd"
-    assert dump_teacher.main(["--checkpoint", str(exp / "checkpoint-2.pt"), "--manifest-dir", str(manifests),
-                              "--splits", "test", "--out-dir", str(out), "--topk", "3"]) == 0
+    assert (
+        dump_teacher.main(
+            [
+                "--checkpoint",
+                str(exp / "checkpoint-2.pt"),
+                "--manifest-dir",
+                str(manifests),
+                "--splits",
+                "test",
+                "--out-dir",
+                str(out),
+                "--topk",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert "test: targets for 1 of 2 cuts (1 failed" in capsys.readouterr().out
     assert (out / "toy_kd_test_failed.txt").read_text() == f"{cuts[0].id}\tmissing_audio\n"
     dumped = CutSet.from_file(out / "toy_cuts_test.jsonl.gz")
@@ -89,12 +122,30 @@ def test_student_trains_from_the_dumped_targets(trained, tmp_path):
 
     root, exp = trained
     out = tmp_path / "kd"
-    assert dump_teacher.main(["--checkpoint", str(exp / "checkpoint-2.pt"), "--splits", "train", "dev",
-                              "--out-dir", str(out), "--topk", "4", "--nbest", "2"]) == 0
+    assert (
+        dump_teacher.main(
+            [
+                "--checkpoint",
+                str(exp / "checkpoint-2.pt"),
+                "--splits",
+                "train",
+                "dev",
+                "--out-dir",
+                str(out),
+                "--topk",
+                "4",
+                "--nbest",
+                "2",
+            ]
+        )
+        == 0
+    )
     cfg = yaml.safe_load((root / "conf.yaml").read_text())
     cfg["data"]["manifest_dir"] = str(out)
-    cfg["kd"] = {"teacher": {"type": "offline", "fields": ["kd_ctc_topk", "kd_nbest"]},
-                 "methods": [{"name": "ctc_kd", "weight": 1.0}, {"name": "seq_kd_ctc", "weight": 0.5}]}
+    cfg["kd"] = {
+        "teacher": {"type": "offline", "fields": ["kd_ctc_topk", "kd_nbest"]},
+        "methods": [{"name": "ctc_kd", "weight": 1.0}, {"name": "seq_kd_ctc", "weight": 0.5}],
+    }
     conf = tmp_path / "student.yaml"
     conf.write_text(yaml.safe_dump(cfg))
     student = tmp_path / "student"

@@ -13,7 +13,12 @@ from asr_kd.corpus import transcripts as TR  # noqa: E402
 
 def sup(i, text, dur, voice):
     return SupervisionSegment(
-        id=f"u{i}", recording_id=f"u{i}", start=0, duration=dur, text=text, speaker=voice,
+        id=f"u{i}",
+        recording_id=f"u{i}",
+        start=0,
+        duration=dur,
+        text=text,
+        speaker=voice,
         custom={"accent": voice.split("+")[0]},
     )
 
@@ -68,6 +73,12 @@ def test_transcripts_write_only_when_changed(manifest_dir, tmp_path):
     mtime = out.stat().st_mtime_ns
     assert TR.main([str(manifest_dir / "synth_supervisions_train.jsonl.gz"), "--out", str(out)]) == 0
     assert out.stat().st_mtime_ns == mtime
-    TR.main([str(manifest_dir / "synth_supervisions_train.jsonl.gz"),
-             str(manifest_dir / "synth_supervisions_dev.jsonl.gz"), "--out", str(out)])
+    TR.main(
+        [
+            str(manifest_dir / "synth_supervisions_train.jsonl.gz"),
+            str(manifest_dir / "synth_supervisions_dev.jsonl.gz"),
+            "--out",
+            str(out),
+        ]
+    )
     assert out.read_text().splitlines() == texts + ["A X", "C D E F"]

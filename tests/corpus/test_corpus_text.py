@@ -59,7 +59,10 @@ def test_fortune_entries_drop_attribution_and_enumeration(debian_root):
 
 def test_split_sentences():
     assert T.split_sentences("One here. Two there! Three? yes. Four") == [
-        "One here.", "Two there!", "Three? yes.", "Four",
+        "One here.",
+        "Two there!",
+        "Three? yes.",
+        "Four",
     ]
     assert T.split_sentences('He said "Go." Then left.') == ['He said "Go."', "Then left."]
 

@@ -60,8 +60,15 @@ def test_time_mask_width_is_proportional_to_length():
 
 # ---------------------------------------------------------------------- masking
 def test_masks_are_exactly_the_planned_spans_and_padding_is_untouched():
-    aug = SpecAugment(time_warp=0, p=1.0, mask_value=SENTINEL, freq_mask_width=10,
-                      num_freq_masks=3, num_time_masks=4, time_mask_ratio=0.1)
+    aug = SpecAugment(
+        time_warp=0,
+        p=1.0,
+        mask_value=SENTINEL,
+        freq_mask_width=10,
+        num_freq_masks=3,
+        num_time_masks=4,
+        time_mask_ratio=0.1,
+    )
     x, lens = _batch()
     g = _gen(123)
     plans = [aug.sample(int(L), x.size(2), g) for L in lens]
@@ -81,8 +88,7 @@ def test_masks_are_exactly_the_planned_spans_and_padding_is_untouched():
 
 
 def test_mean_mask_value_is_the_utterance_mean():
-    aug = SpecAugment(time_warp=0, p=1.0, num_freq_masks=1, freq_mask_width=20,
-                      num_time_masks=0)
+    aug = SpecAugment(time_warp=0, p=1.0, num_freq_masks=1, freq_mask_width=20, num_time_masks=0)
     x, lens = _batch(lens=(90,), seed=4)
     x = x + 5.0
     plan = aug.sample(90, x.size(2), _gen(9))

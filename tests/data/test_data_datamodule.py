@@ -22,8 +22,9 @@ def many_cuts(tmp_path):
 
 
 def _config(**kw):
-    base = dict(max_duration=5.0, num_buckets=4, num_workers=0, shuffle=True, drop_last=False,
-                seed=7, spec_augment=False)
+    base = dict(
+        max_duration=5.0, num_buckets=4, num_workers=0, shuffle=True, drop_last=False, seed=7, spec_augment=False
+    )
     base.update(kw)
     return AsrDataConfig(**base)
 
@@ -105,8 +106,7 @@ def test_resumed_sampler_yields_exactly_the_remaining_batches(many_cuts, consume
 
 
 def test_workers_are_seeded_so_augmented_batches_repeat(many_cuts):
-    cfg = _config(num_workers=2, spec_augment=True,
-                  spec_augment_config=SpecAugmentConfig(p=1.0, time_warp=0))
+    cfg = _config(num_workers=2, spec_augment=True, spec_augment_config=SpecAugmentConfig(p=1.0, time_warp=0))
     cuts = many_cuts.subset(first=12)
 
     def run():
@@ -166,19 +166,15 @@ def test_noise_mixing_in_training_only(tmp_path, many_cuts):
     noise = CutSet.from_cuts([make_noise_cut(tmp_path, "noise", duration=2.5, amplitude=0.3)])
     noise.to_file(tmp_path / "noise_cuts.jsonl.gz")
     cuts = many_cuts.subset(first=5)
-    dm = AsrDataModule(_config(noise_cuts=tmp_path / "noise_cuts.jsonl.gz", noise_prob=1.0,
-                               noise_snr=(0.0, 0.0)))
+    dm = AsrDataModule(_config(noise_cuts=tmp_path / "noise_cuts.jsonl.gz", noise_prob=1.0, noise_snr=(0.0, 0.0)))
     dm_clean = AsrDataModule(_config())
-    noisy = {i: x for b in dm.train_dataloader(cuts)
-             for i, x in zip(b["supervisions"]["cut_id"], b["inputs"])}
-    clean = {i: x for b in dm_clean.train_dataloader(cuts)
-             for i, x in zip(b["supervisions"]["cut_id"], b["inputs"])}
+    noisy = {i: x for b in dm.train_dataloader(cuts) for i, x in zip(b["supervisions"]["cut_id"], b["inputs"])}
+    clean = {i: x for b in dm_clean.train_dataloader(cuts) for i, x in zip(b["supervisions"]["cut_id"], b["inputs"])}
     assert noisy.keys() == clean.keys()
     for i in clean:
         assert noisy[i].shape == clean[i].shape
         assert not torch.allclose(noisy[i], clean[i], atol=0.5)
-    valid = {i: x for b in dm.valid_dataloader(cuts)
-             for i, x in zip(b["supervisions"]["cut_id"], b["inputs"])}
+    valid = {i: x for b in dm.valid_dataloader(cuts) for i, x in zip(b["supervisions"]["cut_id"], b["inputs"])}
     for i in clean:
         torch.testing.assert_close(valid[i], clean[i], rtol=0, atol=0)
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from lhotse import CutSet, LilcomChunkyWriter, SupervisionSegment
+from lhotse import CutSet, LilcomChunkyWriter
 from lhotse.dataset.input_strategies import PrecomputedFeatures
 
 from asr_kd.data.augment import SpecAugment
@@ -59,10 +59,13 @@ def test_return_cuts(dummy_cuts):
 def test_text_of_several_supervisions_is_joined_in_time_order(dummy_cuts):
     cut = dummy_cuts[0]
     s = cut.supervisions[0]
-    cut = replace(cut, supervisions=[
-        replace(s, id="b", start=0.5, duration=0.5, text="WORLD  AGAIN"),
-        replace(s, id="a", start=0.0, duration=0.5, text=" HELLO"),
-    ])
+    cut = replace(
+        cut,
+        supervisions=[
+            replace(s, id="b", start=0.5, duration=0.5, text="WORLD  AGAIN"),
+            replace(s, id="a", start=0.0, duration=0.5, text=" HELLO"),
+        ],
+    )
     batch = AsrDataset()[CutSet.from_cuts([cut])]
     assert batch["supervisions"]["text"] == ["HELLO WORLD AGAIN"]
 

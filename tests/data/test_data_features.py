@@ -74,8 +74,12 @@ def test_backend_resolution(monkeypatch):
 
 @pytest.mark.parametrize(
     "backend",
-    ["lhotse", pytest.param("kaldifeat", marks=pytest.mark.skipif(
-        not features.kaldifeat_available(), reason="kaldifeat not installed"))],
+    [
+        "lhotse",
+        pytest.param(
+            "kaldifeat", marks=pytest.mark.skipif(not features.kaldifeat_available(), reason="kaldifeat not installed")
+        ),
+    ],
 )
 def test_batch_extraction_equals_single(backend):
     # waveforms of different lengths: the shorter ones must not see the longer ones' padding

@@ -68,16 +68,15 @@ def test_filter_counts_each_reason_and_logs(mixed_cuts, tiny_tokenizer, caplog):
 
 
 def test_subsampling_formula_is_a_parameter(mixed_cuts, tiny_tokenizer):
-    f = CutFilter(min_duration=None, max_duration=None, tokenizer=tiny_tokenizer,
-                  subsampled_frames=lambda T: T)  # no subsampling: 70 frames > tokens
+    f = CutFilter(
+        min_duration=None, max_duration=None, tokenizer=tiny_tokenizer, subsampled_frames=lambda T: T
+    )  # no subsampling: 70 frames > tokens
     assert len(filter_cuts(mixed_cuts, f)) == 5
     assert f.stats.num_dropped == 0
 
 
 def test_without_tokenizer_only_empty_outputs_are_dropped(tmp_path):
-    cuts = CutSet.from_cuts(
-        [make_cut(tmp_path, "tiny", duration=0.05), make_cut(tmp_path, "fine", duration=0.5)]
-    )
+    cuts = CutSet.from_cuts([make_cut(tmp_path, "tiny", duration=0.05), make_cut(tmp_path, "fine", duration=0.5)])
     assert cut_num_frames(cuts[0]) == 5 and conv2d_subsampling_4(5) < 1
     f = CutFilter(min_duration=None, max_duration=None)
     assert list(filter_cuts(cuts, f).ids) == ["fine"]
@@ -122,8 +121,7 @@ def test_filter_stats_merge_and_dict():
 def test_filter_stats_add_skipped_counts_without_relogging(caplog):
     stats = FilterStats("train")
     with caplog.at_level(logging.INFO, logger="asr_kd"):
-        stats.add_skipped([{"cut_id": "a", "reason": "corrupt_audio"},
-                           {"cut_id": "b", "reason": "corrupt_audio"}])
+        stats.add_skipped([{"cut_id": "a", "reason": "corrupt_audio"}, {"cut_id": "b", "reason": "corrupt_audio"}])
     assert dict(stats.dropped) == {"corrupt_audio": 2}
     assert stats.examples == {"corrupt_audio": ["a", "b"]}
     assert caplog.text == ""
@@ -132,9 +130,10 @@ def test_filter_stats_add_skipped_counts_without_relogging(caplog):
 def test_filter_counts_each_cut_once_over_several_passes():
     """Samplers iterate the CutSet several times (bucket estimation, epochs): kept/dropped counts are
     per cut, not per pass, and the decision is stable."""
+    import tempfile
+
     from asr_kd.data.filters import CutFilter
     from asr_kd.testing.dummies import make_cutset
-    import tempfile
 
     with tempfile.TemporaryDirectory() as d:
         cuts = make_cutset(d, [0.3, 1.2, 1.5, 2.0])

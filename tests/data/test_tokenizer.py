@@ -164,7 +164,5 @@ def test_prepare_lang_cli_skips_existing(text_file, tmp_path, capsys):
     prepare_lang.main(["--text", str(text_file), "--lang-dir", str(out), "--vocab-size", "40"])
     assert "skipping" in capsys.readouterr().out
     assert model.stat().st_mtime_ns == mtime
-    prepare_lang.main(
-        ["--text", str(text_file), "--lang-dir", str(out), "--vocab-size", "45", "--force"]
-    )
+    prepare_lang.main(["--text", str(text_file), "--lang-dir", str(out), "--vocab-size", "45", "--force"])
     assert Tokenizer.from_dir(out).vocab_size == 45

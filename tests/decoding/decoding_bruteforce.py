@@ -101,8 +101,7 @@ def _log_add(a, b):
     return a + math.log1p(math.exp(b - a))
 
 
-def reference_prefix_beam_search(log_probs, lens, beam, blank_id=0, top_k=None, prune_threshold=None,
-                                 token_bias=None):
+def reference_prefix_beam_search(log_probs, lens, beam, blank_id=0, top_k=None, prune_threshold=None, token_bias=None):
     """Returns per utterance a list of (score, ctc, bias, prefix) best first."""
     _NEG_INF = -math.inf
     lp = log_probs.to(torch.float64)
@@ -137,9 +136,7 @@ def reference_prefix_beam_search(log_probs, lens, beam, blank_id=0, top_k=None, 
                         continue
                     ext = prefix + (c,)
                     if ext not in bias:
-                        bias[ext] = bias[prefix] + (
-                            float(token_bias(prefix, c)) if token_bias is not None else 0.0
-                        )
+                        bias[ext] = bias[prefix] + (float(token_bias(prefix, c)) if token_bias is not None else 0.0)
                     if c == last:
                         e = nxt.setdefault(prefix, [_NEG_INF, _NEG_INF])
                         e[1] = _log_add(e[1], pnb + p)
@@ -149,18 +146,16 @@ def reference_prefix_beam_search(log_probs, lens, beam, blank_id=0, top_k=None, 
                         e = nxt.setdefault(ext, [_NEG_INF, _NEG_INF])
                         e[1] = _log_add(e[1], p_tot + p)
             ranked = sorted(
-                (
-                    (_log_add(pb, pnb) + bias[g], g)
-                    for g, (pb, pnb) in nxt.items()
-                    if _log_add(pb, pnb) > _NEG_INF
-                ),
+                ((_log_add(pb, pnb) + bias[g], g) for g, (pb, pnb) in nxt.items() if _log_add(pb, pnb) > _NEG_INF),
                 key=lambda x: (-x[0], x[1]),
             )[:beam]
             beams = {g: nxt[g] for _, g in ranked}
-        out.append(sorted(
-            ((_log_add(*beams[g]) + bias[g], _log_add(*beams[g]), bias[g], g) for g in beams),
-            key=lambda x: (-x[0], x[3]),
-        ))
+        out.append(
+            sorted(
+                ((_log_add(*beams[g]) + bias[g], _log_add(*beams[g]), bias[g], g) for g in beams),
+                key=lambda x: (-x[0], x[3]),
+            )
+        )
     return out
 
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
+from decoding_bruteforce import all_sequences, ctc_sequence_probs, random_log_probs
 
 from asr_kd.decoding.attention import attention_beam_search, attention_rescoring
 from asr_kd.decoding.ctc import ctc_prefix_beam_search
-from decoding_bruteforce import all_sequences, ctc_sequence_probs, random_log_probs
 
 V, D, SOS = 4, 3, 3  # 0 = blank, 1 and 2 = tokens, 3 = sos/eos
 TOKENS = (1, 2)
@@ -77,8 +77,7 @@ def _setup(seed=0, N=2, T=4):
 def test_attention_only_matches_exhaustive(seed, lp_pen):
     dec, enc, _ = _setup(seed)
     lens = torch.tensor([4, 3])
-    res = attention_beam_search(dec, enc, lens, beam=40, sos=SOS, eos=SOS, max_len=3,
-                                length_penalty=lp_pen, nbest=6)
+    res = attention_beam_search(dec, enc, lens, beam=40, sos=SOS, eos=SOS, max_len=3, length_penalty=lp_pen, nbest=6)
     for n in range(2):
         ref = brute_force(dec, enc[n], int(lens[n]), 3, lp_pen=lp_pen)[:6]
         assert res[n].tokens == [r[1] for r in ref]
@@ -90,8 +89,9 @@ def test_attention_only_matches_exhaustive(seed, lp_pen):
 def test_joint_ctc_attention_matches_exhaustive(seed, w):
     dec, enc, ctc = _setup(seed)
     lens = torch.tensor([4, 3])
-    res = attention_beam_search(dec, enc, lens, beam=40, sos=SOS, eos=SOS, ctc_log_probs=ctc,
-                                ctc_weight=w, pre_beam=V, nbest=5)
+    res = attention_beam_search(
+        dec, enc, lens, beam=40, sos=SOS, eos=SOS, ctc_log_probs=ctc, ctc_weight=w, pre_beam=V, nbest=5
+    )
     for n in range(2):
         L = int(lens[n])
         ref = brute_force(dec, enc[n], L, L, ctc_lp=ctc[n, :L], w=w)[:5]
@@ -106,8 +106,7 @@ def test_joint_ctc_attention_matches_exhaustive(seed, w):
 def test_small_beam_scores_are_consistent():
     dec, enc, ctc = _setup(5)
     lens = torch.tensor([4, 4])
-    res = attention_beam_search(dec, enc, lens, beam=2, sos=SOS, eos=SOS, ctc_log_probs=ctc,
-                                ctc_weight=0.4)
+    res = attention_beam_search(dec, enc, lens, beam=2, sos=SOS, eos=SOS, ctc_log_probs=ctc, ctc_weight=0.4)
     for n in range(2):
         assert 1 <= len(res[n]) <= 2
         ref = {tuple(s): v for v, s in brute_force(dec, enc[n], 4, 4, ctc_lp=ctc[n], w=0.4)}
@@ -131,16 +130,14 @@ def test_attention_rescoring():
         L = int(lens[n])
         # (the pruned prefix search's ctc scores are what gets combined)
         want = sorted(
-            (
-                (att_logprob(dec, enc[n], L, h) + 0.5 * c, h)
-                for h, c in zip(nb[n].tokens, nb[n].components["ctc"])
-            ),
+            ((att_logprob(dec, enc[n], L, h) + 0.5 * c, h) for h, c in zip(nb[n].tokens, nb[n].components["ctc"])),
             key=lambda x: (-x[0], x[1]),
         )
         assert res[n].tokens == [w[1] for w in want]
         assert res[n].scores == pytest.approx([w[0] for w in want])
     # plain token lists with explicit scores
-    res2 = attention_rescoring(dec, enc, lens, [[[1], []], [[2, 1]]], [[0.0, -10.0], [-1.0]],
-                               ctc_weight=1.0, sos=SOS, eos=SOS)
+    res2 = attention_rescoring(
+        dec, enc, lens, [[[1], []], [[2, 1]]], [[0.0, -10.0], [-1.0]], ctc_weight=1.0, sos=SOS, eos=SOS
+    )
     assert res2[1].scores[0] == pytest.approx(att_logprob(dec, enc[1], 3, [2, 1]) - 1.0)
     assert set(map(tuple, res2[0].tokens)) == {(1,), ()}

@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
+from decoding_bruteforce import ctc_prefix_prob, ctc_sequence_probs, random_log_probs
 
 from asr_kd.decoding.ctc import CtcPrefixScorer, ctc_greedy_search, ctc_prefix_beam_search
-from decoding_bruteforce import ctc_prefix_prob, ctc_sequence_probs, random_log_probs
 
 
 def _lp(rows):
@@ -151,8 +151,13 @@ def test_prefix_scorer_candidates_subset():
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize(
     "kw",
-    [dict(beam=1), dict(beam=3), dict(beam=5, top_k=3), dict(beam=4, prune_threshold=2.0),
-     dict(beam=4, top_k=2, prune_threshold=1.0)],
+    [
+        dict(beam=1),
+        dict(beam=3),
+        dict(beam=5, top_k=3),
+        dict(beam=4, prune_threshold=2.0),
+        dict(beam=4, top_k=2, prune_threshold=1.0),
+    ],
 )
 def test_prefix_beam_search_matches_dict_reference(seed, kw):
     from decoding_bruteforce import reference_prefix_beam_search

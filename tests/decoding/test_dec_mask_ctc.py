@@ -94,9 +94,7 @@ def test_k_one_fills_all_at_once_and_k_large_one_by_one():
     mlm = ToyMLM([[4, 5, 4]], [[0.5, 0.9, 0.7]])
     out = mask_ctc_easy_first(lp, lens, mlm, enc, enc_lens, K=10, mask_id=MASK, schedule="espnet")
     assert out == [[4, 5, 4]]
-    assert [c[0].tolist() for c in mlm.calls] == [
-        [MASK, MASK, MASK], [MASK, 5, MASK], [MASK, 5, 4]
-    ]
+    assert [c[0].tolist() for c in mlm.calls] == [[MASK, MASK, MASK], [MASK, 5, MASK], [MASK, 5, 4]]
 
 
 def test_paper_schedule_k_is_tokens_per_iteration():
@@ -109,9 +107,7 @@ def test_paper_schedule_k_is_tokens_per_iteration():
     assert len(mlm.calls) == 1
     mlm = ToyMLM([[4, 5, 4]], [[0.5, 0.9, 0.7]])
     assert mask_ctc_easy_first(lp, lens, mlm, enc, enc_lens, K=1, mask_id=MASK) == [[4, 5, 4]]
-    assert [c[0].tolist() for c in mlm.calls] == [
-        [MASK, MASK, MASK], [MASK, 5, MASK], [MASK, 5, 4]
-    ]
+    assert [c[0].tolist() for c in mlm.calls] == [[MASK, MASK, MASK], [MASK, 5, MASK], [MASK, 5, 4]]
 
 
 def test_mask_fill_schedule():
@@ -187,10 +183,10 @@ def test_beam_one_equals_easy_first(seed, schedule):
     mlm, memory, lp, lens = _random_setup(seed)
     for K in (1, 2, 3):
         a, b = Recorder(mlm), Recorder(mlm)
-        greedy = mask_ctc_easy_first(lp, lens, a, memory, lens, p_thr=0.99, K=K, mask_id=mlm.mask_id,
-                                     schedule=schedule)
-        res = mask_ctc_beam_search(lp, lens, b, memory, lens, beam=1, p_thr=0.99, K=K, mask_id=mlm.mask_id,
-                                   schedule=schedule)
+        greedy = mask_ctc_easy_first(lp, lens, a, memory, lens, p_thr=0.99, K=K, mask_id=mlm.mask_id, schedule=schedule)
+        res = mask_ctc_beam_search(
+            lp, lens, b, memory, lens, beam=1, p_thr=0.99, K=K, mask_id=mlm.mask_id, schedule=schedule
+        )
         assert best_paths(res) == greedy
         assert all(len(r) == 1 for r in res)
         # the same decoder inputs: one batched call per iteration over the utterances with masks left
@@ -238,8 +234,9 @@ def test_beam_matches_unvectorised_reference(beam):
         init = [mlm.mask_id if c < 0.99 else t for t, c in zip(toks[n], confs[n])]
         plan = mask_fill_schedule(init.count(mlm.mask_id), K)
         assert len(plan) >= 2  # a real beam search (several iterations)
-        ref = reference_mask_ctc_beam_search(_single_logp(mlm, memory, lens, n), init, plan, mlm.mask_id,
-                                             list(range(1, 6)), beam)
+        ref = reference_mask_ctc_beam_search(
+            _single_logp(mlm, memory, lens, n), init, plan, mlm.mask_id, list(range(1, 6)), beam
+        )
         assert [list(q) for _, q in ref] == res[n].tokens
         assert res[n].scores == pytest.approx([s for s, _ in ref], abs=1e-5)
 
@@ -250,8 +247,16 @@ def test_beam_batch_equals_per_utterance_and_nbest_is_well_formed():
     batch = mask_ctc_beam_search(lp, lens, mlm, memory, lens, beam=4, p_thr=0.99, mask_id=mlm.mask_id)
     toks, confs = ctc_greedy_with_confidence(lp, lens)
     for n in range(3):
-        one = mask_ctc_beam_search(lp[n : n + 1], lens[n : n + 1], mlm, memory[n : n + 1], lens[n : n + 1],
-                                   beam=4, p_thr=0.99, mask_id=mlm.mask_id)[0]
+        one = mask_ctc_beam_search(
+            lp[n : n + 1],
+            lens[n : n + 1],
+            mlm,
+            memory[n : n + 1],
+            lens[n : n + 1],
+            beam=4,
+            p_thr=0.99,
+            mask_id=mlm.mask_id,
+        )[0]
         assert one.tokens == batch[n].tokens
         assert one.scores == pytest.approx(batch[n].scores, abs=1e-5)
         r = batch[n]

@@ -4,6 +4,7 @@ is small, and every registered decoding method on a model of each encoder agains
 
 import pytest
 import torch
+from decoding_bruteforce import all_sequences, brute_force_one_sym, ctc_sequence_probs, ref_greedy
 
 from asr_kd.decoding import (
     attention_beam_search,
@@ -20,7 +21,6 @@ from asr_kd.decoding.search import SearchOptions, decode_batch, decode_nbest, ge
 from asr_kd.models.asr_model import build_asr_model
 from asr_kd.models.encoder import build_encoder
 from asr_kd.testing.encoders import input_frames, layer_at_output_rate_reference, tiny_encoder_config
-from decoding_bruteforce import all_sequences, brute_force_one_sym, ctc_sequence_probs, ref_greedy
 
 heads = pytest.importorskip("asr_kd.models.heads")
 
@@ -49,16 +49,29 @@ def test_attention_decoder_beam_search_exact(encoder_type):
     ctc = heads.CtcHead(D, V).eval()
     ctc_lp = ctc.log_probs(enc)
     for w, ctc_in in [(0.0, None), (0.3, ctc_lp)]:
-        res = attention_beam_search(dec, enc, lens, beam=64, sos=SOS, eos=SOS, max_len=3,
-                                    ctc_log_probs=ctc_in, ctc_weight=w, pre_beam=V, nbest=5)
+        res = attention_beam_search(
+            dec,
+            enc,
+            lens,
+            beam=64,
+            sos=SOS,
+            eos=SOS,
+            max_len=3,
+            ctc_log_probs=ctc_in,
+            ctc_weight=w,
+            pre_beam=V,
+            nbest=5,
+        )
         for n in range(2):
             L = int(lens[n])
             seqs = [list(s) for s in all_sequences((1, 2, 3), 3)]
             # teacher-forced scores of every sequence (the rescoring path)
-            full = attention_rescoring(dec, enc[n : n + 1], lens[n : n + 1], [seqs],
-                                       [[0.0] * len(seqs)], 0.0, sos=SOS, eos=SOS)[0]
+            full = attention_rescoring(
+                dec, enc[n : n + 1], lens[n : n + 1], [seqs], [[0.0] * len(seqs)], 0.0, sos=SOS, eos=SOS
+            )[0]
             att = dict(zip(map(tuple, full.tokens), full.components["att"]))
             probs = ctc_sequence_probs(ctc_lp[n, :L].double())
+
             def total(s):
                 if w == 0.0:
                     return att[tuple(s)]
@@ -185,12 +198,17 @@ def _write_lang_dir(path):
 
 def _all_heads_model(encoder_type, x, x_lens):
     torch.manual_seed(0)
-    model = build_asr_model({
-        "vocab_size": V_MODEL, "encoder": tiny_encoder_config(encoder_type, F),
-        "ctc": {}, "inter_ctc": {"layers": [1, 2]}, "transducer": {"d_pred": 8, "d_joint": 8},
-        "attention_decoder": {"num_layers": 1, "heads": 2, "d_ff": 16, "dropout": 0.0},
-        "mask_ctc": {"num_layers": 1, "heads": 2, "d_ff": 16, "dropout": 0.0},
-    }).eval()
+    model = build_asr_model(
+        {
+            "vocab_size": V_MODEL,
+            "encoder": tiny_encoder_config(encoder_type, F),
+            "ctc": {},
+            "inter_ctc": {"layers": [1, 2]},
+            "transducer": {"d_pred": 8, "d_joint": 8},
+            "attention_decoder": {"num_layers": 1, "heads": 2, "d_ff": 16, "dropout": 0.0},
+            "mask_ctc": {"num_layers": 1, "heads": 2, "d_ff": 16, "dropout": 0.0},
+        }
+    ).eval()
     with torch.no_grad():  # random layers barely vary over time: centre and scale the CTC heads' inputs
         enc = model.encode(x, x_lens)
         valid = enc.valid_mask()
@@ -211,9 +229,13 @@ def _direct(method, model, enc_out, ctc_layer, lang_dir):
     else:
         k = ctc_layer
         layer_lens = enc_out.layer_lens[k - 1] if enc_out.layer_lens is not None else lens
-        h = layer_at_output_rate_reference(enc_out.layer_outputs[k - 1], layer_lens,
-                                           model.encoder.layer_info[k - 1].subsampling,
-                                           model.encoder.subsampling_factor, enc.size(1))
+        h = layer_at_output_rate_reference(
+            enc_out.layer_outputs[k - 1],
+            layer_lens,
+            model.encoder.layer_info[k - 1].subsampling,
+            model.encoder.subsampling_factor,
+            enc.size(1),
+        )
         lp = model.inter_ctc_head(k)(h).log_softmax(-1)
     t, mask_id = model.transducer, model.mask_ctc.mask_id
     if method == "ctc-greedy":
@@ -226,12 +248,31 @@ def _direct(method, model, enc_out, ctc_layer, lang_dir):
         graph, _ = build_hlg_from_lang_dir(lang_dir)
         return best_paths(wfst_decode(graph, lp, lens, beam=16.0))
     if method == "attention-beam":
-        return best_paths(attention_beam_search(model.attention_decoder, enc, lens, beam=BEAM, sos=1, eos=1,
-                                                ctc_log_probs=lp, ctc_weight=0.3, blank_id=0))
+        return best_paths(
+            attention_beam_search(
+                model.attention_decoder,
+                enc,
+                lens,
+                beam=BEAM,
+                sos=1,
+                eos=1,
+                ctc_log_probs=lp,
+                ctc_weight=0.3,
+                blank_id=0,
+            )
+        )
     if method == "attention-rescoring":
-        return best_paths(attention_rescoring(model.attention_decoder, enc, lens,
-                                              ctc_prefix_beam_search(lp, lens, beam=BEAM), ctc_weight=0.3,
-                                              sos=1, eos=1))
+        return best_paths(
+            attention_rescoring(
+                model.attention_decoder,
+                enc,
+                lens,
+                ctc_prefix_beam_search(lp, lens, beam=BEAM),
+                ctc_weight=0.3,
+                sos=1,
+                eos=1,
+            )
+        )
     if method == "transducer-greedy":
         return transducer_greedy_search(t.predictor, t.joiner, enc, lens)
     if method == "modified-beam":
@@ -239,8 +280,9 @@ def _direct(method, model, enc_out, ctc_layer, lang_dir):
     if method == "mask-ctc":
         return mask_ctc_easy_first(lp, lens, model.mask_ctc, enc, lens, p_thr=0.99, K=2, mask_id=mask_id)
     if method == "mask-ctc-beam":
-        return best_paths(mask_ctc_beam_search(lp, lens, model.mask_ctc, enc, lens, beam=BEAM, p_thr=0.99, K=2,
-                                               mask_id=mask_id))
+        return best_paths(
+            mask_ctc_beam_search(lp, lens, model.mask_ctc, enc, lens, beam=BEAM, p_thr=0.99, K=2, mask_id=mask_id)
+        )
     pytest.fail(f"registered decoding method {method!r} has no direct-call reference in this test")
 
 

@@ -34,8 +34,17 @@ from asr_kd.decoding.search import (
 from asr_kd.models.asr_model import build_asr_model
 
 V = 12
-ENCODER = {"type": "conformer", "input_dim": 20, "d_model": 16, "num_layers": 2, "num_heads": 2, "ffn_dim": 32,
-           "conv_kernel": 3, "subsampling_channels": 4, "dropout": 0.0}
+ENCODER = {
+    "type": "conformer",
+    "input_dim": 20,
+    "d_model": 16,
+    "num_layers": 2,
+    "num_heads": 2,
+    "ffn_dim": 32,
+    "conv_kernel": 3,
+    "subsampling_channels": 4,
+    "dropout": 0.0,
+}
 
 
 class SpreadCtc(torch.nn.Module):
@@ -52,13 +61,19 @@ class SpreadCtc(torch.nn.Module):
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    m = build_asr_model({
-        "vocab_size": V, "sos_id": 1, "eos_id": 1, "encoder": ENCODER,
-        "ctc": {}, "inter_ctc": {"layers": [1]},
-        "transducer": {"d_pred": 8, "d_joint": 8},
-        "attention_decoder": {"num_layers": 1, "heads": 2, "d_ff": 16, "dropout": 0.0},
-        "mask_ctc": {"num_layers": 1, "heads": 2, "d_ff": 16, "dropout": 0.0},
-    }).eval()
+    m = build_asr_model(
+        {
+            "vocab_size": V,
+            "sos_id": 1,
+            "eos_id": 1,
+            "encoder": ENCODER,
+            "ctc": {},
+            "inter_ctc": {"layers": [1]},
+            "transducer": {"d_pred": 8, "d_joint": 8},
+            "attention_decoder": {"num_layers": 1, "heads": 2, "d_ff": 16, "dropout": 0.0},
+            "mask_ctc": {"num_layers": 1, "heads": 2, "d_ff": 16, "dropout": 0.0},
+        }
+    ).eval()
     m.ctc = SpreadCtc(m.ctc)
     return m
 
@@ -104,12 +119,23 @@ def direct_results(method, model, x, x_lens, lang_dir):
     if method == "ctc-prefix-beam":
         return best_paths(ctc_prefix_beam_search(lp, lens, beam=3))
     if method == "attention-beam":
-        return best_paths(attention_beam_search(model.attention_decoder, enc, lens, beam=3, sos=1, eos=1,
-                                                ctc_log_probs=lp, ctc_weight=0.3))
+        return best_paths(
+            attention_beam_search(
+                model.attention_decoder, enc, lens, beam=3, sos=1, eos=1, ctc_log_probs=lp, ctc_weight=0.3
+            )
+        )
     if method == "attention-rescoring":
-        return best_paths(attention_rescoring(model.attention_decoder, enc, lens,
-                                              ctc_prefix_beam_search(lp, lens, beam=3), ctc_weight=0.3,
-                                              sos=1, eos=1))
+        return best_paths(
+            attention_rescoring(
+                model.attention_decoder,
+                enc,
+                lens,
+                ctc_prefix_beam_search(lp, lens, beam=3),
+                ctc_weight=0.3,
+                sos=1,
+                eos=1,
+            )
+        )
     if method == "transducer-greedy":
         return transducer_greedy_search(t.predictor, t.joiner, enc, lens)
     if method == "modified-beam":
@@ -117,8 +143,9 @@ def direct_results(method, model, x, x_lens, lang_dir):
     if method == "mask-ctc":
         return mask_ctc_easy_first(lp, lens, model.mask_ctc, enc, lens, p_thr=0.99, K=2, mask_id=mask_id)
     if method == "mask-ctc-beam":
-        return best_paths(mask_ctc_beam_search(lp, lens, model.mask_ctc, enc, lens, beam=3, p_thr=0.99, K=2,
-                                               mask_id=mask_id))
+        return best_paths(
+            mask_ctc_beam_search(lp, lens, model.mask_ctc, enc, lens, beam=3, p_thr=0.99, K=2, mask_id=mask_id)
+        )
     if method == "ctc-hlg":
         pytest.importorskip("kaldifst")
         pytest.importorskip("kaldi_decoder")
@@ -149,10 +176,24 @@ def test_every_registered_method_equals_the_direct_call(method, model, batch, la
 def test_registry_lists_all_methods():
     names = list_decoding_methods()
     assert names == sorted(METHODS) == sorted(DECODING_METHODS)
-    assert {"ctc-greedy", "ctc-prefix-beam", "ctc-hlg", "attention-beam", "attention-rescoring",
-            "transducer-greedy", "modified-beam", "mask-ctc", "mask-ctc-beam"} <= set(names)
-    assert tuple(NBEST_METHODS) == ("ctc-prefix-beam", "attention-beam", "attention-rescoring", "modified-beam",
-                                    "mask-ctc-beam")
+    assert {
+        "ctc-greedy",
+        "ctc-prefix-beam",
+        "ctc-hlg",
+        "attention-beam",
+        "attention-rescoring",
+        "transducer-greedy",
+        "modified-beam",
+        "mask-ctc",
+        "mask-ctc-beam",
+    } <= set(names)
+    assert tuple(NBEST_METHODS) == (
+        "ctc-prefix-beam",
+        "attention-beam",
+        "attention-rescoring",
+        "modified-beam",
+        "mask-ctc-beam",
+    )
     assert list_decoding_methods(nbest=True) == sorted(NBEST_METHODS)
     assert "ctc-hlg" in list_decoding_methods(nbest=False) and "ctc-hlg" not in NBEST_METHODS
     assert METHODS["attention-rescoring"] == ("ctc", "attention_decoder")
@@ -169,8 +210,10 @@ def test_ctc_hlg_via_decode_batch_equals_wfst_decode(model, batch, lang_dir):
     x, x_lens = batch
     enc_out = model.encode(x, x_lens)
     graph, id_to_word = build_hlg_from_lang_dir(lang_dir)
-    for layer, lp in ((None, model.ctc(enc_out.out).log_softmax(-1)),
-                      (1, model.inter_ctc_head(1)(enc_out.layer_outputs[0]).log_softmax(-1))):
+    for layer, lp in (
+        (None, model.ctc(enc_out.out).log_softmax(-1)),
+        (1, model.inter_ctc_head(1)(enc_out.layer_outputs[0]).log_softmax(-1)),
+    ):
         for beam, scale in ((16.0, 1.0), (8.0, 0.5)):
             opts = SearchOptions(lang_dir=str(lang_dir), ctc_layer=layer, search_beam=beam, acoustic_scale=scale)
             want = wfst_decode(graph, lp, enc_out.out_lens, beam=beam, acoustic_scale=scale)
@@ -237,9 +280,17 @@ def test_unknown_method_lists_the_registered_names(ctc_only, batch):
         get_decoding_method("viterbi")
 
 
-@pytest.mark.parametrize("method,head", [("attention-beam", "attention_decoder"), ("modified-beam", "transducer"),
-                                         ("transducer-greedy", "transducer"), ("mask-ctc", "mask_ctc"),
-                                         ("mask-ctc-beam", "mask_ctc"), ("attention-rescoring", "attention_decoder")])
+@pytest.mark.parametrize(
+    "method,head",
+    [
+        ("attention-beam", "attention_decoder"),
+        ("modified-beam", "transducer"),
+        ("transducer-greedy", "transducer"),
+        ("mask-ctc", "mask_ctc"),
+        ("mask-ctc-beam", "mask_ctc"),
+        ("attention-rescoring", "attention_decoder"),
+    ],
+)
 def test_missing_head_is_named(ctc_only, batch, method, head):
     x, x_lens = batch
     with pytest.raises(ValueError, match=f"'{method}' needs the model's {head} head"):
@@ -293,22 +344,36 @@ def test_result_suffixes():
     assert method_suffix("ctc-greedy", o) == "ctc-greedy"
     assert method_suffix("ctc-prefix-beam", o) == "ctc-prefix-beam_beam-10"
     assert method_suffix("attention-beam", o) == "attention-beam_beam-10_ctcw-0.3"
-    assert method_suffix("attention-rescoring", SearchOptions(ctc_layer=2)) == \
-        "attention-rescoring_beam-10_ctcw-0.3_layer-2"
+    assert (
+        method_suffix("attention-rescoring", SearchOptions(ctc_layer=2))
+        == "attention-rescoring_beam-10_ctcw-0.3_layer-2"
+    )
     assert method_suffix("transducer-greedy", o) == "transducer-greedy"
     assert method_suffix("modified-beam", SearchOptions(beam=4)) == "modified-beam_beam-4"
-    assert method_suffix("mask-ctc-beam", SearchOptions(mask_schedule="espnet", ctc_layer=1)) == \
-        "mask-ctc-beam_beam-10_pthr-0.99_K-2_sched-espnet_layer-1"
+    assert (
+        method_suffix("mask-ctc-beam", SearchOptions(mask_schedule="espnet", ctc_layer=1))
+        == "mask-ctc-beam_beam-10_pthr-0.99_K-2_sched-espnet_layer-1"
+    )
     assert method_suffix("ctc-greedy", SearchOptions(ctc_layer=6)) == "ctc-greedy_layer-6"
     assert method_suffix("ctc-hlg", o) == "ctc-hlg_noG"
-    assert method_suffix("ctc-hlg", SearchOptions(arpa="lm.arpa", lm_scale=0.5, ctc_layer=3)) == \
-        "ctc-hlg_G_lms-0.5_layer-3"
+    assert (
+        method_suffix("ctc-hlg", SearchOptions(arpa="lm.arpa", lm_scale=0.5, ctc_layer=3))
+        == "ctc-hlg_G_lms-0.5_layer-3"
+    )
 
 
 def test_search_options_stay_positional_compatible():
     o = SearchOptions(4, 0.5, None, 2, 0.9, 3, "espnet", 0.1)
-    assert (o.beam, o.ctc_weight, o.ctc_layer, o.max_sym_per_frame, o.p_thr, o.iterations, o.mask_schedule,
-            o.length_penalty) == (4, 0.5, None, 2, 0.9, 3, "espnet", 0.1)
+    assert (
+        o.beam,
+        o.ctc_weight,
+        o.ctc_layer,
+        o.max_sym_per_frame,
+        o.p_thr,
+        o.iterations,
+        o.mask_schedule,
+        o.length_penalty,
+    ) == (4, 0.5, None, 2, 0.9, 3, "espnet", 0.1)
     assert o.lang_dir is None and o.arpa is None
 
 

@@ -23,15 +23,29 @@ V = 12
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return build_asr_model({
-        "vocab_size": V, "sos_id": 1, "eos_id": 1,
-        "encoder": {"type": "conformer", "input_dim": 20, "d_model": 16, "num_layers": 2, "num_heads": 2,
-                    "ffn_dim": 32, "conv_kernel": 3, "subsampling_channels": 4, "dropout": 0.0},
-        "ctc": {}, "inter_ctc": {"layers": [1]},
-        "transducer": {"d_pred": 8, "d_joint": 8},
-        "attention_decoder": {"num_layers": 1, "heads": 2, "d_ff": 16, "dropout": 0.0},
-        "mask_ctc": {"num_layers": 1, "heads": 2, "d_ff": 16, "dropout": 0.0},
-    }).eval()
+    return build_asr_model(
+        {
+            "vocab_size": V,
+            "sos_id": 1,
+            "eos_id": 1,
+            "encoder": {
+                "type": "conformer",
+                "input_dim": 20,
+                "d_model": 16,
+                "num_layers": 2,
+                "num_heads": 2,
+                "ffn_dim": 32,
+                "conv_kernel": 3,
+                "subsampling_channels": 4,
+                "dropout": 0.0,
+            },
+            "ctc": {},
+            "inter_ctc": {"layers": [1]},
+            "transducer": {"d_pred": 8, "d_joint": 8},
+            "attention_decoder": {"num_layers": 1, "heads": 2, "d_ff": 16, "dropout": 0.0},
+            "mask_ctc": {"num_layers": 1, "heads": 2, "d_ff": 16, "dropout": 0.0},
+        }
+    ).eval()
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +64,32 @@ def test_every_method_matches_direct_call(model, batch):
     expected = {
         "ctc-greedy": ctc_greedy_search(ctc_lp, lens),
         "ctc-prefix-beam": best_paths(ctc_prefix_beam_search(ctc_lp, lens, beam=3)),
-        "attention-beam": best_paths(attention_beam_search(model.attention_decoder, enc, lens, beam=3, sos=1, eos=1,
-                                                           ctc_log_probs=ctc_lp, ctc_weight=0.3)),
-        "attention-rescoring": best_paths(attention_rescoring(
-            model.attention_decoder, enc, lens, ctc_prefix_beam_search(ctc_lp, lens, beam=3), ctc_weight=0.3,
-            sos=1, eos=1)),
+        "attention-beam": best_paths(
+            attention_beam_search(
+                model.attention_decoder, enc, lens, beam=3, sos=1, eos=1, ctc_log_probs=ctc_lp, ctc_weight=0.3
+            )
+        ),
+        "attention-rescoring": best_paths(
+            attention_rescoring(
+                model.attention_decoder,
+                enc,
+                lens,
+                ctc_prefix_beam_search(ctc_lp, lens, beam=3),
+                ctc_weight=0.3,
+                sos=1,
+                eos=1,
+            )
+        ),
         "transducer-greedy": transducer_greedy_search(t.predictor, t.joiner, enc, lens),
         "modified-beam": best_paths(modified_beam_search(t.predictor, t.joiner, enc, lens, beam=3)),
-        "mask-ctc": mask_ctc_easy_first(ctc_lp, lens, model.mask_ctc, enc, lens, p_thr=0.99, K=2,
-                                        mask_id=model.mask_ctc.mask_id),
-        "mask-ctc-beam": best_paths(mask_ctc_beam_search(ctc_lp, lens, model.mask_ctc, enc, lens, beam=3,
-                                                         p_thr=0.99, K=2, mask_id=model.mask_ctc.mask_id)),
+        "mask-ctc": mask_ctc_easy_first(
+            ctc_lp, lens, model.mask_ctc, enc, lens, p_thr=0.99, K=2, mask_id=model.mask_ctc.mask_id
+        ),
+        "mask-ctc-beam": best_paths(
+            mask_ctc_beam_search(
+                ctc_lp, lens, model.mask_ctc, enc, lens, beam=3, p_thr=0.99, K=2, mask_id=model.mask_ctc.mask_id
+            )
+        ),
     }
     assert set(expected) == set(METHODS) - {"ctc-hlg"}  # ctc-hlg: tests/decoding/test_dec_registry.py
     for method, want in expected.items():
@@ -77,9 +106,22 @@ def test_ctc_layer_decodes_the_inter_ctc_head(model, batch):
 
 
 def test_check_method_names_what_is_missing(batch):
-    ctc_only = build_asr_model({"vocab_size": V, "encoder": {"type": "conformer", "input_dim": 20, "d_model": 16,
-                                "num_layers": 2, "num_heads": 2, "ffn_dim": 32, "conv_kernel": 3,
-                                "subsampling_channels": 4}, "ctc": {}})
+    ctc_only = build_asr_model(
+        {
+            "vocab_size": V,
+            "encoder": {
+                "type": "conformer",
+                "input_dim": 20,
+                "d_model": 16,
+                "num_layers": 2,
+                "num_heads": 2,
+                "ffn_dim": 32,
+                "conv_kernel": 3,
+                "subsampling_channels": 4,
+            },
+            "ctc": {},
+        }
+    )
     with pytest.raises(ValueError, match="transducer"):
         check_method(ctc_only, "modified-beam")
     with pytest.raises(ValueError, match="unknown decoding method"):
@@ -142,20 +184,26 @@ def test_mask_ctc_beam_nbest_and_schedule_option(model, batch):
     n_masks = [sum(c < 0.99 for c in cs) for cs in confs]
     assert min(n_masks) >= 4, n_masks  # several iterations of the espnet schedule below
     opts = SearchOptions(beam=4, iterations=3, mask_schedule="espnet")
-    direct = mask_ctc_beam_search(ctc_lp, lens, model.mask_ctc, enc, lens, beam=4, K=3, schedule="espnet",
-                                  mask_id=model.mask_ctc.mask_id)
+    direct = mask_ctc_beam_search(
+        ctc_lp, lens, model.mask_ctc, enc, lens, beam=4, K=3, schedule="espnet", mask_id=model.mask_ctc.mask_id
+    )
     tokens, scores = decode_nbest(model, x, x_lens, "mask-ctc-beam", opts)
     assert tokens == [r.tokens for r in direct]
     assert scores == [r.scores for r in direct]
     assert all(len(t) > 1 for t in tokens)
     assert decode_batch(model, x, x_lens, "mask-ctc", opts) == mask_ctc_easy_first(
-        ctc_lp, lens, model.mask_ctc, enc, lens, K=3, schedule="espnet", mask_id=model.mask_ctc.mask_id)
+        ctc_lp, lens, model.mask_ctc, enc, lens, K=3, schedule="espnet", mask_id=model.mask_ctc.mask_id
+    )
 
 
 def test_decode_cli_suffix_for_mask_ctc_methods():
     from asr_kd.bin.decode import method_suffix
 
-    assert method_suffix("mask-ctc-beam", SearchOptions(beam=10, p_thr=0.99, iterations=2)) == \
-        "mask-ctc-beam_beam-10_pthr-0.99_K-2"
-    assert method_suffix("mask-ctc", SearchOptions(iterations=3, mask_schedule="espnet")) == \
-        "mask-ctc_pthr-0.99_K-3_sched-espnet"
+    assert (
+        method_suffix("mask-ctc-beam", SearchOptions(beam=10, p_thr=0.99, iterations=2))
+        == "mask-ctc-beam_beam-10_pthr-0.99_K-2"
+    )
+    assert (
+        method_suffix("mask-ctc", SearchOptions(iterations=3, mask_schedule="espnet"))
+        == "mask-ctc_pthr-0.99_K-3_sched-espnet"
+    )

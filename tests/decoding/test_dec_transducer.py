@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
+from decoding_bruteforce import brute_force_one_sym, ref_greedy
 
 from asr_kd.decoding.transducer import modified_beam_search, transducer_greedy_search
-from decoding_bruteforce import brute_force_one_sym, ref_greedy
 
 D, P, J = 3, 4, 5
 

@@ -64,9 +64,7 @@ def test_write_errs(tmp_path):
     assert r.wer == pytest.approx(300 / 7)
     lines = p.read_text().splitlines()
     assert lines[0] == "%WER = 42.86"
-    assert lines[1] == (
-        "Errors: 1 insertions, 1 deletions, 1 substitutions, over 7 reference words (5 correct)"
-    )
+    assert lines[1] == ("Errors: 1 insertions, 1 deletions, 1 substitutions, over 7 reference words (5 correct)")
     assert lines[2].startswith("%CER = 42.86 (1 insertions, 1 deletions, 1 substitutions")
     i = lines.index("PER-UTT DETAILS: corr or (ref->hyp)")
     assert lines[i + 1 : i + 4] == [

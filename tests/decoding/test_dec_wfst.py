@@ -7,9 +7,10 @@ import torch
 pytest.importorskip("kaldifst")
 pytest.importorskip("kaldi_decoder")
 
+from decoding_bruteforce import collapse, random_log_probs  # noqa: E402
+
 from asr_kd.decoding.ctc import ctc_greedy_search  # noqa: E402
 from asr_kd.decoding.wfst import build_arpa_fst, build_hlg, wfst_decode  # noqa: E402
-from decoding_bruteforce import collapse, random_log_probs  # noqa: E402
 
 V = 4
 LEXICON = [("A", [1]), ("B", [2, 3]), ("C", [3, 3])]

@@ -57,8 +57,18 @@ def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("libri")
     expected = make_librispeech(root)
     data = root / "data"
-    args = ["--corpus-dir", str(root / "LibriSpeech"), "--parts", "train-clean-100 dev-clean",
-            "--data-dir", str(data), "--vocab-size", "40", "--nj", "1"]
+    args = [
+        "--corpus-dir",
+        str(root / "LibriSpeech"),
+        "--parts",
+        "train-clean-100 dev-clean",
+        "--data-dir",
+        str(data),
+        "--vocab-size",
+        "40",
+        "--nj",
+        "1",
+    ]
     out = run("--stage", "0", "--precompute-fbank", "true", *args)
     return data, expected, out, args
 

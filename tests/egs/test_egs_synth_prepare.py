@@ -130,8 +130,9 @@ def test_train_dataloader_yields_padded_fbank_batches(tiny):
     tok = Tokenizer.from_dir(data / "lang_bpe_200")
     cuts = CutSet.from_file(data / "manifests" / "synth_cuts_train.jsonl.gz")
     by_id = {c.id: c for c in cuts}
-    dm = AsrDataModule(AsrDataConfig(max_duration=40.0, num_workers=0, spec_augment=False, drop_last=False),
-                       tokenizer=tok)
+    dm = AsrDataModule(
+        AsrDataConfig(max_duration=40.0, num_workers=0, spec_augment=False, drop_last=False), tokenizer=tok
+    )
     seen = []
     for batch in dm.train_dataloader(cuts):
         x, lens, sup = batch["inputs"], batch["feature_lens"], batch["supervisions"]
@@ -139,7 +140,7 @@ def test_train_dataloader_yields_padded_fbank_batches(tiny):
         assert x.shape == (n, int(lens.max()), 80) and x.dtype == torch.float32 and torch.isfinite(x).all()
         for i, cut_id in enumerate(sup["cut_id"]):
             assert lens[i] == num_frames(by_id[cut_id].duration)
-            assert torch.allclose(x[i, lens[i]:], torch.tensor(LOG_EPSILON))  # lhotse's fbank padding, log(1e-10)
+            assert torch.allclose(x[i, lens[i] :], torch.tensor(LOG_EPSILON))  # lhotse's fbank padding, log(1e-10)
             assert sup["tokens"][i] == tok.encode(by_id[cut_id].supervisions[0].text)
         seen.extend(sup["cut_id"])
     assert sorted(seen) == sorted(by_id)  # one epoch covers every cut once, none dropped

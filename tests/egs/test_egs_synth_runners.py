@@ -22,14 +22,17 @@ def test_help_prints_the_header(script):
     assert "set -euo" not in proc.stdout
 
 
-@pytest.mark.parametrize("script,args,msg", [
-    ("run_kd.sh", ["no_such_method"], "unknown method"),
-    ("run_kd.sh", ["self_kd", "--bogus"], "unknown option"),
-    ("run_ar_nar.sh", ["l"], "size must be m or xs"),
-    ("run_ar_nar.sh", ["m", "--steps", "300", "--stage2-from", "300"], "0 < --stage2-from < --steps"),
-    ("run_ar_nar.sh", ["xs", "--bogus"], "unknown option"),
-    ("run_ar_nar.sh", ["m", "--teacher", "exp/none/missing.pt", "--stage", "1"], "teacher checkpoint"),
-])
+@pytest.mark.parametrize(
+    "script,args,msg",
+    [
+        ("run_kd.sh", ["no_such_method"], "unknown method"),
+        ("run_kd.sh", ["self_kd", "--bogus"], "unknown option"),
+        ("run_ar_nar.sh", ["l"], "size must be m or xs"),
+        ("run_ar_nar.sh", ["m", "--steps", "300", "--stage2-from", "300"], "0 < --stage2-from < --steps"),
+        ("run_ar_nar.sh", ["xs", "--bogus"], "unknown option"),
+        ("run_ar_nar.sh", ["m", "--teacher", "exp/none/missing.pt", "--stage", "1"], "teacher checkpoint"),
+    ],
+)
 def test_bad_arguments_fail_with_a_message(script, args, msg):
     proc = run(script, *args)
     assert proc.returncode != 0

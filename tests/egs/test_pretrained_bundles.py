@@ -18,8 +18,10 @@ MAX_MB = 25
 @pytest.fixture(params=BUNDLES or [None], ids=[b.name for b in BUNDLES] or ["no-bundle"])
 def bundle(request):
     if request.param is None:
-        pytest.skip(f"no pretrained bundle committed under {PRETRAINED} (a directory with model.pt, "
-                    "written by `python -m asr_kd.bin.export --bundle`)")
+        pytest.skip(
+            f"no pretrained bundle committed under {PRETRAINED} (a directory with model.pt, "
+            "written by `python -m asr_kd.bin.export --bundle`)"
+        )
     return request.param
 
 

@@ -26,8 +26,10 @@ def test_self_kd_train_export_decode_report(recipe, tmp_path):
 
     conf = str(recipe / "conf.yaml")
     exp = tmp_path / "selfkd"
-    kd = ["kd.methods=[{name: self_kd, layer: 1, schedule: {name: self_kd, t: 0.3}}]",
-          "model.weights={ctc: 1.0, inter_ctc: 1.0}"]
+    kd = [
+        "kd.methods=[{name: self_kd, layer: 1, schedule: {name: self_kd, t: 0.3}}]",
+        "model.weights={ctc: 1.0, inter_ctc: 1.0}",
+    ]
     assert train.main(["--config", conf, "--exp-dir", str(exp), "--max-steps", "3", *kd]) == 0
     log = (exp / "train.log").read_text()
     assert "kd method self_kd" in log and "self_kd=" in log and "kd_w_self_kd=" in log
@@ -38,8 +40,7 @@ def test_self_kd_train_export_decode_report(recipe, tmp_path):
     assert "resumed from" in (exp / "train.log").read_text()
 
     sub = tmp_path / "sub1.pt"
-    assert export.main(["--checkpoint", str(exp / "checkpoint-4.pt"), "--sub-model-layer", "1",
-                        "--out", str(sub)]) == 0
+    assert export.main(["--checkpoint", str(exp / "checkpoint-4.pt"), "--sub-model-layer", "1", "--out", str(sub)]) == 0
     sub_model, cfg = load_asr_model(sub)
     full, _ = load_asr_model(exp / "checkpoint-4.pt")
     assert sub_model.encoder.num_layers == 1 and "kd" not in cfg
@@ -52,25 +53,62 @@ def test_self_kd_train_export_decode_report(recipe, tmp_path):
     valid = enc.valid_mask()
     torch.testing.assert_close(got[valid], want[valid])
     with pytest.raises(SystemExit, match="no inter-CTC head"):
-        export.main(["--checkpoint", str(exp / "checkpoint-4.pt"), "--sub-model-layer", "2",
-                     "--out", str(tmp_path / "bad.pt")])
+        export.main(
+            ["--checkpoint", str(exp / "checkpoint-4.pt"), "--sub-model-layer", "2", "--out", str(tmp_path / "bad.pt")]
+        )
 
     # the sub-model decodes on its own; the same hypotheses as the full model's inter-CTC layer
-    assert decode.main(["--exp-dir", str(exp), "--checkpoint", str(sub), "--res-dir", "dec_sub",
-                        "--method", "ctc-greedy"]) == 0
-    assert decode.main(["--exp-dir", str(exp), "--checkpoint", str(exp / "checkpoint-4.pt"), "--res-dir", "dec_l1",
-                        "--method", "ctc-greedy", "--ctc-layer", "1"]) == 0
+    assert (
+        decode.main(["--exp-dir", str(exp), "--checkpoint", str(sub), "--res-dir", "dec_sub", "--method", "ctc-greedy"])
+        == 0
+    )
+    assert (
+        decode.main(
+            [
+                "--exp-dir",
+                str(exp),
+                "--checkpoint",
+                str(exp / "checkpoint-4.pt"),
+                "--res-dir",
+                "dec_l1",
+                "--method",
+                "ctc-greedy",
+                "--ctc-layer",
+                "1",
+            ]
+        )
+        == 0
+    )
     a = (exp / "dec_sub" / "recogs-test-ctc-greedy.txt").read_text()
-    b = (exp / "dec_l1" / "recogs-test-ctc-greedy_ctc-layer-1.txt").read_text() \
-        if (exp / "dec_l1" / "recogs-test-ctc-greedy_ctc-layer-1.txt").is_file() else None
+    b = (
+        (exp / "dec_l1" / "recogs-test-ctc-greedy_ctc-layer-1.txt").read_text()
+        if (exp / "dec_l1" / "recogs-test-ctc-greedy_ctc-layer-1.txt").is_file()
+        else None
+    )
     if b is not None:
         assert a == b
 
     md = tmp_path / "RESULTS.md"
     md.write_text("# Results\n")
-    assert kd_report.main(["--out", str(md), "--experiment", "self_kd", "--steps", "4",
-                           "--entry", f"full={exp / 'dec_l1'}", "--entry", f"sub={exp / 'dec_sub'}",
-                           "--baseline", "full"]) == 0
+    assert (
+        kd_report.main(
+            [
+                "--out",
+                str(md),
+                "--experiment",
+                "self_kd",
+                "--steps",
+                "4",
+                "--entry",
+                f"full={exp / 'dec_l1'}",
+                "--entry",
+                f"sub={exp / 'dec_sub'}",
+                "--baseline",
+                "full",
+            ]
+        )
+        == 0
+    )
     text = md.read_text()
     assert text.startswith("# Results\n") and "## KD experiment log" in text
     rows = [l for l in text.splitlines() if l.startswith("| 20")]
@@ -90,9 +128,12 @@ def test_conventional_kd_from_teacher_checkpoint(recipe, tmp_path):
     assert train.main(["--config", conf, "--exp-dir", str(teacher_dir), "--max-steps", "2"]) == 0
     teacher = teacher_dir / "checkpoint-2.pt"
     student = tmp_path / "student"
-    kd = [f"kd.teacher={{type: asr, checkpoint: {teacher}}}",
-          "kd.methods=[{name: ctc_kd, blank_mask: true}]",
-          "model.encoder.num_layers=1", "model.inter_ctc=null"]
+    kd = [
+        f"kd.teacher={{type: asr, checkpoint: {teacher}}}",
+        "kd.methods=[{name: ctc_kd, blank_mask: true}]",
+        "model.encoder.num_layers=1",
+        "model.inter_ctc=null",
+    ]
     assert train.main(["--config", conf, "--exp-dir", str(student), "--max-steps", "2", *kd]) == 0
     log = (student / "train.log").read_text()
     assert "kd teacher: AsrTeacher (online)" in log and "ctc_kd=" in log
@@ -109,8 +150,21 @@ def test_init_from_starts_a_new_run_from_weights(recipe, tmp_path):
     assert train.main(["--config", conf, "--exp-dir", str(first), "--max-steps", "2"]) == 0
     w1 = torch.load(first / "checkpoint-2.pt", weights_only=True)["model"]
     second = tmp_path / "stage2"
-    assert train.main(["--config", conf, "--exp-dir", str(second), "--max-steps", "1", "optim.lr=0.0",
-                       f"training.init_from={first / 'checkpoint-2.pt'}"]) == 0
+    assert (
+        train.main(
+            [
+                "--config",
+                conf,
+                "--exp-dir",
+                str(second),
+                "--max-steps",
+                "1",
+                "optim.lr=0.0",
+                f"training.init_from={first / 'checkpoint-2.pt'}",
+            ]
+        )
+        == 0
+    )
     ck = torch.load(second / "checkpoint-1.pt", weights_only=True)
     assert ck["step"] == 1  # a new run: its own step count
     for k, v in w1.items():  # lr 0: the weights are exactly stage 1's

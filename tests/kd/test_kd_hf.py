@@ -37,8 +37,10 @@ def reference(teacher):
 
 
 def test_import_of_asr_kd_kd_does_not_import_transformers():
-    code = ("import sys, asr_kd.kd, asr_kd.kd.teachers, asr_kd.kd.hf, asr_kd.kd.offline; "
-            "assert 'transformers' not in sys.modules, 'transformers imported'")
+    code = (
+        "import sys, asr_kd.kd, asr_kd.kd.teachers, asr_kd.kd.hf, asr_kd.kd.offline; "
+        "assert 'transformers' not in sys.modules, 'transformers imported'"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
@@ -98,8 +100,9 @@ def test_word_ids_index_the_transcript_words(teacher):
     assert w0 == [None, 0, 1, 1, 1, 2, None] + [None] * (len(w0) - 7)
     assert w1[0] is None and w1[1] == 0 and max(w for w in w1 if w is not None) == 2
     ids1, tok = out.extra["input_ids"][1], teacher.tokenizer
-    assert [w is not None for w in w1] == (out.text_mask[1] & (ids1 != tok.cls_token_id)
-                                           & (ids1 != tok.sep_token_id)).tolist()
+    assert [w is not None for w in w1] == (
+        out.text_mask[1] & (ids1 != tok.cls_token_id) & (ids1 != tok.sep_token_id)
+    ).tolist()
 
 
 def test_lowercase_and_options(teacher, monkeypatch):

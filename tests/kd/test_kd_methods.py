@@ -28,8 +28,12 @@ TEACHER_TYPES = tiny_encoder_types()
 
 def make_model(encoder_type="conformer", seed=0, dim=None, inter=(2,), **heads):
     torch.manual_seed(seed)
-    cfg = {"vocab_size": V, "encoder": tiny_encoder_config(encoder_type, F, dim), "ctc": {},
-           "inter_ctc": {"layers": list(inter)}}
+    cfg = {
+        "vocab_size": V,
+        "encoder": tiny_encoder_config(encoder_type, F, dim),
+        "ctc": {},
+        "inter_ctc": {"layers": list(inter)},
+    }
     cfg.update(heads)
     return build_asr_model(cfg)
 
@@ -40,8 +44,11 @@ def batch():
     x = torch.randn(3, 48, F, generator=g)
     x_lens = torch.tensor([48, 40, 29])
     tokens = [[3, 4, 5], [6, 7], [8]]
-    return {"inputs": x, "feature_lens": x_lens,
-            "supervisions": {"tokens": tokens, "cut_id": ["a", "b", "c"], "text": ["x", "y", "z"]}}
+    return {
+        "inputs": x,
+        "feature_lens": x_lens,
+        "supervisions": {"tokens": tokens, "cut_id": ["a", "b", "c"], "text": ["x", "y", "z"]},
+    }
 
 
 def hand_kl(student_logits, teacher_logits, lens, tau=1.0, keep=None):
@@ -60,8 +67,13 @@ def hand_kl(student_logits, teacher_logits, lens, tau=1.0, keep=None):
 def ref_layer(enc_out, encoder, k):
     """Layer k (1-based) of an EncoderOutput at the output rate, by the plain-loop reference."""
     lens = enc_out.layer_lens[k - 1] if enc_out.layer_lens is not None else enc_out.out_lens
-    return layer_at_output_rate_reference(enc_out.layer_outputs[k - 1], lens, encoder.layer_info[k - 1].subsampling,
-                                          encoder.subsampling_factor, enc_out.out.size(1))
+    return layer_at_output_rate_reference(
+        enc_out.layer_outputs[k - 1],
+        lens,
+        encoder.layer_info[k - 1].subsampling,
+        encoder.subsampling_factor,
+        enc_out.out.size(1),
+    )
 
 
 def context(model, batch, teacher=None, needs=frozenset(), step=0):
@@ -69,8 +81,15 @@ def context(model, batch, teacher=None, needs=frozenset(), step=0):
     enc_kwargs = {"return_qkv": True} if "qkv" in needs else {}
     losses = model(x, x_lens, tokens, return_encoder_output=True, encoder_kwargs=enc_kwargs)
     enc = losses.pop("encoder_out")
-    return KdContext(model=model, batch=batch, tokens=tokens, enc=enc, losses=losses,
-                     teacher=teacher(batch, set(needs)) if teacher is not None else None, step=step)
+    return KdContext(
+        model=model,
+        batch=batch,
+        tokens=tokens,
+        enc=enc,
+        losses=losses,
+        teacher=teacher(batch, set(needs)) if teacher is not None else None,
+        step=step,
+    )
 
 
 # ------------------------------------------------------------------------------------------ self-KD
@@ -126,8 +145,9 @@ def test_self_kd_gradient_only_reaches_the_student_side(batch, encoder_type):
 
 def test_self_kd_config_errors(encoder_type):
     with pytest.raises(ValueError, match="intermediate CTC head"):
-        build_kd_method("self_kd", build_asr_model({"vocab_size": V, "encoder": tiny_encoder_config(encoder_type, F),
-                                                    "ctc": {}}))
+        build_kd_method(
+            "self_kd", build_asr_model({"vocab_size": V, "encoder": tiny_encoder_config(encoder_type, F), "ctc": {}})
+        )
     with pytest.raises(ValueError, match="self_kd layer 1 has no inter-CTC head"):
         build_kd_method("self_kd", make_model(encoder_type), layer=1)
     with pytest.raises(ValueError, match="unknown KD method 'nope'"):
@@ -172,8 +192,9 @@ def test_frame_level_kd_refuses_another_frame_rate_or_frame_count(batch, encoder
     with pytest.raises(ValueError, match="ctc_kd: the student runs at 4 input frames per frame and the teacher at 2"):
         build_kd_method("ctc_kd", student)(ctx)
     ctx.teacher = TeacherOutput(ctc_logits=logits, lens=lens + EDGE_FRAMES + 1)  # rate unknown: counts decide
-    with pytest.raises(ValueError, match=f"ctc_kd: teacher and student frame counts differ .* by more than "
-                                         f"{EDGE_FRAMES}"):
+    with pytest.raises(
+        ValueError, match=f"ctc_kd: teacher and student frame counts differ .* by more than {EDGE_FRAMES}"
+    ):
         build_kd_method("ctc_kd", student)(ctx)
     ctx.teacher = TeacherOutput(ctc_logits=logits, lens=lens + EDGE_FRAMES)  # within the slack: common frames
     loss = build_kd_method("ctc_kd", student)(ctx)["ctc_kd"]
@@ -192,9 +213,14 @@ def test_seq_kd_ctc_uses_teacher_nbest(batch, encoder_type, teacher_type):
     for n, (hyps, scores) in enumerate(zip(ctx.teacher.nbest, ctx.teacher.nbest_scores)):
         w = torch.softmax(torch.tensor(scores, dtype=torch.float64), 0)
         for h, wi in zip(hyps, w):
-            l = torch.nn.functional.ctc_loss(lp[n : n + 1, : ctx.enc.out_lens[n]].transpose(0, 1),
-                                             torch.tensor([h], dtype=torch.long), ctx.enc.out_lens[n : n + 1],
-                                             torch.tensor([len(h)]), reduction="sum", zero_infinity=True)
+            l = torch.nn.functional.ctc_loss(
+                lp[n : n + 1, : ctx.enc.out_lens[n]].transpose(0, 1),
+                torch.tensor([h], dtype=torch.long),
+                ctx.enc.out_lens[n : n + 1],
+                torch.tensor([len(h)]),
+                reduction="sum",
+                zero_infinity=True,
+            )
             want += float(wi) * l.item()
     assert loss.item() == pytest.approx(want, rel=1e-4)
 
@@ -219,7 +245,8 @@ def test_feature_kd_projects_and_resamples(batch, encoder_type, teacher_type):
     s_info = student.encoder.layer_info
     s_dims = [s_info[s - 1 if s > 0 else -1].dim for s, _ in pairs]
     assert [(p.in_features, p.out_features) if isinstance(p, nn.Linear) else None for p in feat.proj] == [
-        (sd, td) if sd != td else None for sd, td in zip(s_dims, t_dims)]
+        (sd, td) if sd != td else None for sd, td in zip(s_dims, t_dims)
+    ]
     ctx = context(student, batch, teacher, {"layer_outputs"})
     lf = feat(ctx)["feature"]
     # by hand
@@ -250,8 +277,12 @@ def test_attention_relation_at_the_layers_own_rate(batch, encoder_type, teacher_
     enc, t = ctx.enc, ctx.teacher
     common = torch.minimum(enc.out_lens, t.lens)  # the last layers run at the output rate
     frames = int(common.max())
-    want = sum(attention_relation_kl(enc.qkv[-1][r][:, :, :frames], t.qkv[-1][r][:, :, :frames], common,
-                                     num_relation_heads=2).item() for r in (0, 2))
+    want = sum(
+        attention_relation_kl(
+            enc.qkv[-1][r][:, :, :frames], t.qkv[-1][r][:, :, :frames], common, num_relation_heads=2
+        ).item()
+        for r in (0, 2)
+    )
     assert la["attention_relation"].item() == pytest.approx(want, rel=1e-5) and want > 0
     ctx_same = context(teacher.model, batch, teacher, {"qkv"})  # a student equal to the teacher: zero
     zero = build_kd_method("attention_relation", teacher.model)(ctx_same)["attention_relation"]
@@ -264,8 +295,11 @@ def test_attention_relation_between_multi_rate_layers():
     if "zipformer" not in TEACHER_TYPES:
         pytest.skip("needs the zipformer")
     g = torch.Generator().manual_seed(3)
-    batch = {"inputs": torch.randn(3, 48, F, generator=g), "feature_lens": torch.tensor([48, 40, 29]),
-             "supervisions": {"tokens": [[3, 4, 5], [6, 7], [8]]}}
+    batch = {
+        "inputs": torch.randn(3, 48, F, generator=g),
+        "feature_lens": torch.tensor([48, 40, 29]),
+        "supervisions": {"tokens": [[3, 4, 5], [6, 7], [8]]},
+    }
     teacher = AsrTeacher(make_model("zipformer", seed=5))
     student = make_model("zipformer", seed=1)
     ctx = context(student, batch, teacher, {"qkv"})
@@ -278,9 +312,12 @@ def test_attention_relation_between_multi_rate_layers():
     wrong = attention_relation_kl(ctx.enc.qkv[0][1], ctx.teacher.qkv[0][1], ctx.enc.out_lens).item()
     assert abs(wrong - want) > 1e-3 * abs(want)
     method = build_kd_method("attention_relation", student, pairs=[[1, -1]])
-    with pytest.raises(ValueError, match=r"attention_relation pair \[1, -1\] \(student layer 1, teacher layer 5\): "
-                                         r"the student runs at 2 input frames per frame and the teacher at 4.*"
-                                         r"student layer rates: \[2, 4, 4, 8, 4\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"attention_relation pair \[1, -1\] \(student layer 1, teacher layer 5\): "
+        r"the student runs at 2 input frames per frame and the teacher at 4.*"
+        r"student layer rates: \[2, 4, 4, 8, 4\]",
+    ):
         method(ctx)
 
 
@@ -288,10 +325,13 @@ def test_attention_relation_between_multi_rate_layers():
 def test_kd_loss_fn_total_is_asr_plus_scheduled_kd(batch, encoder_type):
     model = make_model(encoder_type)
     total_steps = 100
-    loss_fn = build_kd_loss_fn({"methods": [{"name": "self_kd", "weight": 0.5,
-                                             "schedule": {"name": "self_kd", "t": 0.3}}]},
-                               model, normalize="frames", max_steps=total_steps,
-                               weights={"ctc": 1.0, "inter_ctc": 1.0})
+    loss_fn = build_kd_loss_fn(
+        {"methods": [{"name": "self_kd", "weight": 0.5, "schedule": {"name": "self_kd", "t": 0.3}}]},
+        model,
+        normalize="frames",
+        max_steps=total_steps,
+        weights={"ctc": 1.0, "inter_ctc": 1.0},
+    )
     for step, alpha in ((0, 0.0), (15, 0.5), (60, 1.0)):
         torch.manual_seed(0)  # the same dropout draws (the Zipformer's schedules start at 0.3) in both forwards
         out = loss_fn(model, batch, step)
@@ -327,14 +367,18 @@ def test_parameterised_method_lives_in_kd_aux(batch, encoder_type):
 
     student = make_model(encoder_type, seed=1)
     teacher_model = make_model("conformer", seed=5, dim=24)
-    KdLossFn([KdEntry("feature", build_kd_method("feature", student, teacher_dim=24), 1.0,
-                      build_schedule(None))], AsrTeacher(teacher_model))
+    KdLossFn(
+        [KdEntry("feature", build_kd_method("feature", student, teacher_dim=24), 1.0, build_schedule(None))],
+        AsrTeacher(teacher_model),
+    )
     assert len(student.kd_aux) == 0  # only build_kd_loss_fn registers
     with tempfile.TemporaryDirectory() as d:
         ckpt = os.path.join(d, "t.pt")
         save_checkpoint(ckpt, model=teacher_model, config={"model": teacher_model.config}, rng=None)
-        fn = build_kd_loss_fn({"teacher": {"type": "asr", "checkpoint": ckpt},
-                               "methods": [{"name": "feature", "teacher_dim": 24}]}, student)
+        fn = build_kd_loss_fn(
+            {"teacher": {"type": "asr", "checkpoint": ckpt}, "methods": [{"name": "feature", "teacher_dim": 24}]},
+            student,
+        )
         assert len(student.kd_aux) == 1
         (proj,) = student.kd_aux.values()
         assert proj.proj[0].in_features == student.encoder.layer_info[-1].dim and proj.proj[0].out_features == 24
@@ -363,8 +407,9 @@ def test_submodel_equals_intermediate_head(batch, encoder_type):
     rebuilt = build_asr_model(sub.config)
     rebuilt.load_state_dict(sub.state_dict())
     with torch.no_grad():
-        torch.testing.assert_close(rebuilt.eval().ctc(rebuilt.encode(x, x_lens).out)[valid], want[valid],
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            rebuilt.eval().ctc(rebuilt.encode(x, x_lens).out)[valid], want[valid], rtol=1e-5, atol=1e-5
+        )
     assert sum(p.numel() for p in sub.parameters()) < sum(p.numel() for p in model.parameters())
 
 
@@ -382,11 +427,25 @@ def _nar_student(encoder_type="conformer", seed=1):
 
 def _ctx_heads(student, batch, teacher, needs):
     x, x_lens, tokens = batch["inputs"], batch["feature_lens"], batch["supervisions"]["tokens"]
-    losses = student(x, x_lens, tokens, return_encoder_output=True, return_head_outputs=True,
-                     mask_generator=torch.Generator().manual_seed(0))
+    losses = student(
+        x,
+        x_lens,
+        tokens,
+        return_encoder_output=True,
+        return_head_outputs=True,
+        mask_generator=torch.Generator().manual_seed(0),
+    )
     enc, heads = losses.pop("encoder_out"), losses.pop("head_outputs")
-    return KdContext(model=student, batch=batch, tokens=tokens, enc=enc, losses=losses,
-                     teacher=teacher(batch, set(needs)), step=7, heads=heads)
+    return KdContext(
+        model=student,
+        batch=batch,
+        tokens=tokens,
+        enc=enc,
+        losses=losses,
+        teacher=teacher(batch, set(needs)),
+        step=7,
+        heads=heads,
+    )
 
 
 @pytest.mark.parametrize("teacher_type", TEACHER_TYPES)
@@ -424,14 +483,19 @@ def test_mlm_seq_kd_weighted_masked_ce_over_nbest(batch, encoder_type, teacher_t
     from asr_kd.losses.masking import mask_tokens
 
     g = torch.Generator().manual_seed(11 + ctx.step)
-    flat = [(n, h, float(w)) for n, (hs, sc) in enumerate(zip(ctx.teacher.nbest, ctx.teacher.nbest_scores))
-            for h, w in zip(hs, torch.softmax(torch.tensor(sc, dtype=torch.float64), 0)) if len(h) > 0]
+    flat = [
+        (n, h, float(w))
+        for n, (hs, sc) in enumerate(zip(ctx.teacher.nbest, ctx.teacher.nbest_scores))
+        for h, w in zip(hs, torch.softmax(torch.tensor(sc, dtype=torch.float64), 0))
+        if len(h) > 0
+    ]
     assert flat
     masked = mask_tokens([h for _, h, _ in flat], student.mask_ctc.mask_id, generator=g)
     want = 0.0
     for r, (n, h, w) in enumerate(flat):
-        logits = student.mask_ctc(ctx.enc.out[n : n + 1], ctx.enc.out_lens[n : n + 1],
-                                  masked.ys_in[r : r + 1, : masked.ys_in.size(1)])
+        logits = student.mask_ctc(
+            ctx.enc.out[n : n + 1], ctx.enc.out_lens[n : n + 1], masked.ys_in[r : r + 1, : masked.ys_in.size(1)]
+        )
         lp = logits[0].detach().double().log_softmax(-1)
         pos = [j for j in range(len(h)) if masked.ys_out[r, j] != -1]
         want += w * sum(-float(lp[j, h[j]]) for j in pos) / len(pos)
@@ -480,15 +544,20 @@ def _plain_model(capabilities):
     return AsrModel(enc, V, ctc=CtcHead(enc.output_dim, V), inter_ctc_layers=[1])
 
 
-@pytest.mark.parametrize("method,capability,declared", [
-    ("attention_relation", "qkv", {"chunked", "truncate", "attn"}),
-    ("self_kd", "truncate", {"chunked", "attn", "qkv"}),
-])
+@pytest.mark.parametrize(
+    "method,capability,declared",
+    [
+        ("attention_relation", "qkv", {"chunked", "truncate", "attn"}),
+        ("self_kd", "truncate", {"chunked", "attn", "qkv"}),
+    ],
+)
 def test_a_method_needing_a_missing_capability_fails_at_start_up(method, capability, declared):
     model = _plain_model(declared)
-    with pytest.raises(MissingCapabilityError,
-                       match=rf"KD method '{method}' needs an encoder with the '{capability}' capability, but "
-                             rf"PlainEncoder declares only \[{', '.join(repr(c) for c in sorted(declared))}\]"):
+    with pytest.raises(
+        MissingCapabilityError,
+        match=rf"KD method '{method}' needs an encoder with the '{capability}' capability, but "
+        rf"PlainEncoder declares only \[{', '.join(repr(c) for c in sorted(declared))}\]",
+    ):
         build_kd_method(method, model)
     methods = [{"name": "ctc_kd"}, {"name": method}] if method != "self_kd" else [{"name": method}]
     cfg = {"methods": methods}

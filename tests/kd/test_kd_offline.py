@@ -45,8 +45,16 @@ def dumped(model, tmp_path_factory):
     root = tmp_path_factory.mktemp("dump")
     cuts = make_cutset(root / "audio", DURATIONS)
     report = DumpReport()
-    out = dump_teacher_targets(AsrTeacher(model), cuts, root / "out", topk=5, nbest=3, max_duration=2.5,
-                               output_manifest=root / "out" / "cuts.jsonl.gz", report=report)
+    out = dump_teacher_targets(
+        AsrTeacher(model),
+        cuts,
+        root / "out",
+        topk=5,
+        nbest=3,
+        max_duration=2.5,
+        output_manifest=root / "out" / "cuts.jsonl.gz",
+        report=report,
+    )
     return cuts, out, report, root
 
 
@@ -55,8 +63,15 @@ def _direct(model, batch, k):
     with torch.no_grad():
         enc = model.encode(batch["inputs"], batch["feature_lens"])
         lp = model.ctc(enc.out).log_softmax(-1)
-        nb = decode_nbest(model, batch["inputs"], batch["feature_lens"], "ctc-prefix-beam", SearchOptions(beam=3),
-                          nbest=3, encoder_out=enc)
+        nb = decode_nbest(
+            model,
+            batch["inputs"],
+            batch["feature_lens"],
+            "ctc-prefix-beam",
+            SearchOptions(beam=3),
+            nbest=3,
+            encoder_out=enc,
+        )
     return ctc_topk(lp, k), enc.out_lens, nb
 
 
@@ -98,8 +113,7 @@ def test_dump_round_trip_through_the_dataset(model, dumped):
         torch.testing.assert_close(custom[TOPK_VALUES][n, :L].float(), values[n, :L], atol=2e-2, rtol=2e-3)
         assert torch.equal(custom[TOPK_INDICES][n, :L].long(), indices[n, :L])
         assert (custom[TOPK_VALUES][n, L:] == 0).all()  # padding
-    assert custom[NBEST] == [{"tokens": t, "scores": pytest.approx(s, abs=1e-4)}
-                             for t, s in zip(nb_tokens, nb_scores)]
+    assert custom[NBEST] == [{"tokens": t, "scores": pytest.approx(s, abs=1e-4)} for t, s in zip(nb_tokens, nb_scores)]
 
     t_out = OfflineTeacher(fields=("kd_ctc_topk", "kd_nbest"))(batch, {"ctc_logits", "nbest"})
     v, i = t_out.ctc_topk
@@ -173,8 +187,16 @@ def test_unreadable_array_and_empty_batch(dumped, tmp_path):
 
 def test_datamodule_custom_fields_reach_train_and_valid_batches(dumped):
     _, out, _, _ = dumped
-    dm = AsrDataModule(AsrDataConfig(max_duration=3.0, num_buckets=1, num_workers=0, spec_augment=False,
-                                     drop_last=False, custom_fields=ALL_FIELDS))
+    dm = AsrDataModule(
+        AsrDataConfig(
+            max_duration=3.0,
+            num_buckets=1,
+            num_workers=0,
+            spec_augment=False,
+            drop_last=False,
+            custom_fields=ALL_FIELDS,
+        )
+    )
     for loader in (dm.train_dataloader(out), dm.valid_dataloader(out)):
         seen = []
         for batch in loader:
@@ -211,10 +233,17 @@ def test_dump_from_precomputed_features(model, tmp_path):
     from asr_kd.data import make_fbank
 
     cuts = make_cutset(tmp_path / "audio", (1.0, 1.3)).compute_and_store_features(
-        make_fbank(), tmp_path / "feats", storage_type=LilcomChunkyWriter, progress_bar=False)
+        make_fbank(), tmp_path / "feats", storage_type=LilcomChunkyWriter, progress_bar=False
+    )
     report = DumpReport()
-    out = dump_teacher_targets(model, cuts, tmp_path / "out", topk=3, report=report,
-                               data_config=AsrDataConfig(on_the_fly_feats=False, num_workers=0))
+    out = dump_teacher_targets(
+        model,
+        cuts,
+        tmp_path / "out",
+        topk=3,
+        report=report,
+        data_config=AsrDataConfig(on_the_fly_feats=False, num_workers=0),
+    )
     assert report.num_done == 2 and all(c.has_features for c in out)
     batch = AsrDataset(PrecomputedFeatures(), custom_fields=(TOPK_VALUES, TOPK_INDICES))[out]
     (values, indices), lens, _ = _direct(model, batch, 3)

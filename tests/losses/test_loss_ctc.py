@@ -65,8 +65,9 @@ def test_ctc_padding_frames_ignored(tiny_batch):
     noisy = log_probs.clone()
     noisy[1, 4:] = torch.randn(1, 3, dtype=torch.float64).log_softmax(-1)  # utt 1 has 4 frames
     noisy[3, 3:] = 0.0
-    assert torch.allclose(ctc_loss(noisy, lens, tokens, reduction="none"),
-                          ctc_loss(log_probs, lens, tokens, reduction="none"))
+    assert torch.allclose(
+        ctc_loss(noisy, lens, tokens, reduction="none"), ctc_loss(log_probs, lens, tokens, reduction="none")
+    )
 
 
 def test_ctc_zero_infinity():

@@ -79,9 +79,7 @@ def test_frame_kd_hand_computed():
         assert out.tolist()[0] == pytest.approx([per_frame[0], 0.0], rel=1e-12, abs=1e-15)
     # temperature 2 with the tau^2 scaling
     tau = 2.0
-    expected = tau**2 * sum(
-        kl_np(softmax_list(t, tau), softmax_list(s, tau)) for s, t in zip(zs, zt)
-    )
+    expected = tau**2 * sum(kl_np(softmax_list(t, tau), softmax_list(s, tau)) for s, t in zip(zs, zt))
     assert frame_kd(student, teacher, temperature=tau).item() == pytest.approx(expected, rel=1e-12)
     # CE = KL + H(p_t)
     ent = sum(-sum(p * math.log(p) for p in softmax_list(t)) for t in zt)
@@ -101,22 +99,29 @@ def test_frame_kd_lens_and_mask_match_reference(backend, teacher_type):
     mask = torch.rand(N, T, generator=gen(3)) > 0.3
     w = (torch.arange(T)[None] < lens[:, None]).to(F64) * mask.to(F64)
     for red in ("sum", "mean", "none"):
-        out = frame_kd(student, teacher, lens, mask=mask, teacher_type=teacher_type,
-                       temperature=1.5, reduction=red, backend=backend)
-        ref = frame_kd_loss_reference(student, teacher, teacher_type=teacher_type,
-                                      temperature=1.5, weights=w, reduction=red)
+        out = frame_kd(
+            student,
+            teacher,
+            lens,
+            mask=mask,
+            teacher_type=teacher_type,
+            temperature=1.5,
+            reduction=red,
+            backend=backend,
+        )
+        ref = frame_kd_loss_reference(
+            student, teacher, teacher_type=teacher_type, temperature=1.5, weights=w, reduction=red
+        )
         torch.testing.assert_close(out, ref)
     # float mask = per-frame weights, multiplied
     fmask = torch.rand(N, T, generator=gen(4), dtype=F64)
     out = frame_kd(student, teacher, lens, mask=fmask, teacher_type=teacher_type, backend=backend)
     len_w = (torch.arange(T)[None] < lens[:, None]).to(F64)
-    ref = frame_kd_loss_reference(student, teacher, teacher_type=teacher_type,
-                                  weights=len_w * fmask, reduction="sum")
+    ref = frame_kd_loss_reference(student, teacher, teacher_type=teacher_type, weights=len_w * fmask, reduction="sum")
     torch.testing.assert_close(out, ref)
     # reductions: mean == sum / number of valid frames
     check_reductions(
-        lambda r: frame_kd(student, teacher, lens, mask=mask, teacher_type=teacher_type,
-                           reduction=r, backend=backend),
+        lambda r: frame_kd(student, teacher, lens, mask=mask, teacher_type=teacher_type, reduction=r, backend=backend),
         int(w.sum()),
     )
 
@@ -129,17 +134,16 @@ def test_frame_kd_topk(backend):
     values, indices = t_logp.topk(K, dim=-1)
     lens = torch.tensor([4, 2])
     w = (torch.arange(T)[None] < lens[:, None]).to(F64)
-    out = frame_kd(student, (values, indices), lens, teacher_type="topk", temperature=2.0,
-                   backend=backend)
-    ref = frame_kd_loss_reference(student, (values, indices), teacher_type="topk",
-                                  temperature=2.0, weights=w, reduction="sum")
+    out = frame_kd(student, (values, indices), lens, teacher_type="topk", temperature=2.0, backend=backend)
+    ref = frame_kd_loss_reference(
+        student, (values, indices), teacher_type="topk", temperature=2.0, weights=w, reduction="sum"
+    )
     torch.testing.assert_close(out, ref)
     # hand check of one frame: teacher renormalised over the kept entries
     p_t = torch.softmax(values[0, 0], -1)
     log_ps = student[0, 0].detach().log_softmax(-1)[indices[0, 0]]
     one = (p_t * (p_t.log() - log_ps)).sum()
-    per = frame_kd(student, (values, indices), lens, teacher_type="topk", reduction="none",
-                   backend=backend)
+    per = frame_kd(student, (values, indices), lens, teacher_type="topk", reduction="none", backend=backend)
     torch.testing.assert_close(per[0, 0], one)
     # k = V equals the dense teacher
     vals, idx = t_logp.topk(V, dim=-1)
@@ -163,16 +167,15 @@ def test_frame_kd_blank_masking_excludes_frames(backend):
     out = frame_kd(student, teacher, lens, blank_id=0, blank_threshold=0.9, backend=backend)
     ref = frame_kd(student, teacher, mask=keep, backend=backend)
     torch.testing.assert_close(out, ref)
-    per = frame_kd(student, teacher, lens, blank_id=0, blank_threshold=0.9, reduction="none",
-                   backend=backend)
+    per = frame_kd(student, teacher, lens, blank_id=0, blank_threshold=0.9, reduction="none", backend=backend)
     assert per[0, 1] == 0 and per[1, 0] == 0 and (per[keep] > 0).all()
     # "mean" counts only the kept frames
-    mean = frame_kd(student, teacher, lens, blank_id=0, blank_threshold=0.9, reduction="mean",
-                    backend=backend)
+    mean = frame_kd(student, teacher, lens, blank_id=0, blank_threshold=0.9, reduction="mean", backend=backend)
     torch.testing.assert_close(mean, out / keep.sum())
     # blank_weight scales instead of excluding
-    half = frame_kd(student, teacher, lens, blank_id=0, blank_threshold=0.9, blank_weight=0.5,
-                    reduction="none", backend=backend)
+    half = frame_kd(
+        student, teacher, lens, blank_id=0, blank_threshold=0.9, blank_weight=0.5, reduction="none", backend=backend
+    )
     full = frame_kd(student, teacher, lens, reduction="none", backend=backend)
     torch.testing.assert_close(half[0, 1], 0.5 * full[0, 1])
 
@@ -299,30 +302,24 @@ def test_sequence_kd_ctc_weighted_sum_one_by_one(seq_batch, tau):
     for n in range(3):
         assert weights[n].sum().item() == pytest.approx(1.0, abs=1e-12)
         assert weights[n].tolist() == pytest.approx(softmax_list(scores[n], tau), rel=1e-12)
-        expected = sum(
-            w * ctc_one(lp[n], int(lens[n]), hyp) for w, hyp in zip(weights[n].tolist(), nbest[n])
-        )
+        expected = sum(w * ctc_one(lp[n], int(lens[n]), hyp) for w, hyp in zip(weights[n].tolist(), nbest[n]))
         torch.testing.assert_close(per[n], expected)
-    check_reductions(
-        lambda r: sequence_kd_ctc(lp, lens, nbest, scores, temperature=tau, reduction=r), 3
-    )
+    check_reductions(lambda r: sequence_kd_ctc(lp, lens, nbest, scores, temperature=tau, reduction=r), 3)
     # gradient: one batched call == the sum of one-by-one calls
-    g_batched, = torch.autograd.grad(per.sum(), logits)
+    (g_batched,) = torch.autograd.grad(per.sum(), logits)
     explicit = sum(
         w * ctc_one(logits[n].log_softmax(-1), int(lens[n]), hyp)
         for n in range(3)
         for w, hyp in zip(weights[n].tolist(), nbest[n])
     )
-    g_explicit, = torch.autograd.grad(explicit, logits)
+    (g_explicit,) = torch.autograd.grad(explicit, logits)
     torch.testing.assert_close(g_batched, g_explicit)
 
 
 def test_sequence_kd_ctc_temperature_limits(seq_batch):
     logits, lens, nbest, scores = seq_batch
     lp = logits.log_softmax(-1).detach()
-    hyp_losses = [
-        torch.stack([ctc_one(lp[n], int(lens[n]), h) for h in nbest[n]]) for n in range(3)
-    ]
+    hyp_losses = [torch.stack([ctc_one(lp[n], int(lens[n]), h) for h in nbest[n]]) for n in range(3)]
     cold = sequence_kd_ctc(lp, lens, nbest, scores, temperature=1e-3, reduction="none")
     hot = sequence_kd_ctc(lp, lens, nbest, scores, temperature=1e6, reduction="none")
     for n in range(3):
@@ -338,8 +335,7 @@ def test_sequence_kd_ctc_gradcheck():
     scores = [[-0.5, -1.0, -3.0], [-0.1, -0.7]]
 
     def fn(x):
-        return sequence_kd_ctc(x.log_softmax(-1), lens, nbest, scores, temperature=1.3,
-                               reduction="none")
+        return sequence_kd_ctc(x.log_softmax(-1), lens, nbest, scores, temperature=1.3, reduction="none")
 
     assert torch.autograd.gradcheck(fn, (logits,), eps=1e-6, atol=1e-7)
 
@@ -352,8 +348,7 @@ def test_sequence_kd_ctc_infeasible_and_empty(seq_batch, caplog):
     nbest = [[[1, 2], [1, 1, 1, 1]], [], [[1, 2, 3, 1, 2], [3]]]
     scores = [[-1.0, -0.5], [], [-0.2, -1.0]]
     with caplog.at_level(logging.WARNING, logger="asr_kd.losses.kd"):
-        per, bad = sequence_kd_ctc(lp, lens, nbest, scores, reduction="none",
-                                   return_num_infeasible=True)
+        per, bad = sequence_kd_ctc(lp, lens, nbest, scores, reduction="none", return_num_infeasible=True)
     assert bad == 2
     assert "2 of 4 teacher hypotheses" in caplog.text
     assert torch.isfinite(per).all()
@@ -416,9 +411,7 @@ def test_feature_distance_hand_computed():
     cos = feature_distance(s, t, lens, kind="cosine", reduction="none")
     c0 = 1 - (2.0 + 0.0) / (math.sqrt(5) * 2.0)
     assert cos.tolist()[0] == pytest.approx([c0, 0.0, 0.0], abs=1e-12)
-    assert feature_distance(s, t, lens, kind="cosine", reduction="mean").item() == pytest.approx(
-        c0 / 2
-    )
+    assert feature_distance(s, t, lens, kind="cosine", reduction="mean").item() == pytest.approx(c0 / 2)
     # zero vectors: finite value (1 - 0) and finite gradient
     z = torch.zeros(1, 1, 3, dtype=F64, requires_grad=True)
     out = feature_distance(z, torch.zeros(1, 1, 3, dtype=F64), kind="cosine")
@@ -438,17 +431,13 @@ def test_feature_distance_gradcheck_reductions_teacher(kind):
             lambda x: feature_distance(x, teacher, lens, kind=kind, mask=mask, reduction=red),
             (student,),
         )
-    check_reductions(
-        lambda r: feature_distance(student, teacher, lens, kind=kind, mask=mask, reduction=r), 5
-    )
+    check_reductions(lambda r: feature_distance(student, teacher, lens, kind=kind, mask=mask, reduction=r), 5)
     feature_distance(student, teacher, lens, kind=kind).backward()
     assert teacher.grad is None
     # float mask = weights
     fw = torch.rand(N, T, generator=gen(32), dtype=F64)
     per = feature_distance(student, teacher, kind=kind, reduction="none")
-    torch.testing.assert_close(
-        feature_distance(student, teacher, kind=kind, mask=fw), (fw * per).sum()
-    )
+    torch.testing.assert_close(feature_distance(student, teacher, kind=kind, mask=fw), (fw * per).sum())
     torch.testing.assert_close(
         feature_distance(student, teacher, kind=kind, mask=fw, reduction="mean"),
         (fw * per).sum() / fw.sum(),
@@ -510,9 +499,7 @@ def test_attention_map_kl_hand_computed():
     per = attention_map_kl(st, tt, reduction="none", eps=0.0)
     assert per.tolist()[0][0] == pytest.approx([kl_np(t[0], s[0]), kl_np(t[1], s[1])], rel=1e-12)
     # default eps: negligible here
-    assert attention_map_kl(st, tt).item() == pytest.approx(
-        kl_np(t[0], s[0]) + kl_np(t[1], s[1]), rel=1e-6
-    )
+    assert attention_map_kl(st, tt).item() == pytest.approx(kl_np(t[0], s[0]) + kl_np(t[1], s[1]), rel=1e-6)
     assert attention_map_kl(st, st).item() == 0.0
     # lens = 1: only row 0, key 0 counts (maps are taken as given, not renormalised)
     assert attention_map_kl(st, tt, torch.tensor([1]), eps=0.0).item() == pytest.approx(
@@ -530,8 +517,7 @@ def test_attention_map_kl_lens_garbage_gradcheck_reductions():
     assert torch.isfinite(per).all() and (per[1, :, 2:] == 0).all()
     for n in range(N):
         L = int(lens[n])
-        crop = attention_map_kl(s[n : n + 1, :, :L, :L], t[n : n + 1, :, :L, :L].detach(),
-                                reduction="none")
+        crop = attention_map_kl(s[n : n + 1, :, :L, :L], t[n : n + 1, :, :L, :L].detach(), reduction="none")
         torch.testing.assert_close(per[n, :, :L], crop[0])
     check_reductions(lambda r: attention_map_kl(s, t, lens, reduction=r), H * 6)
     # gradcheck on the student map; NaN garbage in padded cells gets 0 gradient
@@ -556,6 +542,7 @@ def test_attention_map_kl_validation():
 
 def relation_kl_ref(student, teacher, hr):
     """Unpadded MiniLM relation KL via einsum + F.kl_div (independent code path)."""
+
     def heads(x):
         if x.dim() == 4:
             x = torch.cat(list(x.unbind(1)), dim=-1)  # (N, T, H * Dh), head-major
@@ -587,8 +574,7 @@ def test_attention_relation_kl_reference_and_shapes():
     torch.testing.assert_close(a, relation_kl_ref(s4, teacher, 4))
     s3 = s4.permute(0, 2, 1, 3).reshape(N, T, 8)
     t3 = teacher.permute(0, 2, 1, 3).reshape(N, T, 24)
-    torch.testing.assert_close(attention_relation_kl(s3, t3, num_relation_heads=4,
-                                                     reduction="none"), a)
+    torch.testing.assert_close(attention_relation_kl(s3, t3, num_relation_heads=4, reduction="none"), a)
     with pytest.raises(ValueError, match="num_relation_heads is required"):
         attention_relation_kl(s3, t3)
     # identical inputs -> 0
@@ -647,8 +633,7 @@ def test_attention_relation_kl_lens_garbage_gradcheck_reductions():
         (x,),
     )
     # a zero-length utterance gives 0, no NaN
-    zl = attention_relation_kl(x, teacher, torch.tensor([4, 0]), num_relation_heads=2,
-                               reduction="none")
+    zl = attention_relation_kl(x, teacher, torch.tensor([4, 0]), num_relation_heads=2, reduction="none")
     assert torch.isfinite(zl).all() and (zl[1] == 0).all()
 
 

@@ -43,8 +43,10 @@ def test_mask_deterministic_with_seed():
     a = mask_tokens(TOKENS, MASK, generator=torch.Generator().manual_seed(123))
     b = mask_tokens(TOKENS, MASK, generator=torch.Generator().manual_seed(123))
     assert torch.equal(a.ys_in, b.ys_in) and torch.equal(a.ys_out, b.ys_out)
-    draws = {tuple(mask_tokens(TOKENS, MASK, generator=torch.Generator().manual_seed(s))
-                   .ys_in.flatten().tolist()) for s in range(10)}
+    draws = {
+        tuple(mask_tokens(TOKENS, MASK, generator=torch.Generator().manual_seed(s)).ys_in.flatten().tolist())
+        for s in range(10)
+    }
     assert len(draws) > 1
 
 
@@ -78,4 +80,5 @@ def test_label_smoothing_loss_formula():
     got = label_smoothing_loss(logits, targets, smoothing=eps)
     assert got.item() == pytest.approx(float(ref), rel=1e-6)
     assert label_smoothing_loss(logits, targets, smoothing=0.0).item() == pytest.approx(
-        -(logp[0, 0, 1] + logp[0, 1, 2] + logp[1, 0, 4]).item(), rel=1e-6)
+        -(logp[0, 0, 1] + logp[0, 1, 2] + logp[1, 0, 4]).item(), rel=1e-6
+    )

@@ -67,8 +67,7 @@ def test_reference_matches_brute_force():
     for i in range(logits.size(0)):
         ref = rnnt_brute_force(logits[i, : t_lens[i]], targets[i, : s_lens[i]].tolist())
         assert got[i].item() == pytest.approx(ref, rel=1e-9, abs=1e-9)
-    assert rnnt_loss_reference(logits, targets, t_lens, s_lens).item() == pytest.approx(
-        got.sum().item())
+    assert rnnt_loss_reference(logits, targets, t_lens, s_lens).item() == pytest.approx(got.sum().item())
 
 
 def test_reference_empty_target_and_single_frame():
@@ -83,9 +82,7 @@ def test_reference_empty_target_and_single_frame():
 def test_reference_gradcheck():
     logits, targets, t_lens, s_lens = _batch(seed=2, n=2, t=3, s=2, v=3)
     logits.requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda z: rnnt_loss_reference(z, targets, t_lens[:2], s_lens[:2]), (logits,)
-    )
+    assert torch.autograd.gradcheck(lambda z: rnnt_loss_reference(z, targets, t_lens[:2], s_lens[:2]), (logits,))
 
 
 @needs_fast_rnnt
@@ -120,8 +117,9 @@ def test_simple_loss_is_rnnt_of_trivial_joiner():
     n, t, s, v = 2, 5, 3, 6
     am, lm, enc, pred, joint, targets = _pruned_setup(4, n, t, s, v)
     t_lens, s_lens = torch.tensor([5, 4]), torch.tensor([3, 2])
-    simple, _ = pruned_rnnt_loss(am, lm, enc, pred, joint, targets, t_lens, s_lens,
-                                 lm_only_scale=0.0, am_only_scale=0.0, reduction="none")
+    simple, _ = pruned_rnnt_loss(
+        am, lm, enc, pred, joint, targets, t_lens, s_lens, lm_only_scale=0.0, am_only_scale=0.0, reduction="none"
+    )
     trivial = am.unsqueeze(2) + lm.unsqueeze(1)  # (N, T', U, V)
     ref = rnnt_loss_reference(trivial.double(), targets, t_lens, s_lens, reduction="none")
     assert torch.allclose(simple.double(), ref, atol=1e-4)
@@ -132,8 +130,7 @@ def test_pruned_equals_full_when_range_covers_lattice():
     n, t, s, v = 2, 6, 3, 5
     am, lm, enc, pred, joint, targets = _pruned_setup(5, n, t, s, v)
     t_lens, s_lens = torch.tensor([6, 6]), torch.tensor([3, 3])
-    _, pruned = pruned_rnnt_loss(am, lm, enc, pred, joint, targets, t_lens, s_lens,
-                                 prune_range=s + 1, reduction="none")
+    _, pruned = pruned_rnnt_loss(am, lm, enc, pred, joint, targets, t_lens, s_lens, prune_range=s + 1, reduction="none")
     full_logits = joint(enc.unsqueeze(2), pred.unsqueeze(1))
     full = rnnt_loss_reference(full_logits.double(), targets, t_lens, s_lens, reduction="none")
     assert torch.allclose(pruned.double(), full, atol=1e-4)
@@ -144,8 +141,9 @@ def test_pruned_is_upper_bound_of_full():
     n, t, s, v = 3, 8, 6, 5
     am, lm, enc, pred, joint, targets = _pruned_setup(6, n, t, s, v)
     t_lens, s_lens = torch.tensor([8, 7, 8]), torch.tensor([6, 4, 5])
-    simple, pruned = pruned_rnnt_loss(am, lm, enc, pred, joint, targets, t_lens, s_lens,
-                                      prune_range=2, reduction="none")
+    simple, pruned = pruned_rnnt_loss(
+        am, lm, enc, pred, joint, targets, t_lens, s_lens, prune_range=2, reduction="none"
+    )
     full_logits = joint(enc.unsqueeze(2), pred.unsqueeze(1))
     full = rnnt_loss_reference(full_logits.double(), targets, t_lens, s_lens, reduction="none")
     assert (pruned.double() >= full - 1e-4).all()
@@ -158,8 +156,9 @@ def test_pruned_backward():
     am, lm, enc, pred, joint, targets = _pruned_setup(7, n, t, s, v)
     for x in (am, lm, enc, pred):
         x.requires_grad_(True)
-    simple, pruned = pruned_rnnt_loss(am, lm, enc, pred, joint, targets,
-                                      torch.tensor([5, 3]), torch.tensor([3, 1]), prune_range=2)
+    simple, pruned = pruned_rnnt_loss(
+        am, lm, enc, pred, joint, targets, torch.tensor([5, 3]), torch.tensor([3, 1]), prune_range=2
+    )
     (simple + pruned).backward()
     for x in (am, lm, enc, pred):
         assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

@@ -86,8 +86,7 @@ def test_every_head_combination_forward_backward(heads, encoder_type):
     model = _model(heads, encoder_type)
     x, x_lens, tokens = _batch()
     out = model(x, x_lens, tokens, mask_generator=torch.Generator().manual_seed(0))
-    expected = set().union(*(EXPECTED[h] for h in heads)) | {"num_frames", "num_tokens",
-                                                              "num_utts"}
+    expected = set().union(*(EXPECTED[h] for h in heads)) | {"num_frames", "num_tokens", "num_utts"}
     assert set(out) == expected
     assert out["num_frames"].item() == int(model.encoder.subsampled_lengths(x_lens).sum())
     assert out["num_tokens"].item() == 7 and out["num_utts"].item() == 3
@@ -127,8 +126,9 @@ def test_inter_ctc_reads_its_layer_at_the_output_rate(encoder_type):
     refs = {}
     for k in layers:
         lens_k = eo.layer_lens[k - 1] if eo.layer_lens is not None else eo.out_lens
-        h = layer_at_output_rate_reference(eo.layer_outputs[k - 1], lens_k, info[k - 1].subsampling, rate,
-                                           eo.out.size(1))
+        h = layer_at_output_rate_reference(
+            eo.layer_outputs[k - 1], lens_k, info[k - 1].subsampling, rate, eo.out.size(1)
+        )
         head = model.inter_ctc_head(k)
         assert head.output.in_features == info[k - 1].dim
         refs[k] = ctc_loss(head.log_probs(h), eo.out_lens, tokens)
@@ -181,7 +181,8 @@ def test_chunk_args_reach_encoder(encoder_type):
     model = _model(("ctc",), encoder_type)
     seen = []
     model.encoder.register_forward_pre_hook(
-        lambda m, a, kw: seen.append((kw["chunk_size"], kw["left_context"])), with_kwargs=True)
+        lambda m, a, kw: seen.append((kw["chunk_size"], kw["left_context"])), with_kwargs=True
+    )
     x, x_lens, tokens = _batch()
     model(x, x_lens, tokens, chunk_size=4, left_context=2)
     assert seen == [(4, 2)]
@@ -209,15 +210,22 @@ def test_full_rnnt_option(encoder_type):
 
 def _fake_losses():
     t = torch.tensor
-    return {"ctc": t(10.0), "att": t(20.0), "inter_ctc": t(12.0), "simple": t(30.0),
-            "pruned": t(40.0), "mlm": t(6.0), "num_masked": t(3), "num_utts": t(4)}
+    return {
+        "ctc": t(10.0),
+        "att": t(20.0),
+        "inter_ctc": t(12.0),
+        "simple": t(30.0),
+        "pruned": t(40.0),
+        "mlm": t(6.0),
+        "num_masked": t(3),
+        "num_utts": t(4),
+    }
 
 
 def test_combine_losses_values():
     ls = _fake_losses()
     w = 0.3
-    assert combine_losses(ls, {"ctc": w, "att": 1 - w}).item() == pytest.approx(
-        (1 - w) * 20 + w * 10)
+    assert combine_losses(ls, {"ctc": w, "att": 1 - w}).item() == pytest.approx((1 - w) * 20 + w * 10)
     for step in (0, 5, 10, 20):
         s, p = transducer_loss_scales(step, 10, 0.5)
         got = combine_losses(ls, {"transducer": 1.0, "ctc": 0.2}, step, warm_step=10)
@@ -232,17 +240,18 @@ def test_combine_losses_values():
 
 def test_default_loss_weights():
     assert default_loss_weights(["ctc"]) == {"ctc": 1.0}
-    assert default_loss_weights(["ctc", "attention_decoder"]) == pytest.approx(
-        {"att": 0.7, "ctc": 0.3})
+    assert default_loss_weights(["ctc", "attention_decoder"]) == pytest.approx({"att": 0.7, "ctc": 0.3})
     assert default_loss_weights(["ctc", "inter_ctc"], inter_ctc_weight=0.3) == pytest.approx(
-        {"ctc": 0.7, "inter_ctc": 0.3})
+        {"ctc": 0.7, "inter_ctc": 0.3}
+    )
     assert default_loss_weights(["transducer"]) == {"transducer": 1.0}
     assert default_loss_weights(["inter_ctc"]) == {"inter_ctc": 1.0}
 
 
 def test_config_roundtrip_and_weights(encoder_type):
-    cfg = AsrModelConfig.from_dict(_config(("ctc", "attention_decoder"), encoder_type,
-                                           weights={"ctc": 0.5, "att": 0.5}))
+    cfg = AsrModelConfig.from_dict(
+        _config(("ctc", "attention_decoder"), encoder_type, weights={"ctc": 0.5, "att": 0.5})
+    )
     model = build_asr_model(cfg)
     assert model.loss_weights == {"ctc": 0.5, "att": 0.5}
     assert AsrModelConfig.from_dict(model.config) == cfg
@@ -294,8 +303,9 @@ def test_submodel_equals_the_intermediate_head(encoder_type):
             torch.testing.assert_close(sub.ctc(got_enc.out)[valid], want[valid], rtol=1e-5, atol=1e-5)
             rebuilt = build_asr_model(sub.config)
             rebuilt.load_state_dict(sub.state_dict())
-            torch.testing.assert_close(rebuilt.eval().ctc(rebuilt.encode(x, x_lens).out)[valid], want[valid],
-                                       rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                rebuilt.eval().ctc(rebuilt.encode(x, x_lens).out)[valid], want[valid], rtol=1e-5, atol=1e-5
+            )
             assert sum(p.numel() for p in sub.parameters()) < sum(p.numel() for p in model.parameters())
 
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from asr_kd.decoding.ctc import ctc_prefix_beam_search as reference
-from asr_kd.ops import ctc_prefix_beam_search, ctc_prefix_beam_search_native, native_available
 from asr_kd.ops import ctc_prefix_beam as cpb
+from asr_kd.ops import ctc_prefix_beam_search, ctc_prefix_beam_search_native, native_available
 from asr_kd.ops import frame_kd as fk
 
 needs_native = pytest.mark.skipif(not native_available(), reason="asr_kd._C is not built")
@@ -42,12 +42,16 @@ def assert_same(got, ref, rtol=1e-9, atol=1e-9):
         assert set(g.components) == set(r.components) == {"ctc", "bias"}
         torch.testing.assert_close(
             torch.tensor(g.scores, dtype=torch.float64),
-            torch.tensor(r.scores, dtype=torch.float64), rtol=rtol, atol=atol,
+            torch.tensor(r.scores, dtype=torch.float64),
+            rtol=rtol,
+            atol=atol,
         )
         for name in ("ctc", "bias"):
             torch.testing.assert_close(
                 torch.tensor(g.components[name], dtype=torch.float64),
-                torch.tensor(r.components[name], dtype=torch.float64), rtol=rtol, atol=atol,
+                torch.tensor(r.components[name], dtype=torch.float64),
+                rtol=rtol,
+                atol=atol,
             )
 
 
@@ -81,8 +85,7 @@ def test_static_bias_equals_hook(knobs):
     assert_same(got, ref)
     assert any(b != 0.0 for r in got for b in r.components["bias"])
     # a plain list of floats and the python backend give the same
-    assert_same(ctc_prefix_beam_search(lp, lens, 10, token_bias=bias.tolist(), backend="python",
-                                       **knobs), ref)
+    assert_same(ctc_prefix_beam_search(lp, lens, 10, token_bias=bias.tolist(), backend="python", **knobs), ref)
 
 
 @needs_native
@@ -108,8 +111,7 @@ def test_float32_float64_and_blank(dtype):
 @pytest.mark.parametrize("nbest", [0, 1, 3, 20])
 def test_nbest(nbest):
     lp, lens = random_inputs(3, 10, 7, seed=5)
-    assert_same(ctc_prefix_beam_search_native(lp, lens, 5, nbest=nbest),
-                reference(lp, lens, 5, nbest=nbest))
+    assert_same(ctc_prefix_beam_search_native(lp, lens, 5, nbest=nbest), reference(lp, lens, 5, nbest=nbest))
 
 
 @needs_native
@@ -119,8 +121,12 @@ def test_exact_enumeration_large_beam():
     got = ctc_prefix_beam_search_native(lp, lens, 10_000)
     assert_same(got, reference(lp, lens, 10_000))
     # sequences over {1, 2} that fit in 4 frames (a repeat needs a blank in between)
-    fits = [s for k in range(5) for s in itertools.product((1, 2), repeat=k)
-            if k + sum(a == b for a, b in zip(s, s[1:])) <= 4]
+    fits = [
+        s
+        for k in range(5)
+        for s in itertools.product((1, 2), repeat=k)
+        if k + sum(a == b for a, b in zip(s, s[1:])) <= 4
+    ]
     assert sorted(map(tuple, got[0].tokens)) == sorted(fits)
     total = torch.tensor(got[0].scores, dtype=torch.float64).logsumexp(0)
     torch.testing.assert_close(total, torch.tensor(0.0, dtype=torch.float64), atol=1e-9, rtol=0)
@@ -187,8 +193,7 @@ def test_backend_selection(monkeypatch):
     assert len(calls) == 1
     # a callable hook runs in Python (auto), and is refused by backend="native"
     hook = lambda prefix, tok: 0.1 * len(prefix)  # noqa: E731
-    assert_same(ctc_prefix_beam_search(lp, lens, 3, token_bias=hook),
-                reference(lp, lens, 3, token_bias=hook))
+    assert_same(ctc_prefix_beam_search(lp, lens, 3, token_bias=hook), reference(lp, lens, 3, token_bias=hook))
     assert len(calls) == 1
     with pytest.raises(RuntimeError, match="callable"):
         ctc_prefix_beam_search(lp, lens, 3, token_bias=hook, backend="native")
@@ -202,8 +207,9 @@ def test_python_backend_without_extension(monkeypatch):
     monkeypatch.setattr(cpb, "load_native", lambda: None)
     lp, lens = random_inputs(2, 6, 5, seed=1)
     bias = [0.0, 0.5, -0.5, 0.0, 1.0]
-    assert_same(ctc_prefix_beam_search(lp, lens, 3, token_bias=bias),
-                reference(lp, lens, 3, token_bias=lambda p, t: bias[t]))
+    assert_same(
+        ctc_prefix_beam_search(lp, lens, 3, token_bias=bias), reference(lp, lens, 3, token_bias=lambda p, t: bias[t])
+    )
     with pytest.raises(RuntimeError, match="not built"):
         ctc_prefix_beam_search(lp, lens, 3, backend="native")
 
@@ -222,5 +228,4 @@ def test_errors():
     with pytest.raises(ValueError, match="V = 5"):
         ctc_prefix_beam_search_native(lp, lens, 3, token_bias=torch.zeros(4))
     # auto falls back to the reference for what the native op does not take
-    assert_same(ctc_prefix_beam_search(lp, lens, 3, blank_id=-1),
-                reference(lp, lens, 3, blank_id=-1))
+    assert_same(ctc_prefix_beam_search(lp, lens, 3, blank_id=-1), reference(lp, lens, 3, blank_id=-1))

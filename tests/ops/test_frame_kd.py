@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 
+from asr_kd.ops import frame_kd as fk
 from asr_kd.ops import (
     frame_kd_loss,
     frame_kd_loss_reference,
@@ -21,7 +22,6 @@ from asr_kd.ops import (
     native_with_cuda,
     set_backend,
 )
-from asr_kd.ops import frame_kd as fk
 
 needs_native = pytest.mark.skipif(not native_available(), reason="asr_kd._C is not built")
 needs_cuda = pytest.mark.skipif(
@@ -89,7 +89,9 @@ def test_hand_computed_values(backend):
     w = torch.tensor([[1.0, 0.5]], dtype=torch.float64)
 
     per_frame = frame_kd_loss(student, teacher, weights=w, reduction="none", backend=backend)
-    torch.testing.assert_close(per_frame, torch.tensor([[0.1308120360, 0.5 * 0.1438410362]], dtype=torch.float64), rtol=0, atol=1e-9)
+    torch.testing.assert_close(
+        per_frame, torch.tensor([[0.1308120360, 0.5 * 0.1438410362]], dtype=torch.float64), rtol=0, atol=1e-9
+    )
     mean = frame_kd_loss(student, teacher, weights=w, reduction="mean", backend=backend)
     assert abs(mean.item() - 0.1351550361) < 1e-9
     ce = frame_kd_loss(student[:, :1], teacher[:, :1], loss_type="ce", reduction="sum", backend=backend)
@@ -291,8 +293,16 @@ def test_gradcheck_native(teacher_type, loss_type):
     student, teacher, w = make_inputs(2, 3, 5, torch.float64, teacher_type, k=3, seed=11, mask_p=0.2)
 
     def f(s):
-        return frame_kd_loss(s, teacher, teacher_type=teacher_type, weights=w, temperature=1.4,
-                             loss_type=loss_type, reduction="none", backend="native")
+        return frame_kd_loss(
+            s,
+            teacher,
+            teacher_type=teacher_type,
+            weights=w,
+            temperature=1.4,
+            loss_type=loss_type,
+            reduction="none",
+            backend="native",
+        )
 
     assert torch.autograd.gradcheck(f, (student,), eps=1e-6, atol=1e-8)
 
@@ -394,7 +404,9 @@ def test_blank_handling(backend, teacher_type):
     w = torch.rand(N, T, generator=g, dtype=torch.float64)
     kw = dict(teacher_type=teacher_type, reduction="none", temperature=2.0, backend=backend)
     for blank_weight in (0.0, 0.25):
-        got = frame_kd_loss(student, teacher, weights=w, blank_id=blank, blank_threshold=0.9, blank_weight=blank_weight, **kw)
+        got = frame_kd_loss(
+            student, teacher, weights=w, blank_id=blank, blank_threshold=0.9, blank_weight=blank_weight, **kw
+        )
         w_exp = w * torch.where(p_blank > 0.9, blank_weight, 1.0)
         assert 0 < (p_blank > 0.9).sum() < N * T  # the test really exercises the rule
         torch.testing.assert_close(got, frame_kd_loss(student, teacher, weights=w_exp, **kw))
@@ -404,8 +416,9 @@ def test_blank_not_in_topk_counts_as_zero():
     student = torch.zeros(1, 2, 4, dtype=torch.float64)
     values = torch.log(torch.tensor([[[0.95, 0.05], [0.6, 0.4]]], dtype=torch.float64))
     indices = torch.tensor([[[0, 1], [2, 3]]])
-    loss = frame_kd_loss_reference(student, (values, indices), teacher_type="topk", reduction="none",
-                                   blank_id=0, blank_threshold=0.5)
+    loss = frame_kd_loss_reference(
+        student, (values, indices), teacher_type="topk", reduction="none", blank_id=0, blank_threshold=0.5
+    )
     assert loss[0, 0] == 0 and loss[0, 1] > 0
 
 
@@ -486,5 +499,7 @@ def test_cuda_gradcheck_and_masked():
     t = tuple(x.cuda() for x in teacher)
     f = lambda x: frame_kd_loss(x, t, teacher_type="topk", weights=w.cuda(), reduction="none", backend="native")  # noqa: E731
     assert torch.autograd.gradcheck(f, (s,), eps=1e-6, atol=1e-8)
-    loss, grad = loss_and_grad(s, t, "native", teacher_type="topk", weights=torch.zeros(2, 3, dtype=torch.float64, device="cuda"))
+    loss, grad = loss_and_grad(
+        s, t, "native", teacher_type="topk", weights=torch.zeros(2, 3, dtype=torch.float64, device="cuda")
+    )
     assert loss.item() == 0 and torch.all(grad == 0)

@@ -43,16 +43,21 @@ def imported_modules(source: str, module: str, is_package: bool = False) -> list
         elif isinstance(node, ast.Call):
             f = node.func
             name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
-            if name in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant) \
-                    and isinstance(node.args[0].value, str):
+            if (
+                name in ("import_module", "__import__")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
                 out.append((node.lineno, node.args[0].value))
     return out
 
 
 def forbidden_imports(source: str, module: str, is_package: bool = False) -> list[str]:
     found = sorted(set(imported_modules(source, module, is_package)))
-    return [f"line {line}: {name}" for line, name in found
-            if any(name == f or name.startswith(f + ".") for f in FORBIDDEN)]
+    return [
+        f"line {line}: {name}" for line, name in found if any(name == f or name.startswith(f + ".") for f in FORBIDDEN)
+    ]
 
 
 def ops_modules() -> list[Path]:
@@ -101,7 +106,7 @@ def test_importing_ops_loads_no_upper_layer():
 
 
 def test_references_live_beside_the_ops_and_are_re_exported():
-    from asr_kd.decoding import ctc, common
+    from asr_kd.decoding import common, ctc
     from asr_kd.ops import NBest, ctc_prefix_beam, mask_ctc_beam
 
     assert ctc.ctc_prefix_beam_search is ctc_prefix_beam.ctc_prefix_beam_search_reference

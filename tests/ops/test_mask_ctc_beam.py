@@ -30,8 +30,7 @@ needs_native = pytest.mark.skipif(not native_available(), reason="asr_kd._C is n
 IGNORE = -1
 
 
-def random_step(seed, N=5, L=12, V=20, beam=5, K=2, dtype=torch.float32, ties=False, mask_id=None,
-                max_hyps=None):
+def random_step(seed, N=5, L=12, V=20, beam=5, K=2, dtype=torch.float32, ties=False, mask_id=None, max_hyps=None):
     """A random beam-search state and MLM output, shaped like an iteration of the search.
 
     Per utterance a length in [0, L] (0: empty, all padding) and a number of masks; its hypotheses
@@ -80,10 +79,8 @@ def random_step(seed, N=5, L=12, V=20, beam=5, K=2, dtype=torch.float32, ties=Fa
 
 def assert_equal_step(args, beam):
     logp, hyp_ys, hyp_score, hyp_utt, k, N, mask_id = args
-    ref = mask_ctc_beam_step_reference(logp, hyp_ys, hyp_score, hyp_utt, k, beam, N, mask_id=mask_id,
-                                       ignore_id=IGNORE)
-    nat = mask_ctc_beam_step_native(logp, hyp_ys, hyp_score, hyp_utt, k, beam, N, mask_id=mask_id,
-                                    ignore_id=IGNORE)
+    ref = mask_ctc_beam_step_reference(logp, hyp_ys, hyp_score, hyp_utt, k, beam, N, mask_id=mask_id, ignore_id=IGNORE)
+    nat = mask_ctc_beam_step_native(logp, hyp_ys, hyp_score, hyp_utt, k, beam, N, mask_id=mask_id, ignore_id=IGNORE)
     for name, r, n in zip(("ys", "score", "utt"), ref, nat):
         assert r.dtype == n.dtype, name
         assert r.shape == n.shape, (name, r.shape, n.shape)
@@ -143,8 +140,9 @@ def test_step_edge_cases():
     # a single hypothesis, one mask, beam 3: its 3 best tokens
     logp = torch.tensor([[[-9.0] * V, [float("-inf"), -1.0, -0.5, -3.0, -2.0]]], dtype=f)
     ys = torch.tensor([[2, mask]])
-    out = assert_equal_step((logp, ys, torch.zeros(1, dtype=torch.float64), torch.tensor([0]),
-                             torch.tensor([1]), 1, mask), 3)
+    out = assert_equal_step(
+        (logp, ys, torch.zeros(1, dtype=torch.float64), torch.tensor([0]), torch.tensor([1]), 1, mask), 3
+    )
     assert out[0].tolist() == [[2, 2], [2, 1], [2, 4]]
     assert out[1].tolist() == [-0.5, -1.0, -2.0]
     # two hypotheses reaching the same sequence: merged, the larger score kept
@@ -160,18 +158,38 @@ def test_step_edge_cases():
     ys = torch.tensor([[1, 2], [1, 1], [3, 3], [2, 2]])
     score = torch.tensor([-1.0, -1.0, 0.0, -0.5], dtype=torch.float64)
     utt = torch.tensor([0, 0, 1, 0])
-    out = assert_equal_step((torch.empty(0, 2, V, dtype=f), ys, score, utt, torch.zeros(4, dtype=torch.long),
-                             3, mask), 2)
+    out = assert_equal_step(
+        (torch.empty(0, 2, V, dtype=f), ys, score, utt, torch.zeros(4, dtype=torch.long), 3, mask), 2
+    )
     assert out[0].tolist() == [[2, 2], [1, 1], [3, 3]] and out[2].tolist() == [0, 0, 1]
     # L = 0 (every utterance empty)
-    out = assert_equal_step((torch.empty(0, 0, V, dtype=f), torch.empty(2, 0, dtype=torch.long),
-                             torch.zeros(2, dtype=torch.float64), torch.tensor([0, 1]),
-                             torch.zeros(2, dtype=torch.long), 2, mask), 5)
+    out = assert_equal_step(
+        (
+            torch.empty(0, 0, V, dtype=f),
+            torch.empty(2, 0, dtype=torch.long),
+            torch.zeros(2, dtype=torch.float64),
+            torch.tensor([0, 1]),
+            torch.zeros(2, dtype=torch.long),
+            2,
+            mask,
+        ),
+        5,
+    )
     assert out[0].shape == (2, 0)
     # every token banned at the masked position: the hypothesis dies
     logp = torch.full((1, 2, V), float("-inf"), dtype=f)
-    out = assert_equal_step((logp, torch.tensor([[1, mask]]), torch.zeros(1, dtype=torch.float64),
-                             torch.tensor([0]), torch.tensor([1]), 1, mask), 3)
+    out = assert_equal_step(
+        (
+            logp,
+            torch.tensor([[1, mask]]),
+            torch.zeros(1, dtype=torch.float64),
+            torch.tensor([0]),
+            torch.tensor([1]),
+            1,
+            mask,
+        ),
+        3,
+    )
     assert out[0].shape == (0, 2)
 
 

@@ -5,10 +5,10 @@ import random
 import numpy as np
 import pytest
 import torch
-
-from asr_kd.training import checkpoint as ck
-from asr_kd.training import build_optimizer, build_scheduler
 from training_toy import TinyModel
+
+from asr_kd.training import build_optimizer, build_scheduler
+from asr_kd.training import checkpoint as ck
 
 
 def _save(path, model, step=0, epoch=0, **kw):
@@ -23,9 +23,17 @@ def test_roundtrip_weights_only(tmp_path):
     model(torch.randn(2, 4)).sum().backward()
     opt.step()
     sched.step()
-    p = _save(tmp_path / "c.pt", model, step=5, epoch=1, optimizer=opt, scheduler=sched,
-              sampler={"epoch": 1, "batches_consumed": 3, "state": None},
-              config={"model": {"d": 4}, "path": tmp_path, "t": (1, 2)}, meta={"note": "x"})
+    p = _save(
+        tmp_path / "c.pt",
+        model,
+        step=5,
+        epoch=1,
+        optimizer=opt,
+        scheduler=sched,
+        sampler={"epoch": 1, "batches_consumed": 3, "state": None},
+        config={"model": {"d": 4}, "path": tmp_path, "t": (1, 2)},
+        meta={"note": "x"},
+    )
     raw = torch.load(p, weights_only=True)  # must not raise
     assert set(raw) == set(ck.CHECKPOINT_KEYS)
     assert raw["config"] == {"model": {"d": 4}, "path": str(tmp_path), "t": [1, 2]}
@@ -140,8 +148,18 @@ def test_average_cli(tmp_path):
     got = torch.load(tmp_path / "iter-30-avg-2.pt", weights_only=True)["meta"]["averaged_from"]
     assert got == ["checkpoint-20.pt", "checkpoint-30.pt"]
     # explicit paths
-    assert average.main(["--checkpoints", str(tmp_path / "epoch-1.pt"), str(tmp_path / "epoch-2.pt"),
-                         "--out", str(tmp_path / "b.pt")]) == 0
+    assert (
+        average.main(
+            [
+                "--checkpoints",
+                str(tmp_path / "epoch-1.pt"),
+                str(tmp_path / "epoch-2.pt"),
+                "--out",
+                str(tmp_path / "b.pt"),
+            ]
+        )
+        == 0
+    )
     with pytest.raises(SystemExit):
         average.main(["--exp-dir", str(tmp_path), "--epoch", "9", "--avg", "2"])
 
@@ -155,5 +173,7 @@ def test_config_none_values_survive_the_round_trip(tmp_path):
     p = save_checkpoint(tmp_path / "c.pt", model={}, config=cfg, rng=None)
     back = torch.load(p, weights_only=True)["config"]
     assert back == {"model": {"ctc": {}, "attention_decoder": None, "weights": {"att": 0.0}}, "paths": ["a", "b"]}
-    assert torch.load(save_checkpoint(tmp_path / "d.pt", model={}, config=None, rng=None),
-                      weights_only=True)["config"] == {}
+    assert (
+        torch.load(save_checkpoint(tmp_path / "d.pt", model={}, config=None, rng=None), weights_only=True)["config"]
+        == {}
+    )

@@ -26,16 +26,19 @@ def test_unknown_keys_are_rejected_naming_the_known_ones():
         ChunkConfig.from_dict({"dynamic": True, "chunk_multiple": 2})
 
 
-@pytest.mark.parametrize("cfg,match", [
-    ({"dynamic": True, "chunk_size": 8}, "with dynamic: true set max_chunk"),
-    ({"max_chunk": 8}, "only apply with dynamic: true"),
-    ({"dynamic": "yes"}, "true or false"),
-    ({"chunk_size": 0}, "-1 .full context. or >= 1"),
-    ({"dynamic": True, "max_chunk": 0}, "max_chunk must be an integer >= 1"),
-    ({"dynamic": True, "full_context_prob": 1.5}, "probability"),
-    ({"dynamic": True, "left_context": 2, "max_left_chunks": 3}, "not both"),
-    ([1, 2], "must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "cfg,match",
+    [
+        ({"dynamic": True, "chunk_size": 8}, "with dynamic: true set max_chunk"),
+        ({"max_chunk": 8}, "only apply with dynamic: true"),
+        ({"dynamic": "yes"}, "true or false"),
+        ({"chunk_size": 0}, "-1 .full context. or >= 1"),
+        ({"dynamic": True, "max_chunk": 0}, "max_chunk must be an integer >= 1"),
+        ({"dynamic": True, "full_context_prob": 1.5}, "probability"),
+        ({"dynamic": True, "left_context": 2, "max_left_chunks": 3}, "not both"),
+        ([1, 2], "must be a mapping"),
+    ],
+)
 def test_invalid_chunk_configs(cfg, match):
     with pytest.raises(ValueError, match=match):
         ChunkConfig.from_dict(cfg)
@@ -80,8 +83,13 @@ def batches(n=4):
     out = []
     for i in range(n):
         lens = torch.tensor([48, 40])
-        out.append({"inputs": torch.randn(2, 48, F, generator=g), "feature_lens": lens,
-                    "supervisions": {"tokens": [[1, 2, 3], [4, 5]], "cut_id": [f"c{i}a", f"c{i}b"]}})
+        out.append(
+            {
+                "inputs": torch.randn(2, 48, F, generator=g),
+                "feature_lens": lens,
+                "supervisions": {"tokens": [[1, 2, 3], [4, 5]], "cut_id": [f"c{i}a", f"c{i}b"]},
+            }
+        )
     return out
 
 
@@ -91,8 +99,13 @@ class EncoderSpy:
         model.encoder.register_forward_pre_hook(self, with_kwargs=True)
 
     def __call__(self, module, args, kwargs):
-        self.calls.append({"chunk_size": kwargs.get("chunk_size"), "left_context": kwargs.get("left_context"),
-                           "training": module.training})
+        self.calls.append(
+            {
+                "chunk_size": kwargs.get("chunk_size"),
+                "left_context": kwargs.get("left_context"),
+                "training": module.training,
+            }
+        )
 
 
 def make(exp_dir, loss_fn, max_steps, valid=False, encoder_type="conformer"):
@@ -100,8 +113,15 @@ def make(exp_dir, loss_fn, max_steps, valid=False, encoder_type="conformer"):
     model = tiny_asr_model(encoder_type)
     spy = EncoderSpy(model)
     opt = build_optimizer(model.named_parameters(), {"name": "adamw", "lr": 1e-3})
-    cfg = TrainerConfig(max_steps=max_steps, max_epochs=None, log_interval=0, valid_interval=0, ckpt_interval=0,
-                        tensorboard=False, progress_bar=False)
+    cfg = TrainerConfig(
+        max_steps=max_steps,
+        max_epochs=None,
+        log_interval=0,
+        valid_interval=0,
+        ckpt_interval=0,
+        tensorboard=False,
+        progress_bar=False,
+    )
     t = Trainer(model, opt, loss_fn, batches(), valid_dl=batches(1) if valid else None, exp_dir=exp_dir, cfg=cfg)
     return t, spy
 
@@ -109,8 +129,9 @@ def make(exp_dir, loss_fn, max_steps, valid=False, encoder_type="conformer"):
 def test_dynamic_chunks_reach_the_encoder_and_resume_exactly(tmp_path, encoder_type):
     chunk = ChunkConfig(dynamic=True, max_chunk=5, max_left_chunks=2, seed=5)
     # the loss function is not checked against the model here: its first call binds the encoder's sizes
-    straight, spy = make(tmp_path / "a", AsrLossFn(normalize="frames", chunk=chunk), max_steps=7, valid=True,
-                         encoder_type=encoder_type)
+    straight, spy = make(
+        tmp_path / "a", AsrLossFn(normalize="frames", chunk=chunk), max_steps=7, valid=True, encoder_type=encoder_type
+    )
     straight.fit()
     bound = chunk.for_encoder(straight.model.encoder)
     assert straight.loss_fn.chunk == bound
@@ -124,8 +145,9 @@ def test_dynamic_chunks_reach_the_encoder_and_resume_exactly(tmp_path, encoder_t
 
     first, _ = make(tmp_path / "b", AsrLossFn(normalize="frames", chunk=chunk), max_steps=3, encoder_type=encoder_type)
     first.fit()
-    second, spy2 = make(tmp_path / "b", AsrLossFn(normalize="frames", chunk=chunk), max_steps=7,
-                        encoder_type=encoder_type)
+    second, spy2 = make(
+        tmp_path / "b", AsrLossFn(normalize="frames", chunk=chunk), max_steps=7, encoder_type=encoder_type
+    )
     assert second.resume()
     second.fit()
     assert [c for c in spy2.calls if c["training"]] == train_calls[3:]
@@ -236,18 +258,27 @@ def test_dynamic_max_chunk_below_the_encoders_multiple_fails_naming_the_field():
     for kind in coarse:
         enc = build_encoder(tiny_encoder_config(kind, F))
         m = enc.chunk_multiple
-        with pytest.raises(ValueError, match=rf"^training.chunk.max_chunk = {m - 1}: {type(enc).__name__} uses chunks "
-                                             rf"of multiples of {m} output frames; set max_chunk >= {m}"):
+        with pytest.raises(
+            ValueError,
+            match=rf"^training.chunk.max_chunk = {m - 1}: {type(enc).__name__} uses chunks "
+            rf"of multiples of {m} output frames; set max_chunk >= {m}",
+        ):
             ChunkConfig.from_dict({"dynamic": True, "max_chunk": m - 1}).for_encoder(enc)
 
 
 def test_chunks_on_an_encoder_without_the_chunked_capability():
     enc = NoChunksEncoder()
-    with pytest.raises(ValueError, match=r"^training.chunk.chunk_size = 4: chunk_size=4 needs an encoder with the "
-                                         r"'chunked' capability, but NoChunksEncoder declares only \['truncate'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"^training.chunk.chunk_size = 4: chunk_size=4 needs an encoder with the "
+        r"'chunked' capability, but NoChunksEncoder declares only \['truncate'\]",
+    ):
         ChunkConfig(chunk_size=4).for_encoder(enc)
-    with pytest.raises(ValueError, match=r"^training.chunk.dynamic: NoChunksEncoder cannot train on chunks: "
-                                         r"chunk_size=8 needs an encoder with the 'chunked' capability"):
+    with pytest.raises(
+        ValueError,
+        match=r"^training.chunk.dynamic: NoChunksEncoder cannot train on chunks: "
+        r"chunk_size=8 needs an encoder with the 'chunked' capability",
+    ):
         ChunkConfig(dynamic=True, max_chunk=8).for_encoder(enc)
     assert ChunkConfig(chunk_size=-1).for_encoder(enc).chunk_multiple == 1
 
@@ -267,8 +298,9 @@ def test_loss_functions_check_the_chunk_config_at_start_up(encoder_type, tmp_pat
         AsrLossFn(chunk=bad).check_model(model)
     from asr_kd.models.asr_model import build_asr_model
 
-    kd_model = build_asr_model({"vocab_size": V, "encoder": tiny_encoder_config(encoder_type, F), "ctc": {},
-                                "inter_ctc": {"layers": [1]}})
+    kd_model = build_asr_model(
+        {"vocab_size": V, "encoder": tiny_encoder_config(encoder_type, F), "ctc": {}, "inter_ctc": {"layers": [1]}}
+    )
     with pytest.raises(ValueError, match=rf"^training.chunk.chunk_size = {m + 1}"):  # KD losses check when built
         build_kd_loss_fn({"methods": [{"name": "self_kd"}]}, kd_model, chunk=bad)
     kd_loss = build_kd_loss_fn({"methods": [{"name": "self_kd"}]}, kd_model, chunk={"dynamic": True, "max_chunk": 4})

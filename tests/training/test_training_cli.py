@@ -62,9 +62,24 @@ def test_train_under_torchrun(recipe, tmp_path):
     repo = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
     exp = tmp_path / "exp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "asr_kd.bin.train", "--config", str(recipe / "conf.yaml"), "--exp-dir", str(exp), "--max-steps", "2",
-           "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "asr_kd.bin.train",
+        "--config",
+        str(recipe / "conf.yaml"),
+        "--exp-dir",
+        str(exp),
+        "--max-steps",
+        "2",
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ck = torch.load(exp / "checkpoint-2.pt", weights_only=True)
@@ -97,10 +112,19 @@ def test_icefall_style_config_scaled_adam_model_avg_dynamic_chunks(recipe, tmp_p
 
     exp = tmp_path / "exp"
     conf = str(recipe / "conf.yaml")
-    args = ["--config", conf, "--exp-dir", str(exp), "--max-steps", "4", "optim={name: scaled_adam, lr: 0.045}",
-            "scheduler={name: eden, lr_batches: 100, lr_epochs: 2, warmup_batches: 2}",
-            "training.average_period=1", "training.chunk={dynamic: true, max_chunk: 4, max_left_chunks: 2}",
-            "training.valid_interval=0"]
+    args = [
+        "--config",
+        conf,
+        "--exp-dir",
+        str(exp),
+        "--max-steps",
+        "4",
+        "optim={name: scaled_adam, lr: 0.045}",
+        "scheduler={name: eden, lr_batches: 100, lr_epochs: 2, warmup_batches: 2}",
+        "training.average_period=1",
+        "training.chunk={dynamic: true, max_chunk: 4, max_left_chunks: 2}",
+        "training.valid_interval=0",
+    ]
     assert train.main(args) == 0
     log = (exp / "train.log").read_text()
     assert "training.grad_clip defaults to null" in log and "chunk training: ChunkConfig(dynamic=True" in log
@@ -128,5 +152,14 @@ def test_unknown_chunk_key_is_rejected(recipe, tmp_path):
     from asr_kd.bin import train
 
     with pytest.raises(ValueError, match="unknown key 'max_chunks' in training.chunk; known keys: dynamic"):
-        train.main(["--config", str(recipe / "conf.yaml"), "--exp-dir", str(tmp_path / "exp"), "--max-steps", "1",
-                    "training.chunk={dynamic: true, max_chunks: 4}"])
+        train.main(
+            [
+                "--config",
+                str(recipe / "conf.yaml"),
+                "--exp-dir",
+                str(tmp_path / "exp"),
+                "--max-steps",
+                "1",
+                "training.chunk={dynamic: true, max_chunks: 4}",
+            ]
+        )

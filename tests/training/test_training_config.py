@@ -18,8 +18,9 @@ def test_overrides_and_base(tmp_path):
         apply_overrides({}, ["novalue"])
 
 
-@pytest.mark.parametrize("name,max_params", [("conformer_ctc_xs", 2e6), ("conformer_ctc_s", 5e6),
-                                             ("conformer_transducer_s", 5e6)])
+@pytest.mark.parametrize(
+    "name,max_params", [("conformer_ctc_xs", 2e6), ("conformer_ctc_s", 5e6), ("conformer_transducer_s", 5e6)]
+)
 def test_recipe_configs_build(name, max_params):
     from asr_kd.bin.train import resolve_model_config
     from asr_kd.models.asr_model import build_asr_model

@@ -7,9 +7,9 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+from training_ddp_worker import global_batch, make, run_rank
 
 from asr_kd.training import Trainer, TrainerConfig, build_optimizer, ddp
-from training_ddp_worker import global_batch, make, run_rank
 
 
 def _free_port() -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from training_toy import ListBatches, TinyModel, loss_fn
 
 from asr_kd.training import LossOutput, Trainer, TrainerConfig, build_optimizer
-from training_toy import ListBatches, TinyModel, loss_fn
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -17,8 +17,15 @@ def test_amp_training_and_resume(tmp_path, amp):
         torch.manual_seed(0)
         model = TinyModel().cuda()
         opt = build_optimizer(model.parameters(), {"lr": 1e-2})
-        cfg = TrainerConfig(max_steps=max_steps, max_epochs=None, amp=amp, ckpt_interval=0, valid_interval=0,
-                            tensorboard=False, progress_bar=False)
+        cfg = TrainerConfig(
+            max_steps=max_steps,
+            max_epochs=None,
+            amp=amp,
+            ckpt_interval=0,
+            valid_interval=0,
+            tensorboard=False,
+            progress_bar=False,
+        )
         return Trainer(model, opt, loss_fn, ListBatches(), exp_dir=tmp_path / amp, cfg=cfg)
 
     t = make(6)
@@ -38,7 +45,12 @@ def test_fp16_overflow_is_not_a_bad_batch():
     torch.manual_seed(0)
     model = TinyModel().cuda()
     opt = build_optimizer(model.parameters(), {"lr": 1e-2})
-    t = Trainer(model, opt, lambda m, b, s: LossOutput(loss=m(b["x"]).float().sum() * 1e30), ListBatches(),
-                cfg=TrainerConfig(amp="fp16", tensorboard=False, progress_bar=False))
+    t = Trainer(
+        model,
+        opt,
+        lambda m, b, s: LossOutput(loss=m(b["x"]).float().sum() * 1e30),
+        ListBatches(),
+        cfg=TrainerConfig(amp="fp16", tensorboard=False, progress_bar=False),
+    )
     assert t.train_step(next(iter(ListBatches()))) is None  # inf gradients: the scaler skips the step
     assert t.num_bad_batches == 0

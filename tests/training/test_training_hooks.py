@@ -6,9 +6,9 @@ import random
 
 import pytest
 import torch
+from training_toy import ListBatches, TinyModel, loss_fn, num_frames
 
 from asr_kd.training import Trainer, TrainerConfig, TrainProgress, batch_audio_seconds, build_optimizer, seed_everything
-from training_toy import ListBatches, TinyModel, loss_fn, num_frames
 
 
 class Recorder:
@@ -61,12 +61,26 @@ def make(tmp_path, max_steps, events=None, **cfg):
     events = [] if events is None else events
     model = ScheduledModel(events)
     opt = build_optimizer(model.parameters(), {"lr": 1e-2})
-    conf = dict(max_steps=max_steps, max_epochs=None, log_interval=0, valid_interval=0, ckpt_interval=0,
-                tensorboard=False, progress_bar=False)
+    conf = dict(
+        max_steps=max_steps,
+        max_epochs=None,
+        log_interval=0,
+        valid_interval=0,
+        ckpt_interval=0,
+        tensorboard=False,
+        progress_bar=False,
+    )
     conf.update(cfg)
     rec = Recorder(events)
-    t = Trainer(model, opt, loss_fn, ListBatches(n=20, batch_size=4), exp_dir=tmp_path,
-                cfg=TrainerConfig(**conf), callbacks=[rec])
+    t = Trainer(
+        model,
+        opt,
+        loss_fn,
+        ListBatches(n=20, batch_size=4),
+        exp_dir=tmp_path,
+        cfg=TrainerConfig(**conf),
+        callbacks=[rec],
+    )
     return t, rec, model
 
 
@@ -134,10 +148,22 @@ def test_audio_seconds_resume_exactly(tmp_path):
 def test_add_callback_and_plain_function_loss():
     seed_everything(0)
     model = TinyModel(dropout=0.0)
-    t = Trainer(model, build_optimizer(model.parameters(), {"lr": 1e-2}), loss_fn, ListBatches(n=8, batch_size=4),
-                cfg=TrainerConfig(max_steps=2, max_epochs=None, log_interval=0, valid_interval=0, ckpt_interval=0,
-                                  tensorboard=False, progress_bar=False),
-                batch_duration_fn=lambda b: float(len(b["y"])))
+    t = Trainer(
+        model,
+        build_optimizer(model.parameters(), {"lr": 1e-2}),
+        loss_fn,
+        ListBatches(n=8, batch_size=4),
+        cfg=TrainerConfig(
+            max_steps=2,
+            max_epochs=None,
+            log_interval=0,
+            valid_interval=0,
+            ckpt_interval=0,
+            tensorboard=False,
+            progress_bar=False,
+        ),
+        batch_duration_fn=lambda b: float(len(b["y"])),
+    )
     rec = Recorder()
     t.add_callback(rec)
     t.fit()

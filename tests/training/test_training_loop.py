@@ -6,20 +6,34 @@ import logging
 
 import pytest
 import torch
+from training_toy import ListBatches, TinyModel, loss_fn
 
 from asr_kd.training import LossOutput, TooManyBadBatchesError, Trainer, TrainerConfig, build_optimizer
-from training_toy import ListBatches, TinyModel, loss_fn
 
 
 def _trainer(tmp_path=None, loss=loss_fn, valid=False, **cfg):
     torch.manual_seed(0)
     model = TinyModel(dropout=0.0)
     opt = build_optimizer(model.parameters(), {"lr": 1e-2})
-    defaults = dict(max_steps=20, max_epochs=None, log_interval=5, valid_interval=0, ckpt_interval=0,
-                    tensorboard=False, progress_bar=False)
+    defaults = dict(
+        max_steps=20,
+        max_epochs=None,
+        log_interval=5,
+        valid_interval=0,
+        ckpt_interval=0,
+        tensorboard=False,
+        progress_bar=False,
+    )
     defaults.update(cfg)
-    return Trainer(model, opt, loss, ListBatches(n=40, batch_size=4), valid_dl=ListBatches(8, 4) if valid else None,
-                   exp_dir=tmp_path, cfg=TrainerConfig(**defaults))
+    return Trainer(
+        model,
+        opt,
+        loss,
+        ListBatches(n=40, batch_size=4),
+        valid_dl=ListBatches(8, 4) if valid else None,
+        exp_dir=tmp_path,
+        cfg=TrainerConfig(**defaults),
+    )
 
 
 def test_loss_decreases_and_validation(tmp_path):
@@ -91,8 +105,7 @@ def test_tensorboard_scalars(tmp_path):
 def test_loss_fn_may_return_tensor_or_tuple():
     t = _trainer(loss=lambda m, b, s: torch.nn.functional.cross_entropy(m(b["x"]), b["y"]), max_steps=2)
     assert t.fit()["step"] == 2
-    t = _trainer(loss=lambda m, b, s: (torch.nn.functional.cross_entropy(m(b["x"]), b["y"]), {"a": 1.0}),
-                 max_steps=2)
+    t = _trainer(loss=lambda m, b, s: (torch.nn.functional.cross_entropy(m(b["x"]), b["y"]), {"a": 1.0}), max_steps=2)
     assert t.fit()["step"] == 2
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from training_toy import ListBatches, TinyModel, loss_fn
 
 from asr_kd.training import Trainer, TrainerConfig, build_optimizer, build_scheduler, seed_everything
 from asr_kd.training.checkpoint import average_checkpoints_with_averaged_model
-from training_toy import ListBatches, TinyModel, loss_fn
 
 
 class Snapshots:
@@ -17,8 +17,9 @@ class Snapshots:
         self.model, self.at = model, {}
 
     def on_step_start(self, progress):
-        self.at[progress.step] = {k: v.detach().double().clone() for k, v in self.model.state_dict().items()
-                                  if v.is_floating_point()}
+        self.at[progress.step] = {
+            k: v.detach().double().clone() for k, v in self.model.state_dict().items() if v.is_floating_point()
+        }
 
 
 def make(exp_dir, max_steps, average_period=3, ckpt_interval=0, keep_last=3, max_epochs=None):
@@ -26,9 +27,17 @@ def make(exp_dir, max_steps, average_period=3, ckpt_interval=0, keep_last=3, max
     model = TinyModel()
     opt = build_optimizer(model.parameters(), {"name": "adamw", "lr": 3e-2})
     sched = build_scheduler(opt, {"name": "eden", "warmup_steps": 3, "lr_batches": 10, "lr_epochs": 2})
-    cfg = TrainerConfig(max_steps=max_steps, max_epochs=max_epochs, log_interval=0, valid_interval=0,
-                        ckpt_interval=ckpt_interval, keep_last=keep_last, tensorboard=False, progress_bar=False,
-                        average_period=average_period)
+    cfg = TrainerConfig(
+        max_steps=max_steps,
+        max_epochs=max_epochs,
+        log_interval=0,
+        valid_interval=0,
+        ckpt_interval=ckpt_interval,
+        keep_last=keep_last,
+        tensorboard=False,
+        progress_bar=False,
+        average_period=average_period,
+    )
     snaps = Snapshots(model)
     t = Trainer(model, opt, loss_fn, ListBatches(), scheduler=sched, exp_dir=exp_dir, cfg=cfg, callbacks=[snaps])
     return t, snaps
@@ -99,11 +108,19 @@ def test_average_cli_use_averaged_model_iter(tmp_path):
     t.fit()
     snaps.at[12] = final_state(t)
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*.pt")) == [
-        "checkpoint-12.pt", "checkpoint-3.pt", "checkpoint-6.pt", "checkpoint-9.pt"]
+        "checkpoint-12.pt",
+        "checkpoint-3.pt",
+        "checkpoint-6.pt",
+        "checkpoint-9.pt",
+    ]
     out = tmp_path / "avg.pt"
     # --avg 2: checkpoint-6 and checkpoint-12 -> the mean of the models at steps 9 and 12
-    assert average.main(["--exp-dir", str(tmp_path), "--iter", "12", "--avg", "2", "--use-averaged-model",
-                         "--out", str(out)]) == 0
+    assert (
+        average.main(
+            ["--exp-dir", str(tmp_path), "--iter", "12", "--avg", "2", "--use-averaged-model", "--out", str(out)]
+        )
+        == 0
+    )
     ck = torch.load(out, weights_only=True)
     assert ck["meta"]["use_averaged_model"] and ck["meta"]["averaged_from"] == ["checkpoint-6.pt", "checkpoint-12.pt"]
     expected = mean_of([snaps.at[9], snaps.at[12]])

@@ -101,7 +101,7 @@ def test_eden_matches_icefall_formula_at_chosen_points():
         opt.step()
         sched.step()
     # b = 200 (warm-up over): (1 + 4)^-1/4 · (13/4)^-1/4
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.2 * 5 ** -0.25 * (13 / 4) ** -0.25)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2 * 5**-0.25 * (13 / 4) ** -0.25)
     # icefall's defaults, through the factory (warmup_batches is icefall's name)
     d = build_scheduler(torch.optim.SGD([p], lr=1.0), {"name": "eden", "lr_batches": 7500, "lr_epochs": 3.5})
     assert (d.warmup_steps, d.warmup_start) == (500, 0.5)
@@ -128,8 +128,15 @@ def test_scaled_adam_two_steps_match_hand_computation():
     h = [torch.tensor(0.3, dtype=torch.float64), torch.tensor(-1.2, dtype=torch.float64)]
     w = torch.nn.Parameter(w0.clone())
     q = torch.nn.Parameter(q0.clone())
-    opt = ScaledAdam([("w", w), ("q", q)], lr=LR, betas=(B1, B2), eps=EPS, scalar_lr_scale=SLR,
-                     size_update_period=2, clipping_scale=None)
+    opt = ScaledAdam(
+        [("w", w), ("q", q)],
+        lr=LR,
+        betas=(B1, B2),
+        eps=EPS,
+        scalar_lr_scale=SLR,
+        size_update_period=2,
+        clipping_scale=None,
+    )
     assert opt.param_groups[0]["param_names"] == ["w", "q"]
 
     # ---- the reference, written out step by step
@@ -282,8 +289,10 @@ def test_scaled_adam_trains_and_accepts_named_groups():
     x = torch.randn(64, 8)
     y = x @ torch.randn(8, 3)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
-    groups = [{"named_params": list(model[0].named_parameters(prefix="0"))},
-              {"named_params": list(model[2].named_parameters(prefix="2")), "lr": 0.01}]
+    groups = [
+        {"named_params": list(model[0].named_parameters(prefix="0"))},
+        {"named_params": list(model[2].named_parameters(prefix="2")), "lr": 0.01},
+    ]
     opt = build_optimizer(groups, {"name": "scaled_adam", "lr": 0.03})
     assert isinstance(opt, ScaledAdam) and opt.clipping_scale == 2.0  # icefall's recipe value
     assert [g["param_names"] for g in opt.param_groups] == [["0.weight", "0.bias"], ["2.weight", "2.bias"]]

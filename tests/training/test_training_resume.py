@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from training_toy import ListBatches, TinyModel, lhotse_loader, loss_fn
 
 from asr_kd.training import Trainer, TrainerConfig, build_optimizer, build_scheduler, find_latest, seed_everything
-from training_toy import ListBatches, TinyModel, lhotse_loader, loss_fn
 
 
 def make_trainer(exp_dir, max_steps, loader_kind, num_workers=0, ckpt_interval=0):
@@ -18,10 +18,19 @@ def make_trainer(exp_dir, max_steps, loader_kind, num_workers=0, ckpt_interval=0
         dl, sampler = lhotse_loader(num_workers=num_workers, global_noise=num_workers == 0)
     else:
         dl, sampler = ListBatches(), None
-    cfg = TrainerConfig(max_steps=max_steps, max_epochs=None, log_interval=5, valid_interval=0,
-                        ckpt_interval=ckpt_interval, keep_last=2, tensorboard=False, progress_bar=False)
-    return Trainer(model, opt, loss_fn, dl, scheduler=sched, sampler=sampler, exp_dir=exp_dir, cfg=cfg,
-                   config={"seed": 123})
+    cfg = TrainerConfig(
+        max_steps=max_steps,
+        max_epochs=None,
+        log_interval=5,
+        valid_interval=0,
+        ckpt_interval=ckpt_interval,
+        keep_last=2,
+        tensorboard=False,
+        progress_bar=False,
+    )
+    return Trainer(
+        model, opt, loss_fn, dl, scheduler=sched, sampler=sampler, exp_dir=exp_dir, cfg=cfg, config={"seed": 123}
+    )
 
 
 def params(trainer):

@@ -15,8 +15,9 @@ def global_batch():
 
 
 def make(model_seed=0):
-    from asr_kd.training import Trainer, TrainerConfig, build_optimizer
     from training_toy import TinyModel, loss_fn
+
+    from asr_kd.training import Trainer, TrainerConfig, build_optimizer
 
     torch.manual_seed(model_seed)
     model = TinyModel(dropout=0.0)
@@ -24,8 +25,9 @@ def make(model_seed=0):
 
 
 def run_rank(rank: int, world_size: int, port: int, out_dir: str, nan_rank: int) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     from asr_kd.training import ddp
 
@@ -39,8 +41,11 @@ def run_rank(rank: int, world_size: int, port: int, out_dir: str, nan_rank: int)
     trainer = Trainer(model, opt, loss_fn, [], cfg=cfg, batch_duration_fn=lambda b: float(len(b["y"])))
     b = global_batch()
     per = 8 // world_size
-    local = {"x": b["x"][rank * per:(rank + 1) * per], "y": b["y"][rank * per:(rank + 1) * per],
-             "cut_ids": b["cut_ids"][rank * per:(rank + 1) * per]}
+    local = {
+        "x": b["x"][rank * per : (rank + 1) * per],
+        "y": b["y"][rank * per : (rank + 1) * per],
+        "cut_ids": b["cut_ids"][rank * per : (rank + 1) * per],
+    }
     if nan_rank >= 0:  # a bad batch on one rank: every rank must skip it, nobody hangs
         bad = dict(local, x=local["x"] * (float("nan") if rank == nan_rank else 1.0))
         assert trainer.train_step(bad) is None

@@ -36,8 +36,7 @@ def loss_fn(model, batch, step):
         return None
     logits = model(batch["x"])
     loss = nn.functional.cross_entropy(logits, batch["y"])
-    return LossOutput(loss=loss, parts={"ce": loss.detach()}, num_frames=len(batch["y"]),
-                      cut_ids=batch.get("cut_ids"))
+    return LossOutput(loss=loss, parts={"ce": loss.detach()}, num_frames=len(batch["y"]), cut_ids=batch.get("cut_ids"))
 
 
 def example(cut_id: str) -> tuple[torch.Tensor, int]:
@@ -58,8 +57,12 @@ def collate(ids: list[str], global_noise: bool) -> dict:
     x = torch.stack(xs)
     if global_noise:  # "augmentation" drawn from the global torch RNG (main process only)
         x = x + 0.01 * torch.randn_like(x)
-    return {"x": x, "y": torch.tensor(ys), "feature_lens": torch.tensor([num_frames(i) for i in ids]),
-            "cut_ids": list(ids)}
+    return {
+        "x": x,
+        "y": torch.tensor(ys),
+        "feature_lens": torch.tensor([num_frames(i) for i in ids]),
+        "cut_ids": list(ids),
+    }
 
 
 class CutDataset(torch.utils.data.Dataset):
@@ -86,10 +89,18 @@ def lhotse_loader(n_cuts: int = 30, num_workers: int = 0, seed: int = 0, global_
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sampler = DynamicBucketingSampler(lhotse_cuts(n_cuts), max_duration=6.0, num_buckets=2, shuffle=True,
-                                          seed=seed, buffer_size=200, num_cuts_for_bins_estimate=n_cuts)
-    dl = torch.utils.data.DataLoader(CutDataset(global_noise), sampler=sampler, batch_size=None,
-                                     num_workers=num_workers)
+        sampler = DynamicBucketingSampler(
+            lhotse_cuts(n_cuts),
+            max_duration=6.0,
+            num_buckets=2,
+            shuffle=True,
+            seed=seed,
+            buffer_size=200,
+            num_cuts_for_bins_estimate=n_cuts,
+        )
+    dl = torch.utils.data.DataLoader(
+        CutDataset(global_noise), sampler=sampler, batch_size=None, num_workers=num_workers
+    )
     return dl, sampler
 
 

@@ -10,7 +10,6 @@ from asr_kd.models.encoder.base import (
     convert_channels,
     resample_frames,
 )
-from asr_kd.models.encoder.registry import ENCODERS, build_encoder, list_encoders, register_encoder
 from asr_kd.models.encoder.conformer import (
     CONFORMER_PRESETS,
     ConformerEncoder,
@@ -26,9 +25,9 @@ from asr_kd.models.encoder.masks import (
     sample_chunk_size,
     sample_left_context,
 )
+from asr_kd.models.encoder.registry import ENCODERS, build_encoder, list_encoders, register_encoder
 from asr_kd.models.encoder.streaming import stream_encoder
 from asr_kd.models.encoder.subsampling import Conv2dSubsampling4, conv2d_subsampled_lengths
-
 from asr_kd.models.zipformer import ZIPFORMER_PRESETS, ZipformerEncoder, zipformer_encoder  # noqa: E402
 
 __all__ = [

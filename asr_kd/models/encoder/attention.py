@@ -36,9 +36,7 @@ def rel_positional_encoding(
     dtype = dtype or torch.get_default_dtype()
     num = max(k_len + q_len - 1, 0)
     dist = (k_len - 1 - torch.arange(num, device=device, dtype=dtype)).unsqueeze(1)  # (R, 1)
-    inv_freq = torch.exp(
-        torch.arange(0, d_model, 2, device=device, dtype=dtype) * (-math.log(10000.0) / d_model)
-    )
+    inv_freq = torch.exp(torch.arange(0, d_model, 2, device=device, dtype=dtype) * (-math.log(10000.0) / d_model))
     pe = torch.empty(dist.size(0), d_model, device=device, dtype=dtype)
     pe[:, 0::2] = torch.sin(dist * inv_freq)
     pe[:, 1::2] = torch.cos(dist * inv_freq)
@@ -59,9 +57,7 @@ def rel_shift(x: Tensor, k_len: int) -> Tensor:
         raise ValueError(f"expected {k_len + tq - 1} distances, got {r}")
     x = x.contiguous()
     lead_strides = list(x.stride()[:-2])
-    return x.as_strided(
-        (*lead, tq, k_len), (*lead_strides, r - 1, 1), storage_offset=x.storage_offset() + tq - 1
-    )
+    return x.as_strided((*lead, tq, k_len), (*lead_strides, r - 1, 1), storage_offset=x.storage_offset() + tq - 1)
 
 
 class AttentionResult(NamedTuple):

@@ -33,7 +33,6 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-
 #: capabilities an encoder may declare (see the module docstring)
 CAPABILITIES = frozenset({"chunked", "streaming", "truncate", "attn", "qkv"})
 
@@ -57,8 +56,7 @@ class LayerInfo:
     subsampling: int
 
 
-def resample_frames(x: Tensor, factor_in: int, factor_out: int, length: int,
-                    lens: Tensor | None = None) -> Tensor:
+def resample_frames(x: Tensor, factor_in: int, factor_out: int, length: int, lens: Tensor | None = None) -> Tensor:
     """Bring (N, T_in, C) frames at ``factor_in`` input frames per frame to ``factor_out``, (N, length, C).
 
     Faster layers (``factor_in < factor_out``) are averaged over groups of ``factor_out // factor_in``
@@ -235,8 +233,8 @@ class Encoder(nn.Module, abc.ABC):
         """(N,) T -> (N,) T'. Data filters use the same formula to drop too-short utterances."""
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None, **stream_options: Any) -> Any:
-        """(``streaming`` capability) Fresh streaming state for ``batch_size`` streams. Encoders accept their streaming options
-        (for the Conformer: ``chunk_size``, ``left_context``, ``dtype``) as keywords."""
+        """(``streaming`` capability) Fresh streaming state for ``batch_size`` streams. Encoders accept
+        their streaming options (for the Conformer: ``chunk_size``, ``left_context``, ``dtype``) as keywords."""
         self.require("streaming", "init_state")
         raise NotImplementedError
 
@@ -257,7 +255,7 @@ class Encoder(nn.Module, abc.ABC):
         self.require("streaming", "streaming_forward")
         raise NotImplementedError
 
-    def truncate(self, num_layers: int) -> "Encoder":
+    def truncate(self, num_layers: int) -> Encoder:
         """(``truncate`` capability) A standalone encoder made of the first ``num_layers`` layers
         (weights copied); its ``out`` equals ``EncoderOutput.layer(num_layers)`` of this encoder."""
         self.require("truncate", "truncate")

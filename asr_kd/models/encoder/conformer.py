@@ -89,9 +89,7 @@ class ConvModule(nn.Module):
         self.pointwise2 = nn.Conv1d(d_model, d_model, 1)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(
-        self, x: Tensor, valid: Tensor | None = None, cache: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, valid: Tensor | None = None, cache: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """
         Args:
             x: (N, T, D).
@@ -347,9 +345,7 @@ class ConformerEncoder(Encoder):
             offset=torch.zeros(n, dtype=torch.long, device=device),
             attn_cache=[(zeros_kv.clone(), zeros_kv.clone()) for _ in self.layers],
             attn_cache_lens=torch.zeros(n, dtype=torch.long, device=device),
-            conv_cache=[
-                torch.zeros(n, d, self.conv_kernel - 1, device=device, dtype=dtype) for _ in self.layers
-            ],
+            conv_cache=[torch.zeros(n, d, self.conv_kernel - 1, device=device, dtype=dtype) for _ in self.layers],
             finished=torch.zeros(n, dtype=torch.bool, device=device),
         )
 
@@ -401,9 +397,7 @@ class ConformerEncoder(Encoder):
         total_valid = state.attn_cache_lens + new_lens
         new_cache_len = lc * c if lc >= 0 else int(total_valid.max().item())
         for i, layer in enumerate(self.layers):
-            res = layer(
-                h, pos_emb, mask, valid, attn_cache=state.attn_cache[i], conv_cache=state.conv_cache[i]
-            )
+            res = layer(h, pos_emb, mask, valid, attn_cache=state.attn_cache[i], conv_cache=state.conv_cache[i])
             h = res.out
             end = cache_len + new_lens
             state.attn_cache[i] = (
@@ -416,7 +410,7 @@ class ConformerEncoder(Encoder):
         return h, new_lens, state
 
     # ------------------------------------------------------------------ sub-models
-    def truncate(self, num_layers: int) -> "ConformerEncoder":
+    def truncate(self, num_layers: int) -> ConformerEncoder:
         """The subsampling and first ``num_layers`` layers as a new encoder (deep copies of the weights)."""
         if not 1 <= num_layers <= self.num_layers:
             raise ValueError(f"num_layers must be in 1..{self.num_layers}, got {num_layers}")
@@ -492,6 +486,8 @@ def build_conformer(preset: str | None = None, **kwargs: Any) -> ConformerEncode
 
     unknown = sorted(set(kwargs) - set(builder_keys(conformer_encoder)))
     if unknown:
-        raise ValueError(f"unknown keys {unknown} in the 'conformer' encoder config; "
-                         f"known: {sorted(['preset', *builder_keys(conformer_encoder)])}")
+        raise ValueError(
+            f"unknown keys {unknown} in the 'conformer' encoder config; "
+            f"known: {sorted(['preset', *builder_keys(conformer_encoder)])}"
+        )
     return conformer_preset(preset, **kwargs) if preset is not None else conformer_encoder(**kwargs)

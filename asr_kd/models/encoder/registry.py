@@ -16,7 +16,8 @@ typo in a config fails at start-up.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from asr_kd.models.encoder.base import Encoder
 
@@ -45,8 +46,11 @@ def list_encoders() -> list[str]:
 
 def builder_keys(builder: Callable[..., Any]) -> list[str]:
     """The keyword arguments a builder accepts, in signature order."""
-    return [p.name for p in inspect.signature(builder).parameters.values()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return [
+        p.name
+        for p in inspect.signature(builder).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
 
 
 def build_encoder(config: Mapping[str, Any]) -> Encoder:

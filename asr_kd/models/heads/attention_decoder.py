@@ -6,7 +6,7 @@ D model dim, V vocabulary. ``sos == eos`` (``tokenizer.sos_id``); label padding 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -126,8 +126,9 @@ class AttentionDecoder(DecoderStack):
         # new position past + i sees positions <= past + i; a single new position sees everything
         self_mask = None
         if lq > 1:
-            self_mask = (torch.arange(lq, device=ys.device)[:, None] + past
-                         >= torch.arange(l, device=ys.device)[None, :]).unsqueeze(0)  # (1, Lq, l)
+            self_mask = (
+                torch.arange(lq, device=ys.device)[:, None] + past >= torch.arange(l, device=ys.device)[None, :]
+            ).unsqueeze(0)  # (1, Lq, l)
         new_self = []
         for layer, kv_l, mkv in zip(self.layers, past_kv, mem_kv):
             x, kv = layer.forward_cached(x, self_mask, kv_l, mkv, memory_mask)

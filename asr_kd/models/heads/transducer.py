@@ -41,9 +41,7 @@ class StatelessPredictor(nn.Module):
         self.blank_id = blank_id
         self.embedding = nn.Embedding(vocab_size, d_pred)
         self.conv = (
-            nn.Conv1d(d_pred, d_pred, kernel_size=context_size, groups=d_pred, bias=False)
-            if context_size > 1
-            else None
+            nn.Conv1d(d_pred, d_pred, kernel_size=context_size, groups=d_pred, bias=False) if context_size > 1 else None
         )
 
     def forward(self, y: Tensor, need_pad: bool = True) -> Tensor:
@@ -136,9 +134,7 @@ class TransducerHead(nn.Module):
     def full_logits(self, enc: Tensor, targets: Tensor) -> Tensor:
         """enc (N, T', D), targets (N, S) -> joiner logits on the whole lattice (N, T', U, V)."""
         pred = self.predictor(prepend_blank(targets, self.blank_id))
-        return self.joiner(
-            self.joiner.enc_proj(enc).unsqueeze(2), self.joiner.pred_proj(pred).unsqueeze(1)
-        )
+        return self.joiner(self.joiner.enc_proj(enc).unsqueeze(2), self.joiner.pred_proj(pred).unsqueeze(1))
 
     def full_loss(
         self,
@@ -151,6 +147,4 @@ class TransducerHead(nn.Module):
     ) -> Tensor:
         """Full RNN-T loss (summed over the batch); see :func:`asr_kd.losses.rnnt.rnnt_loss_full`."""
         logits = self.full_logits(enc, targets)
-        return rnnt_loss_full(
-            logits, targets, enc_lens, target_lens, blank=self.blank_id, backend=backend
-        )
+        return rnnt_loss_full(logits, targets, enc_lens, target_lens, blank=self.blank_id, backend=backend)

@@ -12,8 +12,14 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-__all__ = ["MultiHeadAttention", "DecoderLayer", "DecoderStack", "TokenEmbedding", "sinusoidal_positions",
-           "lengths_to_mask"]
+__all__ = [
+    "MultiHeadAttention",
+    "DecoderLayer",
+    "DecoderStack",
+    "TokenEmbedding",
+    "sinusoidal_positions",
+    "lengths_to_mask",
+]
 
 
 def lengths_to_mask(lens: Tensor, max_len: int | None = None) -> Tensor:
@@ -26,10 +32,7 @@ def sinusoidal_positions(length: int, d_model: int, device=None, dtype=None, *, 
     """(length, D) absolute sinusoidal position encodings (sin on even, cos on odd dims) of positions
     ``start .. start + length - 1`` (row i equals row ``start + i`` of the table from position 0)."""
     pos = torch.arange(start, start + length, device=device, dtype=torch.float32).unsqueeze(1)
-    inv = torch.exp(
-        torch.arange(0, d_model, 2, device=device, dtype=torch.float32)
-        * (-math.log(10000.0) / d_model)
-    )
+    inv = torch.exp(torch.arange(0, d_model, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / d_model))
     pe = torch.zeros(length, d_model, device=device)
     pe[:, 0::2] = torch.sin(pos * inv)
     pe[:, 1::2] = torch.cos(pos * inv)[:, : d_model // 2]
@@ -112,13 +115,10 @@ class DecoderLayer(nn.Module):
         self.norm_src = nn.LayerNorm(d_model)
         self.src_attn = MultiHeadAttention(d_model, num_heads, dropout)
         self.norm_ff = nn.LayerNorm(d_model)
-        self.ff = nn.Sequential(
-            nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model)
-        )
+        self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, self_mask: Tensor | None, memory: Tensor,
-                memory_mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, self_mask: Tensor | None, memory: Tensor, memory_mask: Tensor | None) -> Tensor:
         return self.forward_cached(x, self_mask, None, self.memory_kv(memory), memory_mask)[0]
 
     def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
@@ -182,16 +182,23 @@ class DecoderStack(nn.Module):
     mask and the embedding size (``num_embeddings``: V, or V + 1 with ``<mask>``).
     """
 
-    def __init__(self, num_embeddings: int, vocab_size: int, d_model: int, num_layers: int, heads: int,
-                 d_ff: int, dropout: float, d_memory: int | None):
+    def __init__(
+        self,
+        num_embeddings: int,
+        vocab_size: int,
+        d_model: int,
+        num_layers: int,
+        heads: int,
+        d_ff: int,
+        dropout: float,
+        d_memory: int | None,
+    ):
         super().__init__()
         self.vocab_size = vocab_size
         self.d_model = d_model
         self.num_layers = num_layers
         self.embed = TokenEmbedding(num_embeddings, d_model, dropout)
-        self.memory_proj = (
-            nn.Linear(d_memory, d_model) if d_memory is not None and d_memory != d_model else None
-        )
+        self.memory_proj = nn.Linear(d_memory, d_model) if d_memory is not None and d_memory != d_model else None
         self.layers = nn.ModuleList(DecoderLayer(d_model, heads, d_ff, dropout) for _ in range(num_layers))
         self.norm = nn.LayerNorm(d_model)
         self.output = nn.Linear(d_model, vocab_size)

@@ -19,7 +19,8 @@ Config (YAML)::
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from asr_kd.models.encoder.registry import builder_keys, register_encoder
 from asr_kd.models.zipformer.encoder import ZipformerEncoder, ZipformerLayer, ZipformerStack, ZipformerStreamState
@@ -106,30 +107,60 @@ def zipformer_encoder(
         output_mode: ``"full"`` (multi-stack output at max dim) or ``"last_layer"`` (a truncated model).
     """
     return ZipformerEncoder(
-        input_dim=input_dim, downsampling_factor=downsampling_factor, encoder_dim=encoder_dim,
-        num_layers=num_layers, num_heads=num_heads, feedforward_dim=feedforward_dim,
-        cnn_module_kernel=cnn_module_kernel, query_head_dim=query_head_dim, value_head_dim=value_head_dim,
-        pos_head_dim=pos_head_dim, pos_dim=pos_dim, frontend_channels=frontend_channels,
-        frontend_convnext=frontend_convnext, dropout=dropout,
-        causal=causal, schedule_hours=schedule_hours, balancer_prob=balancer_prob, whiten_prob=whiten_prob,
+        input_dim=input_dim,
+        downsampling_factor=downsampling_factor,
+        encoder_dim=encoder_dim,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        feedforward_dim=feedforward_dim,
+        cnn_module_kernel=cnn_module_kernel,
+        query_head_dim=query_head_dim,
+        value_head_dim=value_head_dim,
+        pos_head_dim=pos_head_dim,
+        pos_dim=pos_dim,
+        frontend_channels=frontend_channels,
+        frontend_convnext=frontend_convnext,
+        dropout=dropout,
+        causal=causal,
+        schedule_hours=schedule_hours,
+        balancer_prob=balancer_prob,
+        whiten_prob=whiten_prob,
         output_mode=output_mode,
     )
 
 
 #: Sizes for a 2-core CPU; encoder parameters (input_dim 80): xs 1.41M, s 4.63M, m 11.78M.
 ZIPFORMER_PRESETS: dict[str, dict[str, Any]] = {
-    "xs": dict(downsampling_factor=(1, 2, 4, 8, 4, 2), encoder_dim=(64, 80, 96, 96, 96, 80),
-               num_layers=(1, 1, 1, 1, 1, 1), num_heads=(2, 4, 4, 4, 4, 4),
-               feedforward_dim=(160, 192, 256, 256, 256, 192), cnn_module_kernel=(31, 31, 15, 15, 15, 31),
-               frontend_channels=(8, 32, 32), frontend_convnext=False),
-    "s": dict(downsampling_factor=(1, 2, 4, 8, 4, 2), encoder_dim=(96, 128, 144, 160, 144, 128),
-              num_layers=(1, 1, 2, 2, 1, 1), num_heads=(4, 4, 4, 4, 4, 4),
-              feedforward_dim=(256, 320, 384, 448, 384, 320), cnn_module_kernel=(31, 31, 15, 15, 15, 31),
-              frontend_channels=(8, 32, 64), frontend_convnext=False),
-    "m": dict(downsampling_factor=(1, 2, 4, 8, 4, 2), encoder_dim=(128, 192, 224, 256, 224, 192),
-              num_layers=(1, 1, 2, 2, 2, 1), num_heads=(4, 4, 4, 8, 4, 4),
-              feedforward_dim=(384, 512, 576, 640, 576, 512), cnn_module_kernel=(31, 31, 15, 15, 15, 31),
-              frontend_channels=(8, 32, 64), frontend_convnext=False),
+    "xs": dict(
+        downsampling_factor=(1, 2, 4, 8, 4, 2),
+        encoder_dim=(64, 80, 96, 96, 96, 80),
+        num_layers=(1, 1, 1, 1, 1, 1),
+        num_heads=(2, 4, 4, 4, 4, 4),
+        feedforward_dim=(160, 192, 256, 256, 256, 192),
+        cnn_module_kernel=(31, 31, 15, 15, 15, 31),
+        frontend_channels=(8, 32, 32),
+        frontend_convnext=False,
+    ),
+    "s": dict(
+        downsampling_factor=(1, 2, 4, 8, 4, 2),
+        encoder_dim=(96, 128, 144, 160, 144, 128),
+        num_layers=(1, 1, 2, 2, 1, 1),
+        num_heads=(4, 4, 4, 4, 4, 4),
+        feedforward_dim=(256, 320, 384, 448, 384, 320),
+        cnn_module_kernel=(31, 31, 15, 15, 15, 31),
+        frontend_channels=(8, 32, 64),
+        frontend_convnext=False,
+    ),
+    "m": dict(
+        downsampling_factor=(1, 2, 4, 8, 4, 2),
+        encoder_dim=(128, 192, 224, 256, 224, 192),
+        num_layers=(1, 1, 2, 2, 2, 1),
+        num_heads=(4, 4, 4, 8, 4, 4),
+        feedforward_dim=(384, 512, 576, 640, 576, 512),
+        cnn_module_kernel=(31, 31, 15, 15, 15, 31),
+        frontend_channels=(8, 32, 64),
+        frontend_convnext=False,
+    ),
 }
 
 
@@ -147,6 +178,7 @@ def build_zipformer(preset: str | None = None, **kwargs: Any) -> ZipformerEncode
     known = builder_keys(zipformer_encoder)
     unknown = sorted(set(kwargs) - set(known))
     if unknown:
-        raise ValueError(f"unknown keys {unknown} in the 'zipformer' encoder config; "
-                         f"known: {sorted(['preset', *known])}")
+        raise ValueError(
+            f"unknown keys {unknown} in the 'zipformer' encoder config; known: {sorted(['preset', *known])}"
+        )
     return zipformer_preset(preset, **kwargs) if preset is not None else zipformer_encoder(**kwargs)

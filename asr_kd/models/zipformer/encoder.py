@@ -41,8 +41,9 @@ downsampling, so only the last call of a stream (``final``) processes partial gr
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -125,16 +126,18 @@ class RelPositionAttentionWeights(nn.Module):
     full sequence); queries and query positions come from the new frames only.
     """
 
-    def __init__(self, dim: int, num_heads: int, query_head_dim: int, pos_head_dim: int, pos_dim: int,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, query_head_dim: int, pos_head_dim: int, pos_dim: int, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.num_heads, self.qd, self.pd, self.pos_dim = num_heads, query_head_dim, pos_head_dim, pos_dim
         self.in_proj = nn.Linear(dim, num_heads * (2 * query_head_dim + pos_head_dim))
         self.linear_pos = nn.Linear(pos_dim, num_heads * pos_head_dim, bias=False)
         self.dropout = dropout
 
-    def forward(self, x: Tensor, pos_emb: Tensor, mask: Tensor | None, *, cache: Tensor | None = None,
-                need_qk: bool = False) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+    def forward(
+        self, x: Tensor, pos_emb: Tensor, mask: Tensor | None, *, cache: Tensor | None = None, need_qk: bool = False
+    ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
         """
         Args:
             x: (N, T, D) new frames; cache: (N, H, Lc, Dq) keys of the Lc frames before them, or None.
@@ -215,8 +218,7 @@ class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden: int, dropout: ScheduledFloat | float, balancer_prob: float) -> None:
         super().__init__()
         self.in_proj = nn.Linear(dim, hidden)
-        self.balancer = Balancer(-1, min_positive=0.2, max_positive=0.8, min_abs=0.5, max_abs=10.0,
-                                 prob=balancer_prob)
+        self.balancer = Balancer(-1, min_positive=0.2, max_positive=0.8, min_abs=0.5, max_abs=10.0, prob=balancer_prob)
         self.out_proj = init_scaled(nn.Linear(hidden, dim), 0.1)
         self.dropout = dropout
 
@@ -237,8 +239,7 @@ class ConvModule(nn.Module):
         self.causal, self.kernel_size = causal, kernel_size
         self.in_proj = nn.Linear(dim, 2 * dim)
         self.depthwise = nn.Conv1d(dim, dim, kernel_size, groups=dim)
-        self.balancer = Balancer(1, min_positive=0.05, max_positive=1.0, min_abs=0.2, max_abs=10.0,
-                                 prob=balancer_prob)
+        self.balancer = Balancer(1, min_positive=0.05, max_positive=1.0, min_abs=0.2, max_abs=10.0, prob=balancer_prob)
         self.out_proj = init_scaled(nn.Linear(dim, dim), 0.05)
 
     def forward(self, x: Tensor, valid: Tensor | None, cache: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -275,9 +276,23 @@ class ZipformerLayer(nn.Module):
     x = bypass(x0, x)``, with A the layer's attention weights, computed once.
     """
 
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int, kernel_size: int, *, query_head_dim: int,
-                 value_head_dim: int, pos_head_dim: int, pos_dim: int, causal: bool, clock: ProgressClock,
-                 sched: dict[str, ScheduledFloat], balancer_prob: float, whiten_prob: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        ffn_dim: int,
+        kernel_size: int,
+        *,
+        query_head_dim: int,
+        value_head_dim: int,
+        pos_head_dim: int,
+        pos_dim: int,
+        causal: bool,
+        clock: ProgressClock,
+        sched: dict[str, ScheduledFloat],
+        balancer_prob: float,
+        whiten_prob: float,
+    ) -> None:
         super().__init__()
         self.dim = dim
         self.attn_weights = RelPositionAttentionWeights(dim, num_heads, query_head_dim, pos_head_dim, pos_dim)
@@ -304,13 +319,24 @@ class ZipformerLayer(nn.Module):
             return torch.zeros(*shape, device=device, dtype=dtype)
 
         return LayerCache(
-            key=z(n, h, length, self.attn_weights.qd), nla=z(n, length, self.nonlin_attention.hidden),
-            sa1=z(n, h, length, self.self_attn1.vd), sa2=z(n, h, length, self.self_attn2.vd),
-            conv1=z(n, self.dim, k - 1), conv2=z(n, self.dim, k - 1),
+            key=z(n, h, length, self.attn_weights.qd),
+            nla=z(n, length, self.nonlin_attention.hidden),
+            sa1=z(n, h, length, self.self_attn1.vd),
+            sa2=z(n, h, length, self.self_attn2.vd),
+            conv1=z(n, self.dim, k - 1),
+            conv2=z(n, self.dim, k - 1),
         )
 
-    def forward(self, x: Tensor, pos_emb: Tensor, mask: Tensor | None, valid: Tensor | None,
-                *, cache: LayerCache | None = None, need_qk: bool = False) -> LayerResult:
+    def forward(
+        self,
+        x: Tensor,
+        pos_emb: Tensor,
+        mask: Tensor | None,
+        valid: Tensor | None,
+        *,
+        cache: LayerCache | None = None,
+        need_qk: bool = False,
+    ) -> LayerResult:
         """
         Args:
             x: (N, T, D) new frames; valid: (N, T) bool.
@@ -342,7 +368,7 @@ class ZipformerLayer(nn.Module):
         x = x + _skip(conv, conv_skip, tr)
         x = x + _skip(self.ff3(x), ff_skip, tr)
         x = self.whiten(self.norm(x))
-        qkv = (qk[0], qk[1], v1[:, :, v1.size(2) - t:]) if qk is not None else None
+        qkv = (qk[0], qk[1], v1[:, :, v1.size(2) - t :]) if qk is not None else None
         return LayerResult(self.bypass(x0, x), w, qkv, LayerCache(keys, nla_v, v1, v2, conv1_ctx, conv2_ctx))
 
 
@@ -409,12 +435,24 @@ class ZipformerStack(nn.Module):
     def init_cache(self, batch_size: int, length: int, device: torch.device, dtype: torch.dtype) -> StackCache:
         """Fresh :class:`StackCache` with ``length`` (zero, invalid) cached frames per layer."""
         zeros = torch.zeros(batch_size, dtype=torch.long, device=device)
-        return StackCache(offset=zeros, lens=zeros.clone(),
-                          layers=[layer.init_cache(batch_size, length, device, dtype) for layer in self.layers])
+        return StackCache(
+            offset=zeros,
+            lens=zeros.clone(),
+            layers=[layer.init_cache(batch_size, length, device, dtype) for layer in self.layers],
+        )
 
-    def forward(self, x: Tensor, valid: Tensor, chunk_size: int, left_context: int, pos_dim: int,
-                *, need_attn: bool = False, need_qk: bool = False, cache: StackCache | None = None
-                ) -> dict[str, Any]:
+    def forward(
+        self,
+        x: Tensor,
+        valid: Tensor,
+        chunk_size: int,
+        left_context: int,
+        pos_dim: int,
+        *,
+        need_attn: bool = False,
+        need_qk: bool = False,
+        cache: StackCache | None = None,
+    ) -> dict[str, Any]:
         """Full sequence (``cache=None``) or the next frames of a stream.
 
         Args:
@@ -429,7 +467,7 @@ class ZipformerStack(nn.Module):
             ``need_qk``) and ``cache`` (the updated :class:`StackCache`, or None).
         """
         t50 = x.size(1)
-        h, v = (masked_downsample(x, valid, self.downsample_weights) if self.ds > 1 else (x, valid))
+        h, v = masked_downsample(x, valid, self.downsample_weights) if self.ds > 1 else (x, valid)
         n, t, _ = h.shape
         device = h.device
         lens = v.sum(dim=1)  # (N,) valid new frames
@@ -448,11 +486,11 @@ class ZipformerStack(nn.Module):
         pos_emb = compact_rel_positional_encoding(t, cached + t, pos_dim, device=device, dtype=h.dtype)
         outs, attn, qk, new_layers = [], [], [], []
         if cache is not None:
-            keep = left_context * (chunk_size // self.ds) if left_context >= 0 else int(
-                (cache.lens + lens).max().item())
+            keep = (
+                left_context * (chunk_size // self.ds) if left_context >= 0 else int((cache.lens + lens).max().item())
+            )
         for i, layer in enumerate(self.layers):
-            res = layer(h, pos_emb, mask, v, cache=cache.layers[i] if cache is not None else None,
-                        need_qk=need_qk)
+            res = layer(h, pos_emb, mask, v, cache=cache.layers[i] if cache is not None else None, need_qk=need_qk)
             h = res.out
             outs.append(h)
             if need_attn:
@@ -469,8 +507,9 @@ class ZipformerStack(nn.Module):
             out = h
         new_cache = None
         if cache is not None:
-            new_cache = StackCache(offset=cache.offset + lens, lens=(cache.lens + lens).clamp(max=keep),
-                                   layers=new_layers)
+            new_cache = StackCache(
+                offset=cache.offset + lens, lens=(cache.lens + lens).clamp(max=keep), layers=new_layers
+            )
         return {"out": out, "layers": outs, "valid": v, "attn": attn, "qk": qk, "cache": new_cache}
 
 
@@ -511,25 +550,50 @@ class ZipformerEncoder(Encoder):
             caps.add("streaming")
         return frozenset(caps)
 
-    def __init__(self, *, input_dim: int, downsampling_factor: Sequence[int], encoder_dim: Sequence[int],
-                 num_layers: Sequence[int], num_heads: Sequence[int], feedforward_dim: Sequence[int],
-                 cnn_module_kernel: Sequence[int], query_head_dim: int, value_head_dim: int,
-                 pos_head_dim: int, pos_dim: int, frontend_channels: Sequence[int], frontend_convnext: bool,
-                 dropout: float,
-                 causal: bool, schedule_hours: float, balancer_prob: float, whiten_prob: float,
-                 output_mode: str = "full") -> None:
+    def __init__(
+        self,
+        *,
+        input_dim: int,
+        downsampling_factor: Sequence[int],
+        encoder_dim: Sequence[int],
+        num_layers: Sequence[int],
+        num_heads: Sequence[int],
+        feedforward_dim: Sequence[int],
+        cnn_module_kernel: Sequence[int],
+        query_head_dim: int,
+        value_head_dim: int,
+        pos_head_dim: int,
+        pos_dim: int,
+        frontend_channels: Sequence[int],
+        frontend_convnext: bool,
+        dropout: float,
+        causal: bool,
+        schedule_hours: float,
+        balancer_prob: float,
+        whiten_prob: float,
+        output_mode: str = "full",
+    ) -> None:
         super().__init__()
-        lists = dict(downsampling_factor=downsampling_factor, encoder_dim=encoder_dim, num_layers=num_layers,
-                     num_heads=num_heads, feedforward_dim=feedforward_dim, cnn_module_kernel=cnn_module_kernel)
-        lists = {k: [int(v) for v in (vals if isinstance(vals, (list, tuple)) else [vals])]
-                 for k, vals in lists.items()}
+        lists = dict(
+            downsampling_factor=downsampling_factor,
+            encoder_dim=encoder_dim,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            feedforward_dim=feedforward_dim,
+            cnn_module_kernel=cnn_module_kernel,
+        )
+        lists = {
+            k: [int(v) for v in (vals if isinstance(vals, (list, tuple)) else [vals])] for k, vals in lists.items()
+        }
         n_stacks = len(lists["downsampling_factor"])
         for k, vals in lists.items():
             if len(vals) == 1 and n_stacks > 1:
                 lists[k] = vals * n_stacks
             elif len(lists[k]) != n_stacks:
-                raise ValueError(f"zipformer {k} has {len(vals)} entries but downsampling_factor has "
-                                 f"{n_stacks}; give one per stack (or one for all)")
+                raise ValueError(
+                    f"zipformer {k} has {len(vals)} entries but downsampling_factor has "
+                    f"{n_stacks}; give one per stack (or one for all)"
+                )
         ds_list = lists["downsampling_factor"]
         if n_stacks == 0:
             raise ValueError("zipformer needs at least one stack")
@@ -544,13 +608,22 @@ class ZipformerEncoder(Encoder):
                 raise ValueError(f"zipformer num_layers[{i}] = {n}: every stack needs >= 1 layer")
         if output_mode not in ("full", "last_layer"):
             raise ValueError(f"output_mode must be 'full' or 'last_layer', got {output_mode!r}")
-        self.config = dict(input_dim=input_dim, **{k: list(v) for k, v in lists.items()},
-                           query_head_dim=query_head_dim, value_head_dim=value_head_dim,
-                           pos_head_dim=pos_head_dim, pos_dim=pos_dim,
-                           frontend_channels=list(frontend_channels), frontend_convnext=frontend_convnext,
-                           dropout=dropout, causal=causal,
-                           schedule_hours=schedule_hours, balancer_prob=balancer_prob,
-                           whiten_prob=whiten_prob, output_mode=output_mode)
+        self.config = dict(
+            input_dim=input_dim,
+            **{k: list(v) for k, v in lists.items()},
+            query_head_dim=query_head_dim,
+            value_head_dim=value_head_dim,
+            pos_head_dim=pos_head_dim,
+            pos_dim=pos_dim,
+            frontend_channels=list(frontend_channels),
+            frontend_convnext=frontend_convnext,
+            dropout=dropout,
+            causal=causal,
+            schedule_hours=schedule_hours,
+            balancer_prob=balancer_prob,
+            whiten_prob=whiten_prob,
+            output_mode=output_mode,
+        )
         self.input_dim = input_dim
         self.causal = causal
         self.pos_dim = pos_dim
@@ -576,11 +649,21 @@ class ZipformerEncoder(Encoder):
         stacks = []
         for i in range(n_stacks):
             layers = [
-                ZipformerLayer(dims[i], lists["num_heads"][i], lists["feedforward_dim"][i],
-                               lists["cnn_module_kernel"][i], query_head_dim=query_head_dim,
-                               value_head_dim=value_head_dim, pos_head_dim=pos_head_dim, pos_dim=pos_dim,
-                               causal=causal, clock=self.clock, sched=self.sched,
-                               balancer_prob=balancer_prob, whiten_prob=whiten_prob)
+                ZipformerLayer(
+                    dims[i],
+                    lists["num_heads"][i],
+                    lists["feedforward_dim"][i],
+                    lists["cnn_module_kernel"][i],
+                    query_head_dim=query_head_dim,
+                    value_head_dim=value_head_dim,
+                    pos_head_dim=pos_head_dim,
+                    pos_dim=pos_dim,
+                    causal=causal,
+                    clock=self.clock,
+                    sched=self.sched,
+                    balancer_prob=balancer_prob,
+                    whiten_prob=whiten_prob,
+                )
                 for _ in range(lists["num_layers"][i])
             ]
             stacks.append(ZipformerStack(dims[i], ds_list[i], layers, self.sched))
@@ -588,8 +671,9 @@ class ZipformerEncoder(Encoder):
         self.dims = dims
         self.ds = ds_list
         self.output_downsample_weights = nn.Parameter(torch.zeros(2))
-        self._layer_info = [LayerInfo(dims[i], 2 * ds_list[i])
-                            for i in range(n_stacks) for _ in range(lists["num_layers"][i])]
+        self._layer_info = [
+            LayerInfo(dims[i], 2 * ds_list[i]) for i in range(n_stacks) for _ in range(lists["num_layers"][i])
+        ]
 
     # ------------------------------------------------------------------ contract
     @property
@@ -626,8 +710,16 @@ class ZipformerEncoder(Encoder):
         self.clock.hours = float(progress.audio_seconds) / 3600.0
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: Tensor, x_lens: Tensor, *, chunk_size: int = -1, left_context: int = -1,
-                return_attn: bool = False, return_qkv: bool = False) -> EncoderOutput:
+    def forward(
+        self,
+        x: Tensor,
+        x_lens: Tensor,
+        *,
+        chunk_size: int = -1,
+        left_context: int = -1,
+        return_attn: bool = False,
+        return_qkv: bool = False,
+    ) -> EncoderOutput:
         """See :meth:`Encoder.forward`. x (N, T, F), x_lens (N,) -> :class:`EncoderOutput` at 25 Hz with
         per-layer outputs at their stacks' rates. ``qkv`` holds per layer the attention's (q, k) and the
         first self-attention module's values v (the weights feed three modules), at the layer's rate."""
@@ -636,14 +728,27 @@ class ZipformerEncoder(Encoder):
         c50 = 2 * chunk_size if chunk_size > 0 else -1
         res = self._encode(h, lens, c50, left_context, need_attn=return_attn, need_qk=return_qkv)
         return EncoderOutput(
-            out=res["out"], out_lens=torch.div(lens + 1, 2, rounding_mode="floor"),
-            layer_outputs=res["layers"], attn=res["attn"] if return_attn else None,
-            qkv=res["qk"] if return_qkv else None, layer_info=self.layer_info, layer_lens=res["layer_lens"],
+            out=res["out"],
+            out_lens=torch.div(lens + 1, 2, rounding_mode="floor"),
+            layer_outputs=res["layers"],
+            attn=res["attn"] if return_attn else None,
+            qkv=res["qk"] if return_qkv else None,
+            layer_info=self.layer_info,
+            layer_lens=res["layer_lens"],
             subsampling=self.subsampling_factor,
         )
 
-    def _encode(self, h: Tensor, lens: Tensor, c50: int, left_context: int, *, need_attn: bool = False,
-                need_qk: bool = False, caches: list[StackCache] | None = None) -> dict[str, Any]:
+    def _encode(
+        self,
+        h: Tensor,
+        lens: Tensor,
+        c50: int,
+        left_context: int,
+        *,
+        need_attn: bool = False,
+        need_qk: bool = False,
+        caches: list[StackCache] | None = None,
+    ) -> dict[str, Any]:
         """The stacks and the output combination, for a whole sequence or (with ``caches``) the next
         chunk-aligned frames of a stream.
 
@@ -669,8 +774,16 @@ class ZipformerEncoder(Encoder):
             if t50 == 0:
                 res = {"out": h, "layers": [h[:, :0] for _ in stack.layers], "attn": [], "qk": [], "cache": None}
             else:
-                res = stack(h, valid, c50, left_context, self.pos_dim, need_attn=need_attn, need_qk=need_qk,
-                            cache=caches[i] if caches is not None else None)
+                res = stack(
+                    h,
+                    valid,
+                    c50,
+                    left_context,
+                    self.pos_dim,
+                    need_attn=need_attn,
+                    need_qk=need_qk,
+                    cache=caches[i] if caches is not None else None,
+                )
             h = res["out"]
             stack_outs.append(h)
             layer_outputs.extend(res["layers"])
@@ -682,15 +795,23 @@ class ZipformerEncoder(Encoder):
         t_out = (t50 + 1) // 2
         if self.output_mode == "last_layer":
             last = self._layer_info[-1]
-            out = resample_frames(layer_outputs[-1], last.subsampling, self.subsampling_factor, t_out,
-                                  layer_lens[-1])
+            out = resample_frames(layer_outputs[-1], last.subsampling, self.subsampling_factor, t_out, layer_lens[-1])
         else:
             full = self._full_dim(stack_outs)
-            out = (masked_downsample(full, valid, self.output_downsample_weights)[0] if t50 > 0
-                   else full.new_zeros(full.size(0), 0, full.size(2)))
+            out = (
+                masked_downsample(full, valid, self.output_downsample_weights)[0]
+                if t50 > 0
+                else full.new_zeros(full.size(0), 0, full.size(2))
+            )
         assert out.size(1) == t_out
-        return {"out": out, "layers": layer_outputs, "layer_lens": layer_lens, "attn": attn, "qk": qkv,
-                "caches": new_caches if caches is not None else None}
+        return {
+            "out": out,
+            "layers": layer_outputs,
+            "layer_lens": layer_lens,
+            "attn": attn,
+            "qk": qkv,
+            "caches": new_caches if caches is not None else None,
+        }
 
     def _full_dim(self, stack_outs: list[Tensor]) -> Tensor:
         """(N, T50, max dim): the last stack's channels, then, for each higher channel range, the
@@ -704,8 +825,15 @@ class ZipformerEncoder(Encoder):
         return torch.cat(pieces, dim=-1)
 
     # ------------------------------------------------------------------ streaming
-    def init_state(self, batch_size: int, device: torch.device | str | None = None, *, chunk_size: int,
-                   left_context: int, dtype: torch.dtype | None = None) -> ZipformerStreamState:
+    def init_state(
+        self,
+        batch_size: int,
+        device: torch.device | str | None = None,
+        *,
+        chunk_size: int,
+        left_context: int,
+        dtype: torch.dtype | None = None,
+    ) -> ZipformerStreamState:
         """Fresh streaming state for ``batch_size`` streams (``streaming`` capability: ``causal=True``).
 
         Args:
@@ -727,13 +855,16 @@ class ZipformerEncoder(Encoder):
             cache_len = left_context * (2 * chunk_size // stack.ds) if left_context >= 0 else 0
             stacks.append(stack.init_cache(batch_size, cache_len, device, dtype))
         return ZipformerStreamState(
-            chunk_size=chunk_size, left_context=left_context,
-            frontend=self.frontend.init_stream(batch_size, device, dtype), stacks=stacks,
+            chunk_size=chunk_size,
+            left_context=left_context,
+            frontend=self.frontend.init_stream(batch_size, device, dtype),
+            stacks=stacks,
             finished=torch.zeros(batch_size, dtype=torch.bool, device=device),
         )
 
-    def streaming_forward(self, x_chunk: Tensor, x_lens: Tensor, state: ZipformerStreamState, *,
-                          final: bool | Tensor = False) -> tuple[Tensor, Tensor, ZipformerStreamState]:
+    def streaming_forward(
+        self, x_chunk: Tensor, x_lens: Tensor, state: ZipformerStreamState, *, final: bool | Tensor = False
+    ) -> tuple[Tensor, Tensor, ZipformerStreamState]:
         """Feed the next input frames; see :meth:`Encoder.streaming_forward`.
 
         Output frames come in whole chunks of ``state.chunk_size`` (a chunk needs ``4 * chunk_size`` new
@@ -766,7 +897,7 @@ class ZipformerEncoder(Encoder):
         return res["out"], out_lens, state
 
     # ------------------------------------------------------------------ sub-models
-    def truncate(self, num_layers: int) -> "ZipformerEncoder":
+    def truncate(self, num_layers: int) -> ZipformerEncoder:
         """The front end and the first ``num_layers`` layers (across stacks) as a new encoder whose output
         is layer ``num_layers`` brought to 25 Hz at its own dim (``output_mode="last_layer"``), i.e.
         ``EncoderOutput.layer(num_layers)`` of this encoder; the later stacks' bypasses are dropped,

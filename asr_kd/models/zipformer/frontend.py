@@ -21,8 +21,8 @@ of look-ahead it needs on the right (30 ms at 50 Hz, 60 ms of input).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -73,8 +73,14 @@ class ZipformerFrontend(nn.Module):
             presets).
     """
 
-    def __init__(self, input_dim: int, out_dim: int, channels: Sequence[int] = (8, 32, 64),
-                 dropout: float = 0.1, convnext: bool = True) -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        out_dim: int,
+        channels: Sequence[int] = (8, 32, 64),
+        dropout: float = 0.1,
+        convnext: bool = True,
+    ) -> None:
         super().__init__()
         c1, c2, c3 = (int(c) for c in channels)
         self.conv1 = nn.Conv2d(1, c1, 3, padding=(0, 1))
@@ -152,8 +158,9 @@ class ZipformerFrontend(nn.Module):
             frames_lens=torch.full((n,), ctx, dtype=torch.long, device=device),
         )
 
-    def streaming_forward(self, x: Tensor, x_lens: Tensor, state: FrontendStreamState, *, chunk_frames: int,
-                          final: Tensor) -> tuple[Tensor, Tensor]:
+    def streaming_forward(
+        self, x: Tensor, x_lens: Tensor, state: FrontendStreamState, *, chunk_frames: int, final: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """Feed new input frames; emits 50 Hz frames equal to :meth:`forward`'s.
 
         Frames are emitted in whole multiples of ``chunk_frames`` per row once their look-ahead

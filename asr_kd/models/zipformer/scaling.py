@@ -11,7 +11,7 @@ written in steps would stretch over far more audio than on a GPU. The trainer's 
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -140,8 +140,16 @@ class _BalancerFunction(torch.autograd.Function):
     """Identity forward; backward adds a small gradient pushing the per-channel statistics into range."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, min_positive: float, max_positive: float, min_abs: float, max_abs: float,
-                grad_scale: float, channel_dim: int) -> Tensor:
+    def forward(
+        ctx,
+        x: Tensor,
+        min_positive: float,
+        max_positive: float,
+        min_abs: float,
+        max_abs: float,
+        grad_scale: float,
+        channel_dim: int,
+    ) -> Tensor:
         ctx.save_for_backward(x)
         ctx.cfg = (min_positive, max_positive, min_abs, max_abs, grad_scale, channel_dim)
         return x
@@ -157,7 +165,8 @@ class _BalancerFunction(torch.autograd.Function):
             pos_frac = torch.sigmoid(xd * 4.0).mean(dim=dims)
             mean_abs = xd.abs().mean(dim=dims)
             penalty = (
-                (min_pos - pos_frac).clamp(min=0) + (pos_frac - max_pos).clamp(min=0)
+                (min_pos - pos_frac).clamp(min=0)
+                + (pos_frac - max_pos).clamp(min=0)
                 + (min_abs - mean_abs).clamp(min=0) / max(min_abs, 1e-4)
                 + (mean_abs - max_abs).clamp(min=0) / max_abs
             ).sum()
@@ -179,9 +188,17 @@ class Balancer(nn.Module):
         grad_scale: size of the corrective gradient relative to the incoming one (where violated).
     """
 
-    def __init__(self, channel_dim: int = -1, *, min_positive: float = 0.05, max_positive: float = 0.95,
-                 min_abs: float = 0.2, max_abs: float = 100.0, prob: float = 0.25,
-                 grad_scale: float = 0.04) -> None:
+    def __init__(
+        self,
+        channel_dim: int = -1,
+        *,
+        min_positive: float = 0.05,
+        max_positive: float = 0.95,
+        min_abs: float = 0.2,
+        max_abs: float = 100.0,
+        prob: float = 0.25,
+        grad_scale: float = 0.04,
+    ) -> None:
         super().__init__()
         self.channel_dim = channel_dim
         self.cfg = (min_positive, max_positive, min_abs, max_abs)
@@ -205,8 +222,8 @@ def whitening_metric(x: Tensor, num_groups: int = 1) -> Tensor:
     cov = x.transpose(1, 2) @ x  # (G, C/G, C/G)
     d = cov.size(-1)
     mean_diag = cov.diagonal(dim1=1, dim2=2).mean(dim=1)
-    mean_sq = (cov ** 2).sum(dim=(1, 2)) / d
-    return (mean_sq / (mean_diag ** 2 + 1e-20)).mean()
+    mean_sq = (cov**2).sum(dim=(1, 2)) / d
+    return (mean_sq / (mean_diag**2 + 1e-20)).mean()
 
 
 class _WhitenFunction(torch.autograd.Function):
@@ -235,8 +252,9 @@ class Whiten(nn.Module):
     :func:`whitening_metric` exceeds ``whitening_limit`` a gradient that lowers it is added
     (identity forward; inactive in eval mode and on a ``1 - prob`` share of steps)."""
 
-    def __init__(self, whitening_limit: float = 5.0, *, num_groups: int = 1, prob: float = 0.25,
-                 grad_scale: float = 0.01) -> None:
+    def __init__(
+        self, whitening_limit: float = 5.0, *, num_groups: int = 1, prob: float = 0.25, grad_scale: float = 0.01
+    ) -> None:
         super().__init__()
         self.limit = whitening_limit
         self.num_groups = num_groups
@@ -249,8 +267,9 @@ class Whiten(nn.Module):
         return _WhitenFunction.apply(x, self.limit, self.grad_scale, self.num_groups)
 
 
-def compact_rel_positional_encoding(t_q: int, t_k: int, dim: int, *, device=None, dtype=None,
-                                    length_factor: float = 1.0) -> Tensor:
+def compact_rel_positional_encoding(
+    t_q: int, t_k: int, dim: int, *, device=None, dtype=None, length_factor: float = 1.0
+) -> Tensor:
     """Compact relative positional encoding of offsets ``i - j``, i.e. the (t_q + t_k - 1, dim) table for
     offsets ``t_k - 1, ..., -(t_q - 1)`` (row ``r`` = offset ``t_k - 1 - r``, the order a relative
     shift expects).

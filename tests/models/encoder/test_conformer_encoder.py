@@ -19,8 +19,15 @@ F = 20
 def _tiny(causal: bool = False, num_layers: int = 3, dropout: float = 0.0) -> ConformerEncoder:
     torch.manual_seed(0)
     return conformer_encoder(
-        input_dim=F, d_model=32, num_layers=num_layers, num_heads=4, ffn_dim=64, conv_kernel=5,
-        dropout=dropout, causal=causal, subsampling_channels=8,
+        input_dim=F,
+        d_model=32,
+        num_layers=num_layers,
+        num_heads=4,
+        ffn_dim=64,
+        conv_kernel=5,
+        dropout=dropout,
+        causal=causal,
+        subsampling_channels=8,
     )
 
 

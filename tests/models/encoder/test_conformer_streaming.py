@@ -11,8 +11,15 @@ F = 20
 def _causal() -> torch.nn.Module:
     torch.manual_seed(0)
     enc = conformer_encoder(
-        input_dim=F, d_model=32, num_layers=2, num_heads=4, ffn_dim=64, conv_kernel=5,
-        dropout=0.0, causal=True, subsampling_channels=8,
+        input_dim=F,
+        d_model=32,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=64,
+        conv_kernel=5,
+        dropout=0.0,
+        causal=True,
+        subsampling_channels=8,
     )
     return enc.double().eval()
 

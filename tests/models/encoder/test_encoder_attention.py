@@ -44,8 +44,9 @@ def test_chunk_mask_pattern():
     assert torch.equal(m, expected)
     assert chunk_attention_mask(4, -1).all()
     assert torch.equal(chunk_attention_mask(4, 1, -1), torch.ones(4, 4).tril().bool())
-    assert torch.equal(lengths_to_mask(torch.tensor([2, 0, 3]), 3),
-                       torch.tensor([[1, 1, 0], [0, 0, 0], [1, 1, 1]], dtype=torch.bool))
+    assert torch.equal(
+        lengths_to_mask(torch.tensor([2, 0, 3]), 3), torch.tensor([[1, 1, 0], [0, 0, 0], [1, 1, 1]], dtype=torch.bool)
+    )
 
 
 def test_weights_sum_to_one_and_vanish_on_blocked_keys():

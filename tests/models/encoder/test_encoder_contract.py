@@ -4,8 +4,9 @@ declared), gradients, capability errors. Add an encoder by adding a spec to ``SP
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
@@ -40,18 +41,40 @@ class Spec:
 
 CONFORMER = Spec(
     "conformer",
-    dict(type="conformer", input_dim=F, d_model=32, num_layers=3, num_heads=4, ffn_dim=64, conv_kernel=5,
-         dropout=0.0, subsampling_channels=8),
+    dict(
+        type="conformer",
+        input_dim=F,
+        d_model=32,
+        num_layers=3,
+        num_heads=4,
+        ffn_dim=64,
+        conv_kernel=5,
+        dropout=0.0,
+        subsampling_channels=8,
+    ),
     chunk=3,
     first_input_frame_of_chunk=lambda m, c: 4 * c * m + 7,  # frame j sees input 4j..4j+6
     stream_chunks=(1, 3),
 )
 ZIPFORMER = Spec(
     "zipformer",
-    dict(type="zipformer", input_dim=F, downsampling_factor=[1, 2, 4, 2], encoder_dim=[16, 24, 32, 16],
-         num_layers=[1, 2, 1, 1], num_heads=[2, 2, 4, 2], feedforward_dim=[32, 48, 64, 32],
-         cnn_module_kernel=[5, 5, 3, 5], query_head_dim=8, value_head_dim=4, pos_head_dim=2, pos_dim=8,
-         frontend_channels=[4, 8, 8], frontend_convnext=True, dropout=0.0),
+    dict(
+        type="zipformer",
+        input_dim=F,
+        downsampling_factor=[1, 2, 4, 2],
+        encoder_dim=[16, 24, 32, 16],
+        num_layers=[1, 2, 1, 1],
+        num_heads=[2, 2, 4, 2],
+        feedforward_dim=[32, 48, 64, 32],
+        cnn_module_kernel=[5, 5, 3, 5],
+        query_head_dim=8,
+        value_head_dim=4,
+        pos_head_dim=2,
+        pos_dim=8,
+        frontend_channels=[4, 8, 8],
+        frontend_convnext=True,
+        dropout=0.0,
+    ),
     chunk=2,  # 4 frames at 50 Hz; the slowest stack groups 4
     # 25 Hz frame j pools 50 Hz frames 2j, 2j+1; 50 Hz frame i sees input 2i..2i+8, and the ConvNeXt block
     # 3 more 50 Hz frames: a change at input s reaches 50 Hz frames >= (s - 8) / 2 - 3
@@ -119,7 +142,7 @@ def test_causal_chunks_hide_the_future(spec):
     b = enc(changed, lens, chunk_size=c, left_context=-1).out
     same = (a - b).abs().amax(-1)[0] < 1e-10
     assert same[: m * c].all(), same
-    assert not same[(m + 1) * c:].any()
+    assert not same[(m + 1) * c :].any()
     full_a, full_b = enc(x, lens).out, enc(changed, lens).out
     assert not ((full_a - full_b).abs().amax(-1)[0, : m * c] < 1e-10).all()  # full context sees it
 
@@ -154,8 +177,7 @@ def test_streaming_equals_chunked_or_is_refused(spec, left_context, feed):
     assert enc.has("streaming")
     for chunk in spec.stream_chunks:
         ref = enc(x, lens, chunk_size=chunk, left_context=left_context)
-        out, out_lens = stream_encoder(enc, x, lens, feed_frames=feed, chunk_size=chunk,
-                                       left_context=left_context)
+        out, out_lens = stream_encoder(enc, x, lens, feed_frames=feed, chunk_size=chunk, left_context=left_context)
         assert out_lens.tolist() == ref.out_lens.tolist(), chunk
         for r in range(2):
             n = int(out_lens[r])

@@ -25,10 +25,22 @@ from asr_kd.models.zipformer import (
 from asr_kd.models.zipformer.encoder import masked_downsample
 from asr_kd.models.zipformer.scaling import compact_rel_positional_encoding
 
-TINY = dict(type="zipformer", input_dim=20, downsampling_factor=[1, 2, 4, 2], encoder_dim=[16, 24, 32, 16],
-            num_layers=[1, 2, 1, 1], num_heads=[2, 2, 4, 2], feedforward_dim=[32, 48, 64, 32],
-            cnn_module_kernel=[5, 5, 3, 5], query_head_dim=8, value_head_dim=4, pos_head_dim=2, pos_dim=8,
-            frontend_channels=[4, 8, 8], dropout=0.0)
+TINY = dict(
+    type="zipformer",
+    input_dim=20,
+    downsampling_factor=[1, 2, 4, 2],
+    encoder_dim=[16, 24, 32, 16],
+    num_layers=[1, 2, 1, 1],
+    num_heads=[2, 2, 4, 2],
+    feedforward_dim=[32, 48, 64, 32],
+    cnn_module_kernel=[5, 5, 3, 5],
+    query_head_dim=8,
+    value_head_dim=4,
+    pos_head_dim=2,
+    pos_dim=8,
+    frontend_channels=[4, 8, 8],
+    dropout=0.0,
+)
 
 
 def test_swoosh_values():
@@ -46,7 +58,7 @@ def test_bias_norm_by_hand():
         norm.bias.copy_(torch.tensor([1.0, 0.0, -1.0]))
         norm.log_scale.fill_(math.log(2.0))
     x = torch.tensor([[2.0, 1.0, 0.0]])
-    rms = math.sqrt(((2 - 1) ** 2 + 1 ** 2 + 1 ** 2) / 3)  # of x - bias = (1, 1, 1)
+    rms = math.sqrt(((2 - 1) ** 2 + 1**2 + 1**2) / 3)  # of x - bias = (1, 1, 1)
     torch.testing.assert_close(norm(x), x / rms * 2.0)
 
 
@@ -135,12 +147,15 @@ def test_balancer_and_whiten_are_identity_forward_and_push_statistics():
     assert before > 2.0 and after < before
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"encoder_dim": [16, 24]}, "encoder_dim has 2 entries"),
-    ({"downsampling_factor": [1, 3, 4, 2]}, "power of 2"),
-    ({"num_layers": [1, 0, 1, 1]}, "num_layers"),
-    ({"output_mode": "mean"}, "output_mode"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"encoder_dim": [16, 24]}, "encoder_dim has 2 entries"),
+        ({"downsampling_factor": [1, 3, 4, 2]}, "power of 2"),
+        ({"num_layers": [1, 0, 1, 1]}, "num_layers"),
+        ({"output_mode": "mean"}, "output_mode"),
+    ],
+)
 def test_inconsistent_stacks_are_rejected_at_build(bad, match):
     with pytest.raises(ValueError, match=match):
         build_encoder({**TINY, **bad})
@@ -194,8 +209,9 @@ def test_streaming_ragged_batch_and_truncated_encoders(convnext):
             torch.testing.assert_close(out[r, :n], ref.out[r, :n], atol=1e-9, rtol=0)
     # control: the streamed frames are those of the chunked forward, not of the full-context one
     full = enc(x, lens).out
-    assert (stream_encoder(enc, x, lens, feed_frames=16, chunk_size=4, left_context=1)[0][0, :8]
-            - full[0, :8]).abs().max() > 1e-6
+    assert (
+        stream_encoder(enc, x, lens, feed_frames=16, chunk_size=4, left_context=1)[0][0, :8] - full[0, :8]
+    ).abs().max() > 1e-6
 
 
 def _cache_sizes(state) -> list[tuple[int, ...]]:
@@ -216,7 +232,7 @@ def test_streaming_caches_stay_bounded_with_a_finite_left_context(convnext):
     sizes = []
     with torch.no_grad():
         for start in range(0, 400, 8):  # 8 input frames = 1 chunk per call
-            _, _, state = enc.streaming_forward(x[:, start:start + 8], torch.tensor([8]), state)
+            _, _, state = enc.streaming_forward(x[:, start : start + 8], torch.tensor([8]), state)
             sizes.append(_cache_sizes(state))
     assert all(s == sizes[5] for s in sizes[5:])  # constant once the stream is under way
     for i, stack in enumerate(state.stacks):  # the attention caches hold exactly `left` chunks
@@ -230,7 +246,7 @@ def test_streaming_caches_stay_bounded_with_a_finite_left_context(convnext):
     grow = enc.init_state(1, chunk_size=chunk, left_context=-1)  # unlimited left context: caches grow
     with torch.no_grad():
         for start in range(0, 80, 8):
-            _, _, grow = enc.streaming_forward(x[:, start:start + 8], torch.tensor([8]), grow)
+            _, _, grow = enc.streaming_forward(x[:, start : start + 8], torch.tensor([8]), grow)
     assert grow.stacks[0].layers[0].key.size(2) > left * 2 * chunk
 
 
@@ -261,8 +277,7 @@ def test_streaming_refuses_input_after_the_final_call():
     state = enc.init_state(2, chunk_size=2, left_context=1)
     x = torch.randn(2, 30, 20)
     with torch.no_grad():
-        _, out_lens, state = enc.streaming_forward(x, torch.tensor([30, 20]), state,
-                                                   final=torch.tensor([True, False]))
+        _, out_lens, state = enc.streaming_forward(x, torch.tensor([30, 20]), state, final=torch.tensor([True, False]))
         assert out_lens.tolist() == [6, 2]  # row 0 flushed: ceil(11 / 2); row 1: one whole chunk of its 6
         with pytest.raises(ValueError, match="finalised"):
             enc.streaming_forward(x, torch.tensor([3, 3]), state)
