@@ -61,9 +61,9 @@ fi
 # ---------------------------------------------------------------- 3. Python deps
 PY_DEPS=(lhotse urllib3 sentencepiece transformers safetensors numpy soundfile kaldialign kaldifst
          kaldi-decoder kaldi-native-fbank lilcom tensorboard tqdm pyyaml num2words pytest
-         cmake ninja pybind11 ruff)
+         cmake ninja pybind11 ruff matplotlib)
 PY_MODS=(lhotse urllib3 sentencepiece transformers safetensors numpy soundfile kaldialign kaldifst
-         kaldi_decoder kaldi_native_fbank lilcom tensorboard tqdm yaml num2words pytest cmake ninja pybind11 ruff)
+         kaldi_decoder kaldi_native_fbank lilcom tensorboard tqdm yaml num2words pytest cmake ninja pybind11 ruff matplotlib)
 if ! have "${PY_MODS[@]}"; then
   log "installing Python dependencies"
   pip_install "${PY_DEPS[@]}"
