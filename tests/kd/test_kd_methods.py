@@ -513,7 +513,7 @@ class PlainEncoder(Encoder):
 
     def __init__(self, capabilities=frozenset(), num_layers=2, d=8):
         super().__init__()
-        self.capabilities = frozenset(capabilities)
+        self.declared_capabilities = frozenset(capabilities)
         self.d = d
         self.inp = nn.Linear(4 * F, d)
         self.layers = nn.ModuleList(nn.Linear(d, d) for _ in range(num_layers))

@@ -155,8 +155,19 @@ class Encoder(nn.Module, abc.ABC):
     """
 
     subsampling_factor: int = 1
-    #: subset of :data:`CAPABILITIES` this encoder supports
-    capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: capabilities (a subset of :data:`CAPABILITIES`) every instance of the class has
+    declared_capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: instances with ``causal = True`` also have ``"streaming"``
+    streams_when_causal: ClassVar[bool] = False
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What this encoder supports: ``declared_capabilities``, plus ``"streaming"`` for a causal
+        instance of a class with ``streams_when_causal``. A subclass may also set a plain
+        ``capabilities = frozenset(...)`` class attribute."""
+        if self.streams_when_causal and getattr(self, "causal", False):
+            return self.declared_capabilities | {"streaming"}
+        return self.declared_capabilities
 
     def has(self, capability: str) -> bool:
         """Whether this encoder declares ``capability``."""

@@ -542,13 +542,9 @@ class ZipformerEncoder(Encoder):
 
     subsampling_factor = 4
 
-    @property
-    def capabilities(self) -> frozenset[str]:  # type: ignore[override]
-        """Chunked masks, truncation, attention maps and Q/K/V always; streaming when ``causal``."""
-        caps = {"chunked", "truncate", "attn", "qkv"}
-        if self.causal:
-            caps.add("streaming")
-        return frozenset(caps)
+    # chunked masks, truncation, attention maps and Q/K/V always; streaming when causal
+    declared_capabilities = frozenset({"chunked", "truncate", "attn", "qkv"})
+    streams_when_causal = True
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ from asr_kd.models.encoder import (
     list_encoders,
     stream_encoder,
 )
+from asr_kd.testing.encoders import tiny_encoder_config
 
 F = 20
 
@@ -58,23 +59,7 @@ CONFORMER = Spec(
 )
 ZIPFORMER = Spec(
     "zipformer",
-    dict(
-        type="zipformer",
-        input_dim=F,
-        downsampling_factor=[1, 2, 4, 2],
-        encoder_dim=[16, 24, 32, 16],
-        num_layers=[1, 2, 1, 1],
-        num_heads=[2, 2, 4, 2],
-        feedforward_dim=[32, 48, 64, 32],
-        cnn_module_kernel=[5, 5, 3, 5],
-        query_head_dim=8,
-        value_head_dim=4,
-        pos_head_dim=2,
-        pos_dim=8,
-        frontend_channels=[4, 8, 8],
-        frontend_convnext=True,
-        dropout=0.0,
-    ),
+    tiny_encoder_config("zipformer", input_dim=F, frontend_convnext=True),
     chunk=2,  # 4 frames at 50 Hz; the slowest stack groups 4
     # 25 Hz frame j pools 50 Hz frames 2j, 2j+1; 50 Hz frame i sees input 2i..2i+8, and the ConvNeXt block
     # 3 more 50 Hz frames: a change at input s reaches 50 Hz frames >= (s - 8) / 2 - 3

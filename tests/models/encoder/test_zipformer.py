@@ -24,23 +24,9 @@ from asr_kd.models.zipformer import (
 )
 from asr_kd.models.zipformer.encoder import masked_downsample
 from asr_kd.models.zipformer.scaling import compact_rel_positional_encoding
+from asr_kd.testing.encoders import tiny_encoder_config
 
-TINY = dict(
-    type="zipformer",
-    input_dim=20,
-    downsampling_factor=[1, 2, 4, 2],
-    encoder_dim=[16, 24, 32, 16],
-    num_layers=[1, 2, 1, 1],
-    num_heads=[2, 2, 4, 2],
-    feedforward_dim=[32, 48, 64, 32],
-    cnn_module_kernel=[5, 5, 3, 5],
-    query_head_dim=8,
-    value_head_dim=4,
-    pos_head_dim=2,
-    pos_dim=8,
-    frontend_channels=[4, 8, 8],
-    dropout=0.0,
-)
+TINY = tiny_encoder_config("zipformer", input_dim=20)  # stacks at 50/25/12.5/25 Hz, dims 16/24/32/16
 
 
 def test_swoosh_values():
