@@ -92,21 +92,26 @@ def cmd_plot(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for spec in args.curve:
-        path, _, label = spec.partition(":")
-        rows = [line.split("\t") for line in Path(path).read_text().splitlines()[1:] if line]
-        ax.plot([float(r[1]) for r in rows], [float(r[3]) for r in rows], marker="o", ms=3, label=label or path)
-    for spec in args.points:
-        label, _, pts = spec.rpartition(":")
-        xy = [tuple(float(v) for v in p.split("=")) for p in pts.split(",")]
-        ax.plot([x for x, _ in xy], [y for _, y in xy], marker="s", ls="--", label=label)
-    ax.set_xlabel("training minutes (2-core CPU)")
-    ax.set_ylabel(f"{args.ylabel}")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(args.title)
+    panels = [("minutes", 1, "training minutes (2-core CPU)")]
+    if args.audio_hours:
+        panels.append(("audio", 2, "hours of audio seen"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+    for ax, (kind, col, xlabel) in zip(axes[0], panels):
+        for spec in args.curve:
+            path, _, label = spec.partition(":")
+            rows = [line.split("\t") for line in Path(path).read_text().splitlines()[1:] if line]
+            ax.plot([float(r[col]) for r in rows], [float(r[3]) for r in rows], marker="o", ms=3, label=label or path)
+        if kind == "minutes":  # reference points are given in minutes
+            for spec in args.points:
+                label, _, pts = spec.rpartition(":")
+                xy = [tuple(float(v) for v in p.split("=")) for p in pts.split(",")]
+                ax.plot([x for x, _ in xy], [y for _, y in xy], marker="s", ls="--", label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{args.ylabel}")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(args.title)
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=120)
@@ -129,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--curve", action="append", default=[], help="TSV[:label]")
     q.add_argument("--points", action="append", default=[], help="label:min=wer,min=wer,...")
     q.add_argument("--ylabel", default="test WER % (greedy)")
+    q.add_argument("--audio-hours", action="store_true", help="a second panel: WER against audio hours seen")
     q.add_argument("--title", default="WER against training time, default synthetic corpus")
     args = p.parse_args(argv)
     return cmd_decode(args) if args.cmd == "decode" else cmd_plot(args)
