@@ -32,6 +32,13 @@ TOY_MODEL = {
     "ctc": {},
 }
 
+#: two encoder layers with an inter-CTC head at layer 1 (sub-model export, decoding an inter-CTC layer)
+TOY_INTER_CTC_MODEL = {
+    "encoder": {**TOY_MODEL["encoder"], "num_layers": 2},
+    "ctc": {},
+    "inter_ctc": {"layers": [1]},
+}
+
 
 def make_toy_recipe(root: Path, model: Mapping[str, Any] | None = None, vocab_size: int = 40) -> Path:
     """Write 6 train / 2 dev / 2 test dummy cuts (prefix ``toy``), a BPE lang dir and ``conf.yaml``.

@@ -9,21 +9,9 @@ import pytest
 import torch
 import yaml
 
-from asr_kd.testing.recipe import make_toy_recipe
+from asr_kd.testing.recipe import TOY_INTER_CTC_MODEL, make_toy_recipe
 
-MODEL = {
-    "encoder": {
-        "type": "conformer",
-        "d_model": 32,
-        "num_layers": 2,
-        "num_heads": 2,
-        "ffn_dim": 64,
-        "conv_kernel": 3,
-        "subsampling_channels": 8,
-    },
-    "ctc": {},
-    "inter_ctc": {"layers": [1]},
-}
+MODEL = TOY_INTER_CTC_MODEL
 
 
 @pytest.fixture(scope="module")

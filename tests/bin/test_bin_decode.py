@@ -6,7 +6,7 @@ import json
 import pytest
 
 from asr_kd.decoding.wer import compute_wer
-from asr_kd.testing.recipe import make_toy_recipe
+from asr_kd.testing.recipe import TOY_INTER_CTC_MODEL, make_toy_recipe
 
 
 @pytest.fixture(scope="module")
@@ -16,19 +16,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("recipe")
     conf = make_toy_recipe(
         root,
-        model={
-            "encoder": {
-                "type": "conformer",
-                "d_model": 32,
-                "num_layers": 2,
-                "num_heads": 2,
-                "ffn_dim": 64,
-                "conv_kernel": 3,
-                "subsampling_channels": 8,
-            },
-            "ctc": {},
-            "inter_ctc": {"layers": [1]},
-        },
+        model=TOY_INTER_CTC_MODEL,
     )
     exp = root / "exp"
     assert train.main(["--config", str(conf), "--exp-dir", str(exp), "--max-steps", "2"]) == 0
