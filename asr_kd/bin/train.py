@@ -170,6 +170,7 @@ def build_data(data_cfg: dict, tokenizer: Any, encoder: torch.nn.Module, seed: i
         tokenizer=tokenizer,
         subsampled_frames=subsampled,
         name="train filters",
+        on_error=dm.config.on_error,  # bad transcripts: raise, or drop + count + log (data.on_error)
     )
     train_cuts = cuts_of(d.get("train_split", "train")).filter(cut_filter)
     train_dl = dm.train_dataloader(train_cuts)

@@ -10,6 +10,12 @@ A cut is dropped when
                     fewer than ``S`` frames); without a tokenizer only ``T' < 1`` is checked
 ==================  ===========================================================================
 
+With a tokenizer the transcript is checked too (:func:`~asr_kd.data.validation.check_text`): a cut with
+no supervision, an empty transcript or characters the tokenizer cannot encode is bad input. With
+``on_error="raise"`` (default) :class:`~asr_kd.data.validation.BadCutError` is raised naming the cut;
+with ``on_error="skip"`` the cut is dropped, counted under its reason (``no_supervision``,
+``empty_text``, ``untokenizable``) and named in a WARNING log line.
+
 ``T`` is the cut's number of fbank frames (from its features when attached, else from its duration
 at a 10 ms shift) and ``T' = subsampled_frames(T)``; the default is the Conv2d x4 front-end of icefall
 (:func:`conv2d_subsampling_4`), pass your encoder's ``subsampled_lengths`` formula if it differs.
@@ -33,7 +39,7 @@ from lhotse.cut import Cut
 
 from asr_kd.data.features import FRAME_SHIFT, num_frames
 from asr_kd.data.stats import FilterStats
-from asr_kd.data.validation import check_text
+from asr_kd.data.validation import BadCutError, OnError, check_on_error, check_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from asr_kd.data.tokenizer import Tokenizer
@@ -67,13 +73,14 @@ class CutFilter:
     Args:
         min_duration: shortest kept cut in seconds (None = no limit).
         max_duration: longest kept cut in seconds (None = no limit).
-        tokenizer: when given, ``T' >= S`` is required (the transcript must be encodable; otherwise
-            :class:`~asr_kd.data.validation.BadCutError` is raised: run ``validate_cuts`` first
-            with ``on_error="skip"`` to drop such cuts).
+        tokenizer: when given, ``T' >= S`` is required and the transcript must be encodable (a bad
+            transcript raises or is dropped per ``on_error``).
         subsampled_frames: ``T -> T'``, the encoder front-end's length formula.
         frame_shift: fbank frame shift in seconds.
         stats: where drops are counted; a new ``FilterStats(name)`` by default.
         name: label of the log lines.
+        on_error: ``"raise"`` :class:`~asr_kd.data.validation.BadCutError` for a bad transcript, or
+            ``"skip"``: drop the cut, count it under its reason and log it at WARNING.
     """
 
     def __init__(
@@ -85,6 +92,7 @@ class CutFilter:
         frame_shift: float = FRAME_SHIFT,
         stats: FilterStats | None = None,
         name: str = "filters",
+        on_error: OnError = "raise",
     ):
         if min_duration is not None and max_duration is not None and min_duration > max_duration:
             raise ValueError(f"min_duration {min_duration} > max_duration {max_duration}")
@@ -93,11 +101,16 @@ class CutFilter:
         self.tokenizer = tokenizer
         self.subsampled_frames = subsampled_frames
         self.frame_shift = frame_shift
+        self.on_error = check_on_error(on_error)
         self.stats = stats if stats is not None else FilterStats(name, per_cut_level=logging.INFO)
         self._decided: dict[str, bool] = {}  # cut id -> kept (each cut counted once)
 
     def reason(self, cut: Cut) -> tuple[str, str] | None:
-        """``(reason, detail)`` if the cut should be dropped, else None. Counts nothing."""
+        """``(reason, detail)`` if the cut should be dropped, else None. Counts nothing.
+
+        Raises:
+            BadCutError: a bad transcript with ``on_error="raise"``.
+        """
         if self.min_duration is not None and cut.duration < self.min_duration:
             return TOO_SHORT, f"duration {cut.duration:.3f}s < {self.min_duration}s"
         if self.max_duration is not None and cut.duration > self.max_duration:
@@ -105,7 +118,12 @@ class CutFilter:
         T = cut_num_frames(cut, self.frame_shift)
         T_sub = self.subsampled_frames(T)
         if self.tokenizer is not None:
-            _, tokens = check_text(cut, self.tokenizer)
+            try:
+                _, tokens = check_text(cut, self.tokenizer)
+            except BadCutError as e:
+                if self.on_error == "raise":
+                    raise
+                return e.reason, e.detail
             S = len(tokens)
             if T_sub < max(S, 1):
                 return TOO_FEW_FRAMES, f"T={T} -> T'={T_sub} frames < S={S} tokens"
@@ -125,7 +143,9 @@ class CutFilter:
         if keep:
             self.stats.keep()
         else:
-            self.stats.drop(cut.id, *why)
+            reason, detail = why
+            bad_input = reason not in (TOO_SHORT, TOO_LONG, TOO_FEW_FRAMES)  # bad text: a WARNING
+            self.stats.drop(cut.id, reason, detail, level=logging.WARNING if bad_input else None)
         self._decided[cut.id] = keep
         return keep
 

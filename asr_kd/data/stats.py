@@ -40,8 +40,11 @@ class FilterStats:
     def keep(self, n: int = 1) -> None:
         self.kept += n
 
-    def drop(self, cut_id: str, reason: str, detail: str | None = None, log_it: bool = True) -> None:
-        """Count one dropped cut and log its id, reason and detail at ``per_cut_level``."""
+    def drop(
+        self, cut_id: str, reason: str, detail: str | None = None, log_it: bool = True, level: int | None = None
+    ) -> None:
+        """Count one dropped cut and log its id, reason and detail at ``level`` (default
+        ``per_cut_level``)."""
         self.dropped[reason] += 1
         ids = self.examples.setdefault(reason, [])
         if len(ids) < self.max_examples:
@@ -49,7 +52,7 @@ class FilterStats:
         if not log_it:
             return
         log.log(
-            self.per_cut_level,
+            self.per_cut_level if level is None else level,
             "%s: dropping cut %s (%s)%s",
             self.name,
             cut_id,

@@ -142,3 +142,29 @@ def test_filter_counts_each_cut_once_over_several_passes():
             kept = [c.id for c in cuts if f(c)]
             assert len(kept) == 3
         assert f.stats.kept == 3 and f.stats.num_dropped == 1 and f.stats.num_seen == 4
+
+
+@pytest.mark.parametrize(
+    "text,reason",
+    [("", "empty_text"), ("   ", "empty_text"), ("你好 世界", "untokenizable"), ("THE DOG 🐶", "untokenizable")],
+)
+def test_bad_text_is_dropped_counted_and_named_with_skip(tmp_path, tiny_tokenizer, caplog, text, reason):
+    """on_error="skip": an empty or unencodable transcript is a counted, logged drop, not a BadCutError;
+    on_error="raise" (the default) still raises, naming the cut."""
+    good = make_cut(tmp_path, "good", duration=1.5, text="THE DOG")
+    bad = make_cut(tmp_path, "bad-text", duration=1.5, text=text)
+    cuts = CutSet.from_cuts([good, bad])
+    with pytest.raises(BadCutError, match=f"bad-text.*{reason}"):
+        filter_cuts(cuts, CutFilter(tokenizer=tiny_tokenizer))
+    f = CutFilter(tokenizer=tiny_tokenizer, on_error="skip", name="train filters")
+    with caplog.at_level(logging.INFO, logger="asr_kd.data.stats"):
+        kept = filter_cuts(cuts, f)
+    assert list(kept.ids) == ["good"]
+    assert f.stats.kept == 1 and dict(f.stats.dropped) == {reason: 1} and f.stats.examples[reason] == ["bad-text"]
+    named = [r for r in caplog.records if "bad-text" in r.getMessage()]
+    assert named and named[0].levelno == logging.WARNING and reason in named[0].getMessage()
+
+
+def test_cut_filter_rejects_an_unknown_on_error():
+    with pytest.raises(ValueError, match="on_error"):
+        CutFilter(on_error="ignore")
