@@ -67,7 +67,7 @@ from asr_kd.training.asr_task import AsrLossFn, ChunkConfig
 from asr_kd.training.checkpoint import find_latest
 from asr_kd.training.config import dump_config, load_config
 from asr_kd.training.optim import ScaledAdam, build_optimizer, build_scheduler
-from asr_kd.training.trainer import Trainer, TrainerConfig, seed_everything
+from asr_kd.training.trainer import Trainer, TrainerConfig, format_dropped, seed_everything
 
 log = logging.getLogger("asr_kd.bin.train")
 
@@ -277,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg=TrainerConfig.from_dict(tcfg),
         config=cfg,
         device=info.device,
+        drop_stats=[cut_filter.stats],
+        meta={"tokens": tokenizer.tokens()},  # decode / export / KD check a lang dir against these
     )
     if latest is not None:
         trainer.resume(latest)
@@ -295,9 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     cut_filter.stats.log()
     log.info("done: %s", result)
     if info.is_main:
+        dropped = result["dropped_cuts"]
         print(
             f"train: stopped ({result['stopped_because']}) at step {result['step']}, epoch {result['epoch']}; "
-            f"valid {result['last_valid']}; checkpoints in {exp_dir}"
+            f"valid {result['last_valid']}; {result['num_dropped_cuts']} cuts dropped"
+            + (f" ({format_dropped(dropped)})" if dropped else "")
+            + f"; checkpoints in {exp_dir}"
         )
     ddp.cleanup()
     return 0

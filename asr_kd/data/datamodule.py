@@ -87,7 +87,9 @@ class AsrDataConfig:
             (None = no noise mixing).
         noise_snr: SNR range in dB.
         noise_prob: probability that a training cut gets noise.
-        on_error: ``"raise"`` or ``"skip"`` bad cuts in training (validation/test always raise).
+        on_error: ``"raise"`` or ``"skip"`` bad cuts, in training and validation batches (the
+            validation loss is then over the good dev cuts; the trainer counts the skipped ones).
+            Test batches take theirs from :meth:`AsrDataModule.test_dataloader`.
         custom_fields: cut custom fields loaded into ``batch["custom"]`` of the training and validation
             batches (see :mod:`asr_kd.data.dataset`), e.g. the offline teacher targets of
             :class:`asr_kd.kd.offline.OfflineTeacher` (its ``required_custom_fields``); both splits'
@@ -239,19 +241,23 @@ class AsrDataModule:
         return self._loader(self.train_dataset(), sampler)
 
     def valid_dataloader(self, cuts: CutSet) -> torch.utils.data.DataLoader:
-        """Validation batches: no shuffling, no augmentation, every cut kept."""
+        """Validation batches: no shuffling, no augmentation; bad cuts raise or are skipped per
+        ``config.on_error``."""
         dataset = AsrDataset(
             self.input_strategy(),
             tokenizer=self.tokenizer,
+            on_error=self.config.on_error,
             name="valid",
             custom_fields=tuple(self.config.custom_fields),
         )
         return self._loader(dataset, self.make_sampler(cuts, shuffle=False, drop_last=False))
 
-    def test_dataloader(self, cuts: CutSet) -> torch.utils.data.DataLoader:
+    def test_dataloader(self, cuts: CutSet, on_error: OnError = "raise") -> torch.utils.data.DataLoader:
         """Test batches as for validation, with the cuts attached (``batch["cuts"]``).
 
         No tokens: decoding scores against the raw ``text``, which may hold characters the
-        tokenizer has never seen (they count as errors instead of aborting the run)."""
-        dataset = AsrDataset(self.input_strategy(), return_cuts=True, name="test")
+        tokenizer has never seen (they count as errors instead of aborting the run). ``on_error``:
+        ``"raise"`` at a bad cut (unreadable audio, empty transcript), or ``"skip"`` it (listed in
+        ``batch["skipped"]``)."""
+        dataset = AsrDataset(self.input_strategy(), return_cuts=True, on_error=on_error, name="test")
         return self._loader(dataset, self.make_sampler(cuts, shuffle=False, drop_last=False))

@@ -115,6 +115,10 @@ class Tokenizer:
         """Characters the model can encode (space excluded)."""
         return self._alphabet
 
+    def tokens(self) -> list[str]:
+        """The pieces in id order, ``[piece(0), ..., piece(V - 1)]`` (what ``tokens.txt`` lists)."""
+        return [self._sp.IdToPiece(i) for i in range(self.vocab_size)]
+
     def id_to_piece(self, idx: int) -> str:
         if not 0 <= idx < self.vocab_size:
             raise IndexError(f"token id {idx} out of range [0, {self.vocab_size})")

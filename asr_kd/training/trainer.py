@@ -312,6 +312,17 @@ class Trainer:
         callbacks: objects with ``on_step_start(progress)`` and/or ``on_step_end(progress)`` (see the
             module docstring); more with :meth:`add_callback`.
         batch_duration_fn: ``batch -> seconds of audio`` (default :func:`batch_audio_seconds`).
+        drop_stats: :class:`~asr_kd.data.stats.FilterStats` of drops made outside the batches (e.g. the
+            train CLI's length / text :class:`~asr_kd.data.filters.CutFilter`); they join the counts
+            of :meth:`dropped_cuts`.
+        meta: extra entries of every checkpoint's ``meta`` (e.g. the train CLI stores the lang dir's
+            ``tokens`` there, so that decoding can check a lang dir against the model).
+
+    Dropped cuts. Batches may list cuts the dataset skipped (``batch["skipped"]``: ``[{"cut_id",
+    "reason"}]``, :mod:`asr_kd.data.dataset`); the trainer counts each (cut id, reason) once per run,
+    separately for training and validation batches, keeps the counts across resumes (checkpoint
+    ``meta["skipped_cuts"]``), logs them, writes ``data/dropped_cuts`` and ``data/dropped/<reason>``
+    to tensorboard and returns them from :meth:`fit` (``dropped_cuts``, ``num_dropped_cuts``).
     """
 
     def __init__(
@@ -331,6 +342,8 @@ class Trainer:
         tb_writer: Any = None,
         callbacks: Iterable[Any] = (),
         batch_duration_fn: Callable[[Any], float] | None = None,
+        drop_stats: Iterable[Any] = (),
+        meta: Mapping[str, Any] | None = None,
     ):
         self.model = model
         self.optimizer = optimizer
@@ -381,6 +394,10 @@ class Trainer:
         self.callbacks: list[Any] = list(callbacks)
         self.batch_duration_fn = batch_duration_fn or batch_audio_seconds
         self._hooks: tuple[list, list] | None = None
+        self.drop_stats = list(drop_stats)
+        self.extra_meta = dict(meta or {})
+        # (cut id, reason) pairs skipped inside batches, per split ("train", "valid"): each counted once
+        self.skipped_cuts: dict[str, dict[tuple[str, str], None]] = {"train": {}, "valid": {}}
         if self.cfg.average_period < 0:
             raise ValueError(f"average_period must be >= 0, got {self.cfg.average_period}")
         # icefall's model_avg: rank 0 only, float64 on CPU, starting from the initial weights
@@ -467,6 +484,8 @@ class Trainer:
                 "world_size": self.world_size,
                 "last_valid": dict(self.last_valid or {}),
                 "audio_seconds": float(self.audio_seconds),
+                "skipped_cuts": {k: [list(p) for p in v] for k, v in self.skipped_cuts.items()},
+                **self.extra_meta,
             }
             out = save_checkpoint(
                 path,
@@ -510,6 +529,8 @@ class Trainer:
         self.num_bad_batches = int(meta.get("num_bad_batches", 0))
         self.last_valid = meta.get("last_valid") or None
         self.audio_seconds = float(meta.get("audio_seconds", 0.0))
+        for split, pairs in (meta.get("skipped_cuts") or {}).items():
+            self.skipped_cuts.setdefault(split, {}).update({(str(c), str(r)): None for c, r in pairs})
         if self.model_avg is not None:
             avg = ckpt.get("model_avg")
             if avg:
@@ -572,6 +593,7 @@ class Trainer:
         Calls the step-start hooks first and the step-end hooks last (see the module docstring) and
         adds the batch's audio (summed over ranks) to :attr:`audio_seconds`."""
         self.model.train()
+        self._count_skipped(batch, "train")
         duration = float(self.batch_duration_fn(batch))
         progress = TrainProgress(
             step=self.step, epoch=self.epoch, audio_seconds=self.audio_seconds, batch_duration=duration
@@ -657,6 +679,45 @@ class Trainer:
         self._log_weight += w
         return stats
 
+    def _count_skipped(self, batch: Any, split: str) -> None:
+        """Remember the cuts the dataset dropped from ``batch`` (``batch["skipped"]``), once per cut."""
+        skipped = batch.get("skipped") if isinstance(batch, Mapping) else None
+        seen = self.skipped_cuts.setdefault(split, {})
+        for item in skipped or ():
+            seen.setdefault((str(item["cut_id"]), str(item["reason"])), None)
+
+    def dropped_cuts(self, gather: bool = False) -> dict[str, dict[str, int]]:
+        """Cuts dropped so far, by source and reason, e.g. ``{"train filters": {"too_long": 2},
+        "train batches": {"corrupt_audio": 1}, "valid batches": {"missing_audio": 1}}`` (sources
+        without drops are left out). ``gather=True`` (collective under DDP) merges the batch drops of
+        every rank; filter counts are taken from this rank (every rank filters the same cuts)."""
+        out: dict[str, dict[str, int]] = {}
+        for stats in self.drop_stats:
+            if stats.dropped:
+                out[stats.name] = dict(sorted(stats.dropped.items()))
+        for split, seen in self.skipped_cuts.items():
+            pairs = set(seen)
+            if gather and ddp.is_distributed():
+                pairs = set().union(*(set(p) for p in ddp.all_gather_object(sorted(pairs))))
+            counts: dict[str, int] = {}
+            for _, reason in pairs:
+                counts[reason] = counts.get(reason, 0) + 1
+            if counts:
+                out[f"{split} batches"] = dict(sorted(counts.items()))
+        return out
+
+    def _log_dropped(self, dropped: Mapping[str, Mapping[str, int]]) -> None:
+        """Dropped-cut counts to tensorboard: ``data/dropped_cuts`` and ``data/dropped/<reason>``."""
+        if self.tb is None:
+            return
+        totals: dict[str, int] = {}
+        for counts in dropped.values():
+            for reason, n in counts.items():
+                totals[reason] = totals.get(reason, 0) + n
+        self.tb.add_scalar("data/dropped_cuts", sum(totals.values()), self.step)
+        for reason, n in totals.items():
+            self.tb.add_scalar(f"data/dropped/{reason}", n, self.step)
+
     def _bad_batch(self, reason: str, cut_ids: list[str] | None, loss_value: float) -> None:
         self.num_bad_batches += 1
         self.consecutive_bad += 1
@@ -685,13 +746,18 @@ class Trainer:
         if self.valid_dl is None:
             return None
         was_training = self.model.training
+        rng = get_rng_state()  # validation must not move the training RNG streams (exact resume)
         self.model.eval()
         sums: dict[str, float] = {}
         weight = 0.0
         for batch in self.valid_dl:
+            self._count_skipped(batch, "valid")
             batch = move_to_device(batch, self.device)
             with self._autocast():
-                out = _as_loss_output(self.loss_fn(self.model, batch, self.step), batch)
+                raw = self.loss_fn(self.model, batch, self.step)
+            if raw is None:  # nothing to score (e.g. every cut of the batch was skipped)
+                continue
+            out = _as_loss_output(raw, batch)
             if not bool(torch.isfinite(out.loss.detach()).all()):
                 log.warning("validation: non-finite loss on cuts %s", out.cut_ids)
                 continue
@@ -718,6 +784,7 @@ class Trainer:
             sums = dict(zip(keys, t[:-1].tolist()))
             weight = float(t[-1])
         self.model.train(was_training)
+        set_rng_state(rng)
         if weight <= 0:
             return None
         res = {k: v / weight for k, v in sums.items()}
@@ -749,6 +816,7 @@ class Trainer:
             self.tb.add_scalar("train/grad_norm", self._last_grad_norm, self.step)
             if self.scaler.is_enabled():
                 self.tb.add_scalar("train/grad_scale", self.scaler.get_scale(), self.step)
+            self._log_dropped(self.dropped_cuts())
         self._log_acc, self._log_weight = {}, 0.0
 
     # ---------------------------------------------------------------------------------------- loop
@@ -811,7 +879,7 @@ class Trainer:
     def fit(self, start_time: float | None = None) -> dict[str, Any]:
         """Train until ``max_steps`` / ``max_epochs`` / ``max_minutes``; returns a summary dict with
         ``step``, ``epoch``, ``stopped_because``, ``num_bad_batches``, ``last_valid``, ``train_seconds``,
-        ``audio_seconds``.
+        ``audio_seconds``, ``num_dropped_cuts`` and ``dropped_cuts`` (:meth:`dropped_cuts`).
 
         ``start_time``: ``time.monotonic()`` value the ``max_minutes`` budget counts from (default: now;
         the train CLI passes its own start so that set-up time counts too)."""
@@ -825,6 +893,7 @@ class Trainer:
 
             bar = tqdm(total=c.max_steps, initial=self.step, desc="train", dynamic_ncols=True, leave=False)
         stopped = self._limit_reached(t0)
+        saved_now = valid_due = False
         self._hooks = None  # modules may have been added since the trainer was built
         try:
             while stopped is None and (c.max_epochs is None or self.epoch < c.max_epochs):
@@ -845,13 +914,18 @@ class Trainer:
                             bar.set_postfix(loss=f"{stats['loss']:.3f}", epoch=self.epoch, refresh=False)
                     if c.log_interval > 0 and self.step % c.log_interval == 0 and self.is_main:
                         self._log_train()
-                    if c.valid_interval > 0 and self.step % c.valid_interval == 0:
-                        self.validate()
                     stopped = self._limit_reached(t0)
+                    valid_due = c.valid_interval > 0 and self.step % c.valid_interval == 0
+                    ckpt_due = c.ckpt_interval > 0 and self.step % c.ckpt_interval == 0
+                    # the step's checkpoint before validating: a failing validation (e.g. a bad dev
+                    # cut with data.on_error=raise) must not cost the steps since the last one
+                    saved_now = (ckpt_due or (stopped is not None and valid_due)) and self.exp_dir is not None
+                    if saved_now:
+                        self._save_and_cleanup("periodic")
+                    if valid_due:
+                        self.validate()
                     if stopped is not None:
                         break
-                    if c.ckpt_interval > 0 and self.step % c.ckpt_interval == 0:
-                        self._save_and_cleanup("periodic")
                 if stopped is not None:
                     break
                 # epoch finished
@@ -859,25 +933,33 @@ class Trainer:
                     self._log_train()
                 self.epoch += 1
                 self.batches_consumed = 0
+                self._save_and_cleanup("epoch")  # before validating (see above)
                 if self.valid_dl is not None:
                     self.validate()
-                self._save_and_cleanup("epoch")
             if stopped is None:
                 stopped = "max_epochs"
-            elif self.exp_dir is not None and self.batches_consumed > 0:
-                self._save_and_cleanup("periodic")
+            elif self.exp_dir is not None and self.batches_consumed > 0 and not (saved_now and not valid_due):
+                self._save_and_cleanup("periodic")  # (again after a validation: with its result in meta)
         finally:
             if bar is not None:
                 bar.close()
             if self.tb is not None:
                 self.tb.flush()
+        dropped = self.dropped_cuts(gather=True)
+        num_dropped = sum(n for counts in dropped.values() for n in counts.values())
         log.info(
-            "training stopped (%s) at step %d, epoch %d; %d bad batches skipped",
+            "training stopped (%s) at step %d, epoch %d; %d bad batches skipped; %d cuts dropped%s",
             stopped,
             self.step,
             self.epoch,
             self.num_bad_batches,
+            num_dropped,
+            f" ({format_dropped(dropped)})" if dropped else "",
         )
+        if self.is_main:
+            self._log_dropped(dropped)
+            if self.tb is not None:
+                self.tb.flush()
         return {
             "step": self.step,
             "epoch": self.epoch,
@@ -886,12 +968,21 @@ class Trainer:
             "last_valid": self.last_valid,
             "train_seconds": self.train_seconds,
             "audio_seconds": self.audio_seconds,
+            "num_dropped_cuts": num_dropped,
+            "dropped_cuts": dropped,
         }
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
             self.tb = None
+
+
+def format_dropped(dropped: Mapping[str, Mapping[str, int]]) -> str:
+    """``{"train filters": {"too_long": 2}}`` -> ``"train filters: too_long=2"`` (sources joined by ``; ``)."""
+    return "; ".join(
+        f"{source}: " + ", ".join(f"{reason}={n}" for reason, n in counts.items()) for source, counts in dropped.items()
+    )
 
 
 def _fmt(d: Mapping[str, float]) -> str:
