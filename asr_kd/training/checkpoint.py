@@ -21,6 +21,9 @@ bools, ``None``), so it always loads with ``torch.load(path, weights_only=True)`
                   ``audio_seconds`` (audio seen on all ranks), ...
  ``model_avg``    icefall's running model average (``training.average_period``): the floating-point
                   entries of the model state dict in float64 on CPU, or ``None``
+ ``checksum``     ``"sha256:<hex>"`` of every other value (tensor bytes, dtypes, shapes and plain values,
+                  see :func:`payload_checksum`); :func:`read_checkpoint` verifies it. Files written
+                  before checksums existed have none and load with a warning.
 ================  =========================================================================================
 
 File names in an experiment directory (icefall-like):
@@ -32,11 +35,18 @@ Averaging: :func:`average_checkpoints` averages the ``model`` of N files (icefal
 over every ``average_period``-th model between their steps (icefall's ``--use-averaged-model``).
 
 Writes are atomic: the checkpoint goes to a temporary file in the same directory, is fsynced, and
-``os.replace``-d onto the final name; a crash leaves either the old file or the new one.
+``os.replace``-d onto the final name; a crash leaves either the old file or the new one (and possibly a
+stale ``.<name>.*.tmp``, which :func:`clean_stale_temp_files` removes at the next start).
+
+Reading: every loader goes through :func:`read_checkpoint`, which turns a truncated or corrupt file
+(torch's "PytorchStreamReader failed ...", a checksum mismatch) into :class:`CorruptCheckpointError`
+naming the file; :func:`find_loadable_latest` resumes from the newest checkpoint that reads, with a
+warning for each newer one it skips.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -54,7 +64,12 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CHECKPOINT_KEYS",
+    "CorruptCheckpointError",
     "atomic_save",
+    "read_checkpoint",
+    "payload_checksum",
+    "find_loadable_latest",
+    "clean_stale_temp_files",
     "save_checkpoint",
     "load_checkpoint",
     "find_latest",
@@ -81,6 +96,7 @@ CHECKPOINT_KEYS = (
     "grad_scaler",
     "meta",
     "model_avg",
+    "checksum",
 )
 _PERIODIC = re.compile(r"^checkpoint-(\d+)\.pt$")
 _EPOCH = re.compile(r"^epoch-(\d+)\.pt$")
@@ -155,6 +171,80 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     except OSError:
         pass
     return path
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file that cannot be read (truncated, overwritten, or its checksum does not match)."""
+
+
+def payload_checksum(ckpt: Mapping[str, Any]) -> str:
+    """``"sha256:<hex>"`` over every entry of ``ckpt`` except ``checksum`` itself.
+
+    Tensors contribute their dtype, shape and raw bytes; dict keys are visited in sorted order, lists
+    and tuples in order, plain values by type and ``repr``. The digest is the same before saving and
+    after ``torch.load`` (which keeps dtypes, shapes, values and dict contents)."""
+    h = hashlib.sha256()
+    _hash_into(h, {k: v for k, v in ckpt.items() if k != "checksum"})
+    return "sha256:" + h.hexdigest()
+
+
+def _hash_into(h: Any, v: Any) -> None:
+    if isinstance(v, torch.Tensor):
+        t = v.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(v.shape)}|".encode())
+        if t.numel():
+            h.update(t.view(torch.uint8).numpy())
+    elif isinstance(v, Mapping):
+        h.update(b"{")
+        for k in sorted(v, key=lambda k: (type(k).__name__, str(k))):
+            h.update(f"{type(k).__name__}:{k!r}=".encode())
+            _hash_into(h, v[k])
+        h.update(b"}")
+    elif isinstance(v, (list, tuple)):
+        h.update(b"[")
+        for x in v:
+            _hash_into(h, x)
+            h.update(b",")
+        h.update(b"]")
+    else:
+        h.update(f"{type(v).__name__}:{v!r}|".encode())
+
+
+def read_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", verify: bool = True
+) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` that names the file when it cannot be read.
+
+    Raises :class:`CorruptCheckpointError` (a ``ValueError``) for a truncated or garbled file and,
+    with ``verify``, for a ``checksum`` that does not match the payload (random bytes inside a
+    tensor load without any error from torch). ``FileNotFoundError`` passes through. A checkpoint
+    without a checksum (written by an older version) loads with a warning."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        size = path.stat().st_size
+        raise CorruptCheckpointError(
+            f"checkpoint {path} cannot be read: the file ({size} bytes) is truncated or corrupt "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Delete it and resume from an "
+            "earlier checkpoint (--resume-from), or restore the file"
+        ) from e
+    if not isinstance(ckpt, dict):
+        raise CorruptCheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a checkpoint dict")
+    stored = ckpt.get("checksum")
+    if stored is None:
+        log.warning("%s has no checksum (written before asr_kd stored one): loading it unverified", path)
+    elif verify:
+        actual = payload_checksum(ckpt)
+        if actual != stored:
+            raise CorruptCheckpointError(
+                f"checkpoint {path} is corrupt: its contents do not match the checksum stored when it was "
+                f"written ({stored[:19]}... != {actual[:19]}...), e.g. bytes overwritten on disk. Delete it and "
+                "resume from an earlier checkpoint (--resume-from), or restore the file"
+            )
+    return ckpt
 
 
 # ----------------------------------------------------------------------------------------------- RNG
@@ -247,6 +337,7 @@ def save_checkpoint(
         "model_avg": dict(model_avg) if model_avg is not None else None,
     }
     _check_plain(ckpt)
+    ckpt["checksum"] = payload_checksum(ckpt)
     return atomic_save(ckpt, path)
 
 
@@ -297,8 +388,32 @@ def load_checkpoint(
 
     The sampler position (``ckpt["sampler"]``) is returned for the trainer to apply; the RNG state is
     restored only with ``restore_rng=True`` (the trainer restores it itself at the right moment).
+    A truncated or corrupt file raises :class:`CorruptCheckpointError` naming it (:func:`read_checkpoint`).
     """
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    ckpt = read_checkpoint(path, map_location=map_location)
+    restore_checkpoint(
+        ckpt,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        grad_scaler=grad_scaler,
+        strict=strict,
+        restore_rng=restore_rng,
+    )
+    return ckpt
+
+
+def restore_checkpoint(
+    ckpt: Mapping[str, Any],
+    *,
+    model: torch.nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    grad_scaler: Any = None,
+    strict: bool = True,
+    restore_rng: bool = False,
+) -> None:
+    """Restore the objects passed in from an already loaded checkpoint dict (see :func:`load_checkpoint`)."""
     if model is not None:
         unwrap_model(model).load_state_dict(_strip_module_prefix(ckpt["model"]), strict=strict)
     if optimizer is not None and ckpt.get("optimizer") is not None:
@@ -309,7 +424,6 @@ def load_checkpoint(
         grad_scaler.load_state_dict(ckpt["grad_scaler"])
     if restore_rng and ckpt.get("rng"):
         set_rng_state(ckpt["rng"])
-    return ckpt
 
 
 def checkpoint_step(path: str | os.PathLike) -> int:
@@ -363,6 +477,58 @@ def find_latest(exp_dir: str | os.PathLike) -> Path | None:
     return None if best is None else best[2]
 
 
+def find_loadable_latest(
+    exp_dir: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of ``exp_dir`` that reads and verifies, and its contents.
+
+    Candidates are the ``checkpoint-*.pt`` and ``epoch-*.pt`` files, newest step first (an epoch file
+    wins a tie, as in :func:`find_latest`). A file that is truncated or corrupt is named in a warning
+    and skipped, so a run killed while the disk filled up resumes from its previous checkpoint.
+    Returns ``None`` when there is no checkpoint; raises :class:`CorruptCheckpointError` when there are
+    some but none of them reads."""
+    candidates: list[tuple[int, int, Path]] = []
+    bad: list[str] = []
+    for p in list_checkpoints(exp_dir, "periodic"):
+        candidates.append((checkpoint_step(p), 0, p))
+    for p in list_checkpoints(exp_dir, "epoch"):
+        try:
+            candidates.append((checkpoint_step(p), 1, p))
+        except Exception as e:  # an epoch file's step is read from the file
+            log.warning("checkpoint %s cannot be read (%s: %s); skipping it", p, type(e).__name__, e)
+            bad.append(p.name)
+    for _, _, p in sorted(candidates, key=lambda c: c[:2], reverse=True):
+        try:
+            return p, read_checkpoint(p, map_location=map_location)
+        except CorruptCheckpointError as e:
+            log.warning("%s. Falling back to the previous checkpoint.", e)
+            bad.append(p.name)
+    if bad:
+        raise CorruptCheckpointError(
+            f"no checkpoint in {exp_dir} can be read ({', '.join(bad)} are truncated or corrupt); delete them "
+            "to start afresh, or train in a new --exp-dir"
+        )
+    return None
+
+
+_STALE_TMP = re.compile(r"^\..+\.pt\.[A-Za-z0-9_]+\.tmp$")
+
+
+def clean_stale_temp_files(exp_dir: str | os.PathLike) -> list[Path]:
+    """Delete the ``.<name>.pt.<random>.tmp`` files that :func:`atomic_save` leaves when a process is
+    killed during a save. Call it at start-up, before any save of this run. Returns the removed paths."""
+    exp_dir = Path(exp_dir)
+    if not exp_dir.is_dir():
+        return []
+    removed = []
+    for p in sorted(exp_dir.iterdir()):
+        if _STALE_TMP.match(p.name) and p.is_file():
+            log.warning("removing %s (%d bytes): left by an interrupted checkpoint save", p, p.stat().st_size)
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def remove_old_checkpoints(exp_dir: str | os.PathLike, keep_last: int = 5, keep_last_epochs: int = 0) -> list[Path]:
     """Delete all but the ``keep_last`` newest ``checkpoint-*.pt`` (``<= 0``: keep all) and all but the
     ``keep_last_epochs`` newest ``epoch-*.pt`` (``<= 0``: keep all). Returns the removed paths."""
@@ -390,7 +556,7 @@ def average_checkpoints(paths: Sequence[str | os.PathLike]) -> dict[str, torch.T
     acc: dict[str, torch.Tensor] = {}
     last: dict[str, torch.Tensor] = {}
     for i, p in enumerate(paths):
-        sd = _strip_module_prefix(torch.load(p, map_location="cpu", weights_only=True)["model"])
+        sd = _strip_module_prefix(read_checkpoint(p)["model"])
         if i == 0:
             keys = list(sd)
         elif set(sd) != set(keys):
@@ -437,7 +603,7 @@ def average_checkpoints_with_averaged_model(
     is ``avg_end``). Returns the ``model`` state dict of ``end`` with its floating-point entries
     replaced by that average.
     """
-    ck_end = torch.load(end, map_location="cpu", weights_only=True)
+    ck_end = read_checkpoint(end)
     if ck_end.get("model_avg") is None:
         raise ValueError(f"{end} has no model_avg: train with training.average_period > 0")
     s_end = int(ck_end["step"])
@@ -445,7 +611,7 @@ def average_checkpoints_with_averaged_model(
     if start is None:
         avg = {k: v.to(torch.float64) for k, v in avg_end.items()}
     else:
-        ck_start = torch.load(start, map_location="cpu", weights_only=True)
+        ck_start = read_checkpoint(start)
         if ck_start.get("model_avg") is None:
             raise ValueError(f"{start} has no model_avg: train with training.average_period > 0")
         s_start = int(ck_start["step"])

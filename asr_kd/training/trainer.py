@@ -70,10 +70,11 @@ import torch
 
 from . import ddp
 from .checkpoint import (
-    find_latest,
+    find_loadable_latest,
     get_rng_state,
-    load_checkpoint,
+    read_checkpoint,
     remove_old_checkpoints,
+    restore_checkpoint,
     save_checkpoint,
     set_rng_state,
     unwrap_model,
@@ -89,6 +90,7 @@ __all__ = [
     "LossOutput",
     "batch_audio_seconds",
     "TooManyBadBatchesError",
+    "EmptyEpochError",
     "seed_everything",
     "move_to_device",
     "batch_cut_ids",
@@ -97,6 +99,10 @@ __all__ = [
 
 class TooManyBadBatchesError(RuntimeError):
     """Raised after ``max_consecutive_bad`` consecutive batches with a non-finite loss or gradient."""
+
+
+class EmptyEpochError(RuntimeError):
+    """Raised when a whole epoch yields no batch (e.g. a bucketing sampler too coarse for the corpus)."""
 
 
 @dataclass
@@ -505,22 +511,26 @@ class Trainer:
         ddp.barrier()
         return out
 
-    def resume(self, path: str | Path | None = None) -> bool:
-        """Restore from ``path`` or, when ``None``, from the latest checkpoint in ``exp_dir``.
-        Returns ``False`` when there is nothing to resume from."""
+    def resume(self, path: str | Path | None = None, ckpt: Mapping[str, Any] | None = None) -> bool:
+        """Restore from ``path`` or, when ``None``, from the newest readable checkpoint in ``exp_dir``
+        (a truncated or corrupt newer one is named in a warning and skipped, see
+        :func:`~asr_kd.training.checkpoint.find_loadable_latest`). ``ckpt``: the contents of ``path``
+        when the caller has already read it. Returns ``False`` when there is nothing to resume from."""
         if path is None:
             if self.exp_dir is None:
                 return False
-            path = find_latest(self.exp_dir)
-            if path is None:
+            found = find_loadable_latest(self.exp_dir)
+            if found is None:
                 return False
-        ckpt = load_checkpoint(
-            path,
+            path, ckpt = found
+        if ckpt is None:
+            ckpt = read_checkpoint(path, map_location="cpu")
+        restore_checkpoint(
+            ckpt,
             model=self.model,
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             grad_scaler=self.scaler,
-            map_location="cpu",
         )
         self.step = int(ckpt["step"])
         self.epoch = int(ckpt["epoch"])
@@ -719,12 +729,15 @@ class Trainer:
             self.tb.add_scalar(f"data/dropped/{reason}", n, self.step)
 
     def _bad_batch(self, reason: str, cut_ids: list[str] | None, loss_value: float) -> None:
+        """Count and report a skipped batch. It is numbered as the loss lines number steps: the
+        step that processes the ``k``-th batch is step ``k`` (``self.step`` is incremented after it)."""
         self.num_bad_batches += 1
         self.consecutive_bad += 1
+        step = self.step + 1
         ids = ", ".join(cut_ids[:20]) + (" ..." if len(cut_ids) > 20 else "") if cut_ids else "unknown"
         log.warning(
             "step %d: skipping batch (%s, loss=%s); %d bad so far, %d in a row; cuts: %s",
-            self.step,
+            step,
             reason,
             loss_value,
             self.num_bad_batches,
@@ -732,11 +745,11 @@ class Trainer:
             ids,
         )
         if self.tb is not None:
-            self.tb.add_scalar("train/bad_batches", self.num_bad_batches, self.step)
+            self.tb.add_scalar("train/bad_batches", self.num_bad_batches, step)
         if self.consecutive_bad >= self.cfg.max_consecutive_bad:
             raise TooManyBadBatchesError(
                 f"{self.consecutive_bad} consecutive batches had a {reason} (limit max_consecutive_bad="
-                f"{self.cfg.max_consecutive_bad}) at step {self.step}; last cuts: {ids}. Lower the learning "
+                f"{self.cfg.max_consecutive_bad}) at step {step}; last cuts: {ids}. Lower the learning "
                 "rate, check the data (empty transcripts, too-short cuts for CTC) or disable fp16."
             )
 
@@ -898,6 +911,7 @@ class Trainer:
         try:
             while stopped is None and (c.max_epochs is None or self.epoch < c.max_epochs):
                 it = self._start_epoch_iterator()
+                batches_before = self.batches_consumed
                 for batch in it:
                     stats = self.train_step(batch)
                     self.step += 1
@@ -928,6 +942,8 @@ class Trainer:
                         break
                 if stopped is not None:
                     break
+                if self.batches_consumed == 0 and batches_before == 0:
+                    raise EmptyEpochError(self._empty_epoch_message())
                 # epoch finished
                 if self.is_main:
                     self._log_train()
@@ -971,6 +987,32 @@ class Trainer:
             "num_dropped_cuts": num_dropped,
             "dropped_cuts": dropped,
         }
+
+    def _empty_epoch_message(self) -> str:
+        """Why epoch ``self.epoch`` yielded no batch: the sampler settings and the corpus size."""
+        sampler = self.sampler
+        settings = []
+        for name in ("max_duration", "max_cuts", "num_buckets", "drop_last", "world_size"):
+            v = getattr(sampler, name, None)
+            if name == "num_buckets" and v is None and getattr(sampler, "duration_bins", None) is not None:
+                v = len(sampler.duration_bins) + 1  # lhotse keeps the estimated bins, not their count
+            if v is not None:
+                settings.append(f"{name}={v}")
+        corpus = ""
+        cuts = getattr(sampler, "cuts", None)
+        if cuts is not None:
+            try:
+                cut_list = list(cuts[0] if isinstance(cuts, (list, tuple)) else cuts)
+                corpus = f" over a corpus of {len(cut_list)} cuts ({sum(c.duration for c in cut_list):.1f} s of audio)"
+            except Exception:  # noqa: BLE001 - a sampler without a re-iterable cut set
+                corpus = ""
+        what = type(sampler).__name__ if sampler is not None else type(self.train_dl).__name__
+        return (
+            f"epoch {self.epoch} produced no training batch: {what}({', '.join(settings) or '?'}){corpus}. "
+            "Every epoch would be empty, so training stops here. With drop_last each duration bucket must "
+            "fill max_duration seconds at least once: lower data.num_buckets or data.max_duration, set "
+            "data.drop_last=false, or use more training cuts (check the length filters too)"
+        )
 
     def close(self) -> None:
         if self.tb is not None:
