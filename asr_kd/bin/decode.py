@@ -21,6 +21,14 @@ bundle's; pass an absolute ``--res-dir`` to keep the results out of the bundle. 
 (split, method) with WER, CER, insertion+deletion rate and RTF is appended to
 ``<res-dir>/results.jsonl`` (the experiment runners read it).
 
+Bad test cuts (unreadable audio, an empty transcript; ``asr_kd.data.validation``): with
+``--on-error raise`` (default) decoding stops at the first one with an error naming it; with
+``--on-error skip`` (``data.on_error: skip`` of training) the cut is skipped and scored **as
+deletions**: it stays in the WER with an empty hypothesis, so each of its reference words is a deleted
+word (WER is never flattered by skipping). Skipped cuts are listed in a ``SKIPPED CUTS:`` section of
+the errs file, counted in the printed summary line and in ``results.jsonl`` (``num_skipped``,
+``skipped_as: deletions``).
+
 RTF = decoding wall time (features, encoder and search; data loading excluded) / audio seconds.
 """
 
@@ -91,6 +99,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--res-dir", default="decode", help="relative to --exp-dir")
     p.add_argument("--num-threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="a bad test cut: stop with an error naming it, or skip it and score it as deletions [raise]",
+    )
     return p
 
 
@@ -118,10 +132,16 @@ def method_suffix(method: str, opts: SearchOptions) -> str:
     return get_decoding_method(method).suffix(opts)
 
 
-def decode_split(decoder: PreparedDecoding, loader, tokenizer, device: torch.device):
-    """Returns ``(results [(cut_id, ref, hyp)], decode_seconds, audio_seconds)``."""
-    results, seconds, audio = [], 0.0, 0.0
+def decode_split(decoder: PreparedDecoding, loader, tokenizer, device: torch.device, refs: dict[str, list[str]]):
+    """Returns ``(results [(cut_id, ref, hyp)], skipped [(cut_id, reason)], decode_seconds, audio_seconds)``.
+
+    A cut the loader skipped (``batch["skipped"]``, ``--on-error skip``) is in ``results`` with its
+    reference from ``refs`` (cut id -> words) and an empty hypothesis: scored as deletions."""
+    results, skipped, seconds, audio = [], [], 0.0, 0.0
     for batch in loader:
+        for item in batch.get("skipped") or ():
+            skipped.append((item["cut_id"], item["reason"]))
+            results.append((item["cut_id"], refs.get(item["cut_id"], []), []))
         sup = batch["supervisions"]
         x, x_lens = batch["inputs"].to(device), batch["feature_lens"].to(device)
         if x.shape[0] == 0:
@@ -132,7 +152,20 @@ def decode_split(decoder: PreparedDecoding, loader, tokenizer, device: torch.dev
         audio += sum(c.duration for c in batch["cuts"])
         for cut_id, ref, hyp in zip(sup["cut_id"], sup["text"], words):
             results.append((cut_id, ref.split(), hyp))
-    return results, seconds, audio
+    return results, skipped, seconds, audio
+
+
+def reference_words(cuts) -> dict[str, list[str]]:
+    """``{cut_id: reference words}`` of a test CutSet (``[]`` for a cut without supervision)."""
+    from asr_kd.data.validation import BadCutError, cut_text
+
+    refs = {}
+    for cut in cuts:
+        try:
+            refs[cut.id] = cut_text(cut).split()
+        except BadCutError:
+            refs[cut.id] = []
+    return refs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found (run prepare.sh, or pass --manifest-dir/--prefix)")
         cuts = CutSet.from_file(path)
+        refs = reference_words(cuts) if args.on_error == "skip" else {}
         summary = {}
         for method in methods:
             opts = SearchOptions(
@@ -202,10 +236,11 @@ def main(argv: list[str] | None = None) -> int:
             if decoder.state is not None:
                 log.info("prepared %s in %.1f s", method, time.perf_counter() - t0)
             suffix = method_suffix(method, opts)
-            results, seconds, audio = decode_split(decoder, dm.test_dataloader(cuts), tokenizer, device)
+            loader = dm.test_dataloader(cuts, on_error=args.on_error)
+            results, skipped, seconds, audio = decode_split(decoder, loader, tokenizer, device, refs)
             write_recogs(result_path(res_dir, "recogs", split, suffix), results)
-            wer = write_errs(result_path(res_dir, "errs", split, suffix), results)
-            rtf = measure_rtf(seconds, audio)
+            wer = write_errs(result_path(res_dir, "errs", split, suffix), results, skipped=skipped)
+            rtf = measure_rtf(seconds, audio) if audio > 0 else float("nan")
             summary[suffix] = wer.wer
             row = {
                 "split": split,
@@ -215,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                 "cer": round(wer.cer, 2),
                 "ins_del": round(100.0 * (wer.ins + wer.dels) / max(wer.num_ref_words, 1), 2),
                 "num_utts": len(results),
+                "num_skipped": len(skipped),
+                "skipped_as": "deletions",
                 "num_words": wer.num_ref_words,
                 "rtf": round(rtf, 5),
                 "audio_hours": round(audio / 3600, 3),
@@ -225,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{split} {suffix}: WER {wer.wer:.2f}% CER {wer.cer:.2f}% "
                 f"(ins {wer.ins} del {wer.dels} sub {wer.subs} / {wer.num_ref_words} words, "
-                f"{len(results)} utts) RTF {rtf:.4f}",
+                f"{len(results)} utts"
+                + (f", {len(skipped)} skipped cuts scored as deletions" if args.on_error == "skip" else "")
+                + f") RTF {rtf:.4f}",
                 flush=True,
             )
         write_wer_summary(res_dir / f"wer-summary-{split}.txt", summary)

@@ -15,7 +15,10 @@ Files (``res_dir/<kind>-<test_set>-<suffix>.txt``, see :func:`result_path`):
   ``PER-UTT DETAILS:`` (one line per utterance: correct words as-is, errors as ``(ref->hyp)`` with
   ``*`` for the empty side), ``SUBSTITUTIONS:`` (``count ref -> hyp``), ``DELETIONS:``
   (``count ref``), ``INSERTIONS:`` (``count hyp``) and ``PER-WORD STATS:``
-  (``word corr tot_errs count_in_ref count_in_hyp``), each sorted by decreasing count.
+  (``word corr tot_errs count_in_ref count_in_hyp``), each sorted by decreasing count. When cuts were
+  skipped (``skipped=``: decoding with ``--on-error skip``), a ``SKIPPED CUTS:`` section before
+  ``PER-UTT DETAILS:`` lists them (``cut_id reason``): they are scored as deletions (an empty
+  hypothesis), so every reference word of a skipped cut is a deleted word.
 
 CER: characters of the words. By default spaces are *not* symbols (``cer_keep_spaces=False``: the
 words are concatenated, so a wrong word boundary costs nothing); with ``cer_keep_spaces=True`` the
@@ -154,8 +157,13 @@ def write_errs(
     *,
     compute_cer: bool = True,
     cer_keep_spaces: bool = False,
+    skipped: Sequence[tuple[str, str]] = (),
 ) -> WerResult:
-    """Write ``errs-*.txt`` (format in the module docstring) and return the :class:`WerResult`."""
+    """Write ``errs-*.txt`` (format in the module docstring) and return the :class:`WerResult`.
+
+    ``skipped``: ``(cut_id, reason)`` of cuts that could not be decoded; ``results`` must hold them
+    with an empty hypothesis (scored as deletions), and they are listed in a ``SKIPPED CUTS:`` section.
+    """
     results = sorted(results, key=lambda r: r[0])
     wer = compute_wer(results, compute_cer=compute_cer, cer_keep_spaces=cer_keep_spaces)
     subs: Counter = Counter()
@@ -210,9 +218,15 @@ def write_errs(
                 f"spaces {'counted' if cer_keep_spaces else 'ignored'})\n"
             )
         f.write(
-            "Search below for sections starting with PER-UTT DETAILS:, SUBSTITUTIONS:, "
-            "DELETIONS:, INSERTIONS:, PER-WORD STATS:\n\n"
+            "Search below for sections starting with "
+            + ("SKIPPED CUTS:, " if skipped else "")
+            + "PER-UTT DETAILS:, SUBSTITUTIONS:, DELETIONS:, INSERTIONS:, PER-WORD STATS:\n\n"
         )
+        if skipped:
+            f.write(f"SKIPPED CUTS: {len(skipped)} cuts could not be decoded, scored as deletions: cut_id reason\n")
+            for cut_id, reason in sorted(skipped):
+                f.write(f"{cut_id}   {reason}\n")
+            f.write("\n")
         f.write("PER-UTT DETAILS: corr or (ref->hyp)\n")
         for line in lines:
             f.write(line + "\n")

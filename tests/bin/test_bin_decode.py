@@ -120,3 +120,39 @@ def test_decode_ctc_hlg_outputs_lexicon_words(trained):
         lp = model.ctc(enc.out).log_softmax(-1)
     best = wfst_decode(graph, lp, enc.out_lens)[0].best
     assert recogs[cut.id][1] == [id_to_word[i] for i in best]
+
+
+def test_decode_on_error_skip_lists_and_scores_skipped_cuts_as_deletions(trained, tmp_path, capsys):
+    """A corrupt wav in the test split: --on-error raise (default) stops naming it; --on-error skip
+    decodes the rest, lists the cut in the errs file and scores its reference words as deletions."""
+    from lhotse import CutSet
+
+    from asr_kd.bin import decode
+    from asr_kd.data.validation import BadCutError
+    from asr_kd.testing import garbage_audio, make_cut
+    from asr_kd.training.asr_task import load_asr_model
+
+    _, config = load_asr_model(trained / "checkpoint-2.pt")
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    good = CutSet.from_file(f"{config['data']['manifest_dir']}/toy_cuts_test.jsonl.gz")
+    bad = garbage_audio(make_cut(tmp_path / "audio", "te-bad-wav", duration=1.5, text="A STITCH IN TIME"))
+    CutSet.from_cuts([*good, bad]).to_file(manifests / "bad_cuts_test.jsonl.gz")
+    common = ["--exp-dir", str(trained), "--manifest-dir", str(manifests), "--prefix", "bad"]
+    with pytest.raises(BadCutError, match="te-bad-wav.*corrupt_audio"):
+        decode.main([*common, "--res-dir", str(tmp_path / "raise")])
+
+    res = tmp_path / "skip"
+    assert decode.main([*common, "--res-dir", str(res), "--on-error", "skip"]) == 0
+    row = json.loads((res / "results.jsonl").read_text().splitlines()[-1])
+    assert row["num_utts"] == 3 and row["num_skipped"] == 1 and row["skipped_as"] == "deletions"
+    errs = (res / "errs-test-ctc-greedy.txt").read_text()
+    assert "SKIPPED CUTS: 1 cuts could not be decoded, scored as deletions" in errs
+    assert "te-bad-wav   corrupt_audio" in errs
+    assert "te-bad-wav:\t(A->*) (STITCH->*) (IN->*) (TIME->*)" in errs
+    recogs = _recogs(res / "recogs-test-ctc-greedy.txt")
+    assert recogs["te-bad-wav"] == (["A", "STITCH", "IN", "TIME"], [])
+    wer = compute_wer([(k, ref, hyp) for k, (ref, hyp) in recogs.items()])
+    assert row["wer"] == round(wer.wer, 2) and wer.num_ref_words == row["num_words"]
+    assert wer.dels >= 4
+    assert "1 skipped cuts scored as deletions" in capsys.readouterr().out
