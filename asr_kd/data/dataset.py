@@ -32,6 +32,13 @@ from audio; ``PrecomputedFeatures()`` reads stored features. Bad inputs (see
 with ``on_error="skip"`` are dropped, counted in :attr:`AsrDataset.stats`, logged and listed in
 ``batch["skipped"]`` (the way to count them across DataLoader worker processes).
 
+Multi-channel audio (e.g. a stereo wav whose manifest made a ``MultiCut``): with on-the-fly features
+the cut is **down-mixed** to mono: the mean of its channels
+with a WARNING naming the cut and its channel count, once per cut and process (the fbank extractors
+take one channel: kaldifeat used to fail with a bare ``AssertionError``). The mean keeps the level of
+the channels (Lhotse's own down-mix sums them). A ``MonoCut`` of one
+channel of a multi-channel recording is used as it is.
+
 Custom fields (``custom_fields=("kd_ctc_topk_values", ...)``) carry per-cut data stored in the cuts'
 ``custom`` dict, e.g. offline teacher targets (:mod:`asr_kd.kd.offline`). A TemporalArray is moved to
 temporal-axis-first before padding. A cut lacking a requested field is bad input
@@ -50,11 +57,13 @@ import torch
 from lhotse import CutSet
 from lhotse.cut import Cut
 from lhotse.dataset.input_strategies import BatchIO, OnTheFlyFeatures, PrecomputedFeatures
+from lhotse.utils import fastcopy
 
 from asr_kd.data.augment import SpecAugment
 from asr_kd.data.features import make_fbank
 from asr_kd.data.stats import FilterStats
 from asr_kd.data.validation import (
+    CORRUPT_AUDIO,
     INPUT_ERROR,
     BadCutError,
     OnError,
@@ -110,6 +119,7 @@ class AsrDataset(torch.utils.data.Dataset):
         self.return_cuts = return_cuts
         self.stats = FilterStats(name)
         self.custom_fields = tuple(custom_fields)
+        self._downmixed: set[str] = set()  # ids of multi-channel cuts already warned about
 
     # ------------------------------------------------------------------ error handling
     def _bad(self, err: BadCutError, skipped: list[dict]) -> None:
@@ -171,6 +181,50 @@ class AsrDataset(torch.utils.data.Dataset):
         num_features = extractor.feature_dim(16000) if extractor is not None else 0
         return torch.zeros(0, 0, num_features)
 
+    def _to_mono(self, cut: Cut) -> Cut:
+        """``cut`` down-mixed to one channel when it has several (see the module docstring).
+
+        The mix ``samples.mean(axis=0)`` (float32, ``(num_samples,)``) becomes an in-memory float wav
+        recording of a new ``MonoCut`` with the same id, duration, supervisions and custom fields.
+
+        Raises:
+            BadCutError: ``corrupt_audio`` when the channels cannot be read.
+        """
+        channels = getattr(cut, "num_channels", None) or 1
+        if channels <= 1 or not cut.has_recording or isinstance(self.input_strategy, PrecomputedFeatures):
+            return cut
+        import io
+
+        import soundfile as sf
+        from lhotse import MonoCut, Recording
+
+        try:
+            samples = np.asarray(cut.load_audio(), dtype=np.float32)  # (C, num_samples)
+        except Exception as e:
+            raise BadCutError(cut.id, CORRUPT_AUDIO, _short(e)) from e
+        if cut.id not in self._downmixed:
+            self._downmixed.add(cut.id)
+            log.warning(
+                "%s: cut %s has %d audio channels: down-mixing to mono (the mean of the channels)",
+                self.stats.name,
+                cut.id,
+                channels,
+            )
+        stream = io.BytesIO()
+        sf.write(stream, samples.mean(axis=0), cut.sampling_rate, format="WAV", subtype="FLOAT")
+        recording = Recording.from_bytes(stream.getvalue(), recording_id=cut.recording.id)
+        # one copy of each supervision (a MultiCut's may list several channels), on channel 0
+        sups = [fastcopy(sup, channel=0) for sup in {sup.id: sup for sup in cut.supervisions}.values()]
+        return MonoCut(
+            id=cut.id,
+            start=0.0,
+            duration=recording.duration,
+            channel=0,
+            recording=recording,
+            supervisions=sups,
+            custom=cut.custom,
+        )
+
     # ------------------------------------------------------------------ custom fields
     def _load_custom(self, cut: Cut) -> dict[str, Any]:
         """``{name: np.ndarray (temporal axis first) | JSON value}`` for :attr:`custom_fields`."""
@@ -221,6 +275,7 @@ class AsrDataset(torch.utils.data.Dataset):
         texts, tokens, custom, good = {}, {}, {}, []
         for cut in cuts:
             try:
+                cut = self._to_mono(cut)
                 texts[cut.id], tokens[cut.id] = check_text(cut, self.tokenizer)
                 if self.custom_fields:
                     custom[cut.id] = self._load_custom(cut)

@@ -97,3 +97,49 @@ def test_spec_augment_changes_valid_frames_only(dummy_cuts):
 def test_on_error_value_is_checked():
     with pytest.raises(ValueError, match="on_error"):
         AsrDataset(on_error="warn")
+
+
+def _stereo_cut(tmp_path, text: str = "THE DOG"):
+    """A 2-channel 16-bit wav (different signals per channel) as the ``MultiCut`` Lhotse makes of it,
+    with one supervision spanning both channels; returns ``(cut, samples (2, N) float32)``."""
+    import soundfile as sf
+    from lhotse import Recording, SupervisionSegment
+
+    from asr_kd.testing import synth_signal
+
+    samples = np.stack([synth_signal(1.2, freq=300.0, seed=1), synth_signal(1.2, freq=700.0, seed=2)])
+    sf.write(str(tmp_path / "stereo.wav"), samples.T, 16000, subtype="PCM_16")
+    cut = Recording.from_file(tmp_path / "stereo.wav", recording_id="stereo").to_cut()
+    sup = SupervisionSegment(
+        id="stereo", recording_id="stereo", start=0.0, duration=cut.duration, channel=[0, 1], text=text
+    )
+    return replace(cut, supervisions=[sup]), sf.read(str(tmp_path / "stereo.wav"), dtype="float32")[0].T
+
+
+@pytest.mark.parametrize("backend", ["lhotse", "kaldifeat"])
+def test_stereo_audio_is_down_mixed_with_a_warning(tmp_path, tiny_tokenizer, caplog, backend):
+    """A 2-channel cut (kaldifeat used to fail on it with a bare AssertionError) is down-mixed to the
+    mean of its channels: its features are those of the mono mix, its transcript is not repeated
+    per channel, and a WARNING names the cut and its channel count."""
+    import logging
+
+    from lhotse.dataset.input_strategies import OnTheFlyFeatures
+
+    from asr_kd.data.features import kaldifeat_available
+
+    if backend == "kaldifeat" and not kaldifeat_available():
+        pytest.skip("kaldifeat is not installed")
+    cut, samples = _stereo_cut(tmp_path)
+    assert cut.num_channels == 2 and samples.shape[0] == 2
+    fbank = make_fbank(80, backend=backend)
+    ds = AsrDataset(OnTheFlyFeatures(fbank), tokenizer=tiny_tokenizer, name="train")
+    with caplog.at_level(logging.WARNING, logger="asr_kd.data.dataset"):
+        batch = ds[CutSet.from_cuts([cut])]
+        ds[CutSet.from_cuts([cut])]  # a second epoch: no second warning
+    warnings = [r.getMessage() for r in caplog.records if "stereo" in r.getMessage()]
+    assert warnings == ["train: cut stereo has 2 audio channels: down-mixing to mono (the mean of the channels)"]
+    assert batch["supervisions"]["text"] == ["THE DOG"]
+    assert batch["supervisions"]["tokens"] == [tiny_tokenizer.encode("THE DOG")]
+    expected = torch.as_tensor(fbank.extract(samples.mean(axis=0), 16000))
+    assert batch["inputs"].shape == (1, expected.shape[0], 80)
+    torch.testing.assert_close(batch["inputs"][0], expected, atol=1e-3, rtol=1e-4)
