@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         model_sd = average_checkpoints(paths)
         what = f"average of {len(paths)} checkpoints"
     last = torch.load(paths[-1], map_location="cpu", weights_only=True, mmap=True)
+    if (last.get("meta") or {}).get("tokens"):
+        meta["tokens"] = list(last["meta"]["tokens"])  # the lang dir's pieces, checked at decode time
     save_checkpoint(
         out,
         model=model_sd,

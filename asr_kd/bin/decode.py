@@ -12,10 +12,12 @@ Usage::
     python -m asr_kd.bin.decode --exp-dir exp/self_kd --method ctc-greedy --ctc-layer 6
 
 Data settings (manifest dir, prefix, lang dir, fbank bins) come from the config stored in the
-checkpoint unless given here. ``--exp-dir`` may be a pretrained-model bundle
-(``--exp-dir pretrained/<name>``, see ``asr_kd.bin.export``): the model and the lang dir are the
-bundle's; pass an absolute ``--res-dir`` to keep the results out of the bundle. Results go to
-``<exp-dir>/<res-dir>``:
+checkpoint unless given here. The lang dir must be the model's: its BPE size must equal the model's
+output size, and its pieces the ones the checkpoint stores (``meta["tokens"]``, written by the train
+CLI); otherwise decoding stops at once with an error naming both sizes and both lang dirs.
+``--exp-dir`` may be a pretrained-model bundle (``--exp-dir pretrained/<name>``, see
+``asr_kd.bin.export``): the model and the lang dir are the bundle's; pass an absolute ``--res-dir``
+to keep the results out of the bundle. Results go to ``<exp-dir>/<res-dir>``:
 ``recogs-<split>-<suffix>.txt``, ``errs-<split>-<suffix>.txt`` and ``wer-summary-<split>.txt``, where
 ``<suffix>`` names the method and its options (e.g. ``ctc-prefix-beam_beam-10``). A JSON line per
 (split, method) with WER, CER, insertion+deletion rate and RTF is appended to
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     from lhotse import CutSet
 
     from asr_kd.data import AsrDataConfig, AsrDataModule
-    from asr_kd.data.tokenizer import Tokenizer
+    from asr_kd.data.tokenizer import Tokenizer, check_vocab
 
     methods = args.method or ["ctc-greedy"]
     splits = args.split or ["test"]
@@ -188,6 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     prefix = args.prefix or data_cfg.get("prefix", "synth")
     lang_dir = Path(args.lang_dir or data_cfg.get("lang_dir", "data/lang_bpe_500"))
     tokenizer = Tokenizer.from_dir(lang_dir)
+    check_vocab(  # a lang dir of another vocabulary would decode garbage (or IndexError): refuse it
+        tokenizer,
+        int(model.vocab_size),
+        getattr(model, "trained_tokens", None),
+        lang_dir=lang_dir,
+        model=ckpt,
+        model_lang_dir=data_cfg.get("lang_dir"),
+    )
     dm = AsrDataModule(
         AsrDataConfig(
             max_duration=args.max_duration,

@@ -50,10 +50,44 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-duration", type=float, default=100.0, help="seconds of audio per batch")
     p.add_argument("--manifest-dir", type=Path, help="override the checkpoint config's data.manifest_dir")
     p.add_argument("--prefix", help="override data.prefix")
+    p.add_argument(
+        "--lang-dir",
+        type=Path,
+        help="the lang dir the targets are for (default: the checkpoint config's data.lang_dir); it must "
+        "be the teacher's vocabulary",
+    )
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (feature extraction)")
     p.add_argument("--num-threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--device", default="cpu")
     return p
+
+
+def check_teacher_lang_dir(model, ckpt: Path, lang_dir: Path | None, trained_lang_dir: str | None) -> None:
+    """The stored targets are token ids of the teacher's vocabulary: refuse a lang dir of another one.
+
+    ``lang_dir`` (given) must exist and match; without it the teacher's own ``data.lang_dir`` is
+    checked when it still exists (a warning otherwise: only the checkpoint's stored pieces are known).
+
+    Raises:
+        FileNotFoundError: a given ``lang_dir`` without ``bpe.model``.
+        asr_kd.data.tokenizer.VocabMismatchError: sizes or pieces differ (both named).
+    """
+    from asr_kd.data.tokenizer import BPE_MODEL, Tokenizer, check_vocab
+
+    path = lang_dir if lang_dir is not None else (Path(trained_lang_dir) if trained_lang_dir else None)
+    if path is None or not (path / BPE_MODEL).is_file():
+        if lang_dir is not None:
+            raise FileNotFoundError(f"{lang_dir / BPE_MODEL} not found (--lang-dir)")
+        log.warning("the teacher's lang dir %s is not available: its vocabulary is not checked", path)
+        return
+    check_vocab(
+        Tokenizer.from_dir(path),
+        int(model.vocab_size),
+        getattr(model, "trained_tokens", None),
+        lang_dir=path,
+        model=ckpt,
+        model_lang_dir=trained_lang_dir,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     model, config = load_asr_model(ckpt, device=device)
     teacher = AsrTeacher(model)
     data_cfg = dict(config.get("data") or {})
+    check_teacher_lang_dir(model, ckpt, args.lang_dir, data_cfg.get("lang_dir"))
     manifest_dir = Path(args.manifest_dir or data_cfg.get("manifest_dir", "data/manifests"))
     prefix = args.prefix or data_cfg.get("prefix", "synth")
     features = AsrDataConfig(

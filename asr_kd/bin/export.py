@@ -114,6 +114,8 @@ def _standalone(checkpoint: str | Path, sub_model_layer: int | None, fp16: bool)
     config = copy.deepcopy(config)
     config.pop("kd", None)  # a standalone model: no teacher, no KD methods
     meta: dict[str, Any] = {"exported_from": str(checkpoint)}
+    if getattr(model, "trained_tokens", None):
+        meta["tokens"] = list(model.trained_tokens)  # the lang dir's pieces, checked at decode time
     if sub_model_layer is not None:
         model = model.submodel(sub_model_layer)
         meta["sub_model_layer"] = int(sub_model_layer)
@@ -461,7 +463,7 @@ def export_bundle(
     ``FileExistsError`` when ``bundle`` exists and ``force`` is False, ``ValueError`` when the lang dir's
     tokenizer does not fit the model or ``model.pt`` is larger than ``max_mb`` megabytes (None: no limit).
     """
-    from asr_kd.data.tokenizer import Tokenizer
+    from asr_kd.data.tokenizer import Tokenizer, check_vocab
 
     bundle = Path(bundle)
     if bundle.exists() and not force:
@@ -484,6 +486,14 @@ def export_bundle(
             f"{lang / 'bpe.model'}: {tok.vocab_size} pieces, but the model outputs {model.vocab_size}: "
             "not the lang dir the model was trained with (--lang-dir)"
         )
+    check_vocab(  # the same size: the pieces, when the checkpoint stores them (VocabMismatchError)
+        tok,
+        int(model.vocab_size),
+        getattr(model, "trained_tokens", None),
+        lang_dir=lang,
+        model=checkpoint,
+        model_lang_dir=data_cfg.get("lang_dir"),
+    )
     if not (lang / "tokens.txt").is_file():
         raise FileNotFoundError(f"{lang / 'tokens.txt'} not found")
 

@@ -246,7 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.get("kd"):  # KD methods may add modules to model.kd_aux: before the optimiser and DDP
         from asr_kd.kd import build_kd_loss_fn
 
-        loss_fn = build_kd_loss_fn(cfg["kd"], model, info.device, max_steps=tcfg.get("max_steps"), **asr_loss_kwargs)
+        loss_fn = build_kd_loss_fn(
+            cfg["kd"],
+            model,
+            info.device,
+            max_steps=tcfg.get("max_steps"),
+            tokenizer=tokenizer,  # an 'asr' teacher must have the student's vocabulary
+            lang_dir=data_cfg.get("lang_dir", "data/lang_bpe_500"),
+            **asr_loss_kwargs,
+        )
         extra_fields = list(getattr(loss_fn.teacher, "required_custom_fields", []) or [])
         if extra_fields:
             data_cfg["custom_fields"] = sorted(set(data_cfg.get("custom_fields") or []) | set(extra_fields))

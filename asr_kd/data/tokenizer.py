@@ -58,6 +58,60 @@ class UntokenizableError(ValueError):
     """The text is empty, or contains characters the model cannot represent (would give ``<unk>``)."""
 
 
+class VocabMismatchError(ValueError):
+    """A lang dir's tokenizer is not the one a model was trained with (sizes or pieces differ)."""
+
+
+def check_vocab(
+    tokenizer: Tokenizer,
+    vocab_size: int,
+    tokens: Sequence[str] | None = None,
+    *,
+    lang_dir: str | Path | None = None,
+    model: str | Path | None = None,
+    model_lang_dir: str | Path | None = None,
+) -> None:
+    """Check that ``tokenizer`` is the model's: ``V`` equal, and the pieces equal id by id when the
+    model's ``tokens`` (``[piece(0), ..., piece(V - 1)]``, stored in training checkpoints'
+    ``meta["tokens"]``) are known.
+
+    Args:
+        tokenizer: the tokenizer about to be used (from ``lang_dir``).
+        vocab_size: ``V`` of the model's output layer.
+        tokens: the model's pieces, when the checkpoint stores them (None: only ``V`` is compared).
+        lang_dir, model, model_lang_dir: named in the error (the lang dir given, the checkpoint, the
+            lang dir the model was trained with).
+
+    Raises:
+        VocabMismatchError: naming both sizes (or the first differing piece) and the dirs.
+    """
+    given = f"the lang dir {lang_dir}" if lang_dir is not None else f"the tokenizer {tokenizer.model_file}"
+    of_model = f"the model {model}" if model is not None else "the model"
+    hint = (
+        f"; use the lang dir it was trained with ({model_lang_dir})"
+        if model_lang_dir is not None and str(model_lang_dir) != str(lang_dir)
+        else "; use the lang dir the model was trained with"
+    )
+    if int(tokenizer.vocab_size) != int(vocab_size):
+        raise VocabMismatchError(
+            f"vocabulary mismatch: {given} has {tokenizer.vocab_size} BPE pieces but {of_model} outputs "
+            f"{vocab_size} tokens{hint}"
+        )
+    if tokens is not None:
+        mine = tokenizer.tokens()
+        if len(tokens) != len(mine):
+            raise VocabMismatchError(
+                f"vocabulary mismatch: {given} has {len(mine)} BPE pieces but {of_model} was trained with "
+                f"{len(tokens)}{hint}"
+            )
+        for i, (a, b) in enumerate(zip(mine, tokens)):
+            if a != b:
+                raise VocabMismatchError(
+                    f"vocabulary mismatch: {given} and {of_model} both have {len(mine)} pieces, but they differ "
+                    f"(first at id {i}: {a!r} in the lang dir, {b!r} in the model){hint}"
+                )
+
+
 class Tokenizer:
     """A SentencePiece model with icefall's special ids (see the module docstring).
 

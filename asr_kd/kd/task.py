@@ -24,7 +24,7 @@ from torch import nn
 
 from asr_kd.kd.methods import KdContext, KdMethod, build_kd_method
 from asr_kd.kd.schedules import Schedule, build_schedule
-from asr_kd.kd.teachers import Teacher, build_teacher
+from asr_kd.kd.teachers import AsrTeacher, Teacher, build_teacher
 from asr_kd.training.asr_task import _COUNTS, _NORMALISERS, AsrLossFn
 from asr_kd.training.trainer import LossOutput
 
@@ -121,12 +121,38 @@ class KdLossFn(AsrLossFn):
         return LossOutput(loss=total / norm, parts=parts, num_frames=float(norm), cut_ids=cut_ids)
 
 
+def check_teacher_vocab(teacher: AsrTeacher, student: nn.Module, tokenizer: Any = None, lang_dir: Any = None) -> None:
+    """Raise :class:`~asr_kd.data.tokenizer.VocabMismatchError` when the teacher's vocabulary is not
+    the student's: output sizes differ, or the teacher's stored pieces differ from ``tokenizer``'s."""
+    from asr_kd.data.tokenizer import VocabMismatchError, check_vocab
+    from asr_kd.training.checkpoint import unwrap_model
+
+    name = teacher.checkpoint or type(teacher.model).__name__
+    v_teacher = int(teacher.model.vocab_size)
+    v_student = getattr(unwrap_model(student), "vocab_size", None)
+    if v_student is not None and int(v_student) != v_teacher:
+        raise VocabMismatchError(
+            f"vocabulary mismatch: the KD teacher {name} outputs {v_teacher} tokens but the student outputs "
+            f"{int(v_student)} (lang dir {lang_dir}): teacher and student need the same BPE model"
+        )
+    if tokenizer is not None:
+        check_vocab(
+            tokenizer,
+            v_teacher,
+            getattr(teacher.model, "trained_tokens", None),
+            lang_dir=lang_dir,
+            model=f"{name} (the KD teacher)",
+        )
+
+
 def build_kd_loss_fn(
     kd_config: Mapping[str, Any],
     model: nn.Module,
     device: str | torch.device = "cpu",
     *,
     max_steps: int | None = None,
+    tokenizer: Any = None,
+    lang_dir: str | None = None,
     **asr_kwargs: Any,
 ) -> KdLossFn:
     """Build the teacher and methods of a ``kd`` config section for the student ``model``.
@@ -135,6 +161,11 @@ def build_kd_loss_fn(
     optimiser and wrapping the model in DDP). Bad settings fail here, naming the field: a method's
     options or an encoder capability it needs (``kd.methods[i]``), and a chunk config the student's
     encoder cannot use (``training.chunk``, :meth:`AsrLossFn.check_model`).
+
+    An ``asr`` teacher must share the student's vocabulary (KD targets are compared token id by token
+    id): its output size must equal the student's, and its pieces (when its checkpoint stores them)
+    those of the student's ``tokenizer`` (from ``lang_dir``); otherwise
+    :class:`~asr_kd.data.tokenizer.VocabMismatchError` names both.
     """
     cfg = dict(kd_config)
     unknown = set(cfg) - {"teacher", "methods", "total_steps"}
@@ -144,6 +175,8 @@ def build_kd_loss_fn(
     if isinstance(methods_cfg, Mapping):
         methods_cfg = [methods_cfg]
     teacher = build_teacher(cfg.get("teacher"), device=device)
+    if isinstance(teacher, AsrTeacher):
+        check_teacher_vocab(teacher, model, tokenizer, lang_dir)
     total_steps = cfg.get("total_steps", max_steps)
     entries = []
     for i, mc in enumerate(methods_cfg):

@@ -128,6 +128,7 @@ class AsrTeacher(Teacher):
         self.model = _freeze(model)
         self.nbest_method = nbest_method
         self.nbest_size = int(nbest_size)
+        self.checkpoint: str | None = None  # where it was loaded from (named in errors)
         self.eval()
 
     @classmethod
@@ -139,7 +140,9 @@ class AsrTeacher(Teacher):
         from asr_kd.training.asr_task import load_asr_model
 
         model, _ = load_asr_model(checkpoint, device=device)
-        return cls(model, **kwargs)
+        teacher = cls(model, **kwargs)
+        teacher.checkpoint = str(checkpoint)
+        return teacher
 
     @torch.no_grad()
     def forward(self, batch: Mapping[str, Any], needs: set[str]) -> TeacherOutput:

@@ -385,6 +385,10 @@ def load_asr_model(path, device: str | torch.device = "cpu", strict: bool = True
     checked first: a missing file, an unreadable (e.g. truncated) ``model.pt``, or a ``bpe.model`` /
     ``tokens.txt`` whose vocabulary differs from the model's output size raise :class:`BundleError`
     naming the file.
+
+    ``model.trained_tokens``: the pieces of the lang dir the model was trained with (``[piece(0), ...]``,
+    from ``meta["tokens"]``; None for a checkpoint that does not store them), for
+    :func:`asr_kd.data.tokenizer.check_vocab`.
     """
     from pathlib import Path
 
@@ -431,4 +435,6 @@ def load_asr_model(path, device: str | torch.device = "cpu", strict: bool = True
         k: v for k, v in _strip_module_prefix(weights).items() if not k.startswith("kd_aux.")
     }  # training-only KD modules
     model.load_state_dict(state, strict=strict)  # copies (and so casts) fp16 tensors into the fp32 model
+    tokens = (ckpt.get("meta") or {}).get("tokens")
+    model.trained_tokens = [str(t) for t in tokens] if tokens else None
     return model.to(device).eval(), config
