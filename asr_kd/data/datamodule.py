@@ -12,9 +12,12 @@ interrupted epoch had not yet produced. (With ``num_workers > 0`` the sampler ru
 training loop by the prefetched batches, which are therefore counted as produced.)
 
 Determinism: the sampler shuffles with ``seed + epoch`` (call ``train_dl.sampler.set_epoch(epoch)``
-each epoch); DataLoader workers are seeded with ``seed + 100 * worker_id + 100000 * rank`` (Python,
-NumPy and torch generators), which also seeds SpecAugment and noise mixing in the workers. With
-``num_workers=0`` they use the main process's generators: seed them (e.g. ``lhotse.fix_random_seed``).
+each epoch). With ``num_workers > 0`` the loaders are :class:`SeededDataLoader` s: before every
+batch a worker seeds Python's, NumPy's and torch's generators (SpecAugment, noise mixing) with
+``batch_seed(seed, rank, epoch, batch index)`` (:func:`asr_kd.data.dataset.batch_seed`), so the
+augmentation of a batch depends on neither the number of workers nor a resume in the middle of the
+epoch: resuming is exact with workers too. With ``num_workers=0`` the dataset uses the main
+process's generators: seed them (e.g. ``lhotse.fix_random_seed``); the trainer restores them on resume.
 
 Typical use in a training script::
 
@@ -131,6 +134,44 @@ def resolve_world(world_size: int | None = None, rank: int | None = None) -> tup
     return world_size, rank
 
 
+class SeededDataLoader(torch.utils.data.DataLoader):
+    """A DataLoader whose workers seed every batch from ``(seed, rank, epoch, batch index)``.
+
+    At each ``iter()`` it gives its :class:`~asr_kd.data.dataset.AsrDataset` the seed, the DDP rank,
+    the sampler's ``epoch`` and the index of the first batch the new iterator will produce (0, or, for
+    a lhotse sampler just restored with ``load_state_dict``, the batches it fast-forwarded over), before
+    the worker processes are started (they get copies of the dataset). See ``AsrDataset._seed_batch``.
+
+    Args:
+        seed: base seed (``AsrDataConfig.seed``).
+        rank: DDP rank.
+        *args, **kwargs: those of ``torch.utils.data.DataLoader``.
+    """
+
+    def __init__(self, *args: Any, seed: int = 42, rank: int = 0, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.seed = int(seed)
+        self.rank = int(rank)
+
+    def first_batch_index(self) -> int:
+        """Batches the sampler has produced in its current epoch before the next ``iter()``."""
+        sampler = self.sampler
+        if not getattr(sampler, "_just_restored_state", False):
+            return 0  # a fresh pass over the epoch
+        try:
+            return int(sampler.diagnostics.current_epoch_stats.kept_batches)
+        except AttributeError:
+            return 0
+
+    def __iter__(self):
+        dataset = self.dataset
+        if self.num_workers > 0 and isinstance(dataset, AsrDataset):
+            epoch = int(getattr(self.sampler, "epoch", 0) or 0)
+            dataset.worker_seeding = (self.seed, self.rank, epoch, self.first_batch_index())
+            dataset._worker_batches = 0
+        return super().__iter__()
+
+
 class AsrDataModule:
     """Builds the train / valid / test DataLoaders of one experiment.
 
@@ -191,15 +232,17 @@ class AsrDataModule:
 
     def _loader(self, dataset: AsrDataset, sampler) -> torch.utils.data.DataLoader:
         c = self.config
-        return torch.utils.data.DataLoader(
+        return SeededDataLoader(
             dataset,
             sampler=sampler,
             batch_size=None,
             num_workers=c.num_workers,
-            persistent_workers=False,
+            persistent_workers=False,  # workers must get the dataset's per-iterator seeding
             worker_init_fn=make_worker_init_fn(rank=self.rank, world_size=self.world_size, seed=c.seed)
             if c.num_workers > 0
             else None,
+            seed=c.seed,
+            rank=self.rank,
         )
 
     # ------------------------------------------------------------------ loaders

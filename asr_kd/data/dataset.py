@@ -120,6 +120,10 @@ class AsrDataset(torch.utils.data.Dataset):
         self.stats = FilterStats(name)
         self.custom_fields = tuple(custom_fields)
         self._downmixed: set[str] = set()  # ids of multi-channel cuts already warned about
+        #: ``(seed, rank, epoch, first batch index)`` set by :class:`~asr_kd.data.datamodule.SeededDataLoader`
+        #: before it starts its workers: then each worker re-seeds before every batch (see :meth:`_seed_batch`)
+        self.worker_seeding: tuple[int, int, int, int] | None = None
+        self._worker_batches = 0  # batches this worker process has made since its iterator started
 
     # ------------------------------------------------------------------ error handling
     def _bad(self, err: BadCutError, skipped: list[dict]) -> None:
@@ -267,7 +271,31 @@ class AsrDataset(torch.utils.data.Dataset):
         return out
 
     # ------------------------------------------------------------------ main
+    def _seed_batch(self) -> None:
+        """In a DataLoader worker with :attr:`worker_seeding` set: seed Python's ``random``, NumPy's
+        and torch's global generators with :func:`batch_seed` of this batch's index in the epoch.
+
+        The DataLoader hands batches to its W workers in turn (batch ``k`` of an iterator to worker
+        ``k % W``), so the ``n``-th batch of worker ``w`` is batch ``first + n * W + w`` of the epoch,
+        ``first`` being the batches the sampler had already produced when the iterator started (a
+        resumed epoch). Augmentation in workers (SpecAugment, noise mixing) then depends only on
+        (seed, rank, epoch, batch index): not on W, nor on where a run was interrupted.
+        """
+        info = torch.utils.data.get_worker_info()
+        if self.worker_seeding is None or info is None:
+            return
+        seed, rank, epoch, first = self.worker_seeding
+        index = first + self._worker_batches * info.num_workers + info.id
+        self._worker_batches += 1
+        s = batch_seed(seed, rank, epoch, index)
+        import random
+
+        random.seed(s)
+        np.random.seed(s)
+        torch.manual_seed(s)
+
     def __getitem__(self, cuts: CutSet) -> dict:
+        self._seed_batch()
         cuts = cuts.sort_by_duration(ascending=False)
         skipped: list[dict] = []
 
@@ -315,6 +343,11 @@ class AsrDataset(torch.utils.data.Dataset):
         if self.custom_fields:
             batch["custom"] = self._collate_custom(ids, custom)
         return batch
+
+
+def batch_seed(seed: int, rank: int, epoch: int, index: int) -> int:
+    """The 32-bit seed of batch ``index`` of ``epoch`` on DDP rank ``rank`` (NumPy ``SeedSequence``)."""
+    return int(np.random.SeedSequence([int(seed) % 2**32, int(rank), int(epoch), int(index)]).generate_state(1)[0])
 
 
 def _custom_manifest(cut: Cut, name: str) -> Any:

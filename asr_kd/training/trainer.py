@@ -49,8 +49,11 @@ Exact resume. A checkpoint stores model, optimiser, scheduler, grad scaler, the 
 
 With a deterministic dataset (randomness from the global RNG in the main process or seeded per cut)
 and ``num_workers=0``, a run killed and resumed produces bitwise the same parameters as an
-uninterrupted run (``tests/training/test_resume.py``). With ``num_workers > 0``, the sampler position is
-still exact, but random augmentation inside worker processes is re-seeded on resume.
+uninterrupted run (``tests/training/test_resume.py``). With ``num_workers > 0`` and the loaders of
+:class:`asr_kd.data.AsrDataModule`, it is exact too (``tests/training/test_training_resume_workers.py``):
+worker processes seed every batch from (seed, rank, epoch, batch index)
+(:class:`asr_kd.data.datamodule.SeededDataLoader`), not from where the run started. A plain DataLoader
+with workers re-seeds them on resume: its sampler position stays exact, its worker randomness does not.
 """
 
 from __future__ import annotations

@@ -185,3 +185,44 @@ def test_dither_only_in_training(many_cuts):
     valid = dm.valid_dataloader(many_cuts).dataset
     assert valid.input_strategy.extractor.config.dither == 0.0
     assert valid.spec_augment is None
+
+
+def test_worker_augmentation_depends_on_epoch_and_batch_index_only(many_cuts):
+    """With workers, a batch's SpecAugment draw is a function of (seed, rank, epoch, batch index): the
+    same with 1 or 2 workers, different in another epoch, and the same after a mid-epoch restore of the
+    sampler (what makes resume exact with workers)."""
+    aug = dict(spec_augment=True, spec_augment_config=SpecAugmentConfig(p=1.0, time_warp=0))
+    cuts = many_cuts.subset(first=16)
+
+    def epoch(num_workers, ep, consumed=0):
+        dm = AsrDataModule(_config(num_workers=num_workers, **aug))
+        state = None
+        if consumed:
+            sampler = dm.train_dataloader(cuts).sampler
+            sampler.set_epoch(ep)
+            it = iter(sampler)
+            for _ in range(consumed):
+                next(it)
+            state = sampler.state_dict()
+        loader = dm.train_dataloader(cuts, sampler_state_dict=state)
+        if state is None:
+            loader.sampler.set_epoch(ep)
+        return [(tuple(b["supervisions"]["cut_id"]), b["inputs"]) for b in loader]
+
+    one, two = epoch(1, 0), epoch(2, 0)
+    assert len(one) == len(two) > 3
+    for (ids_a, x), (ids_b, y) in zip(one, two):
+        assert ids_a == ids_b
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    resumed = epoch(2, 0, consumed=3)
+    assert [ids for ids, _ in resumed] == [ids for ids, _ in one[3:]]
+    for (_, x), (_, y) in zip(resumed, one[3:]):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    # another epoch (unshuffled: the same batches) draws other masks
+    loader = AsrDataModule(_config(num_workers=2, shuffle=False, **aug)).train_dataloader(cuts)
+    epochs = []
+    for ep in (0, 1):
+        loader.sampler.set_epoch(ep)
+        epochs.append([(tuple(b["supervisions"]["cut_id"]), b["inputs"]) for b in loader])
+    assert [ids for ids, _ in epochs[0]] == [ids for ids, _ in epochs[1]]
+    assert all(not torch.equal(x, y) for (_, x), (_, y) in zip(*epochs))
