@@ -14,11 +14,19 @@ Usage::
 
 Running the same command again continues the run exactly where its last checkpoint left it (model,
 optimiser, scheduler, sampler position, RNG); ``--no-resume`` refuses to start in a directory that
-already has checkpoints (use a new ``--exp-dir``).
+already has checkpoints (use a new ``--exp-dir``). A truncated or corrupt newest checkpoint is named in
+a warning and the run resumes from the newest one that reads. Settings changed since the checkpoint
+either apply and are logged (``optim.lr``, schedule settings, limits, ...) or are refused, naming the
+key (the model architecture, other optimiser settings, seeds, ...): see :mod:`asr_kd.training.resume`.
 
-Writes into --exp-dir: ``config.yaml`` (the resolved config), ``train.log``, ``tensorboard/``,
-``checkpoint-<step>.pt`` (every ``training.ckpt_interval`` steps and when a limit stops the run) and
-``epoch-<e>.pt`` (at each epoch end); see :mod:`asr_kd.training.checkpoint`.
+Start-up checks, before any training step: every config section rejects unknown keys and values of
+the wrong type, naming the key (:func:`config_schema`); the experiment directory must be writable; stale
+``.checkpoint-*.pt.*.tmp`` files of an interrupted save are removed.
+
+Writes into --exp-dir: ``config.yaml`` (the resolved config of the latest run) and
+``config-history/NNN-step-S.yaml`` (every run's, with the step it started at and what changed),
+``train.log``, ``tensorboard/``, ``checkpoint-<step>.pt`` (every ``training.ckpt_interval`` steps and
+when a limit stops the run) and ``epoch-<e>.pt`` (at each epoch end); see :mod:`asr_kd.training.checkpoint`.
 
 Config sections: ``data`` (below), ``model`` (``asr_kd.models.build_asr_model``; ``vocab_size``,
 ``blank_id``/``sos_id``/``eos_id`` and ``encoder.input_dim`` are filled in from the lang dir and
@@ -64,23 +72,73 @@ import torch
 
 from asr_kd.training import ddp
 from asr_kd.training.asr_task import AsrLossFn, ChunkConfig
-from asr_kd.training.checkpoint import find_latest
-from asr_kd.training.config import dump_config, load_config
-from asr_kd.training.optim import ScaledAdam, build_optimizer, build_scheduler
+from asr_kd.training.checkpoint import clean_stale_temp_files, find_latest, find_loadable_latest, read_checkpoint
+from asr_kd.training.config import check_section, dataclass_schema, load_config, validate_config
+from asr_kd.training.optim import (
+    ScaledAdam,
+    build_optimizer,
+    build_scheduler,
+    optimizer_schema,
+    scheduler_schema,
+    unused_options,
+)
+from asr_kd.training.resume import (
+    apply_optim_changes,
+    check_model_config,
+    check_state_dict,
+    check_writable,
+    record_config,
+    resume_changes,
+)
 from asr_kd.training.trainer import Trainer, TrainerConfig, format_dropped, seed_everything
 
 log = logging.getLogger("asr_kd.bin.train")
 
-_DATA_ONLY_KEYS = (
-    "manifest_dir",
-    "prefix",
-    "train_split",
-    "valid_split",
-    "lang_dir",
-    "max_valid_cuts",
-    "min_duration",
-    "max_cut_duration",
-)
+#: ``data`` keys read by this script (the others are ``AsrDataConfig`` fields), with their types
+DATA_ONLY_KEYS: dict[str, Any] = {
+    "manifest_dir": str,
+    "prefix": str,
+    "train_split": str,
+    "valid_split": str | None,
+    "lang_dir": str,
+    "max_valid_cuts": int | None,
+    "min_duration": float,
+    "max_cut_duration": float,
+}
+#: ``training`` keys read by this script besides the ``TrainerConfig`` fields
+TRAINING_ONLY_KEYS: dict[str, Any] = {
+    "seed": int,
+    "init_from": str | None,
+    "chunk": dict | None,  # ChunkConfig.from_dict checks its keys
+    "find_unused_parameters": bool,
+}
+#: the ``loss`` section (``AsrLossFn`` / ``KdLossFn`` keyword arguments)
+LOSS_KEYS: dict[str, Any] = {
+    "weights": dict | None,
+    "normalize": str,
+    "warm_step": int,
+    "simple_loss_scale": float,
+    "mlm_normalize": str,
+}
+#: the ``kd`` section (its teacher and methods are checked by ``asr_kd.kd.build_kd_loss_fn``)
+KD_KEYS: dict[str, Any] = {"teacher": dict | None, "methods": list | dict | None, "total_steps": int | None}
+
+
+def config_schema() -> dict[str, Any]:
+    """``{section: {key: type}}`` of a training config, for :func:`asr_kd.training.config.validate_config`
+    (``optim`` / ``scheduler`` keys depend on the chosen name, so theirs are functions of the section)."""
+    from asr_kd.data import AsrDataConfig
+    from asr_kd.models.asr_model import AsrModelConfig
+
+    return {
+        "data": dataclass_schema(AsrDataConfig, DATA_ONLY_KEYS),
+        "model": dataclass_schema(AsrModelConfig),
+        "loss": LOSS_KEYS,
+        "optim": optimizer_schema,
+        "scheduler": scheduler_schema,
+        "training": dataclass_schema(TrainerConfig, TRAINING_ONLY_KEYS),
+        "kd": KD_KEYS,
+    }
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -151,11 +209,9 @@ def build_data(data_cfg: dict, tokenizer: Any, encoder: torch.nn.Module, seed: i
             raise FileNotFoundError(f"{path} not found: run prepare.sh first (or set data.manifest_dir/prefix)")
         return CutSet.from_jsonl_lazy(path)
 
+    check_section(d, config_schema()["data"], "data")  # unknown keys and wrong types, naming the key
     names = {f.name for f in fields(AsrDataConfig)}
     kwargs = {k: v for k, v in d.items() if k in names}
-    unknown = set(d) - names - set(_DATA_ONLY_KEYS)
-    if unknown:
-        raise ValueError(f"unknown data config keys {sorted(unknown)}")
     kwargs.setdefault("seed", seed)
     if isinstance(kwargs.get("spec_augment_config"), dict):
         kwargs["spec_augment_config"] = SpecAugmentConfig(**kwargs["spec_augment_config"])
@@ -190,22 +246,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     exp_dir: Path = args.exp_dir
-    if info.is_main:
-        exp_dir.mkdir(parents=True, exist_ok=True)
-    ddp.barrier()
-    setup_logging(exp_dir, info.rank)
-
     cfg = load_config(args.config, args.overrides)
     tcfg = dict(cfg.get("training") or {})
     for key, val in (("max_steps", args.max_steps), ("max_minutes", args.max_minutes), ("max_epochs", args.max_epochs)):
         if val is not None:
             tcfg[key] = val
     cfg["training"] = tcfg
+    validate_config(cfg, config_schema())  # a typo or a wrong type fails here, naming the key
     seed = int(tcfg.get("seed", 42))
 
-    latest = args.resume_from or find_latest(exp_dir)
-    if latest is not None and args.no_resume:
-        raise SystemExit(f"{exp_dir} already has checkpoints ({latest.name}) and --no-resume was given")
+    if info.is_main:
+        check_writable(exp_dir)  # now, not at the first checkpoint after the training steps
+    ddp.barrier()
+    setup_logging(exp_dir, info.rank)
+    for section in ("optim", "scheduler"):
+        unused = unused_options(section, cfg.get(section) or {})
+        if unused:
+            log.warning("%s keys %s are not used by %s %r: ignored", section, unused, section, cfg[section].get("name"))
+    if info.is_main:
+        clean_stale_temp_files(exp_dir)  # left by a kill during a save
+
+    if args.no_resume and (args.resume_from or find_latest(exp_dir)) is not None:
+        found = args.resume_from or find_latest(exp_dir)
+        raise SystemExit(f"{exp_dir} already has checkpoints ({found.name}) and --no-resume was given")
+    if args.resume_from is not None:
+        latest, latest_ckpt = args.resume_from, read_checkpoint(args.resume_from)
+    else:  # the newest checkpoint that reads: a truncated / corrupt newer one is named and skipped
+        latest, latest_ckpt = find_loadable_latest(exp_dir) or (None, None)
 
     from asr_kd.data.tokenizer import Tokenizer
     from asr_kd.models.asr_model import build_asr_model
@@ -213,8 +280,16 @@ def main(argv: list[str] | None = None) -> int:
     data_cfg = dict(cfg.get("data") or {})
     tokenizer = Tokenizer.from_dir(data_cfg.get("lang_dir", "data/lang_bpe_500"))
     cfg["model"] = resolve_model_config(cfg.get("model") or {}, tokenizer, int(data_cfg.get("num_mel_bins", 80)))
-    if info.is_main:
-        dump_config(cfg, exp_dir / "config.yaml")
+    # a changed architecture fails before anything is written, naming the keys
+    if latest_ckpt is not None:
+        check_model_config((latest_ckpt.get("config") or {}).get("model"), cfg["model"], f"resume from {latest}")
+    init_from = tcfg.get("init_from")
+    init_ckpt = None
+    if init_from and latest is None:  # fine-tuning: weights only (a resumed run has its own)
+        init_ckpt = read_checkpoint(init_from)
+        check_model_config(
+            (init_ckpt.get("config") or {}).get("model"), cfg["model"], f"training.init_from={init_from}"
+        )
     log.info("config %s, exp dir %s, device %s, world size %d", args.config, exp_dir, info.device, info.world_size)
 
     seed_everything(seed)  # the same initial model on every rank
@@ -222,15 +297,15 @@ def main(argv: list[str] | None = None) -> int:
     num_params = sum(p.numel() for p in model.parameters())
     log.info("model: %.2fM parameters, heads %s", num_params / 1e6, getattr(model, "enabled_heads", lambda: "?")())
     encoder = model.encoder
-    init_from = tcfg.get("init_from")
-    if init_from and latest is None:  # fine-tuning: weights only (a resumed run has its own)
-        state = torch.load(init_from, map_location="cpu", weights_only=True)["model"]
+    if init_ckpt is not None:
         state = {
             k[len("module.") :] if k.startswith("module.") else k: v
-            for k, v in state.items()
+            for k, v in init_ckpt["model"].items()
             if not k.startswith(("kd_aux.", "module.kd_aux."))
         }
+        check_state_dict(state, model, f"training.init_from={init_from}")
         model.load_state_dict(state, strict=True)
+        del init_ckpt, state
         log.info("initialised the model from %s (weights only)", init_from)
     lcfg = dict(cfg.get("loss") or {})
     asr_loss_kwargs = dict(
@@ -274,6 +349,15 @@ def main(argv: list[str] | None = None) -> int:
         log.info("scaled_adam with clipping_scale=%g: training.grad_clip defaults to null", optimizer.clipping_scale)
 
     train_dl, valid_dl, cut_filter = build_data(data_cfg, tokenizer, encoder, seed)
+    changes = []
+    if latest_ckpt is not None:  # refuse what resume cannot honour, before anything is written
+        changes = resume_changes(latest_ckpt.get("config") or {}, cfg, f"resume from {latest}")
+        check_state_dict(latest_ckpt["model"], model, f"resume from {latest}")
+    if info.is_main:  # config.yaml = this run's config; config-history/ keeps every run's
+        start_step = int(latest_ckpt["step"]) if latest_ckpt is not None else 0
+        record_config(exp_dir, cfg, start_step=start_step, resumed_from=latest, changes=changes)
+        for key, old, new in changes:
+            log.info("resume: %s changed %r -> %r (applies from step %d)", key, old, new, start_step)
     trainer = Trainer(
         model,
         optimizer,
@@ -289,7 +373,10 @@ def main(argv: list[str] | None = None) -> int:
         meta={"tokens": tokenizer.tokens()},  # decode / export / KD check a lang dir against these
     )
     if latest is not None:
-        trainer.resume(latest)
+        trainer.resume(latest, ckpt=latest_ckpt)
+        for line in apply_optim_changes(optimizer, scheduler, latest_ckpt.get("config") or {}, cfg):
+            log.info("resume: %s", line)
+        del latest_ckpt
 
     def on_signal(signum, frame):  # checkpoint and stop cleanly on SIGTERM / Ctrl-C
         log.warning("signal %d: stopping after this step", signum)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -440,10 +440,11 @@ class AsrModelConfig:
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> AsrModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(config) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys {sorted(unknown)}; known: {sorted(known)}")
+        """Build from a ``model`` config section; unknown keys and wrong types raise
+        :class:`asr_kd.training.config.ConfigError` (a ``ValueError``) naming the key."""
+        from asr_kd.training.config import check_section, dataclass_schema  # the check of every section
+
+        check_section(config, dataclass_schema(cls), "model")
         return cls(**copy.deepcopy(dict(config)))
 
     def to_dict(self) -> dict:

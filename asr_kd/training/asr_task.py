@@ -384,7 +384,8 @@ def load_asr_model(path, device: str | torch.device = "cpu", strict: bool = True
     loading. For a bundle, ``config["data"]["lang_dir"]`` is the bundle directory, and the bundle is
     checked first: a missing file, an unreadable (e.g. truncated) ``model.pt``, or a ``bpe.model`` /
     ``tokens.txt`` whose vocabulary differs from the model's output size raise :class:`BundleError`
-    naming the file.
+    naming the file. A truncated or corrupt training checkpoint (also a KD teacher's) raises
+    :class:`~asr_kd.training.checkpoint.CorruptCheckpointError` naming the file.
 
     ``model.trained_tokens``: the pieces of the lang dir the model was trained with (``[piece(0), ...]``,
     from ``meta["tokens"]``; None for a checkpoint that does not store them), for
@@ -394,7 +395,7 @@ def load_asr_model(path, device: str | torch.device = "cpu", strict: bool = True
 
     from asr_kd.models.asr_model import build_asr_model
 
-    from .checkpoint import _strip_module_prefix, averaged_state_dict
+    from .checkpoint import CorruptCheckpointError, _strip_module_prefix, averaged_state_dict, read_checkpoint
 
     path = Path(path)
     bundle_dir = None
@@ -406,15 +407,14 @@ def load_asr_model(path, device: str | torch.device = "cpu", strict: bool = True
                 "(give a checkpoint file, or a directory written by asr_kd.bin.export --bundle)"
             )
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:
+        ckpt = read_checkpoint(path)  # verifies the checksum; a bad file raises naming it
+    except CorruptCheckpointError as e:
         if bundle_dir is None and not (path.name == BUNDLE_MODEL and (path.parent / "bpe.model").is_file()):
-            raise  # not a bundle's model.pt: torch's own error
+            raise  # not a bundle's model.pt: CorruptCheckpointError names the file and the fix
+        cause = e.__cause__ or e
         raise BundleError(
             f"{path}: cannot be read, the file is truncated or corrupt "
-            f"({type(e).__name__}: {e}); re-export or re-download the bundle"
+            f"({type(cause).__name__}: {cause}); re-export or re-download the bundle"
         ) from e
     info = _bundle_meta(ckpt)
     if info is not None and bundle_dir is None:

@@ -210,6 +210,12 @@ def _hash_into(h: Any, v: Any) -> None:
         h.update(f"{type(v).__name__}:{v!r}|".encode())
 
 
+def _first_sentence(e: BaseException) -> str:
+    """The first sentence of an exception's message (torch appends a paragraph of advice)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return text.split(". ")[0].rstrip(".")
+
+
 def read_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu", verify: bool = True
 ) -> dict[str, Any]:
@@ -228,7 +234,7 @@ def read_checkpoint(
         size = path.stat().st_size
         raise CorruptCheckpointError(
             f"checkpoint {path} cannot be read: the file ({size} bytes) is truncated or corrupt "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Delete it and resume from an "
+            f"({type(e).__name__}: {_first_sentence(e)}). Delete it and resume from an "
             "earlier checkpoint (--resume-from), or restore the file"
         ) from e
     if not isinstance(ckpt, dict):

@@ -168,6 +168,78 @@ def build_optimizer(params: Iterable, cfg: Mapping[str, Any] | None = None) -> t
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "scaled_adam")
 
+_ADAM_OPTIONS = {"weight_decay": float, "betas": tuple[float, float], "eps": float, "no_decay_1d": bool}
+#: the ``optim`` keys :func:`build_optimizer` reads, per optimiser, with their types (``grad_clip`` is
+#: the trainer's, accepted here for icefall-style configs)
+OPTIMIZER_OPTIONS: dict[str, dict[str, Any]] = {
+    "adamw": _ADAM_OPTIONS,
+    "adam": _ADAM_OPTIONS,
+    "sgd": {"weight_decay": float, "momentum": float, "no_decay_1d": bool},
+    "scaled_adam": {
+        "clipping_scale": float | None,
+        "betas": tuple[float, float],
+        "eps": float,
+        "scalar_lr_scale": float,
+        "param_min_rms": float,
+        "param_max_rms": float,
+        "scalar_max": float,
+        "size_update_period": int,
+        "clipping_update_period": int,
+    },
+}
+_OPTIM_COMMON = {"name": str, "lr": float, "grad_clip": float | None}
+
+
+def optimizer_schema(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``{key: type}`` of an ``optim`` section (:func:`asr_kd.training.config.check_section`).
+
+    Known keys are those of *any* optimiser (a ``base:`` config may leave e.g. ``weight_decay`` in a
+    ``scaled_adam`` section; :func:`unused_options` names such keys); the types are the chosen
+    optimiser's. An unknown ``name`` raises, listing the optimisers."""
+    name = str(cfg.get("name", "adamw")).lower()
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optim.name: unknown optimizer {name!r}; choose from {sorted(OPTIMIZERS)}")
+    keys: dict[str, Any] = {}
+    for options in OPTIMIZER_OPTIONS.values():
+        keys.update(options)
+    keys.update(OPTIMIZER_OPTIONS[name])
+    keys.update(_OPTIM_COMMON)
+    return keys
+
+
+def scheduler_schema(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``{key: type}`` of a ``scheduler`` section: the keyword arguments of every schedule class
+    (types from the chosen one), plus ``name``. An unknown ``name`` raises, listing the schedules."""
+    import typing
+
+    name = str(cfg.get("name", "noam")).lower()
+    if name not in SCHEDULERS:
+        raise ValueError(f"scheduler.name: unknown scheduler {name!r}; choose from {sorted(SCHEDULERS)}")
+    keys: dict[str, Any] = {}
+    for cls in [c for n, c in SCHEDULERS.items() if n != name] + [SCHEDULERS[name]]:
+        hints = typing.get_type_hints(cls.__init__)
+        for arg in _scheduler_args(cls):
+            keys[arg] = hints.get(arg, Any)
+    keys["name"] = str
+    return keys
+
+
+def unused_options(section: str, cfg: Mapping[str, Any]) -> list[str]:
+    """Keys of an ``optim`` / ``scheduler`` section that the chosen optimiser / schedule ignores."""
+    if section == "optim":
+        name = str(cfg.get("name", "adamw")).lower()
+        used = set(OPTIMIZER_OPTIONS.get(name, {})) | set(_OPTIM_COMMON)
+    else:
+        name = str(cfg.get("name", "noam")).lower()
+        used = (_scheduler_args(SCHEDULERS[name]) if name in SCHEDULERS else set()) | {"name"}
+    return sorted(k for k in cfg if k not in used)
+
+
+def _scheduler_args(cls: type) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(cls.__init__).parameters) - {"self", "optimizer", "last_step"}
+
 
 class ScaledAdam(torch.optim.Optimizer):
     """icefall's ScaledAdam: Adam whose steps are relative to each tensor's RMS, a learned per-tensor
