@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import replace
 
 import numpy as np
@@ -250,3 +251,34 @@ def test_dump_from_precomputed_features(model, tmp_path):
     assert torch.equal(batch["custom"][TOPK_VALUES + "_lens"], lens)
     for n, L in enumerate(lens.tolist()):
         torch.testing.assert_close(batch["custom"][TOPK_VALUES][n, :L].float(), values[n, :L], atol=2e-2, rtol=2e-3)
+
+
+def test_dumped_targets_need_no_pickle(dumped):
+    """The offline targets are numeric arrays in HDF5 / .npy storage (read without pickle) and JSON
+    n-best lists: never Lhotse's pickled ``memory_raw`` arrays (README: manifests are trusted input)."""
+    import json
+
+    from lhotse.array import Array, TemporalArray
+
+    _, out, _, root = dumped
+    raw = [json.loads(line) for line in gzip.open(root / "out" / "cuts.jsonl.gz", "rt")]
+    assert raw and all(TOPK_VALUES in c["custom"] for c in raw)
+    for c in raw:
+        for name in (TOPK_VALUES, TOPK_INDICES):
+            storage = c["custom"][name]["array"]["storage_type"]
+            assert storage in ("numpy_hdf5", "numpy_files"), storage
+        assert isinstance(c["custom"][NBEST], dict) and set(c["custom"][NBEST]) == {"tokens", "scores"}
+    for cut in out:
+        for name in (TOPK_VALUES, TOPK_INDICES):
+            manifest = cut.custom[name]
+            assert isinstance(manifest, (Array, TemporalArray))
+            arr = cut.load_custom(name)
+            assert arr.dtype.kind in "fi"  # numbers, not objects
+    if raw[0]["custom"][TOPK_VALUES]["array"]["storage_type"] == "numpy_hdf5":
+        import h5py
+
+        path = raw[0]["custom"][TOPK_VALUES]["array"]["storage_path"]
+        with h5py.File(path, "r") as f:
+            kinds = set()
+            f.visititems(lambda _, obj: kinds.add(obj.dtype.kind) if isinstance(obj, h5py.Dataset) else None)
+        assert kinds <= set("fi"), kinds
