@@ -37,3 +37,50 @@ def test_recipe_configs_build(name, max_params):
     build_scheduler(opt, cfg["scheduler"])
     TrainerConfig.from_dict(cfg["training"])
     assert cfg["data"]["lang_dir"] == "data/lang_bpe_500"
+
+
+def test_check_section_names_unknown_keys_and_wrong_types():
+    """The one check behind every section (train CLI, AsrModelConfig): key names, nested dataclasses."""
+    from asr_kd.data import AsrDataConfig
+    from asr_kd.training.config import ConfigError, check_section, dataclass_schema
+
+    schema = dataclass_schema(AsrDataConfig, {"lang_dir": str})
+    check_section({"max_duration": 100, "spec_augment_config": {"p": 0.5}, "noise_snr": [5, 10]}, schema, "data")
+    with pytest.raises(ConfigError, match=r"unknown data config keys \['max_duraton'\]; known: \[.*'max_duration'"):
+        check_section({"max_duraton": 100}, schema, "data")
+    with pytest.raises(ConfigError, match=r"data.noise_snr must be a list of 2 values \(a number, a number\)"):
+        check_section({"noise_snr": [5]}, schema, "data")
+    with pytest.raises(ConfigError, match=r"data.spec_augment_config.time_warp must be an integer, not 1.5"):
+        check_section({"spec_augment_config": {"time_warp": 1.5}}, schema, "data")
+    with pytest.raises(ConfigError, match=r"data.num_workers must be an integer, not True"):
+        check_section({"num_workers": True}, schema, "data")
+
+    from asr_kd.models.asr_model import AsrModelConfig
+
+    with pytest.raises(ConfigError, match=r"model.ctc_weight must be a number, not 'high'"):
+        AsrModelConfig.from_dict({"vocab_size": 10, "ctc_weight": "high"})
+
+
+def test_record_config_keeps_every_run(tmp_path):
+    """config.yaml is the latest run's; a config.yaml from before the history is kept, not overwritten."""
+    import yaml
+
+    from asr_kd.training.resume import record_config
+
+    (tmp_path / "config.yaml").write_text("optim: {lr: 0.1}\n")
+    record_config(tmp_path, {"optim": {"lr": 0.2}}, start_step=10, resumed_from=tmp_path / "checkpoint-10.pt")
+    record_config(
+        tmp_path,
+        {"optim": {"lr": 0.3}},
+        start_step=20,
+        resumed_from="checkpoint-20.pt",
+        changes=[("optim.lr", 0.2, 0.3)],
+    )
+    hist = sorted(p.name for p in (tmp_path / "config-history").iterdir())
+    assert hist == ["000-before-history.yaml", "001-step-10.yaml", "002-step-20.yaml"]
+    assert yaml.safe_load((tmp_path / "config-history" / "000-before-history.yaml").read_text()) == {
+        "optim": {"lr": 0.1}
+    }
+    text = (tmp_path / "config.yaml").read_text()
+    assert yaml.safe_load(text) == {"optim": {"lr": 0.3}}
+    assert "# run 2 started at step 20" in text and "optim.lr: 0.2 -> 0.3" in text
