@@ -167,6 +167,9 @@ def check_state_dict(
 def resume_changes(old: Mapping[str, Any], new: Mapping[str, Any], source: str) -> list[tuple[str, Any, Any]]:
     """The keys that differ between the checkpoint's config ``old`` and ``new``, after refusing the ones
     resume cannot honour (:class:`ConfigError` naming each, with the reason). Returns the applied changes."""
+    if not old:
+        log.warning("%s: the checkpoint stores no config, so changed settings cannot be checked", source)
+        return []
     changes = config_diff(old, new)
     refused = []
     for key, o, n in changes:

@@ -653,7 +653,7 @@ class Trainer:
                 loss_value = _to_float(out.loss) if out is not None and out.loss.numel() == 1 else float("nan")
                 self._bad_batch(reason, out.cut_ids if out is not None else None, loss_value)
             else:
-                log.debug("step %d: empty batch skipped", self.step)
+                log.debug("step %d: empty batch skipped", self.step + 1)
             return None
         loss = out.loss
 
