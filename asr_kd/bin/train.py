@@ -239,6 +239,24 @@ def build_data(data_cfg: dict, tokenizer: Any, encoder: torch.nn.Module, seed: i
     return train_dl, valid_dl, cut_filter
 
 
+def check_offline_targets(data_cfg: dict, tokenizer: Any) -> None:
+    """Offline KD targets are token ids of the teacher that dumped them: check the recorded teacher
+    vocabulary (``kd_vocab`` of the first cuts) of the train and valid manifests against the student's
+    lang dir (:func:`asr_kd.kd.offline.check_offline_vocab`; VocabMismatchError names both)."""
+    from lhotse import CutSet
+
+    from asr_kd.kd.offline import check_offline_vocab
+
+    manifest_dir = Path(data_cfg.get("manifest_dir", "data/manifests"))
+    prefix = data_cfg.get("prefix", "synth")
+    for split in (data_cfg.get("train_split", "train"), data_cfg.get("valid_split", "dev")):
+        path = manifest_dir / f"{prefix}_cuts_{split}.jsonl.gz"
+        if split and path.is_file():
+            check_offline_vocab(
+                CutSet.from_jsonl_lazy(path), tokenizer, manifest=path, lang_dir=data_cfg.get("lang_dir")
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()  # --max-minutes counts from here (set-up included)
     args = get_parser().parse_args(argv)
@@ -333,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         extra_fields = list(getattr(loss_fn.teacher, "required_custom_fields", []) or [])
         if extra_fields:
             data_cfg["custom_fields"] = sorted(set(data_cfg.get("custom_fields") or []) | set(extra_fields))
+            check_offline_targets(data_cfg, tokenizer)  # dumped by a teacher of another vocabulary?
     else:
         loss_fn = AsrLossFn(**asr_loss_kwargs)
         loss_fn.check_model(model)  # a chunk size the encoder cannot use fails here, naming training.chunk

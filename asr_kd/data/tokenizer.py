@@ -58,6 +58,13 @@ class UntokenizableError(ValueError):
     """The text is empty, or contains characters the model cannot represent (would give ``<unk>``)."""
 
 
+def tokens_digest(tokens: Sequence[str]) -> str:
+    """sha256 (hex) of the pieces ``[piece(0), ..., piece(V - 1)]``: a vocabulary's fingerprint."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(tokens).encode("utf-8")).hexdigest()
+
+
 class VocabMismatchError(ValueError):
     """A lang dir's tokenizer is not the one a model was trained with (sizes or pieces differ)."""
 

@@ -10,6 +10,9 @@ teacher, and adds custom fields to every cut it could process:
 ``kd_ctc_topk_indices``    TemporalArray (T', K) int16 (int32 when V > 32768): their token ids
 ``kd_nbest``               JSON ``{"tokens": [[id, ...], ...], "scores": [float, ...]}``: the teacher's
                            n-best, best first (only with ``nbest > 0``)
+``kd_vocab``               JSON ``{"size": V, "tokens_sha256": str | None}``: the teacher's vocabulary (the
+                           sha256 of its pieces when its checkpoint stores them): the train CLI checks it
+                           against the student's lang dir (:func:`check_offline_vocab`)
 =========================  ==============================================================================
 
 K = min(topk, V). Arrays go to ``<out_dir>/<storage_name>/`` through Lhotse's ``NumpyHdf5Writer``
@@ -50,6 +53,8 @@ __all__ = [
     "TOPK_VALUES",
     "TOPK_INDICES",
     "NBEST",
+    "VOCAB",
+    "check_offline_vocab",
     "FRAME_SHIFT",
     "OFFLINE_FIELDS",
     "DumpReport",
@@ -63,6 +68,7 @@ log = logging.getLogger(__name__)
 TOPK_VALUES = "kd_ctc_topk_values"
 TOPK_INDICES = "kd_ctc_topk_indices"
 NBEST = "kd_nbest"
+VOCAB = "kd_vocab"
 #: seconds per teacher frame: 4 x 10 ms (the encoders' subsampling factor)
 FRAME_SHIFT = 0.04
 #: OfflineTeacher field name -> the cut custom fields that hold it
@@ -143,7 +149,11 @@ def _run_teacher(teacher: Teacher, batch: Mapping[str, Any], topk: int, nbest: i
     indices = indices.cpu().numpy().astype(index_dtype)
     rows = []
     for i, n in enumerate(out.lens.tolist()):
-        row = {"values": np.ascontiguousarray(values[i, :n]), "indices": np.ascontiguousarray(indices[i, :n])}
+        row = {
+            "values": np.ascontiguousarray(values[i, :n]),
+            "indices": np.ascontiguousarray(indices[i, :n]),
+            "vocab_size": int(out.ctc_logits.size(-1)),
+        }
         if nbest > 0:
             row["nbest"] = {
                 "tokens": [[int(t) for t in hyp] for hyp in out.nbest[i][:nbest]],
@@ -227,6 +237,10 @@ def dump_teacher_targets(
 
     targets: dict[str, dict[str, Any]] = {}
     failed: dict[str, str] = {}
+    from asr_kd.data.tokenizer import tokens_digest
+
+    trained_tokens = getattr(getattr(teacher, "model", None), "trained_tokens", None)
+    digest = tokens_digest(trained_tokens) if trained_tokens else None
 
     def fail(cut_id: str, reason: str) -> None:
         failed[cut_id] = reason
@@ -246,6 +260,7 @@ def dump_teacher_targets(
             }
             if "nbest" in row:
                 custom[NBEST] = row["nbest"]
+            custom[VOCAB] = {"size": row["vocab_size"], "tokens_sha256": digest}
             targets[cut.id] = custom
             report.audio_seconds += cut.duration
 
@@ -303,6 +318,42 @@ def dump_teacher_targets(
         report.seconds,
     )
     return result
+
+
+def check_offline_vocab(cuts: CutSet, tokenizer: Any, *, manifest: Any = None, lang_dir: Any = None) -> bool:
+    """Check that dumped targets were made by a teacher of ``tokenizer``'s vocabulary.
+
+    Reads the ``kd_vocab`` field of the first cut (of the first 100) that has it: ``V`` must equal
+    ``tokenizer.vocab_size`` and, when recorded, the teacher's pieces' sha256 the tokenizer's. Returns
+    False when no cut records it (targets dumped before the field existed: nothing to compare).
+
+    Raises:
+        asr_kd.data.tokenizer.VocabMismatchError: naming both sizes, the manifest and the lang dir.
+    """
+    from itertools import islice
+
+    from asr_kd.data.tokenizer import VocabMismatchError, tokens_digest
+
+    for cut in islice(cuts, 100):
+        info = (cut.custom or {}).get(VOCAB)
+        if not isinstance(info, Mapping):
+            continue
+        size, digest = int(info.get("size", -1)), info.get("tokens_sha256")
+        where = f"the offline KD targets of {manifest or 'the manifest'} (cut {cut.id})"
+        if size != int(tokenizer.vocab_size):
+            raise VocabMismatchError(
+                f"vocabulary mismatch: {where} come from a teacher with {size} tokens, but the student's lang "
+                f"dir {lang_dir} has {tokenizer.vocab_size} BPE pieces: dump the targets with a teacher of the "
+                "student's vocabulary"
+            )
+        if digest and digest != tokens_digest(tokenizer.tokens()):
+            raise VocabMismatchError(
+                f"vocabulary mismatch: {where} come from a teacher with {size} tokens, the same number as the "
+                f"student's lang dir {lang_dir}, but other pieces (sha256 differs)"
+            )
+        return True
+    log.info("%s: no %s field: the teacher's vocabulary cannot be checked", manifest or "manifest", VOCAB)
+    return False
 
 
 @register_teacher("offline")

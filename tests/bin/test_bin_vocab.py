@@ -99,3 +99,41 @@ def test_check_vocab_without_stored_tokens_compares_sizes_only(trained):
     check_vocab(tok, 40)  # nothing else known: accepted
     with pytest.raises(VocabMismatchError, match="has 40 BPE pieces but the model m.pt outputs 64 tokens"):
         check_vocab(tok, 64, lang_dir=root / "lang40", model="m.pt")
+
+
+def test_offline_targets_of_another_vocabulary_are_refused_at_start_up(trained, tmp_path):
+    """dump_teacher records the teacher's vocabulary (``kd_vocab``: V and the sha256 of its pieces) in
+    the dumped cuts; a student whose lang dir differs (34 pieces, or 40 other ones) stops at start-up,
+    before any step; the student with the teacher's lang dir trains."""
+    import yaml
+
+    from asr_kd.bin import dump_teacher, train
+    from asr_kd.data.tokenizer import tokens_digest
+    from asr_kd.kd.offline import VOCAB
+
+    root, exp = trained
+    out = tmp_path / "kd"
+    args = ["--checkpoint", str(exp / "checkpoint-2.pt"), "--splits", "train", "dev", "--out-dir", str(out)]
+    assert dump_teacher.main([*args, "--topk", "4"]) == 0
+    from lhotse import CutSet
+
+    first = next(iter(CutSet.from_file(out / "toy_cuts_train.jsonl.gz")))
+    digest = tokens_digest(Tokenizer.from_dir(root / "data" / "lang").tokens())
+    assert first.custom[VOCAB] == {"size": 40, "tokens_sha256": digest}
+
+    cfg = yaml.safe_load((root / "conf.yaml").read_text())
+    cfg["data"]["manifest_dir"] = str(out)
+    cfg["kd"] = {"teacher": {"type": "offline", "fields": ["kd_ctc_topk"]}, "methods": [{"name": "ctc_kd"}]}
+    for lang, match in (
+        ("lang34", r"teacher with 40 tokens, but the student's lang dir .*lang34 has 34 BPE pieces"),
+        ("lang40", r"teacher with 40 tokens, the same number as the student's lang dir .*lang40, but other pieces"),
+    ):
+        conf = tmp_path / f"student_{lang}.yaml"
+        conf.write_text(yaml.safe_dump(dict(cfg, data=dict(cfg["data"], lang_dir=str(root / lang)))))
+        student = tmp_path / f"student_{lang}"
+        with pytest.raises(VocabMismatchError, match=match):
+            train.main(["--config", str(conf), "--exp-dir", str(student), "--max-steps", "1"])
+        assert not list(student.glob("*.pt"))
+    conf = tmp_path / "student.yaml"
+    conf.write_text(yaml.safe_dump(cfg))
+    assert train.main(["--config", str(conf), "--exp-dir", str(tmp_path / "student"), "--max-steps", "1"]) == 0
