@@ -193,6 +193,22 @@ class AsrTeacher(Teacher):
         return out
 
 
+def _check_teacher_keys(cls: type, cfg: Mapping[str, Any], extra: tuple[str, ...] = ()) -> None:
+    """Reject ``kd.teacher`` keys that ``cls`` does not take, naming them and the known ones (the check of
+    every config section, :func:`asr_kd.training.config.check_section`); ``extra``: keys read before
+    construction (an ``asr`` teacher's ``checkpoint``). A class taking ``**kwargs`` is not checked."""
+    import inspect
+
+    from asr_kd.training.config import check_section
+
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    known = {n: Any for n in params if n not in ("self", "model")}
+    known.update({k: Any for k in (*extra, "type")})
+    check_section(cfg, known, "kd.teacher")
+
+
 def build_teacher(config: Mapping[str, Any] | None, device: str | torch.device = "cpu") -> Teacher | None:
     """A teacher from its config section (None or ``{type: self}``: no separate teacher)."""
     if config is None:
@@ -209,6 +225,7 @@ def build_teacher(config: Mapping[str, Any] | None, device: str | torch.device =
     if kind not in TEACHERS:
         raise ValueError(f"unknown teacher type {kind!r}; known: {sorted(TEACHERS) + ['self']}")
     cls = TEACHERS[kind]
+    _check_teacher_keys(cls, cfg, extra=("checkpoint",) if kind == "asr" else ())
     if kind == "asr":
         checkpoint = cfg.pop("checkpoint", None)
         if checkpoint is None:

@@ -74,6 +74,14 @@ def test_a_wrong_type_fails_at_start_up(recipe, tmp_path, override, message):
     assert not (tmp_path / "exp").exists()
 
 
+def test_a_typo_in_the_kd_teacher_is_rejected(recipe, tmp_path):
+    """kd.teacher options go through the same check (before: TypeError 'unexpected keyword argument')."""
+    kd = "kd={teacher: {type: offline, feilds: [kd_ctc_topk]}, methods: []}"
+    with pytest.raises(ConfigError, match=r"unknown kd.teacher config keys \['feilds'\]; known: \['fields', 'type'\]"):
+        train(recipe, tmp_path / "exp", "--max-steps", "1", kd)
+    assert not (tmp_path / "exp" / "config.yaml").exists()
+
+
 # ------------------------------------------------------------------------------------------ resume
 def test_changed_lr_and_schedule_on_resume_apply_are_logged_and_recorded(recipe, tmp_path):
     """2 steps at lr 1e-3 / warm-up 2, resumed to 4 steps with lr 5e-4 / warm-up 5: the lr of step 4 is
