@@ -38,3 +38,12 @@ def pytest_generate_tests(metafunc):
         from asr_kd.testing.encoders import tiny_encoder_types
 
         metafunc.parametrize("encoder_type", tiny_encoder_types())
+
+
+@pytest.fixture
+def k2():
+    """The k2 module; the test is skipped with the reason when k2 is not importable (it fails
+    instead under ``ASR_KD_REQUIRE_K2=1``, which ``.ci/run`` sets when it installed k2)."""
+    from asr_kd.testing.optional import require_k2
+
+    return require_k2()

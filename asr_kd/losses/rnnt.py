@@ -1,5 +1,10 @@
-"""RNN-T (transducer) losses: pruned RNN-T through ``fast_rnnt``, full RNN-T (``fast_rnnt`` or a
-pure-PyTorch reference), and the icefall-style warm-up of the pruned-loss scales.
+"""RNN-T (transducer) losses: pruned RNN-T through ``fast_rnnt`` or ``k2``, full RNN-T (``fast_rnnt``,
+``k2`` or a pure-PyTorch reference), and the icefall-style warm-up of the pruned-loss scales.
+
+``fast_rnnt`` is k2's RNN-T code split out as a standalone package: both expose the same functions
+(``rnnt_loss_smoothed``, ``get_rnnt_prune_ranges``, ``do_rnnt_pruning``, ``rnnt_loss_pruned``,
+``rnnt_loss``), so the ``backend`` argument only picks the module (``tests/losses/test_k2_cross.py``
+checks that they agree, values and gradients). Both are imported lazily; neither is needed at import time.
 
 Dimension legend (docs/DESIGN.md): N batch, T' encoder frames, S label length, U = S + 1 predictor
 steps (blank-prepended), V vocabulary (blank = 0), J joiner dim, R prune range.
@@ -14,6 +19,7 @@ the reference is given float64 inputs; the caller normalises.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 import torch
@@ -21,6 +27,7 @@ from torch import Tensor
 
 __all__ = [
     "fast_rnnt_available",
+    "RNNT_BACKENDS",
     "make_boundary",
     "transducer_loss_scales",
     "rnnt_loss_reference",
@@ -38,6 +45,21 @@ def fast_rnnt_available() -> bool:
     except Exception:
         return False
     return True
+
+
+#: ``backend`` values of :func:`pruned_rnnt_loss` (and, with ``"torch"`` / ``"auto"``, :func:`rnnt_loss_full`)
+RNNT_BACKENDS = ("fast_rnnt", "k2")
+
+
+def _rnnt_module(backend: str):
+    """The module implementing the k2-family RNN-T functions for ``backend`` (imported here)."""
+    if backend not in RNNT_BACKENDS:
+        raise ValueError(f"unknown RNN-T backend {backend!r} (expected one of {', '.join(RNNT_BACKENDS)})")
+    try:
+        return importlib.import_module(backend)
+    except Exception as e:  # ImportError, or a build against another torch
+        hint = "see README (Optional: k2)" if backend == "k2" else "scripts/install.sh builds it"
+        raise RuntimeError(f"RNN-T backend {backend!r} was requested but is not importable ({e}); {hint}") from e
 
 
 def make_boundary(target_lens: Tensor, logit_lens: Tensor) -> Tensor:
@@ -157,18 +179,16 @@ def rnnt_loss_full(
     """Full (unpruned) RNN-T loss over the whole (T', U) lattice; small sizes only.
 
     Args: as :func:`rnnt_loss_reference`. ``backend``: ``"fast_rnnt"`` (``fast_rnnt.rnnt_loss``),
-    ``"torch"`` (:func:`rnnt_loss_reference`) or ``"auto"`` (fast_rnnt when importable).
+    ``"k2"`` (``k2.rnnt_loss``), ``"torch"`` (:func:`rnnt_loss_reference`) or ``"auto"`` (fast_rnnt
+    when importable, else torch).
     Returns scalar or (N,) float32 loss.
     """
     if backend == "auto":
         backend = "fast_rnnt" if fast_rnnt_available() else "torch"
     if backend == "torch":
         return rnnt_loss_reference(logits.float(), targets, logit_lens, target_lens, blank=blank, reduction=reduction)
-    if backend != "fast_rnnt":
-        raise ValueError(f"unknown RNN-T backend {backend!r}")
-    import fast_rnnt
-
-    loss = fast_rnnt.rnnt_loss(
+    mod = _rnnt_module(backend)
+    loss = mod.rnnt_loss(
         logits=logits.float(),
         symbols=targets.to(torch.int64),
         termination_symbol=blank,
@@ -193,8 +213,9 @@ def pruned_rnnt_loss(
     am_only_scale: float = 0.0,
     blank: int = 0,
     reduction: str = "sum",
+    backend: str = "fast_rnnt",
 ) -> tuple[Tensor, Tensor]:
-    """Pruned RNN-T (Kuang et al., 2022) via ``fast_rnnt``: ``(simple_loss, pruned_loss)``.
+    """Pruned RNN-T (Kuang et al., 2022) via ``fast_rnnt`` or ``k2``: ``(simple_loss, pruned_loss)``.
 
     1. simple loss: a "trivial joiner" ``am[t] + lm[u]`` (log-softmax over V of the sum), smoothed
        with LM-only / AM-only terms (``fast_rnnt.rnnt_loss_smoothed``; with both scales 0 it is
@@ -212,14 +233,14 @@ def pruned_rnnt_loss(
       targets: (N, S) int64 labels padded with blank; logit_lens (N,); target_lens (N,).
       prune_range: R, label positions kept per frame (raised by fast_rnnt to the minimum that
         still admits a path; capped at S + 1, where pruning keeps everything).
+      backend: ``"fast_rnnt"`` or ``"k2"`` (same algorithm and functions; see the module docstring).
     Returns:
       ``(simple, pruned)``, scalars (``"sum"``) or (N,) (``"none"``), float32.
     """
-    import fast_rnnt
-
+    mod = _rnnt_module(backend)
     targets = targets.to(torch.int64)
     boundary = make_boundary(target_lens, logit_lens)
-    simple, (px_grad, py_grad) = fast_rnnt.rnnt_loss_smoothed(
+    simple, (px_grad, py_grad) = mod.rnnt_loss_smoothed(
         lm=lm.float(),
         am=am.float(),
         symbols=targets,
@@ -230,10 +251,10 @@ def pruned_rnnt_loss(
         reduction="none",
         return_grad=True,
     )
-    ranges = fast_rnnt.get_rnnt_prune_ranges(px_grad=px_grad, py_grad=py_grad, boundary=boundary, s_range=prune_range)
-    am_pruned, lm_pruned = fast_rnnt.do_rnnt_pruning(am=enc_proj, lm=pred_proj, ranges=ranges)
+    ranges = mod.get_rnnt_prune_ranges(px_grad=px_grad, py_grad=py_grad, boundary=boundary, s_range=prune_range)
+    am_pruned, lm_pruned = mod.do_rnnt_pruning(am=enc_proj, lm=pred_proj, ranges=ranges)
     logits = joint(am_pruned, lm_pruned)  # (N, T', R, V)
-    pruned = fast_rnnt.rnnt_loss_pruned(
+    pruned = mod.rnnt_loss_pruned(
         logits=logits.float(),
         symbols=targets,
         ranges=ranges,

@@ -35,7 +35,7 @@ from torch import Tensor
 from asr_kd.losses.ce import label_smoothing_loss, masked_lm_loss
 from asr_kd.losses.ctc import ctc_loss, pad_token_lists
 from asr_kd.losses.masking import mask_tokens
-from asr_kd.losses.rnnt import transducer_loss_scales
+from asr_kd.losses.rnnt import RNNT_BACKENDS, transducer_loss_scales
 from asr_kd.models.heads import AttentionDecoder, CtcHead, MaskCtcDecoder, TransducerHead
 from asr_kd.models.heads.attention_decoder import add_sos_eos
 
@@ -77,6 +77,8 @@ class AsrModel(nn.Module):
       transducer_loss: ``"pruned"`` (losses ``simple`` and ``pruned``) or ``"full"`` (``rnnt``;
         the whole (T', U, V) lattice, small models only).
       prune_range, lm_scale, am_scale: pruned RNN-T options (:func:`~asr_kd.losses.rnnt.pruned_rnnt_loss`).
+      transducer_backend: ``"fast_rnnt"`` (default) or ``"k2"``, the module computing the transducer
+        losses, pruned and full (:data:`asr_kd.losses.rnnt.RNNT_BACKENDS`; same algorithm).
       lsm_weight: label smoothing of the attention-decoder loss.
       loss_weights: default weights for :func:`combine_losses` (``model.loss_weights``); when None,
         :func:`default_loss_weights` of the enabled heads.
@@ -102,6 +104,7 @@ class AsrModel(nn.Module):
         prune_range: int = 5,
         lm_scale: float = 0.25,
         am_scale: float = 0.0,
+        transducer_backend: str = "fast_rnnt",
         lsm_weight: float = 0.1,
         inter_ctc_dropout: float = 0.0,
         loss_weights: Mapping[str, float] | None = None,
@@ -138,6 +141,8 @@ class AsrModel(nn.Module):
             raise ValueError("AsrModel needs at least one head")
         if transducer_loss not in ("pruned", "full"):
             raise ValueError(f"transducer_loss must be 'pruned' or 'full', got {transducer_loss!r}")
+        if transducer_backend not in RNNT_BACKENDS:
+            raise ValueError(f"transducer backend must be one of {RNNT_BACKENDS}, got {transducer_backend!r}")
         self.blank_id, self.sos_id, self.eos_id = blank_id, sos_id, eos_id
         self.ctc_backend = ctc_backend
         self.ctc_zero_infinity = ctc_zero_infinity
@@ -145,6 +150,7 @@ class AsrModel(nn.Module):
         self.prune_range = prune_range
         self.lm_scale = lm_scale
         self.am_scale = am_scale
+        self.transducer_backend = transducer_backend
         self.lsm_weight = lsm_weight
         # training-only modules of KD methods (e.g. projections); dropped by export / load_asr_model
         self.kd_aux = nn.ModuleDict()
@@ -262,7 +268,7 @@ class AsrModel(nn.Module):
             losses["inter_ctc"] = torch.stack(per_layer).mean()
         if self.transducer is not None:
             if bool((target_lens == 0).any()):
-                raise ValueError("the transducer loss (fast_rnnt) needs non-empty transcripts")
+                raise ValueError(f"the transducer loss ({self.transducer_backend}) needs non-empty transcripts")
             if self.transducer_loss == "pruned":
                 losses["simple"], losses["pruned"] = self.transducer(
                     out,
@@ -272,9 +278,12 @@ class AsrModel(nn.Module):
                     prune_range=self.prune_range,
                     lm_scale=self.lm_scale,
                     am_scale=self.am_scale,
+                    backend=self.transducer_backend,
                 )
             else:
-                losses["rnnt"] = self.transducer.full_loss(out, out_lens, targets, target_lens)
+                # fast_rnnt's full loss falls back to the pure-PyTorch reference when it is absent
+                full_backend = "k2" if self.transducer_backend == "k2" else "auto"
+                losses["rnnt"] = self.transducer.full_loss(out, out_lens, targets, target_lens, backend=full_backend)
         if self.attention_decoder is not None:
             ys_in, ys_out = add_sos_eos(tokens, self.sos_id, self.eos_id, device=device)
             logits = self.attention_decoder(out, out_lens, ys_in)
@@ -416,7 +425,7 @@ class AsrModelConfig:
     ctc: ``{"dropout": 0.0, "backend": "torch" | "k2", "zero_infinity": True}``.
     inter_ctc: ``{"layers": [k, ...] (1-based), "shared": False, "dropout": 0.0}``.
     transducer: ``{"d_pred": 256, "d_joint": 256, "context_size": 2, "loss": "pruned" | "full",
-      "prune_range": 5, "lm_scale": 0.25, "am_scale": 0.0}``.
+      "prune_range": 5, "lm_scale": 0.25, "am_scale": 0.0, "backend": "fast_rnnt" | "k2"}``.
     attention_decoder: ``{"d_model": D_enc, "num_layers": 6, "heads": 4, "d_ff": 2048,
       "dropout": 0.1, "lsm_weight": 0.1}``.
     mask_ctc: ``{"d_model": D_enc, "num_layers": 6, "heads": 4, "d_ff": 2048, "dropout": 0.1}``.
@@ -454,7 +463,7 @@ class AsrModelConfig:
 _SECTION_KEYS = {
     "ctc": {"dropout", "backend", "zero_infinity"},
     "inter_ctc": {"layers", "shared", "dropout"},
-    "transducer": {"d_pred", "d_joint", "context_size", "loss", "prune_range", "lm_scale", "am_scale"},
+    "transducer": {"d_pred", "d_joint", "context_size", "loss", "prune_range", "lm_scale", "am_scale", "backend"},
     "attention_decoder": {"d_model", "num_layers", "heads", "d_ff", "dropout", "lsm_weight"},
     "mask_ctc": {"d_model", "num_layers", "heads", "d_ff", "dropout"},
 }
@@ -512,6 +521,7 @@ def build_asr_model(config: Mapping[str, Any] | AsrModelConfig, *, encoder: nn.M
         kwargs["prune_range"] = c.get("prune_range", 5)
         kwargs["lm_scale"] = c.get("lm_scale", 0.25)
         kwargs["am_scale"] = c.get("am_scale", 0.0)
+        kwargs["transducer_backend"] = c.get("backend", "fast_rnnt")
     if cfg.attention_decoder is not None:
         c = _check_section("attention_decoder", cfg.attention_decoder)
         kwargs["attention_decoder"] = AttentionDecoder(

@@ -81,7 +81,8 @@ class TransducerHead(nn.Module):
 
     ``forward`` returns the pruned-RNN-T pair ``(simple, pruned)``; :meth:`full_loss` the full
     RNN-T loss (whole (T', U, V) lattice, small models only). Losses are summed over the batch.
-    fast_rnnt needs every S_n >= 1 (pruned loss and its full-loss backend).
+    fast_rnnt needs every S_n >= 1 (pruned loss and its full-loss backend); so does k2, the other
+    ``backend`` (same functions, :data:`asr_kd.losses.rnnt.RNNT_BACKENDS`).
     """
 
     def __init__(
@@ -112,9 +113,10 @@ class TransducerHead(nn.Module):
         prune_range: int = 5,
         lm_scale: float = 0.25,
         am_scale: float = 0.0,
+        backend: str = "fast_rnnt",
     ) -> tuple[Tensor, Tensor]:
         """enc (N, T', D), enc_lens (N,), targets (N, S) padded with blank, target_lens (N,)
-        -> ``(simple, pruned)`` scalars (sums over the batch)."""
+        -> ``(simple, pruned)`` scalars (sums over the batch); ``backend``: ``"fast_rnnt"`` or ``"k2"``."""
         pred = self.predictor(prepend_blank(targets, self.blank_id))  # (N, U, P)
         return pruned_rnnt_loss(
             am=self.simple_am_proj(enc),
@@ -129,6 +131,7 @@ class TransducerHead(nn.Module):
             lm_only_scale=lm_scale,
             am_only_scale=am_scale,
             blank=self.blank_id,
+            backend=backend,
         )
 
     def full_logits(self, enc: Tensor, targets: Tensor) -> Tensor:
