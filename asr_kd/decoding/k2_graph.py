@@ -1,0 +1,168 @@
+"""k2 one-best decoding of CTC output on a kaldifst decoding graph (H, HL, HLG, TLG, ...).
+
+The k2 counterpart of :func:`asr_kd.decoding.wfst.wfst_decode` (kaldi-decoder, CPU): the same graph
+and log-probs give the same words and, up to float rounding, the same scores
+(``tests/decoding/test_k2_graph.py`` checks both). k2 is imported lazily, inside the functions:
+importing this module never needs k2, and every path here has the kaldi-decoder equivalent.
+
+Conventions (those of :mod:`asr_kd.decoding.wfst`): a kaldifst graph (tropical semiring, weights are
+costs) has input labels ``token + 1`` (0 is epsilon; kaldi-decoder's ``DecodableCtc`` numbers the
+columns of the log-probability matrix from 1) and output labels word ids (0 = no output). In k2 a
+decoding graph's labels are the CTC columns themselves (0 = blank, a real symbol, not epsilon) and
+``-1`` marks the arcs into its single final state; scores are log-probabilities (``-cost``).
+
+:func:`k2_graph_from_kaldifst` converts one into the other:
+
+1. ``k2.Fsa.from_openfst`` on the graph's text form (it negates the costs, renumbers the start state
+   to 0 and adds the super-final state with ``-1`` arcs carrying the final weights);
+2. if any input label is epsilon (e.g. the backoff arcs of an un-optimised ``H o L o G``),
+   ``k2.remove_epsilon`` (tropical semiring: every best path and its score are kept; the aux labels
+   become ragged where epsilon arcs carried words);
+3. labels ``token + 1 -> token`` and ``k2.arc_sort``.
+
+:func:`k2_one_best` runs ``k2.intersect_dense_pruned`` (icefall's ``get_lattice``; or the exhaustive
+``k2.intersect_dense`` with ``pruned=False``) and ``k2.shortest_path``, and returns the word ids,
+the total score and its graph / acoustic parts, in :func:`~asr_kd.decoding.wfst.wfst_decode`'s
+:class:`~asr_kd.decoding.common.NBest` layout.
+
+How part D's HLG plugs in: ``HLG = H o det(L o G)`` with the disambiguation symbols and eps:eps
+arcs removed (:func:`asr_kd.decoding.hlg.compile_HLG` / ``get_hlg``, cached in the lang dir as a
+kaldifst file) is a kaldifst graph in this same convention (H is
+:func:`~asr_kd.decoding.wfst.build_ctc_topo`, input labels ``token + 1``), so
+``k2_one_best(k2_graph_from_kaldifst(HLG), log_probs, lens)`` decodes it with no other change, and
+``wfst_decode(HLG, log_probs, lens)`` is its k2-free equivalent. Any arc whose input became epsilon
+while keeping a word (a disambiguation symbol turned into epsilon after determinisation) goes
+through step 2, its word moving onto the neighbouring arcs' ragged aux labels. A graph built
+directly with k2 (icefall's ``compile_HLG``: labels already tokens with blank 0, no epsilons)
+skips the conversion: pass it to :func:`k2_one_best` as it is (icefall caches such graphs with
+``graph.as_dict()`` / ``k2.Fsa.from_dict``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from asr_kd.decoding.common import NBest
+
+__all__ = ["k2_graph_from_kaldifst", "k2_one_best"]
+
+
+def _k2():
+    try:
+        import k2  # noqa: PLC0415  (optional dependency)
+    except Exception as e:  # ImportError, or a k2 built against another torch
+        raise ImportError(
+            f"k2 decoding needs k2 ({e}); install it (README: Optional: k2) or use "
+            "asr_kd.decoding.wfst.wfst_decode (kaldi-decoder) on the same graph"
+        ) from e
+    return k2
+
+
+def k2_graph_from_kaldifst(fst):
+    """A kaldifst decoding graph (input labels ``token + 1``, outputs word ids) as a k2 ``Fsa``.
+
+    Returns an arc-sorted k2 transducer on CPU whose ``labels`` are CTC columns (0 = blank) and whose
+    ``aux_labels`` are the graph's output labels (a tensor, or a ragged tensor after epsilon removal).
+    The graph's own arc scores are also kept as the attribute ``graph_scores``, so that the decoded
+    path's graph score can be told from its acoustic score.
+    """
+    k2 = _k2()
+    graph = k2.Fsa.from_openfst(fst.to_str(show_weight_one=True), acceptor=False)
+    if bool((graph.labels == 0).any()):
+        graph = k2.remove_epsilon(graph)
+    labels = graph.labels.clone()
+    labels[labels > 0] -= 1
+    graph.labels = labels
+    graph.__dict__["_properties"] = None  # labels changed: let k2 recompute arc-sortedness
+    graph = k2.arc_sort(graph)
+    graph.graph_scores = graph.scores.detach().clone()
+    return graph
+
+
+def _aux_of_path(path) -> list[int]:
+    aux = path.aux_labels
+    if isinstance(aux, torch.Tensor):
+        vals = aux.tolist()
+    else:  # ragged (after remove_epsilon): concatenate the arcs' label lists
+        vals = aux.values.tolist()
+    return [int(v) for v in vals if v > 0]
+
+
+def k2_one_best(
+    graph,
+    log_probs: torch.Tensor,
+    lens: torch.Tensor,
+    *,
+    search_beam: float = 20.0,
+    output_beam: float = 8.0,
+    min_active_states: int = 30,
+    max_active_states: int = 10000,
+    acoustic_scale: float = 1.0,
+    pruned: bool = True,
+) -> list[NBest]:
+    """One-best decoding of CTC log posteriors with a k2 decoding graph.
+
+    Args:
+        graph: a k2 ``Fsa`` whose labels are CTC columns (0 = blank), e.g. from
+            :func:`k2_graph_from_kaldifst`; its ``aux_labels`` are the output (word) ids.
+        log_probs: ``(N, T', V)`` CTC log posteriors.
+        lens: ``(N,)`` valid frames.
+        search_beam, output_beam, min_active_states, max_active_states:
+            ``k2.intersect_dense_pruned`` options (icefall's ``get_lattice`` defaults, except
+            ``output_beam``, unused by the one best path); with ``pruned=False`` the exhaustive
+            ``k2.intersect_dense`` runs instead, with ``output_beam`` only (it copies the graph once
+            per utterance: small graphs only).
+        acoustic_scale: multiplies the log posteriors (as in ``wfst_decode``).
+
+    Returns:
+        N single-entry :class:`NBest` (an empty one when no path reaches the final state) with the
+        output labels of the best path, ``scores`` = its total log score (graph + acoustic, the
+        ``-(graph cost + acoustic cost)`` of ``wfst_decode``), ``components`` ``{"graph": [..],
+        "acoustic": [..]}``. Utterances with 0 frames give ``[[]]`` with score 0.
+    """
+    k2 = _k2()
+    n = log_probs.size(0)
+    out: list[NBest | None] = [None] * n
+    lens = lens.to("cpu", torch.int64)
+    keep = [i for i in range(n) if int(lens[i]) > 0]
+    for i in range(n):
+        if int(lens[i]) == 0:
+            out[i] = NBest(tokens=[[]], scores=[0.0], components={"graph": [0.0], "acoustic": [0.0]})
+    if keep:
+        lp = (log_probs.detach().float() * acoustic_scale).to(graph.device)
+        idx = torch.tensor(keep, dtype=torch.int64)
+        # k2 wants the supervision segments sorted by decreasing duration
+        order = idx[torch.argsort(lens[idx], descending=True, stable=True)]
+        segments = torch.stack(
+            [order.to(torch.int32), torch.zeros(len(order), dtype=torch.int32), lens[order].to(torch.int32)], dim=1
+        )
+        dense = k2.DenseFsaVec(lp, segments)
+        if pruned:
+            lattice = k2.intersect_dense_pruned(
+                graph,
+                dense,
+                search_beam=search_beam,
+                output_beam=output_beam,
+                min_active_states=min_active_states,
+                max_active_states=max_active_states,
+            )
+        else:
+            # one copy of the graph per utterance (meant for small graphs: tests, cross-checks)
+            graphs = k2.create_fsa_vec([graph] * len(order))
+            lattice = k2.intersect_dense(graphs, dense, output_beam=output_beam)
+        best = k2.shortest_path(lattice, use_double_scores=True)
+        totals = best.get_tot_scores(use_double_scores=True, log_semiring=False).tolist()
+        has_graph_scores = hasattr(best, "graph_scores")
+        for j, utt in enumerate(order.tolist()):
+            path = best[j]
+            if path.num_arcs == 0:  # no final state reached within the beams
+                out[utt] = NBest(tokens=[], scores=[])
+                continue
+            total = float(totals[j])
+            g = float(path.graph_scores.double().sum()) if has_graph_scores else float("nan")
+            out[utt] = NBest(
+                tokens=[_aux_of_path(path)],
+                scores=[total],
+                components={"graph": [g], "acoustic": [total - g]},
+            )
+    return out  # type: ignore[return-value]
