@@ -26,8 +26,9 @@ name                  head                    search
 ctc-greedy            ctc (or inter-CTC)      :func:`~asr_kd.decoding.ctc.ctc_greedy_search`
 ctc-prefix-beam       ctc (or inter-CTC)      :func:`asr_kd.ops.ctc_prefix_beam_search` (native
                                               when built, else the Python reference)
-ctc-hlg               ctc (or inter-CTC)      :func:`~asr_kd.decoding.wfst.wfst_decode` on the HL
-                                              graph of ``opts.lang_dir`` (HLG with ``opts.arpa``);
+ctc-hlg               ctc (or inter-CTC)      :func:`~asr_kd.decoding.wfst.wfst_decode` on the cached
+                                              determinised HL graph of ``opts.lang_dir`` (HLG with
+                                              ``opts.arpa``, :mod:`asr_kd.decoding.hlg`);
                                               outputs **word ids** of ``words.txt``
 attention-beam        attention_decoder       joint CTC/attention one-pass beam search (CTC term
                                               when the model has a ctc head and ctc_weight > 0)
@@ -565,6 +566,7 @@ class HlgGraph:
     id_to_word: Mapping[int, str]
     vocab_size: int | None = None
     kind: str = "HL"
+    info: Any = None  # asr_kd.decoding.hlg.GraphInfo (build time, size, cache file) when built here
 
 
 def _file_key(path: Path) -> tuple:
@@ -576,11 +578,14 @@ def _file_key(path: Path) -> tuple:
 class CtcHlg(DecodingMethod):
     """WFST decoding of the CTC log-probs (kaldifst graph + kaldi-decoder ``FasterDecoder``).
 
-    ``prepare`` builds ``H o L`` from the lang dir (``opts.lang_dir`` or ``resources["lang_dir"]``:
-    ``tokens.txt``, ``words.txt``, ``lexicon.txt``) and, with ``opts.arpa``, ``H o L o G``
-    (``opts.lm_scale``); the graph is cached per lang dir, LM and scale (rebuilt when a file
-    changes). ``resources["hlg"] = (graph, id_to_word)`` passes a graph built elsewhere (e.g.
-    :func:`~asr_kd.decoding.wfst.build_hlg_from_lang_dir`). The search uses ``opts.search_beam``
+    ``prepare`` gets the graph from :func:`asr_kd.decoding.hlg.get_hlg`: ``HL = H o det(L)`` from
+    the lang dir (``opts.lang_dir`` or ``resources["lang_dir"]``: ``tokens.txt``, ``words.txt``,
+    ``lexicon.txt``) and, with ``opts.arpa``, ``HLG = H o det(L o G)`` (G from kaldilm,
+    ``opts.lm_scale``), disambiguation symbols and epsilons removed. The graph is built once and
+    cached in the lang dir (``HL.fst`` / ``HLG_<lm>.fst``, rebuilt when the sha256 of its inputs
+    changes), and per process per lang dir, LM and scale. ``resources["hlg"] = (graph, id_to_word)``
+    passes a graph built elsewhere (e.g. :func:`~asr_kd.decoding.wfst.build_hlg_from_lang_dir`,
+    the undeterminised composition). The search uses ``opts.search_beam``
     and ``opts.acoustic_scale``; hypotheses are **word ids** (``PreparedDecoding.words`` maps them
     to words). Needs blank = 0 and the packages ``kaldifst`` and ``kaldi-decoder``.
     """
@@ -626,18 +631,16 @@ class CtcHlg(DecodingMethod):
             import kaldifst  # noqa: F401, PLC0415
         except ImportError as e:
             raise ImportError(f"decoding method 'ctc-hlg' needs the kaldifst and kaldi-decoder packages ({e})") from e
-        from asr_kd.decoding.wfst import build_hlg_from_lang_dir  # noqa: PLC0415
-
         if "hlg" in resources:
             graph, id_to_word = resources["hlg"]
             return HlgGraph(graph, id_to_word, None, "HLG" if opts.arpa is not None else "HL")
-        from asr_kd.data.tokenizer import read_symbol_table  # noqa: PLC0415
+        from asr_kd.decoding.hlg import get_hlg  # noqa: PLC0415
+        from asr_kd.lm.lang import is_disambig, read_symbols  # noqa: PLC0415
 
         lang = self._lang_dir(opts, resources)
-        graph, id_to_word = build_hlg_from_lang_dir(lang, opts.arpa, lm_scale=opts.lm_scale)
-        return HlgGraph(
-            graph, id_to_word, len(read_symbol_table(lang / "tokens.txt")), "HLG" if opts.arpa is not None else "HL"
-        )
+        graph, id_to_word, info = get_hlg(lang, opts.arpa, lm_scale=opts.lm_scale)
+        vocab = sum(1 for s in read_symbols(lang / "tokens.txt") if not is_disambig(s))
+        return HlgGraph(graph, id_to_word, vocab, info.kind, info)
 
     def search(self, model, enc_out, opts, state):
         from asr_kd.decoding.wfst import wfst_decode  # noqa: PLC0415

@@ -231,25 +231,32 @@ def test_ctc_hlg_via_decode_batch_equals_wfst_decode(model, batch, lang_dir):
 def test_ctc_hlg_graph_is_prepared_once_and_rebuilt_when_the_lang_dir_changes(model, tmp_path, monkeypatch):
     pytest.importorskip("kaldifst")
     pytest.importorskip("kaldi_decoder")
+    import asr_kd.decoding.hlg as hlg
     import asr_kd.decoding.wfst as wfst
 
     lang = write_lang_dir(tmp_path / "lang")
     builds = []
-    real = wfst.build_hlg_from_lang_dir
-    monkeypatch.setattr(wfst, "build_hlg_from_lang_dir", lambda *a, **k: builds.append(a) or real(*a, **k))
+    real = hlg.get_hlg
+    monkeypatch.setattr(hlg, "get_hlg", lambda *a, **k: builds.append(a) or real(*a, **k))
     opts = SearchOptions(lang_dir=lang)
     first = prepare_decoding(model, "ctc-hlg", opts).state
+    assert first.info.kind == "HL" and not first.info.cached and (lang / "HL.fst").is_file()
     assert prepare_decoding(model, "ctc-hlg", SearchOptions(lang_dir=str(lang), beam=7)).state is first
     assert len(builds) == 1
+    # a touched file: prepared again, but the same content loads the graph cached in the lang dir
     lex = lang / "lexicon.txt"
     st = lex.stat()
     os.utime(lex, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    assert prepare_decoding(model, "ctc-hlg", opts).state is not first
-    assert len(builds) == 2
+    second = prepare_decoding(model, "ctc-hlg", opts).state
+    assert second is not first and second.info.cached and len(builds) == 2
+    # changed content: rebuilt
+    lex.write_text(lex.read_text() + "w1 t2\n")
+    third = prepare_decoding(model, "ctc-hlg", opts).state
+    assert not third.info.cached and third.info.sha256 != first.info.sha256 and len(builds) == 3
     # a graph passed as a resource is used as it is
-    graph, id_to_word = real(lang)
+    graph, id_to_word = wfst.build_hlg_from_lang_dir(lang)
     dec = prepare_decoding(model, "ctc-hlg", SearchOptions(), resources={"hlg": (graph, id_to_word)})
-    assert dec.state.graph is graph and len(builds) == 2
+    assert dec.state.graph is graph and len(builds) == 3
 
 
 def test_ctc_hlg_needs_a_lang_dir(model, batch):
