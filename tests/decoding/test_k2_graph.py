@@ -217,3 +217,34 @@ def test_module_imports_without_k2_and_names_the_alternative(monkeypatch):
         mod.k2_graph_from_kaldifst(build_hlg(V))
     with pytest.raises(ImportError, match="README"):
         mod.k2_one_best(None, torch.zeros(1, 2, V), torch.tensor([2]))
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_k2_on_the_determinised_hlg_of_a_lang_dir(k2, tmp_path, order):
+    """The graph decoding uses (asr_kd.decoding.hlg.get_hlg: H o det(L o G), disambiguation symbols
+    and epsilons removed, G from a Kneser-Ney ARPA through kaldilm) goes through the same conversion:
+    k2 gives kaldi-decoder's words and scores on it. The lexicon is ambiguous (homophones and
+    spellings that are prefixes of others), so L needs its #1.. symbols."""
+    pytest.importorskip("kaldilm")
+    from asr_kd.decoding.hlg import get_hlg
+    from asr_kd.lm.ngram import train_ngram, write_arpa
+
+    lex = {"a": "t1", "ab": "t1 t2", "ba": "t2 t1", "b": "t2", "bee": "t2", "cab": "t3 t1 t2", "c": "t3", "d": "t4 t4"}
+    lang = tmp_path / "lang"
+    lang.mkdir()
+    (lang / "tokens.txt").write_text("<blk> 0\n" + "".join(f"t{i} {i}\n" for i in range(1, 5)))
+    syms = ["<eps>", *lex, "#0", "<s>", "</s>"]
+    (lang / "words.txt").write_text("".join(f"{w} {i}\n" for i, w in enumerate(syms)))
+    (lang / "lexicon.txt").write_text("".join(f"{w} {p}\n" for w, p in lex.items()))
+    texts = ["a b c", "ab c", "cab ba", "d a b", "bee d", "c a ab", "ba ba d", "cab d a", "a ab b"]
+    write_arpa(train_ngram(texts, order, unk=None), tmp_path / "lm.arpa")
+    graph, id_to_word, info = get_hlg(lang, tmp_path / "lm.arpa", cache=False)
+    assert info.kind == "HLG"
+    kg = k2_graph_from_kaldifst(graph)
+    lp = random_log_probs(6, 16, 5, seed=order, sharp=2.5)
+    lens = torch.tensor([16, 14, 12, 9, 6, 3])
+    want = wfst_decode(graph, lp, lens, beam=1e3, max_active=100000)
+    got = k2_one_best(kg, lp, lens, **WIDE)
+    _assert_same(got, want)
+    assert sum(len(r.best) for r in want) >= 6
+    assert {id_to_word[w] for r in got for w in r.best} <= set(lex)
