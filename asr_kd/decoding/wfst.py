@@ -93,28 +93,15 @@ def build_lexicon_fst(lexicon: Iterable[tuple[str, Sequence[int]]], word_ids: Ma
     return L
 
 
-def _parse_arpa(text: str) -> tuple[int, dict[tuple, tuple[float, float]]]:
-    """ARPA text -> (order, {ngram tuple: (log10 prob, log10 backoff)})."""
-    grams: dict[tuple, tuple[float, float]] = {}
-    order, cur = 0, 0
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("ngram ") or line == "\\data\\":
-            continue
-        if line == "\\end\\":
-            break
-        if line.startswith("\\") and line.endswith("-grams:"):
-            cur = int(line[1:].split("-")[0])
-            order = max(order, cur)
-            continue
-        if cur == 0:
-            continue
-        parts = line.split()
-        logp = float(parts[0])
-        words = tuple(parts[1 : 1 + cur])
-        bo = float(parts[1 + cur]) if len(parts) > 1 + cur else 0.0
-        grams[words] = (logp, bo)
-    return order, grams
+def _parse_arpa(text: str, path: str = "<text>") -> tuple[int, dict[tuple, tuple[float, float]]]:
+    """ARPA text -> (order, {ngram tuple: (log10 prob, log10 backoff)}), validated by
+    :func:`asr_kd.lm.arpa.parse_arpa_text` (a malformed line raises ``ArpaFormatError`` naming
+    ``path`` and the line)."""
+    from asr_kd.lm.arpa import parse_arpa_text  # noqa: PLC0415
+
+    lm = parse_arpa_text(text, path)
+    grams = {g: (p, lm.backoffs.get(g, 0.0)) for probs in lm.probs for g, p in probs.items()}
+    return lm.order, grams
 
 
 def build_arpa_fst(arpa: str | Path, word_ids: Mapping[str, int], *, lm_scale: float = 1.0):
@@ -133,8 +120,10 @@ def build_arpa_fst(arpa: str | Path, word_ids: Mapping[str, int], *, lm_scale: f
         lm_scale: multiplies every LM cost.
     """
     kf = _kaldifst()
-    text = str(arpa) if "\n" in str(arpa) else Path(arpa).read_text(encoding="utf-8")
-    order, grams = _parse_arpa(text)
+    if "\n" in str(arpa):
+        order, grams = _parse_arpa(str(arpa))
+    else:
+        order, grams = _parse_arpa(Path(arpa).read_text(encoding="utf-8"), str(arpa))
     special = {"<s>", "</s>"}
 
     def known(words: tuple) -> bool:
