@@ -261,3 +261,18 @@ def test_backend_k2_really_dispatches_to_k2(monkeypatch):
     if fast_rnnt_available():
         simple, pruned = pruned_rnnt_loss(am, lm, enc, pred, joint, targets, t_lens, s_lens, backend="fast_rnnt")
         assert torch.isfinite(simple) and torch.isfinite(pruned)
+
+
+def test_require_k2_skips_or_fails(monkeypatch):
+    """Without k2 the k2 tests skip with the reason; under ASR_KD_REQUIRE_K2=1 (CI with the wheel) they fail."""
+    import sys
+
+    from asr_kd.testing.optional import require_k2
+
+    monkeypatch.setitem(sys.modules, "k2", None)
+    monkeypatch.delenv("ASR_KD_REQUIRE_K2", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="k2 not importable"):
+        require_k2()
+    monkeypatch.setenv("ASR_KD_REQUIRE_K2", "1")
+    with pytest.raises(pytest.fail.Exception, match="ASR_KD_REQUIRE_K2=1 but k2 not importable"):
+        require_k2()
