@@ -1,11 +1,18 @@
-"""Train the BPE model and write the lang directory (tokens, words, BPE and char lexicons).
+"""Train the BPE model and write the lang directory (tokens, words, BPE and char lexicons),
+then the files WFST graphs need (icefall's layout, :mod:`asr_kd.lm.lang`).
 
 Usage::
 
     python -m asr_kd.bin.prepare_lang --text data/lang/transcript_words.txt \\
         --lang-dir data/lang_bpe_500 --vocab-size 500 [--model-type unigram] [--force]
 
-Does nothing when every output file already exists, unless ``--force`` is given.
+Writes ``bpe.model``, ``tokens.txt``, ``words.txt`` (``<eps>``, ``<UNK>``, the words, ``#0``,
+``<s>``, ``</s>``), ``lexicon.txt``, ``lexicon_char.txt``; then ``lexicon_disambig.txt``,
+``lexicon_char_disambig.txt`` (``#1``, ``#2``... on ambiguous spellings), ``tokens_disambig.txt``
+(``tokens.txt`` plus ``#0..#K``) and ``L_disambig.fst`` (kaldifst). The BPE step does nothing when
+its files exist (unless ``--force``); the disambiguation files are rewritten when missing or older
+than ``lexicon.txt``. A lexicon word missing from ``words.txt`` or a token missing from
+``tokens.txt`` is an error naming the file and line.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import sys
 from pathlib import Path
 
 from asr_kd.data.tokenizer import LANG_FILES, Tokenizer, train_bpe
+from asr_kd.lm.lang import DISAMBIG_FILES, LangError, write_disambig_files
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -34,12 +42,28 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.force and all((args.lang_dir / f).is_file() for f in LANG_FILES):
         tok = Tokenizer.from_dir(args.lang_dir)
-        print(f"prepare_lang: {args.lang_dir} exists ({tok.vocab_size} tokens); skipping (use --force)")
+        print(f"prepare_lang: {args.lang_dir} exists ({tok.vocab_size} tokens); skipping BPE (use --force)")
+    else:
+        tok = train_bpe(args.text, args.lang_dir, args.vocab_size, model_type=args.model_type, seed=args.seed)
+        if tok.vocab_size != args.vocab_size:
+            print(f"prepare_lang: WARNING: text too small for {args.vocab_size} pieces; got {tok.vocab_size}")
+        print(f"prepare_lang: wrote {args.lang_dir} ({tok.vocab_size} tokens)")
+    return write_disambig(args.lang_dir, force=args.force)
+
+
+def write_disambig(lang_dir: Path, *, force: bool = False) -> int:
+    """Write the disambiguation files unless they exist and are newer than lexicon.txt."""
+    lex = lang_dir / "lexicon.txt"
+    outs = [lang_dir / f for f in DISAMBIG_FILES]
+    if not force and all(o.is_file() and o.stat().st_mtime_ns >= lex.stat().st_mtime_ns for o in outs):
+        print(f"prepare_lang: {lang_dir} has {', '.join(DISAMBIG_FILES)}; skipping")
         return 0
-    tok = train_bpe(args.text, args.lang_dir, args.vocab_size, model_type=args.model_type, seed=args.seed)
-    if tok.vocab_size != args.vocab_size:
-        print(f"prepare_lang: WARNING: text too small for {args.vocab_size} pieces; got {tok.vocab_size}")
-    print(f"prepare_lang: wrote {args.lang_dir} ({tok.vocab_size} tokens)")
+    try:
+        info = write_disambig_files(lang_dir)
+    except LangError as e:
+        print(f"prepare_lang: {e}", file=sys.stderr)
+        return 1
+    print(f"prepare_lang: wrote {', '.join(DISAMBIG_FILES)} in {lang_dir} (#1..#{info['max_disambig']})")
     return 0
 
 

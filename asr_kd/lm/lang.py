@@ -128,12 +128,12 @@ def check_lexicon(
         if words[e.word] == 0:
             raise LangError(f"{lexicon_path}:{e.line}: word {e.word!r} has id 0 (epsilon) in {words_path}")
         for u in e.units:
+            if is_disambig(u):
+                raise LangError(f"{lexicon_path}:{e.line}: {e.word!r} is spelt with the disambiguation symbol {u!r}")
             if u not in tokens:
                 raise LangError(f"{lexicon_path}:{e.line}: token {u!r} (of {e.word!r}) is not in {tokens_path}")
             if u in blank:
                 raise LangError(f"{lexicon_path}:{e.line}: token {u!r} (of {e.word!r}) has id 0 (blank/epsilon)")
-            if is_disambig(u):
-                raise LangError(f"{lexicon_path}:{e.line}: {e.word!r} is spelt with the disambiguation symbol {u!r}")
 
 
 def add_disambig_symbols(entries: Sequence[LexiconEntry]) -> tuple[list[LexiconEntry], int]:
