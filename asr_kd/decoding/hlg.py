@@ -190,9 +190,15 @@ def _relabel_disambig(fst, first_token_disambig: int, first_word_disambig: int):
     return out
 
 
-def compile_LG(L, G, *, first_token_disambig: int, first_word_disambig: int, max_bytes=None, inputs: str = ""):
+def compile_LG(
+    L, G, *, first_token_disambig: int, first_word_disambig: int, max_bytes=None, inputs: str = "", keep_disambig=False
+):
     """``det(L o G)`` (or ``det(L)`` with ``G=None``), disambiguation symbols removed, epsilons
-    removed, trimmed, arc-sorted on the input labels. Returns ``(LG, estimate)``."""
+    removed, trimmed, arc-sorted on the input labels. Returns ``(LG, estimate)``.
+
+    ``keep_disambig``: return ``det(L o G)`` as it is (input-deterministic, with the ``#k``), for
+    inspection. Removing the ``#k`` and the epsilons (icefall's order) may leave a state with two
+    arcs on one token."""
     kf = _kf()
     estimate = {}
     if G is not None:
@@ -206,6 +212,7 @@ def compile_LG(L, G, *, first_token_disambig: int, first_word_disambig: int, max
         kf.arcsort(L, sort_type="olabel")
         kf.arcsort(G, sort_type="ilabel")
         LG = kf.compose(L, G)
+        estimate["LG_composed"] = {"states": LG.num_states, "arcs": num_arcs(LG)}
     else:
         LG = L.copy() if hasattr(L, "copy") else L
     if not isinstance(LG, kf.StdVectorFst):
@@ -213,6 +220,8 @@ def compile_LG(L, G, *, first_token_disambig: int, first_word_disambig: int, max
     # tropical (use_log=False): the best path and its cost are kept exactly; True = stopped early
     if kf.determinize_star(LG, use_log=False):
         raise RuntimeError(f"determinize_star of {'L o G' if G is not None else 'L'} stopped early ({inputs})")
+    if keep_disambig:
+        return LG, estimate
     LG = _relabel_disambig(LG, first_token_disambig, first_word_disambig)
     kf.rmepsilon(LG)
     kf.connect(LG)
