@@ -89,11 +89,15 @@ def words_of(res, id_to_word):
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("order,lm_scale", [(2, 1.0), (3, 1.0), (3, 0.5)])
-def test_hlg_decoding_equals_brute_force_and_the_undeterminised_graph(lang, seed, order, lm_scale, tmp_path):
+@pytest.mark.parametrize(
+    "order,lm_scale,remove_epsilon", [(2, 1.0, True), (3, 1.0, True), (3, 0.5, True), (3, 1.0, False)]
+)
+def test_hlg_decoding_equals_brute_force_and_the_undeterminised_graph(
+    lang, seed, order, lm_scale, remove_epsilon, tmp_path
+):
     arpa = lang / f"G_{order}gram.arpa"
     lm = read_arpa(arpa, unk=None)
-    graph, id_to_word, info = get_hlg(lang, arpa, lm_scale=lm_scale, cache_dir=tmp_path)
+    graph, id_to_word, info = get_hlg(lang, arpa, lm_scale=lm_scale, cache_dir=tmp_path, remove_epsilon=remove_epsilon)
     assert info.kind == "HLG"
     T = 5
     lp = random_log_probs(1, T, V, seed=seed, sharp=1.5)
