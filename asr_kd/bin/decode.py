@@ -70,7 +70,18 @@ def get_parser() -> argparse.ArgumentParser:
         help="repeatable [ctc-greedy] (asr_kd.decoding.search registry); ctc-hlg = WFST decoding "
         "of the CTC output with the lang dir's lexicon (HL) and, with --arpa, an n-gram LM (HLG)",
     )
-    p.add_argument("--arpa", type=Path, default=None, help="ctc-hlg: ARPA LM for G (default: HL, no LM)")
+    p.add_argument(
+        "--arpa",
+        type=Path,
+        default=None,
+        help="ctc-hlg: ARPA LM for G (default: HL, no LM); HLG = H o det(L o G) is built once and cached in the "
+        "lang dir (asr_kd.bin.compile_hlg builds it ahead)",
+    )
+    p.add_argument(
+        "--keep-epsilon",
+        action="store_true",
+        help="ctc-hlg: keep LG's eps:eps arcs (G's backoffs): a far smaller graph than icefall's epsilon-free one",
+    )
     p.add_argument("--lm-scale", type=float, default=1.0, help="ctc-hlg: G weight scale")
     p.add_argument("--search-beam", type=float, default=16.0, help="ctc-hlg: decoder beam (cost units)")
     p.add_argument("--acoustic-scale", type=float, default=1.0, help="ctc-hlg: scale of the CTC log-probs")
@@ -240,11 +251,19 @@ def main(argv: list[str] | None = None) -> int:
                 lm_scale=args.lm_scale,
                 search_beam=args.search_beam,
                 acoustic_scale=args.acoustic_scale,
+                keep_epsilon=args.keep_epsilon,
             )
             t0 = time.perf_counter()
             decoder = prepare_decoding(model, method, opts)  # checks the heads; builds e.g. HLG once
             if decoder.state is not None:
                 log.info("prepared %s in %.1f s", method, time.perf_counter() - t0)
+                info = getattr(decoder.state, "info", None)
+                if info is not None:  # ctc-hlg: the graph's size and where it came from
+                    log.info(
+                        "%s graph %s: %d states, %d arcs, %s",
+                        method, info.path, info.states, info.arcs,
+                        "loaded from the cache" if info.cached else f"built in {info.build_seconds:.1f} s",
+                    )  # fmt: skip
             suffix = method_suffix(method, opts)
             loader = dm.test_dataloader(cuts, on_error=args.on_error)
             results, skipped, seconds, audio = decode_split(decoder, loader, tokenizer, device, refs)

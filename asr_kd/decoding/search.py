@@ -102,6 +102,7 @@ class SearchOptions:
     lm_scale: float = 1.0  # ctc-hlg: G weight scale
     search_beam: float = 16.0  # ctc-hlg: decoder beam (cost units)
     acoustic_scale: float = 1.0  # ctc-hlg: scale of the CTC log-probs
+    keep_epsilon: bool = False  # ctc-hlg: keep LG's eps:eps arcs (a far smaller graph; asr_kd.decoding.hlg)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -623,7 +624,7 @@ class CtcHlg(DecodingMethod):
             lm = ("text", hash(str(arpa)))
         else:
             lm = _file_key(Path(arpa))
-        return (tuple(files), lm, float(opts.lm_scale))
+        return (tuple(files), lm, float(opts.lm_scale), bool(opts.keep_epsilon))
 
     def prepare(self, model, opts, resources):
         try:
@@ -638,7 +639,7 @@ class CtcHlg(DecodingMethod):
         from asr_kd.lm.lang import is_disambig, read_symbols  # noqa: PLC0415
 
         lang = self._lang_dir(opts, resources)
-        graph, id_to_word, info = get_hlg(lang, opts.arpa, lm_scale=opts.lm_scale)
+        graph, id_to_word, info = get_hlg(lang, opts.arpa, lm_scale=opts.lm_scale, remove_epsilon=not opts.keep_epsilon)
         vocab = sum(1 for s in read_symbols(lang / "tokens.txt") if not is_disambig(s))
         return HlgGraph(graph, id_to_word, vocab, info.kind, info)
 
@@ -659,6 +660,8 @@ class CtcHlg(DecodingMethod):
 
     def suffix(self, opts):
         parts = [self.name, "noG" if opts.arpa is None else f"G_lms-{opts.lm_scale:g}"]
+        if opts.keep_epsilon:
+            parts.append("eps")
         if opts.ctc_layer is not None:
             parts.append(f"layer-{opts.ctc_layer}")
         return "_".join(parts)

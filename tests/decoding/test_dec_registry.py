@@ -400,3 +400,33 @@ def test_searches_call_the_ops_through_their_modules(model, batch, monkeypatch):
     decode_batch(model, x, x_lens, "mask-ctc-beam", OPTS)
     decode_batch(model, x, x_lens, "ctc-prefix-beam", OPTS)
     assert "mask_ctc_beam_step" in calls and "ctc_prefix_beam_search" in calls
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("keep_epsilon", [False, True])
+def test_ctc_hlg_with_an_lm_uses_the_cached_determinised_hlg(model, batch, tmp_path, keep_epsilon):
+    """ctc-hlg with opts.arpa: the words and scores of wfst_decode on the undeterminised
+    H o L o G of build_hlg_from_lang_dir (a bigram KN LM: both G constructions are exact)."""
+    pytest.importorskip("kaldifst")
+    pytest.importorskip("kaldi_decoder")
+    pytest.importorskip("kaldilm")
+    from asr_kd.decoding.wfst import build_hlg_from_lang_dir, wfst_decode
+    from asr_kd.lm.ngram import train_ngram, write_arpa
+
+    lang = write_lang_dir(tmp_path / "lang")
+    (lang / "words.txt").write_text((lang / "words.txt").read_text() + f"#0 {V}\n<s> {V + 1}\n</s> {V + 2}\n")
+    arpa = lang / "G_2gram.arpa"
+    write_arpa(train_ngram(["w1 w2 w3", "w2 w3", "w5 w1 w2", "w4", "w3 w3 w1"], 2, unk=None), arpa)
+    x, x_lens = batch
+    opts = SearchOptions(lang_dir=lang, arpa=arpa, search_beam=30.0, keep_epsilon=keep_epsilon)
+    dec = prepare_decoding(model, "ctc-hlg", opts)
+    assert dec.state.kind == "HLG" and dec.state.info.path.name == f"HLG_G_2gram{'_eps' if keep_epsilon else ''}.fst"
+    got = dec.decode(x, x_lens)
+    enc_out = model.encode(x, x_lens)
+    lp = model.ctc(enc_out.out).log_softmax(-1)
+    graph, _ = build_hlg_from_lang_dir(lang, arpa)
+    want = wfst_decode(graph, lp, enc_out.out_lens, beam=30.0)
+    assert got == [r.best for r in want] and sum(map(len, got)) > 0
+    mine = wfst_decode(dec.state.graph, lp, enc_out.out_lens, beam=30.0)
+    assert [r.scores[0] for r in mine] == pytest.approx([r.scores[0] for r in want], abs=1e-3)
+    assert get_decoding_method("ctc-hlg").suffix(opts) == "ctc-hlg_G_lms-1" + ("_eps" if keep_epsilon else "")
