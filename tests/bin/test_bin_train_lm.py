@@ -122,3 +122,25 @@ def test_prepare_lm_recipe(lang_dir, tmp_path):
     )
     assert again.returncode == 0 and "G_3gram.arpa is up to date" in again.stdout
     assert '"cached": true' in again.stdout
+
+
+def test_prepare_sh_stage_6(lang_dir, tmp_path):
+    """prepare.sh --stage 6 --stop-stage 6 runs local/prepare_lm.sh on $data/lang_bpe_<V>."""
+    pytest.importorskip("kaldifst")
+    pytest.importorskip("kaldilm")
+    import shutil
+
+    data = tmp_path / "data"
+    lang = data / "lang_bpe_40"
+    shutil.copytree(lang_dir, lang)
+    for p in lang.glob("HL*"):
+        p.unlink()
+    proc = subprocess.run(
+        ["bash", str(REPO / "egs/synth/ASR/prepare.sh"), "--stage", "6", "--stop-stage", "6", "--vocab-size", "40",
+         "--data-dir", str(data), "--lm-orders", "2 3"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "stage 6 done" in proc.stdout
+    for f in ("G_2gram.arpa", "G_3gram.arpa", "G_3gram.fst.txt", "HL.fst", "HLG_G_2gram.fst", "HLG_G_2gram.json"):
+        assert (lang / f).is_file(), f

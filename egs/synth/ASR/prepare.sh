@@ -6,6 +6,7 @@
 #   bash egs/synth/ASR/prepare.sh --size default --nj 2       # >= 10 h train, 600 dev, 600 test
 #   bash egs/synth/ASR/prepare.sh --stage 4 --stop-stage 4 --vocab-size 256   # another BPE only
 #   bash egs/synth/ASR/prepare.sh --size default --precompute-fbank true      # + lilcom fbank
+#   bash egs/synth/ASR/prepare.sh --stage 6 --stop-stage 6 --vocab-size 128   # 3/4-gram LMs + HL/HLG graphs
 #
 # Options (defaults in brackets):
 #   --stage N / --stop-stage M   run stages N..M [0 / 5]
@@ -14,6 +15,7 @@
 #   --vocab-size V               BPE pieces, specials included [500]
 #   --nj J                       parallel jobs [2]
 #   --precompute-fbank B         true: stage 5 stores 80-bin fbank; false: computed on the fly [false]
+#   --lm-orders "N ..."          stage 6: n-gram LM orders; HLG uses the first [3 4]
 #   --data-dir D                 output directory, relative to egs/synth/ASR [data]
 #   --download-dir D             cache of the Debian .debs [download]
 #
@@ -24,6 +26,8 @@
 #   3  Lhotse manifests -> $data/manifests/synth_{recordings,supervisions,cuts}_{train,dev,test}.jsonl.gz
 #   4  BPE model + lexicons on the train transcripts -> $data/lang_bpe_${vocab_size}/
 #   5  (only with --precompute-fbank true) fbank -> $data/fbank/synth_cuts_{train,dev,test}.jsonl.gz
+#   6  (opt-in: --stop-stage 6) modified Kneser-Ney LMs on the train transcripts, kaldilm G, the disambiguated
+#      lexicons, L_disambig and the cached HL / HLG graphs -> $data/lang_bpe_${vocab_size}/ (local/prepare_lm.sh)
 #
 # The BPE model is trained on the transcripts of the synthesised train split ($lang/transcript_words.txt),
 # and retrained when they change. Changing --size or --seed re-runs stages 2-5 (wavs are reused: the
@@ -39,6 +43,7 @@ nj=2
 precompute_fbank=false
 data=data
 download=download
+lm_orders="3 4"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
@@ -53,6 +58,7 @@ while [ $# -gt 0 ]; do
     --precompute-fbank) precompute_fbank="$2"; shift 2 ;;
     --data-dir) data="$2"; shift 2 ;;
     --download-dir) download="$2"; shift 2 ;;
+    --lm-orders) lm_orders="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "prepare.sh: unknown option $1" >&2; usage >&2; exit 1 ;;
   esac
@@ -115,6 +121,11 @@ stage5() {
     --prefix synth --splits train dev test --nj "$nj"
   touch "$data/fbank/.done_${tag}"
 }
+stage6() {
+  local hlg_order
+  hlg_order="$(echo "$lm_orders" | awk '{print $1}')"
+  bash local/prepare_lm.sh --lang-dir "$lang" --orders "$lm_orders" --hlg-order "$hlg_order"
+}
 
 log "size=$size seed=$seed vocab_size=$vocab_size nj=$nj stages $stage..$stop_stage, python=$python"
 if run_stage 0; then timed 0 "download text sources into $download" stage0; fi
@@ -123,4 +134,5 @@ if run_stage 2; then timed 2 "synthesise ($size) with espeak-ng" stage2; fi
 if run_stage 3; then timed 3 "Lhotse manifests" stage3; fi
 if run_stage 4; then timed 4 "BPE model ($vocab_size) and lexicons in $lang" stage4; fi
 if run_stage 5; then timed 5 "fbank features" stage5; fi
+if run_stage 6; then timed 6 "n-gram LMs ($lm_orders) and HL/HLG graphs in $lang" stage6; fi
 log "all done"
