@@ -244,19 +244,26 @@ def compile_HLG(vocab_size: int, LG, *, max_bytes=None, inputs: str = ""):
     """``H o LG`` (H: CTC topology over ``vocab_size`` tokens), arc-sorted on input labels.
 
     Returns ``(HLG, estimate)``. The estimate: a state of ``H o LG`` is a pair (last token, LG
-    state), so there are at most ``1 + indegree(s)`` per LG state ``s``; each has a blank arc,
-    a repeat self-loop and the arcs of ``s``.
+    state ``s``): one per distinct token on the arcs into ``s`` (epsilon arcs bring the tokens into
+    their source), plus the after-blank one; each pair has a blank arc, a repeat self-loop and the
+    arcs of ``s``.
     """
     from asr_kd.decoding.wfst import build_ctc_topo  # noqa: PLC0415
 
     kf = _kf()
-    indeg = [0] * LG.num_states
-    outdeg = [LG.num_arcs(s) for s in range(LG.num_states)]
-    for s in range(LG.num_states):
+    n = LG.num_states
+    into: list[set] = [set() for _ in range(n)]
+    eps_from: list[list[int]] = [[] for _ in range(n)]
+    outdeg = [LG.num_arcs(s) for s in range(n)]
+    for s in range(n):
         for a in _arcs(LG, s):
-            indeg[a.nextstate] += 1
-    est_states = sum(1 + d for d in indeg)
-    est_arcs = sum((1 + i) * (2 + o) for i, o in zip(indeg, outdeg))
+            if a.ilabel:
+                into[a.nextstate].add(a.ilabel)
+            else:
+                eps_from[a.nextstate].append(s)
+    pairs = [1 + len(into[s]) + sum(len(into[p]) for p in eps_from[s]) for s in range(n)]
+    est_states = sum(pairs)
+    est_arcs = sum(p * (2 + o) for p, o in zip(pairs, outdeg))
     estimate = {"HLG": _check_fits("H o LG", est_states, est_arcs, max_bytes, inputs)}
     H = build_ctc_topo(vocab_size)
     kf.arcsort(H, sort_type="olabel")

@@ -211,8 +211,9 @@ def test_cached_by_input_sha(lang, tmp_path):
     assert not i4.cached and i4.path.name == "HLG_lm_lms-0.5.fst"
 
 
-def test_a_graph_too_large_is_refused_before_composing(lang, tmp_path):
-    _, _, info = get_hlg(lang, lang / "G_3gram.arpa", cache=False)
+@pytest.mark.parametrize("remove_epsilon", [True, False])
+def test_a_graph_too_large_is_refused_before_composing(lang, tmp_path, remove_epsilon):
+    _, _, info = get_hlg(lang, lang / "G_3gram.arpa", cache=False, remove_epsilon=remove_epsilon)
     est = info.estimate
     # the estimates bound the real sizes
     assert est["HLG"]["states"] >= info.states and est["HLG"]["arcs"] >= info.arcs
@@ -220,11 +221,11 @@ def test_a_graph_too_large_is_refused_before_composing(lang, tmp_path):
     lg, hlg = est["LG"]["bytes"], est["HLG"]["bytes"]
     assert hlg > lg
     with pytest.raises(GraphTooLargeError, match=r"L o G would not fit in memory: estimated \d+ states"):
-        get_hlg(lang, lang / "G_3gram.arpa", cache_dir=tmp_path, max_bytes=lg - 1)
+        get_hlg(lang, lang / "G_3gram.arpa", cache_dir=tmp_path, max_bytes=lg - 1, remove_epsilon=remove_epsilon)
     with pytest.raises(GraphTooLargeError, match=r"H o LG would not fit in memory.*G_3gram.arpa"):
-        get_hlg(lang, lang / "G_3gram.arpa", cache_dir=tmp_path, max_bytes=hlg - 1)
+        get_hlg(lang, lang / "G_3gram.arpa", cache_dir=tmp_path, max_bytes=hlg - 1, remove_epsilon=remove_epsilon)
     assert not list(tmp_path.glob("HLG*"))
-    get_hlg(lang, lang / "G_3gram.arpa", cache_dir=tmp_path, max_bytes=hlg)
+    get_hlg(lang, lang / "G_3gram.arpa", cache_dir=tmp_path, max_bytes=hlg, remove_epsilon=remove_epsilon)
 
 
 def test_bad_lexicon_is_named(lang, tmp_path):
