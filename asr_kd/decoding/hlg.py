@@ -212,9 +212,10 @@ def compile_LG(
     kf = _kf()
     estimate = {}
     if G is not None:
-        # each word arc of G becomes about len(spelling) arcs (and len - 1 states) of L o G
+        # each word arc of G becomes about len(spelling) arcs (and len - 1 states) of L o G; L has
+        # 1 + sum(len - 1) states and sum(len) + 1 arcs (the #0 loop), so arcs - states = #spellings
         l_arcs, l_states = num_arcs(L), L.num_states
-        avg_len = max(l_arcs / max(l_states, 1), 1.0) if l_states else 1.0
+        avg_len = max((l_arcs - 1) / max(l_arcs - l_states, 1), 1.0)
         g_states, g_arcs = G.num_states, num_arcs(G)
         est_states = int(g_states + g_arcs * max(avg_len - 1.0, 0.0)) + 1
         est_arcs = int(g_arcs * avg_len) + 1
