@@ -237,3 +237,13 @@ def test_bad_lexicon_is_named(lang, tmp_path):
     (tmp_path / "lexicon.txt").write_text("A a\nZ b\n")
     with pytest.raises(LangError, match="lexicon.txt:2: word 'Z' is not in"):
         get_hlg(tmp_path)
+
+
+def test_max_order_drops_the_higher_ngrams(lang, tmp_path):
+    arpa = lang / "G_3gram.arpa"
+    full, lower = compile_G(arpa, lang / "words.txt"), compile_G(arpa, lang / "words.txt", max_order=2)
+    # kaldilm keeps the states and drops the 3-gram arcs (those ending in </s> are final weights)
+    n_trigram_arcs = sum(g[-1] != "</s>" for g in read_arpa(arpa, unk=None).probs[2])
+    assert num_arcs(full) - num_arcs(lower) == n_trigram_arcs > 0
+    _, _, info = get_hlg(lang, arpa, max_order=2, cache_dir=tmp_path)
+    assert info.path.name == "HLG_G_3gram_o2.fst"
