@@ -57,7 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"train_lm: perplexity on {args.text}: {lm.perplexity(sentences):.2f}")
     if args.dev_text is not None:
         dev = _read(args.dev_text)
-        print(f"train_lm: perplexity on {args.dev_text}: {lm.perplexity(dev):.2f}")
+        vocab = set(lm.vocab)
+        words = [w for s in dev for w in s.split()]
+        oov = sum(w not in vocab for w in words)
+        print(
+            f"train_lm: perplexity on {args.dev_text}: {lm.perplexity(dev):.2f} "
+            f"({len(dev)} sentences, {len(words)} words, OOV {oov} = {100 * oov / max(len(words), 1):.1f} %, "
+            f"scored as {args.unk or 'an error'})"
+        )
     return 0
 
 

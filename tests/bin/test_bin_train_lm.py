@@ -38,7 +38,7 @@ def test_train_lm_cli(lang_dir, tmp_path, capsys):
     assert set(lm.vocab) == words | {"</s>", "<UNK>"}
     ppl = lm.perplexity(DUMMY_TEXTS * 3)
     assert f"perplexity on {lang_dir / 'transcript_words.txt'}: {ppl:.2f}" in printed
-    assert f"perplexity on {dev}:" in printed
+    assert f"perplexity on {dev}:" in printed and "12 words, OOV 3 = 25.0 %, scored as <UNK>" in printed
     assert train_lm.main(["--text", str(tmp_path / "missing.txt"), "--order", "2", "--out", str(out)]) == 2
 
 

@@ -124,7 +124,12 @@ stage5() {
 stage6() {
   local hlg_order
   hlg_order="$(echo "$lm_orders" | awk '{print $1}')"
-  bash local/prepare_lm.sh --lang-dir "$lang" --orders "$lm_orders" --hlg-order "$hlg_order"
+  local dev=()
+  if [ -f "$data/manifests/synth_supervisions_dev.jsonl.gz" ]; then
+    "$python" -m asr_kd.corpus.transcripts "$data/manifests/synth_supervisions_dev.jsonl.gz" --out "$lang/transcript_words_dev.txt"
+    dev=(--dev-text "$lang/transcript_words_dev.txt")
+  fi
+  bash local/prepare_lm.sh --lang-dir "$lang" --orders "$lm_orders" --hlg-order "$hlg_order" "${dev[@]}"
 }
 
 log "size=$size seed=$seed vocab_size=$vocab_size nj=$nj stages $stage..$stop_stage, python=$python"

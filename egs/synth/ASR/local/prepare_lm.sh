@@ -12,6 +12,7 @@
 #                    first and --lang-dir is left untouched [= --lang-dir]
 #   --orders "N ..." LM orders to train [3 4]
 #   --hlg-order N    the order whose G is compiled into HLG (the others are for rescoring) [3]
+#   --dev-text F     also print each LM's perplexity and OOV rate on these sentences [none]
 #
 # Writes into O (each step skipped when its output is newer than its inputs):
 #   lexicon_disambig.txt, lexicon_char_disambig.txt, tokens_disambig.txt, L_disambig.fst  (prepare_lang)
@@ -24,6 +25,7 @@ lang_dir=data/lang_bpe_500
 out_dir=
 orders="3 4"
 hlg_order=3
+dev_text=
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -32,6 +34,7 @@ while [ $# -gt 0 ]; do
     --out-dir) out_dir="$2"; shift 2 ;;
     --orders) orders="$2"; shift 2 ;;
     --hlg-order) hlg_order="$2"; shift 2 ;;
+    --dev-text) dev_text="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "prepare_lm.sh: unknown option $1" >&2; usage >&2; exit 1 ;;
   esac
@@ -65,7 +68,7 @@ for n in $orders; do
   arpa="$out_dir/G_${n}gram.arpa"
   if newer "$arpa" "$text"; then log "$arpa is up to date"; else
     log "training the ${n}-gram LM on $text"
-    "$python" -m asr_kd.bin.train_lm --text "$text" --order "$n" --out "$arpa"
+    "$python" -m asr_kd.bin.train_lm --text "$text" --order "$n" --out "$arpa" ${dev_text:+--dev-text "$dev_text"}
   fi
   if newer "$out_dir/G_${n}gram.fst.txt" "$arpa"; then log "$out_dir/G_${n}gram.fst.txt is up to date"; else
     log "G_${n}gram.fst.txt with kaldilm"
