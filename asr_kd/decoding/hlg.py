@@ -390,6 +390,13 @@ def get_hlg(
         if arpa_path is not None and "#0" not in words:
             raise LangError(f"{lang_dir / 'words.txt'}: no '#0' (G's backoff symbol); rewrite it with prepare_lang")
         words = with_backoff_symbol(words)  # HL: an #0 for L's self-loop when words.txt has none
+        for e in dis:  # output labels >= id(#0) become epsilon: no word of the lexicon may be among them
+            if words[e.word] >= words["#0"]:
+                raise LangError(
+                    f"{lang_dir / 'lexicon.txt'}:{e.line}: word {e.word!r} has id {words[e.word]} in "
+                    f"{lang_dir / 'words.txt'}, not below the id {words['#0']} of '#0' (the ids from #0 on are "
+                    "removed from the graph: put #0, <s>, </s> after the words)"
+                )
         t0 = time.perf_counter()
         L = build_lexicon_disambig_fst(dis, tok_dis, words)
         G = None

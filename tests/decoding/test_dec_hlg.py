@@ -247,3 +247,11 @@ def test_max_order_drops_the_higher_ngrams(lang, tmp_path):
     assert num_arcs(full) - num_arcs(lower) == n_trigram_arcs > 0
     _, _, info = get_hlg(lang, arpa, max_order=2, cache_dir=tmp_path)
     assert info.path.name == "HLG_G_3gram_o2.fst"
+
+
+def test_a_word_numbered_after_the_backoff_symbol_is_refused(lang, tmp_path):
+    (tmp_path / "tokens.txt").write_text(TOKENS)
+    (tmp_path / "lexicon.txt").write_text("A a\nB b c\n")
+    (tmp_path / "words.txt").write_text("<eps> 0\nA 1\n#0 2\nB 3\n<s> 4\n</s> 5\n")
+    with pytest.raises(LangError, match=r"lexicon.txt:2: word 'B' has id 3 in .*words.txt, not below the id 2 of '#0'"):
+        get_hlg(tmp_path)
