@@ -8,14 +8,15 @@
 #   bash egs/synth/ASR/run_kd.sh self_kd_late            # self-KD, alpha ramped from 40 % to 70 % of training
 #   bash egs/synth/ASR/run_kd.sh self_kd_late_blank      # ... with blank-frame masking
 #   bash egs/synth/ASR/run_kd.sh ctc_inter               # the self-KD control: the same 7-layer model, no KD term
-#   bash egs/synth/ASR/run_kd.sh ctc_kd --teacher exp/conformer_hybrid_s/averaged.pt   # conventional frame KD
+#   bash egs/synth/ASR/run_kd.sh ctc_kd                # conventional frame KD from the committed pretrained teacher
+#   bash egs/synth/ASR/run_kd.sh ctc_kd --teacher exp/conformer_hybrid_s/averaged.pt   # ... from another teacher
 #   bash egs/synth/ASR/run_kd.sh ctc_kd_blank            # ... with blank-frame masking
 #   bash egs/synth/ASR/run_kd.sh self_kd --steps 200 --threads 2 -- data.max_duration=60
 #
 # Options (defaults in brackets):
 #   --steps N          training steps of baseline and student (also the LR/alpha schedules' length) [600]
 #   --threads T        torch threads per training / decoding process [1]
-#   --teacher CKPT     teacher checkpoint of ctc_kd* [exp/conformer_hybrid_s/averaged.pt]
+#   --teacher CKPT     teacher of ctc_kd*: a checkpoint or a bundle dir [pretrained/zipformer_transducer_s]
 #   --layer K          the sub-model / k-layer depth (configs are written for K = 4) [4]
 #   --avg A            checkpoints averaged before decoding [3]
 #   --stage N / --stop-stage M   [1 / 5]
@@ -32,7 +33,7 @@ set -euo pipefail
 
 steps=600
 threads=1
-teacher=exp/conformer_hybrid_s/averaged.pt
+teacher=pretrained/zipformer_transducer_s
 layer=4
 avg=3
 stage=1
@@ -99,7 +100,7 @@ fi
 if run_stage 2; then
   log "stage 2: $label -> $kd_dir"
   case "$method" in
-    ctc_kd*) [ -f "$teacher" ] || { echo "run_kd.sh: teacher checkpoint $teacher not found (--teacher)" >&2; exit 1; }
+    ctc_kd*) [ -f "$teacher" ] || [ -f "$teacher/model.pt" ] || { echo "run_kd.sh: teacher $teacher not found (--teacher: a checkpoint, or a bundle dir with model.pt; the committed one comes back with git checkout -- $teacher)" >&2; exit 1; }
              train "$conf" "$kd_dir" "kd.teacher.checkpoint=$teacher" ;;
     *) train "$conf" "$kd_dir" ;;
   esac
