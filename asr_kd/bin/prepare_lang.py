@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.force and all((args.lang_dir / f).is_file() for f in LANG_FILES):
         tok = Tokenizer.from_dir(args.lang_dir)
-        print(f"prepare_lang: {args.lang_dir} exists ({tok.vocab_size} tokens); skipping BPE (use --force)")
+        print(f"prepare_lang: {args.lang_dir} exists ({tok.vocab_size} tokens); skipping the BPE model (use --force)")
     else:
         tok = train_bpe(args.text, args.lang_dir, args.vocab_size, model_type=args.model_type, seed=args.seed)
         if tok.vocab_size != args.vocab_size:

@@ -136,5 +136,5 @@ def test_rerun_is_idempotent(prepared):
     model = data / "lang_bpe_40" / "bpe.model"
     before = cuts.stat().st_mtime_ns, model.stat().st_mtime_ns
     out = run("--stage", "1", "--stop-stage", "2", *args)
-    assert "manifests exist; skipping" in out and "skipping (use --force)" in out
+    assert "manifests exist; skipping" in out and "skipping the BPE model (use --force)" in out
     assert (cuts.stat().st_mtime_ns, model.stat().st_mtime_ns) == before
