@@ -68,4 +68,6 @@ def write_disambig(lang_dir: Path, *, force: bool = False) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from asr_kd.bin import run_main
+
+    sys.exit(run_main(main, "prepare_lang"))

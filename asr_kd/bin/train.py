@@ -423,4 +423,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from asr_kd.bin import run_main
+
+    sys.exit(run_main(main, "train"))
