@@ -72,23 +72,19 @@ def test_prepare_lm_recipe(lang_dir, tmp_path):
     pytest.importorskip("kaldilm")
     out = tmp_path / "lang_lm"
     before = {p.name: p.stat().st_mtime_ns for p in lang_dir.iterdir()}
-    proc = subprocess.run(
-        [
-            "bash",
-            str(SCRIPT),
-            "--lang-dir",
-            str(lang_dir),
-            "--out-dir",
-            str(out),
-            "--orders",
-            "2 3",
-            "--hlg-order",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    cmd = [
+        "bash",
+        str(SCRIPT),
+        "--lang-dir",
+        str(lang_dir),
+        "--out-dir",
+        str(out),
+        "--orders",
+        "2 3",
+        "--hlg-order",
+        "2",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for f in (
         "lexicon_disambig.txt", "tokens_disambig.txt", "L_disambig.fst", "lexicon_char_disambig.txt",
@@ -103,23 +99,7 @@ def test_prepare_lm_recipe(lang_dir, tmp_path):
     # the source lang dir is untouched
     assert {p.name: p.stat().st_mtime_ns for p in lang_dir.iterdir()} == before
     # a second run reuses everything
-    again = subprocess.run(
-        [
-            "bash",
-            str(SCRIPT),
-            "--lang-dir",
-            str(lang_dir),
-            "--out-dir",
-            str(out),
-            "--orders",
-            "2 3",
-            "--hlg-order",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "G_3gram.arpa is up to date" in again.stdout
     assert '"cached": true' in again.stdout
 
