@@ -5,13 +5,17 @@ Usage::
 
     python -m asr_kd.bin.prepare_lang --text data/lang/transcript_words.txt \\
         --lang-dir data/lang_bpe_500 --vocab-size 500 [--model-type unigram] [--force]
+    # a teacher's BPE model instead of a new one (KD on token distributions needs the same vocabulary)
+    python -m asr_kd.bin.prepare_lang --text data_small/lang_bpe_128/transcript_words.txt \\
+        --lang-dir data_small/lang_bpe_128 --vocab-size 128 --bpe-model pretrained/zipformer_transducer_s/bpe.model
 
 Writes ``bpe.model``, ``tokens.txt``, ``words.txt`` (``<eps>``, ``<UNK>``, the words, ``#0``,
 ``<s>``, ``</s>``), ``lexicon.txt``, ``lexicon_char.txt``; then ``lexicon_disambig.txt``,
 ``lexicon_char_disambig.txt`` (``#1``, ``#2``... on ambiguous spellings), ``tokens_disambig.txt``
 (``tokens.txt`` plus ``#0..#K``) and ``L_disambig.fst`` (kaldifst). The BPE step does nothing when
-its files exist (unless ``--force``); the disambiguation files are rewritten when missing or older
-than ``lexicon.txt``. A lexicon word missing from ``words.txt`` or a token missing from
+its files exist (unless ``--force``); with ``--bpe-model`` the given model is copied instead of
+training one (skipped when the lang dir holds that same model); the disambiguation files are
+rewritten when missing or older than ``lexicon.txt``. A lexicon word missing from ``words.txt`` or a token missing from
 ``tokens.txt`` is an error naming the file and line.
 """
 
@@ -22,7 +26,7 @@ import logging
 import sys
 from pathlib import Path
 
-from asr_kd.data.tokenizer import LANG_FILES, Tokenizer, train_bpe
+from asr_kd.data.tokenizer import BPE_MODEL, LANG_FILES, Tokenizer, install_bpe, train_bpe
 from asr_kd.lm.lang import DISAMBIG_FILES, LangError, write_disambig_files
 
 
@@ -34,15 +38,28 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-type", choices=("unigram", "bpe"), default="unigram")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--force", action="store_true", help="retrain even if the outputs exist")
+    p.add_argument(
+        "--bpe-model",
+        type=Path,
+        default=None,
+        help="install this SentencePiece model (e.g. a teacher bundle's bpe.model) instead of training one; "
+        "its size must equal --vocab-size",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.force and all((args.lang_dir / f).is_file() for f in LANG_FILES):
+    exists = all((args.lang_dir / f).is_file() for f in LANG_FILES)
+    if args.bpe_model is not None and exists:  # installed already only if it is the same model
+        exists = args.bpe_model.is_file() and (args.lang_dir / BPE_MODEL).read_bytes() == args.bpe_model.read_bytes()
+    if not args.force and exists:
         tok = Tokenizer.from_dir(args.lang_dir)
         print(f"prepare_lang: {args.lang_dir} exists ({tok.vocab_size} tokens); skipping the BPE model (use --force)")
+    elif args.bpe_model is not None:
+        tok = install_bpe(args.bpe_model, args.text, args.lang_dir, args.vocab_size)
+        print(f"prepare_lang: wrote {args.lang_dir} ({tok.vocab_size} tokens) with the BPE model {args.bpe_model}")
     else:
         tok = train_bpe(args.text, args.lang_dir, args.vocab_size, model_type=args.model_type, seed=args.seed)
         if tok.vocab_size != args.vocab_size:

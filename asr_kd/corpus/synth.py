@@ -33,6 +33,7 @@ import hashlib
 import logging
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -56,6 +57,12 @@ SIZES: dict[str, dict[str, int]] = {
     "small": {"train": 3000, "dev": 300, "test": 300},
     "default": {"train": 18000, "dev": 600, "test": 600},
 }
+#: disk bytes per utterance, measured on the default corpus (19,200 utterances: 1.51 GB of wav, 436 MB of
+#: lilcom fbank), rounded up: the free-space check before synthesis (:func:`check_disk_space`)
+WAV_BYTES_PER_UTT = 85_000
+FBANK_BYTES_PER_UTT = 25_000
+#: environment variable that replaces the measured free bytes (tests; a quota the file system does not show)
+FREE_BYTES_ENV = "ASR_KD_FREE_BYTES"
 SPEED_RANGE = (130, 200)  # espeak-ng -s, words per minute
 PITCH_RANGE = (30, 70)  # espeak-ng -p, 0..99
 SOX_EFFECTS = "silence 1 0.02 -50d reverse silence 1 0.02 -50d reverse pad 0.1 0.15".split()
@@ -201,6 +208,47 @@ def synthesize(plan: Sequence[Utterance], audio_dir: str | Path, nj: int = 2) ->
     return new
 
 
+class DiskSpaceError(OSError):
+    """Not enough free disk for the planned corpus; the message gives both numbers and the directory."""
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free bytes on the file system of ``path`` (its nearest existing parent), or ``$ASR_KD_FREE_BYTES``."""
+    override = os.environ.get(FREE_BYTES_ENV)
+    if override:
+        try:
+            return int(override)
+        except ValueError:
+            raise ValueError(f"{FREE_BYTES_ENV}={override!r} is not a number of bytes") from None
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def check_disk_space(plan: Sequence[Utterance], audio_dir: str | Path, with_fbank: bool = False) -> int:
+    """Refuse to start a synthesis that cannot fit: returns the estimated bytes still to be written.
+
+    The estimate counts the utterances of ``plan`` whose wav is not yet in ``audio_dir`` (a resumed or
+    larger run reuses the others) times :data:`WAV_BYTES_PER_UTT`, plus :data:`FBANK_BYTES_PER_UTT` per
+    utterance of the plan when ``with_fbank`` (stage 5 stores features for all of them).
+
+    Raises:
+        DiskSpaceError: the estimate exceeds :func:`free_bytes` of ``audio_dir``.
+    """
+    missing = sum(1 for u in plan if not wav_path_of(audio_dir, u).is_file())
+    need = missing * WAV_BYTES_PER_UTT + (len(plan) * FBANK_BYTES_PER_UTT if with_fbank else 0)
+    free = free_bytes(audio_dir)
+    if need > free:
+        raise DiskSpaceError(
+            f"not enough disk for the corpus in {Path(audio_dir).parent}: about {need / 1e6:.0f} MB needed "
+            f"({missing} new wavs x {WAV_BYTES_PER_UTT / 1e3:.0f} kB"
+            + (f" + fbank of {len(plan)} utterances x {FBANK_BYTES_PER_UTT / 1e3:.0f} kB" if with_fbank else "")
+            + f"), {free / 1e6:.0f} MB free. Free some space, pick a smaller --size, or another --data-dir"
+        )
+    return need
+
+
 # ---------------------------------------------------------------------- manifests
 def build_manifests(plan: Sequence[Utterance], audio_dir: str | Path):
     """(RecordingSet, SupervisionSet, CutSet) of one split, validated."""
@@ -289,6 +337,9 @@ def get_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", choices=sorted(SIZES), default="tiny")
     s.add_argument("--seed", type=int, default=42)
     s.add_argument("--nj", type=int, default=2, help="parallel synthesis jobs")
+    s.add_argument(
+        "--with-fbank", action="store_true", help="the disk check also counts the pre-computed fbank of stage 5"
+    )
     m = sub.add_parser("manifests", help="write Lhotse manifests for the synthesised audio")
     m.add_argument("--synth-dir", type=Path, required=True)
     m.add_argument("--out-dir", type=Path, required=True)
@@ -307,6 +358,11 @@ def main(argv: list[str] | None = None) -> int:
             write_plan(args.out_dir / f"plan_{split}.tsv", plan)
         every = [u for split in SPLITS for u in plans[split]]
         print(f"synth: size {args.size}: " + ", ".join(f"{k} {len(v)}" for k, v in plans.items()))
+        try:
+            check_disk_space(every, args.out_dir / "audio", with_fbank=args.with_fbank)
+        except DiskSpaceError as e:
+            print(f"synth: error: {e}", file=sys.stderr)
+            return 1
         synthesize(every, args.out_dir / "audio", nj=args.nj)
     else:
         write_manifests(args.synth_dir, args.out_dir, prefix=args.prefix)

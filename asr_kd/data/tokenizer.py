@@ -296,6 +296,46 @@ def train_bpe(
     return tok
 
 
+def install_bpe(
+    model_file: str | Path, texts_file: str | Path, lang_dir: str | Path, vocab_size: int | None = None
+) -> Tokenizer:
+    """Use an existing SentencePiece model (e.g. a teacher's) as ``lang_dir``'s BPE model.
+
+    Copies ``model_file`` to ``<lang_dir>/bpe.model`` and writes the other lang files (tokens, and the
+    words and lexicons of ``texts_file``'s transcripts) as :func:`train_bpe` does, so a student trained on
+    new transcripts shares the model's token ids.
+
+    Raises:
+        FileNotFoundError: ``model_file`` is missing.
+        ValueError: ``model_file`` is not a SentencePiece model, its specials are not the project's
+            (``<blk>`` = 0, ``<sos/eos>`` = 1, ``<unk>`` = 2), or its size differs from ``vocab_size``.
+    """
+    model_file, lang_dir = Path(model_file), Path(lang_dir)
+    if not model_file.is_file():
+        raise FileNotFoundError(f"BPE model {model_file} not found")
+    try:
+        tok = Tokenizer(model_file)
+    except Exception as e:  # sentencepiece raises RuntimeError/OSError on a garbled file
+        raise ValueError(f"{model_file} is not a SentencePiece model ({type(e).__name__}: {e})") from e
+    specials = [tok.id_to_piece(i) for i in range(min(3, tok.vocab_size))]
+    if specials != [BLANK, SOS_EOS, UNK]:
+        raise ValueError(f"{model_file}: ids 0-2 are {specials}, expected {[BLANK, SOS_EOS, UNK]}")
+    if vocab_size is not None and tok.vocab_size != vocab_size:
+        raise ValueError(f"{model_file} has {tok.vocab_size} pieces, not the requested {vocab_size} (--vocab-size)")
+    sentences = _read_sentences(Path(texts_file))
+    lang_dir.mkdir(parents=True, exist_ok=True)
+    target = lang_dir / BPE_MODEL
+    tmp = target.with_suffix(".model.tmp")
+    tmp.write_bytes(model_file.read_bytes())
+    tmp.replace(target)
+    tok = Tokenizer(target)
+    write_lang_files(tok, sentences, lang_dir)
+    log.info(
+        "installed %s (%d pieces) as %s; lexicons from %d sentences", model_file, tok.vocab_size, target, len(sentences)
+    )
+    return tok
+
+
 def _words(sentences: Iterable[str]) -> list[str]:
     return sorted({w for s in sentences for w in s.split()})
 

@@ -110,3 +110,40 @@ def test_synthesis_failure_is_reported(tmp_path):
     with pytest.raises(RuntimeError, match="synthesis failed"):
         S.synthesize_one(bad, tmp_path / "train" / "x.wav")
     assert not list(tmp_path.rglob("*.wav"))
+
+
+def test_disk_check_counts_missing_wavs_and_fbank(tmp_path, monkeypatch):
+    plan = S.plan_split(SENTENCES, "train", 6, seed=0)
+    audio = tmp_path / "synth" / "audio"  # not created yet: the free space of its existing parent is read
+    monkeypatch.setenv(S.FREE_BYTES_ENV, str(10**12))
+    assert S.check_disk_space(plan, audio) == 6 * S.WAV_BYTES_PER_UTT
+    for u in plan[:4]:  # 4 wavs already there (a resumed or larger run): only 2 to write
+        path = S.wav_path_of(audio, u)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    assert S.check_disk_space(plan, audio) == 2 * S.WAV_BYTES_PER_UTT
+    assert S.check_disk_space(plan, audio, with_fbank=True) == 2 * S.WAV_BYTES_PER_UTT + 6 * S.FBANK_BYTES_PER_UTT
+    monkeypatch.setenv(S.FREE_BYTES_ENV, str(2 * S.WAV_BYTES_PER_UTT - 1))
+    with pytest.raises(S.DiskSpaceError, match=r"about 0 MB needed \(2 new wavs x 85 kB\), 0 MB free"):
+        S.check_disk_space(plan, audio)
+    monkeypatch.setenv(S.FREE_BYTES_ENV, "lots")
+    with pytest.raises(ValueError, match="ASR_KD_FREE_BYTES='lots' is not a number"):
+        S.free_bytes(tmp_path)
+    monkeypatch.delenv(S.FREE_BYTES_ENV)
+    import shutil as _shutil
+
+    assert abs(S.free_bytes(audio) - _shutil.disk_usage(tmp_path).free) < 10**8  # the real number
+
+
+@needs_espeak
+def test_synthesize_cli_refuses_before_synthesis_when_the_disk_is_too_small(tmp_path, monkeypatch, capsys):
+    text = tmp_path / "text"
+    text.mkdir()
+    for split in S.SPLITS:
+        (text / f"{split}.txt").write_text("\n".join(f"SENTENCE NUMBER {split.upper()} {i}" for i in range(60)) + "\n")
+    monkeypatch.setenv(S.FREE_BYTES_ENV, str(10**6))
+    out = tmp_path / "synth"
+    assert S.main(["synthesize", "--text-dir", str(text), "--out-dir", str(out), "--size", "tiny"]) == 1
+    err = capsys.readouterr().err
+    assert "not enough disk for the corpus" in err and "400 new wavs" in err and "1 MB free" in err
+    assert not (out / "audio").exists() or not any((out / "audio").rglob("*.wav"))

@@ -166,3 +166,34 @@ def test_prepare_lang_cli_skips_existing(text_file, tmp_path, capsys):
     assert model.stat().st_mtime_ns == mtime
     prepare_lang.main(["--text", str(text_file), "--lang-dir", str(out), "--vocab-size", "45", "--force"])
     assert Tokenizer.from_dir(out).vocab_size == 45
+
+
+def test_prepare_lang_installs_a_given_bpe_model(lang_dir, tmp_path, capsys):
+    """--bpe-model: the lang dir gets that model (same ids for every word) and lexicons of the new text."""
+    new_text = tmp_path / "other.txt"
+    new_text.write_text("THE LAZY FOX\nA QUICK ZEBRA JUMPS\n")
+    out = tmp_path / "lang"
+    argv = ["--text", str(new_text), "--lang-dir", str(out), "--vocab-size", "60", "--bpe-model"]
+    assert prepare_lang.main([*argv, str(lang_dir / "bpe.model")]) == 0
+    assert (out / "bpe.model").read_bytes() == (lang_dir / "bpe.model").read_bytes()
+    assert (out / "tokens.txt").read_text() == (lang_dir / "tokens.txt").read_text()
+    teacher, student = Tokenizer.from_dir(lang_dir), Tokenizer.from_dir(out)
+    assert student.encode("A QUICK ZEBRA JUMPS") == teacher.encode("A QUICK ZEBRA JUMPS")
+    words = [line.split()[0] for line in (out / "words.txt").read_text().splitlines()]
+    assert words == ["<eps>", "<UNK>", "A", "FOX", "JUMPS", "LAZY", "QUICK", "THE", "ZEBRA", "#0", "<s>", "</s>"]
+    assert read_lexicon(out / "lexicon.txt")["ZEBRA"] == teacher.encode_as_pieces("ZEBRA")
+    capsys.readouterr()
+    assert prepare_lang.main([*argv, str(lang_dir / "bpe.model")]) == 0  # the same model again: skipped
+    assert "skipping the BPE model" in capsys.readouterr().out
+
+
+def test_prepare_lang_bpe_model_errors(lang_dir, text_file, tmp_path):
+    base = ["--text", str(text_file), "--lang-dir", str(tmp_path / "lang")]
+    with pytest.raises(ValueError, match=r"has 60 pieces, not the requested 128 \(--vocab-size\)"):
+        prepare_lang.main([*base, "--vocab-size", "128", "--bpe-model", str(lang_dir / "bpe.model")])
+    with pytest.raises(FileNotFoundError, match="nope.model not found"):
+        prepare_lang.main([*base, "--vocab-size", "60", "--bpe-model", str(tmp_path / "nope.model")])
+    bad = tmp_path / "bad.model"
+    bad.write_bytes(b"not a sentencepiece model")
+    with pytest.raises(ValueError, match="bad.model is not a SentencePiece model"):
+        prepare_lang.main([*base, "--vocab-size", "60", "--bpe-model", str(bad)])

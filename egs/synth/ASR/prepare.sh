@@ -7,12 +7,15 @@
 #   bash egs/synth/ASR/prepare.sh --stage 4 --stop-stage 4 --vocab-size 256   # another BPE only
 #   bash egs/synth/ASR/prepare.sh --size default --precompute-fbank true      # + lilcom fbank
 #   bash egs/synth/ASR/prepare.sh --stage 6 --stop-stage 6 --vocab-size 128   # 3/4-gram LMs + HL/HLG graphs
+#   bash egs/synth/ASR/prepare.sh --size small --vocab-size 128 --bpe-model pretrained/zipformer_transducer_s/bpe.model
 #
 # Options (defaults in brackets):
 #   --stage N / --stop-stage M   run stages N..M [0 / 5]
 #   --size tiny|small|default    utterances per split: 300/50/50, 3000/300/300, 18000/600/600 [tiny]
 #   --seed S                     text split, voices, speeds and pitches [42]
 #   --vocab-size V               BPE pieces, specials included [500]
+#   --bpe-model PATH             stage 4: this BPE model (e.g. a KD teacher's; V pieces; relative to egs/synth/ASR)
+#                                instead of a new one []
 #   --nj J                       parallel jobs [2]
 #   --precompute-fbank B         true: stage 5 stores 80-bin fbank; false: computed on the fly [false]
 #   --lm-orders "N ..."          stage 6: n-gram LM orders; HLG uses the first [3 4]
@@ -24,12 +27,14 @@
 #   1  normalise, filter, deduplicate and split the sentences -> $data/text/{train,dev,test}.txt
 #   2  synthesise with espeak-ng (train voices / held-out voices) -> $data/synth/{plan_*.tsv,audio/}
 #   3  Lhotse manifests -> $data/manifests/synth_{recordings,supervisions,cuts}_{train,dev,test}.jsonl.gz
-#   4  BPE model + lexicons on the train transcripts -> $data/lang_bpe_${vocab_size}/
+#   4  BPE model + lexicons on the train transcripts -> $data/lang_bpe_${vocab_size}/ (--bpe-model: that model,
+#      lexicons of the train transcripts)
 #   5  (only with --precompute-fbank true) fbank -> $data/fbank/synth_cuts_{train,dev,test}.jsonl.gz
 #   6  (opt-in: --stop-stage 6) modified Kneser-Ney LMs on the train transcripts, kaldilm G, the disambiguated
 #      lexicons, L_disambig and the cached HL / HLG graphs -> $data/lang_bpe_${vocab_size}/ (local/prepare_lm.sh)
 #
-# The BPE model is trained on the transcripts of the synthesised train split ($lang/transcript_words.txt),
+# Stage 2 first checks the free disk (wav, and fbank with --precompute-fbank true; ASR_KD_FREE_BYTES overrides
+# the measured free bytes). The BPE model is trained on the transcripts of the synthesised train split ($lang/transcript_words.txt),
 # and retrained when they change. Changing --size or --seed re-runs stages 2-5 (wavs are reused: the
 # plan of a smaller size is a prefix of that of a larger one with the same seed).
 set -euo pipefail
@@ -44,6 +49,7 @@ precompute_fbank=false
 data=data
 download=download
 lm_orders="3 4"
+bpe_model=
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
@@ -59,6 +65,7 @@ while [ $# -gt 0 ]; do
     --data-dir) data="$2"; shift 2 ;;
     --download-dir) download="$2"; shift 2 ;;
     --lm-orders) lm_orders="$2"; shift 2 ;;
+    --bpe-model) bpe_model="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "prepare.sh: unknown option $1" >&2; usage >&2; exit 1 ;;
   esac
@@ -70,16 +77,9 @@ repo="$(cd ../../.. && pwd)"
 if [ -x "$repo/.venv/bin/python" ]; then python="$repo/.venv/bin/python"; else python=python3; fi
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 
-t_start=$(date +%s)
-log() { echo "[prepare $(date '+%H:%M:%S') +$(( $(date +%s) - t_start ))s] $*"; }
+log_tag=prepare
+source local/log.sh  # log, timed
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
-timed() {  # timed <stage> <description> <command...>
-  local n="$1" what="$2" t0; shift 2
-  t0=$(date +%s)
-  log "stage $n: $what"
-  "$@"
-  log "stage $n done in $(( $(date +%s) - t0 ))s"
-}
 
 mkdir -p "$data"
 lang="$data/lang_bpe_${vocab_size}"
@@ -95,8 +95,10 @@ stage1() {
 stage2() {
   if [ -f "$data/synth/.done_${tag}" ]; then log "stage 2: $data/synth ($tag) exists; skipping"; return; fi
   rm -f "$data"/synth/.done_*
+  local fbank=()
+  [ "$precompute_fbank" != true ] || fbank=(--with-fbank)
   "$python" -m asr_kd.corpus.synth synthesize --text-dir "$data/text" --out-dir "$data/synth" \
-    --size "$size" --seed "$seed" --nj "$nj"
+    --size "$size" --seed "$seed" --nj "$nj" "${fbank[@]}"
   touch "$data/synth/.done_${tag}"
 }
 stage3() {
@@ -106,12 +108,13 @@ stage3() {
   touch "$data/manifests/.done_${tag}"
 }
 stage4() {
-  local force=()
+  local force=() bpe=()
+  [ -z "$bpe_model" ] || bpe=(--bpe-model "$bpe_model")
   "$python" -m asr_kd.corpus.transcripts "$data/manifests/synth_supervisions_train.jsonl.gz" \
     --out "$lang/transcript_words.txt"
   if [ -f "$lang/bpe.model" ] && [ "$lang/transcript_words.txt" -nt "$lang/bpe.model" ]; then force=(--force); fi
   "$python" -m asr_kd.bin.prepare_lang --text "$lang/transcript_words.txt" --lang-dir "$lang" \
-    --vocab-size "$vocab_size" "${force[@]}"
+    --vocab-size "$vocab_size" "${force[@]}" "${bpe[@]}"
 }
 stage5() {
   if [ "$precompute_fbank" != true ]; then log "stage 5: --precompute-fbank false; features are computed on the fly"; return; fi

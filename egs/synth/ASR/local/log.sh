@@ -1,0 +1,54 @@
+# Logging helpers of the recipe scripts (sourced, not run): `source local/log.sh` after setting log_tag.
+#   log MSG...                      [<log_tag> HH:MM:SS +<seconds since sourcing>s] MSG
+#   timed N WHAT CMD...             log "stage N: WHAT", run CMD, log "stage N done in Ss"
+#   interactive                     true on a terminal, false under CI=true or when stdout is not a tty
+#   stage_plan EST...               the estimated seconds of each stage of a script (for the ETA)
+#   stage_begin I TITLE             stage I of the plan starts: on a terminal a header with the ETA of the
+#                                   whole script, else one plain log line
+#   stage_end                       the current stage is done (its time corrects the ETA of the rest)
+# The ETA is the sum of the remaining stages' estimates, scaled by how long the stages that ran took against
+# theirs (stages done in under a tenth of their estimate, e.g. skipped on a rerun, do not count).
+
+t_start=$(date +%s)
+log() { echo "[${log_tag:-run} $(date '+%H:%M:%S') +$(( $(date +%s) - t_start ))s] $*"; }
+timed() {  # timed <stage> <description> <command...>
+  local n="$1" what="$2" t0; shift 2
+  t0=$(date +%s)
+  log "stage $n: $what"
+  "$@"
+  log "stage $n done in $(( $(date +%s) - t0 ))s"
+}
+interactive() { [ -t 1 ] && [ "${CI:-}" != true ]; }
+
+_stage_est=()
+_stage_cur=0
+_stage_t0=0
+_stage_done_est=0
+_stage_done_real=0
+stage_plan() { _stage_est=("$@"); }
+stage_eta() {  # seconds left for stages I.. (scaled by the measured speed)
+  local i="$1" left=0 j
+  for (( j = i; j <= ${#_stage_est[@]}; j++ )); do left=$(( left + _stage_est[j - 1] )); done
+  if [ "$_stage_done_est" -ge 60 ]; then left=$(( left * _stage_done_real / _stage_done_est )); fi
+  echo "$left"
+}
+stage_begin() {
+  local i="$1" title="$2" n="${#_stage_est[@]}" left
+  _stage_cur="$i"
+  _stage_t0=$(date +%s)
+  if interactive; then
+    left=$(stage_eta "$i")
+    printf '\n\033[1m== [%s/%s] %s\033[0m  (about %d min left, done ~%s)\n' "$i" "$n" "$title" \
+      $(( (left + 59) / 60 )) "$(date -d "@$(( $(date +%s) + left ))" '+%H:%M' 2>/dev/null || echo '?')"
+  else
+    log "stage $i/$n: $title"
+  fi
+}
+stage_end() {
+  local real=$(( $(date +%s) - _stage_t0 )) est="${_stage_est[_stage_cur - 1]:-0}"
+  if [ "$est" -gt 0 ] && [ $(( real * 10 )) -ge "$est" ]; then
+    _stage_done_est=$(( _stage_done_est + est ))
+    _stage_done_real=$(( _stage_done_real + real ))
+  fi
+  log "stage $_stage_cur/${#_stage_est[@]} done in ${real}s"
+}
