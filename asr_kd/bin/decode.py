@@ -31,6 +31,10 @@ word (WER is never flattered by skipping). Skipped cuts are listed in a ``SKIPPE
 the errs file, counted in the printed summary line and in ``results.jsonl`` (``num_skipped``,
 ``skipped_as: deletions``).
 
+Log lines are appended to ``<res-dir>/decode.log`` as well. In a terminal a progress bar (cuts decoded)
+is drawn and the console shows only warnings; under ``CI=true``, ``ASR_KD_PROGRESS=0`` or without a
+terminal there is no bar and the console shows the INFO lines (:mod:`asr_kd.utils.progress`).
+
 RTF = decoding wall time (features, encoder and search; data loading excluded) / audio seconds.
 """
 
@@ -55,6 +59,7 @@ from asr_kd.decoding.search import (
 from asr_kd.decoding.wer import measure_rtf, result_path, write_errs, write_recogs, write_wer_summary
 from asr_kd.training.asr_task import BUNDLE_MODEL, load_asr_model
 from asr_kd.training.checkpoint import find_latest
+from asr_kd.utils import progress
 
 log = logging.getLogger("asr_kd.bin.decode")
 
@@ -145,13 +150,18 @@ def method_suffix(method: str, opts: SearchOptions) -> str:
     return get_decoding_method(method).suffix(opts)
 
 
-def decode_split(decoder: PreparedDecoding, loader, tokenizer, device: torch.device, refs: dict[str, list[str]]):
+def decode_split(
+    decoder: PreparedDecoding, loader, tokenizer, device: torch.device, refs: dict[str, list[str]], bar=None
+):
     """Returns ``(results [(cut_id, ref, hyp)], skipped [(cut_id, reason)], decode_seconds, audio_seconds)``.
 
     A cut the loader skipped (``batch["skipped"]``, ``--on-error skip``) is in ``results`` with its
-    reference from ``refs`` (cut id -> words) and an empty hypothesis: scored as deletions."""
+    reference from ``refs`` (cut id -> words) and an empty hypothesis: scored as deletions. ``bar``: a
+    progress bar advanced by the cuts of each batch."""
     results, skipped, seconds, audio = [], [], 0.0, 0.0
     for batch in loader:
+        if bar is not None:
+            bar.update(len(batch["supervisions"]["cut_id"]) + len(batch.get("skipped") or ()))
         for item in batch.get("skipped") or ():
             skipped.append((item["cut_id"], item["reason"]))
             results.append((item["cut_id"], refs.get(item["cut_id"], []), []))
@@ -183,7 +193,8 @@ def reference_words(cuts) -> dict[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    bar_on = progress.progress_enabled()
+    progress.basic_logging(bar_on=bar_on)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     from lhotse import CutSet
@@ -219,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         tokenizer=None,
     )
+    res_dir = args.exp_dir / args.res_dir
+    res_dir.mkdir(parents=True, exist_ok=True)
+    progress.add_log_file(res_dir / "decode.log")
     log.info(
         "model %s (%.2fM params), methods %s, splits %s",
         ckpt,
@@ -226,8 +240,6 @@ def main(argv: list[str] | None = None) -> int:
         methods,
         splits,
     )
-    res_dir = args.exp_dir / args.res_dir
-    res_dir.mkdir(parents=True, exist_ok=True)
 
     for split in splits:
         path = manifest_dir / f"{prefix}_cuts_{split}.jsonl.gz"
@@ -266,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
                     )  # fmt: skip
             suffix = method_suffix(method, opts)
             loader = dm.test_dataloader(cuts, on_error=args.on_error)
-            results, skipped, seconds, audio = decode_split(decoder, loader, tokenizer, device, refs)
+            desc = f"decode {split} {suffix}"
+            with progress.progress_bar(total=len(cuts), desc=desc, unit="cut", enabled=bar_on) as bar:
+                results, skipped, seconds, audio = decode_split(decoder, loader, tokenizer, device, refs, bar=bar)
             write_recogs(result_path(res_dir, "recogs", split, suffix), results)
             wer = write_errs(result_path(res_dir, "errs", split, suffix), results, skipped=skipped)
             rtf = measure_rtf(seconds, audio) if audio > 0 else float("nan")

@@ -19,14 +19,19 @@ a warning and the run resumes from the newest one that reads. Settings changed s
 either apply and are logged (``optim.lr``, schedule settings, limits, ...) or are refused, naming the
 key (the model architecture, other optimiser settings, seeds, ...): see :mod:`asr_kd.training.resume`.
 
+In a terminal, a progress bar (loss, lr, audio seconds per second, ETA) replaces the INFO lines on the
+console; they still go to ``train.log``. The bar is off under ``CI=true``, ``ASR_KD_PROGRESS=0``, with
+``training.progress_bar=false`` or when stderr is not a terminal, and the console then shows INFO.
+
 Start-up checks, before any training step: every config section rejects unknown keys and values of
 the wrong type, naming the key (:func:`config_schema`); the experiment directory must be writable; stale
 ``.checkpoint-*.pt.*.tmp`` files of an interrupted save are removed.
 
 Writes into --exp-dir: ``config.yaml`` (the resolved config of the latest run) and
 ``config-history/NNN-step-S.yaml`` (every run's, with the step it started at and what changed),
-``train.log``, ``tensorboard/``, ``checkpoint-<step>.pt`` (every ``training.ckpt_interval`` steps and
-when a limit stops the run) and ``epoch-<e>.pt`` (at each epoch end); see :mod:`asr_kd.training.checkpoint`.
+``train.log``, ``metrics.jsonl`` (``asr_kd.training.metrics``), ``tensorboard/``, ``checkpoint-<step>.pt``
+(every ``training.ckpt_interval`` steps and when a limit stops the run) and ``epoch-<e>.pt`` (at each epoch
+end); see :mod:`asr_kd.training.checkpoint`.
 
 Config sections: ``data`` (below), ``model`` (``asr_kd.models.build_asr_model``; ``vocab_size``,
 ``blank_id``/``sos_id``/``eos_id`` and ``encoder.input_dim`` are filled in from the lang dir and
@@ -34,7 +39,9 @@ Config sections: ``data`` (below), ``model`` (``asr_kd.models.build_asr_model``;
 ``mlm_normalize``, see ``asr_kd.training.asr_task``), ``optim``, ``scheduler`` (``asr_kd.training.optim``), ``training``
 (``asr_kd.training.TrainerConfig`` fields, e.g. ``average_period``, plus ``seed``, ``init_from``: a
 checkpoint whose model weights start a new run, e.g. the second, fine-tuning stage of a KD recipe, and
-``chunk``: chunk / dynamic chunk training, ``asr_kd.training.asr_task.ChunkConfig``), and optionally ``kd``
+``chunk``: chunk / dynamic chunk training, ``asr_kd.training.asr_task.ChunkConfig``; ``valid_decode``: a
+decoding method, e.g. ``ctc-greedy``, whose WER / CER on the validation set joins every validation), and
+optionally ``kd``
 (a teacher and KD methods with weights and schedules, see ``asr_kd.kd.methods``; the schedules' run length
 is ``kd.total_steps``, else ``training.max_steps``).
 
@@ -91,6 +98,7 @@ from asr_kd.training.resume import (
     resume_changes,
 )
 from asr_kd.training.trainer import Trainer, TrainerConfig, format_dropped, seed_everything
+from asr_kd.utils import progress
 
 log = logging.getLogger("asr_kd.bin.train")
 
@@ -161,20 +169,15 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def setup_logging(exp_dir: Path, rank: int) -> None:
-    fmt = logging.Formatter(f"%(asctime)s %(levelname)s [rank {rank}] %(name)s: %(message)s")
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(fmt)
-    console.setLevel(logging.INFO if rank == 0 else logging.WARNING)
-    root.addHandler(console)
-    if rank == 0:
-        fh = logging.FileHandler(exp_dir / "train.log")
-        fh.setFormatter(fmt)
-        root.addHandler(fh)
+def setup_logging(exp_dir: Path, rank: int, bar_on: bool = False) -> None:
+    """``train.log`` (rank 0) gets INFO; the console INFO too, or warnings only while rank 0 draws the
+    progress bar (``bar_on``) and on the other ranks."""
+    progress.setup_logging(
+        exp_dir / "train.log" if rank == 0 else None,
+        bar_on=bar_on and rank == 0,
+        fmt=f"%(asctime)s %(levelname)s [rank {rank}] %(name)s: %(message)s",
+        console_level=None if rank == 0 else logging.WARNING,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ pieces
@@ -239,10 +242,31 @@ def build_data(data_cfg: dict, tokenizer: Any, encoder: torch.nn.Module, seed: i
     return train_dl, valid_dl, cut_filter
 
 
-def check_offline_targets(data_cfg: dict, tokenizer: Any) -> None:
+def build_valid_decoder(method: str | None, model: torch.nn.Module, tokenizer: Any, data_cfg: dict):
+    """The ``training.valid_decode`` decoder (None when unset); an unknown method or one the model's heads
+    cannot run is a :class:`~asr_kd.training.config.ConfigError` naming the key."""
+    if method is None:
+        return None
+    from asr_kd.decoding.search import list_decoding_methods
+    from asr_kd.decoding.validation import ValidationDecoder
+    from asr_kd.training.config import ConfigError
+
+    if method not in list_decoding_methods():
+        known = list_decoding_methods()
+        raise ConfigError(f"training.valid_decode={method!r} is not a decoding method; known: {known}")
+    decoder = ValidationDecoder(method, tokenizer, lang_dir=data_cfg.get("lang_dir", "data/lang_bpe_500"))
+    try:
+        decoder.check(model)
+    except (ValueError, KeyError) as e:
+        raise ConfigError(f"training.valid_decode={method!r}: {e}") from None
+    return decoder
+
+
+def check_offline_targets(data_cfg: dict, tokenizer: Any, methods: Any = ()) -> None:
     """Offline KD targets are token ids of the teacher that dumped them: check the recorded teacher
     vocabulary (``kd_vocab`` of the first cuts) of the train and valid manifests against the student's
-    lang dir (:func:`asr_kd.kd.offline.check_offline_vocab`; VocabMismatchError names both)."""
+    lang dir (:func:`asr_kd.kd.offline.check_offline_vocab`; VocabMismatchError names both), and let each
+    KD method with a ``check_offline_cuts(cuts, manifest)`` check the targets it reads."""
     from lhotse import CutSet
 
     from asr_kd.kd.offline import check_offline_vocab
@@ -255,6 +279,9 @@ def check_offline_targets(data_cfg: dict, tokenizer: Any) -> None:
             check_offline_vocab(
                 CutSet.from_jsonl_lazy(path), tokenizer, manifest=path, lang_dir=data_cfg.get("lang_dir")
             )
+            for method in methods:
+                if hasattr(method, "check_offline_cuts"):
+                    method.check_offline_cuts(CutSet.from_jsonl_lazy(path), manifest=path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     if info.is_main:
         check_writable(exp_dir)  # now, not at the first checkpoint after the training steps
     ddp.barrier()
-    setup_logging(exp_dir, info.rank)
+    setup_logging(exp_dir, info.rank, bar_on=progress.progress_enabled(tcfg.get("progress_bar")))
     for section in ("optim", "scheduler"):
         unused = unused_options(section, cfg.get(section) or {})
         if unused:
@@ -325,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(state, strict=True)
         del init_ckpt, state
         log.info("initialised the model from %s (weights only)", init_from)
+    valid_decoder = build_valid_decoder(tcfg.get("valid_decode"), model, tokenizer, data_cfg)
     lcfg = dict(cfg.get("loss") or {})
     asr_loss_kwargs = dict(
         weights=lcfg.get("weights"),
@@ -351,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         extra_fields = list(getattr(loss_fn.teacher, "required_custom_fields", []) or [])
         if extra_fields:
             data_cfg["custom_fields"] = sorted(set(data_cfg.get("custom_fields") or []) | set(extra_fields))
-            check_offline_targets(data_cfg, tokenizer)  # dumped by a teacher of another vocabulary?
+            methods = [e.method for e in loss_fn.entries]
+            check_offline_targets(data_cfg, tokenizer, methods)  # dumped by a teacher of another vocabulary?
     else:
         loss_fn = AsrLossFn(**asr_loss_kwargs)
         loss_fn.check_model(model)  # a chunk size the encoder cannot use fails here, naming training.chunk
@@ -390,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         device=info.device,
         drop_stats=[cut_filter.stats],
         meta={"tokens": tokenizer.tokens()},  # decode / export / KD check a lang dir against these
+        valid_decoder=valid_decoder,
     )
     if latest is not None:
         trainer.resume(latest, ckpt=latest_ckpt)

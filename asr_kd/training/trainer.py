@@ -47,6 +47,15 @@ Exact resume. A checkpoint stores model, optimiser, scheduler, grad scaler, the 
 * the RNG states are restored right after the epoch's DataLoader iterator is created (creating an
   iterator draws from the global torch RNG) and after any skipping.
 
+Metrics and progress. Every log interval and every validation appends a row to
+``<exp_dir>/metrics.jsonl`` (:mod:`asr_kd.training.metrics`; rows after the resumed step are dropped on
+resume) and writes the same values to tensorboard (``train/*``, ``valid/*``). With ``valid_decoder``
+(the train CLI builds one from ``training.valid_decode``, :class:`asr_kd.decoding.validation.ValidationDecoder`),
+validation also decodes its batches and reports ``wer`` / ``cer``. The tqdm bar of :meth:`fit` (rank 0;
+``progress_bar``, :func:`asr_kd.utils.progress.progress_enabled`) shows the loss (a running mean), the
+learning rate, audio seconds per second and the ETA of whichever of ``max_steps`` / ``max_minutes`` ends
+first; with ``max_minutes`` binding, the bar's total is the step count the budget is expected to reach.
+
 With a deterministic dataset (randomness from the global RNG in the main process or seeded per cut)
 and ``num_workers=0``, a run killed and resumed produces bitwise the same parameters as an
 uninterrupted run (``tests/training/test_resume.py``). With ``num_workers > 0`` and the loaders of
@@ -71,6 +80,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..utils.progress import progress_bar, progress_enabled
 from . import ddp
 from .checkpoint import (
     find_loadable_latest,
@@ -82,6 +92,7 @@ from .checkpoint import (
     set_rng_state,
     unwrap_model,
 )
+from .metrics import METRICS_FILE, append_metrics, truncate_metrics
 from .optim import clip_grad_norm
 
 log = logging.getLogger(__name__)
@@ -135,7 +146,10 @@ class TrainerConfig:
     when a limit stops training. ``valid_interval``: steps between validations (0 = only at epoch end).
     ``amp``: ``auto`` (bf16 on CUDA if supported, else off), ``bf16``, ``fp16``, ``off``; always off on CPU.
     ``average_period``: N > 0 keeps icefall's running model average, updated every N steps (icefall's
-    default is 200); 0 = off.
+    default is 200); 0 = off. ``progress_bar``: ``null`` = on when stderr is a terminal (and not under
+    ``CI`` / ``ASR_KD_PROGRESS=0``), ``false`` = off, ``true`` = on. ``valid_decode``: a decoding method
+    (``ctc-greedy``, ``transducer-greedy``, ...) that validation runs to report WER / CER (``null`` = off;
+    read by the train CLI, which builds the trainer's ``valid_decoder``).
     """
 
     max_steps: int | None = None
@@ -152,6 +166,7 @@ class TrainerConfig:
     progress_bar: bool | None = None
     tensorboard: bool = True
     average_period: int = 0
+    valid_decode: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> TrainerConfig:
@@ -326,6 +341,9 @@ class Trainer:
             of :meth:`dropped_cuts`.
         meta: extra entries of every checkpoint's ``meta`` (e.g. the train CLI stores the lang dir's
             ``tokens`` there, so that decoding can check a lang dir against the model).
+        valid_decoder: ``(model, batch) -> [(cut_id, ref words, hyp words)]`` called on every
+            validation batch, with ``.score(results) -> {"wer", "cer"}`` (e.g.
+            :class:`asr_kd.decoding.validation.ValidationDecoder`); its values join the validation result.
 
     Dropped cuts. Batches may list cuts the dataset skipped (``batch["skipped"]``: ``[{"cut_id",
     "reason"}]``, :mod:`asr_kd.data.dataset`); the trainer counts each (cut id, reason) once per run,
@@ -353,6 +371,7 @@ class Trainer:
         batch_duration_fn: Callable[[Any], float] | None = None,
         drop_stats: Iterable[Any] = (),
         meta: Mapping[str, Any] | None = None,
+        valid_decoder: Any = None,
     ):
         self.model = model
         self.optimizer = optimizer
@@ -405,6 +424,8 @@ class Trainer:
         self._hooks: tuple[list, list] | None = None
         self.drop_stats = list(drop_stats)
         self.extra_meta = dict(meta or {})
+        self.valid_decoder = valid_decoder
+        self.metrics_path = self.exp_dir / METRICS_FILE if self.exp_dir is not None and self.is_main else None
         # (cut id, reason) pairs skipped inside batches, per split ("train", "valid"): each counted once
         self.skipped_cuts: dict[str, dict[tuple[str, str], None]] = {"train": {}, "valid": {}}
         if self.cfg.average_period < 0:
@@ -582,6 +603,10 @@ class Trainer:
                     self.world_size,
                 )
             self._pending_rng = {k: v for k, v in rng.items() if k != "per_rank"}
+        if self.metrics_path is not None:
+            n = truncate_metrics(self.metrics_path, self.step)  # rows of steps this run will redo
+            if n:
+                log.info("resume: dropped %d rows after step %d from %s", n, self.step, self.metrics_path)
         log.info(
             "resumed from %s: step %d, epoch %d, %d batches into the epoch",
             path,
@@ -766,6 +791,7 @@ class Trainer:
         self.model.eval()
         sums: dict[str, float] = {}
         weight = 0.0
+        decoded: list = []
         for batch in self.valid_dl:
             self._count_skipped(batch, "valid")
             batch = move_to_device(batch, self.device)
@@ -787,6 +813,9 @@ class Trainer:
             for k, v in vals.items():
                 sums[k] = sums.get(k, 0.0) + v * w
             weight += w
+            if self.valid_decoder is not None:
+                with self._autocast():
+                    decoded.extend(self.valid_decoder(self.model, batch))
         keys = sorted(sums)
         if ddp.is_distributed():
             names = ddp.all_gather_object(keys)
@@ -799,17 +828,38 @@ class Trainer:
             ddp.all_reduce_sum(t)
             sums = dict(zip(keys, t[:-1].tolist()))
             weight = float(t[-1])
+            if self.valid_decoder is not None:
+                decoded = [r for part in ddp.all_gather_object(decoded) for r in part]
         self.model.train(was_training)
         set_rng_state(rng)
         if weight <= 0:
             return None
         res = {k: v / weight for k, v in sums.items()}
+        if self.valid_decoder is not None:
+            res.update(self.valid_decoder.score(decoded))
         self.last_valid = res
         log.info("step %d: validation %s", self.step, _fmt(res))
         if self.tb is not None:
             for k, v in res.items():
                 self.tb.add_scalar(f"valid/{k}", v, self.step)
+        self._append_metrics("valid", res)
         return res
+
+    def _append_metrics(self, kind: str, values: Mapping[str, float], **extra: float) -> None:
+        """One row of ``metrics.jsonl`` (rank 0, with an exp dir)."""
+        if self.metrics_path is None:
+            return
+        row = {
+            "kind": kind,
+            "step": self.step,
+            "epoch": self.epoch,
+            "train_seconds": round(self.train_seconds, 3),
+            "audio_seconds": round(self.audio_seconds, 3),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            **values,
+            **extra,
+        }
+        append_metrics(self.metrics_path, row)
 
     def _log_train(self) -> None:
         if self._log_weight <= 0:
@@ -833,6 +883,7 @@ class Trainer:
             if self.scaler.is_enabled():
                 self.tb.add_scalar("train/grad_scale", self.scaler.get_scale(), self.step)
             self._log_dropped(self.dropped_cuts())
+        self._append_metrics("train", vals, grad_norm=self._last_grad_norm)
         self._log_acc, self._log_weight = {}, 0.0
 
     # ---------------------------------------------------------------------------------------- loop
@@ -902,12 +953,12 @@ class Trainer:
         c = self.cfg
         t0 = time.monotonic() if start_time is None else float(start_time)
         t_last = time.monotonic()
-        show_bar = c.progress_bar if c.progress_bar is not None else sys.stderr.isatty()
-        bar = None
-        if show_bar and self.is_main:
-            from tqdm import tqdm
-
-            bar = tqdm(total=c.max_steps, initial=self.step, desc="train", dynamic_ncols=True, leave=False)
+        bar = _TrainBar(self, t0, enabled=self.is_main and progress_enabled(c.progress_bar))
+        if self.tb is not None and self.exp_dir is not None:
+            msg = f"tensorboard: tensorboard --logdir {self.exp_dir / 'tensorboard'}"
+            log.info("%s", msg)
+            if bar.enabled:  # the console shows warnings only: say it there too
+                bar.bar.write(msg, file=sys.stderr)
         stopped = self._limit_reached(t0)
         saved_now = valid_due = False
         self._hooks = None  # modules may have been added since the trainer was built
@@ -925,10 +976,7 @@ class Trainer:
                     self.train_seconds += now - t_last
                     self._last_step_seconds = now - t_last
                     t_last = now
-                    if bar is not None:
-                        bar.update(1)
-                        if stats is not None:
-                            bar.set_postfix(loss=f"{stats['loss']:.3f}", epoch=self.epoch, refresh=False)
+                    bar.update(stats)
                     if c.log_interval > 0 and self.step % c.log_interval == 0 and self.is_main:
                         self._log_train()
                     stopped = self._limit_reached(t0)
@@ -960,8 +1008,7 @@ class Trainer:
             elif self.exp_dir is not None and self.batches_consumed > 0 and not (saved_now and not valid_due):
                 self._save_and_cleanup("periodic")  # (again after a validation: with its result in meta)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
             if self.tb is not None:
                 self.tb.flush()
         dropped = self.dropped_cuts(gather=True)
@@ -1021,6 +1068,68 @@ class Trainer:
         if self.tb is not None:
             self.tb.close()
             self.tb = None
+
+
+class _TrainBar:
+    """The bar of :meth:`Trainer.fit`: steps done of the steps expected (``max_steps``, or what
+    ``max_minutes`` is expected to reach at the rate of this run), ETA, running loss, lr, audio s/s."""
+
+    FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+
+    def __init__(self, trainer: Trainer, t0: float, enabled: bool):
+        c = trainer.cfg
+        self.trainer, self.t0, self.enabled = trainer, t0, enabled
+        self.limited = c.max_steps is not None or c.max_minutes is not None
+        total = c.max_steps if c.max_steps is not None else (trainer.step + 1 if self.limited else None)
+        self.bar = progress_bar(
+            total=total,
+            initial=trainer.step,
+            desc="train",
+            unit="step",
+            leave=False,
+            enabled=enabled,
+            bar_format=self.FORMAT if self.limited else None,
+        )
+        self.t_start, self.step0, self.audio0 = time.monotonic(), trainer.step, trainer.audio_seconds
+        self.loss: float | None = None
+
+    def eta(self, now: float) -> float | None:
+        """Seconds until the first of ``max_steps`` / ``max_minutes`` (None: neither is set)."""
+        tr, c = self.trainer, self.trainer.cfg
+        steps = tr.step - self.step0
+        etas = []
+        if c.max_steps is not None and steps > 0:
+            etas.append(max(0, c.max_steps - tr.step) * (now - self.t_start) / steps)
+        if c.max_minutes is not None:
+            etas.append(max(0.0, c.max_minutes * 60.0 - (now - self.t0)))
+        return min(etas) if etas else None
+
+    def update(self, stats: Mapping[str, float] | None) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        tr = self.trainer
+        if stats is not None and math.isfinite(stats["loss"]):
+            self.loss = stats["loss"] if self.loss is None else 0.9 * self.loss + 0.1 * stats["loss"]
+        now = time.monotonic()
+        elapsed, steps = max(now - self.t_start, 1e-9), tr.step - self.step0
+        parts = []
+        eta = self.eta(now)
+        if eta is not None:
+            if steps > 0:
+                self.bar.total = tr.step + int(round(eta * steps / elapsed))
+            parts.append(f"eta {tqdm.format_interval(eta)}")
+        if self.loss is not None:
+            parts.append(f"loss={self.loss:.3f}")
+        parts.append(f"lr={tr.optimizer.param_groups[0]['lr']:.2e}")
+        parts.append(f"{(tr.audio_seconds - self.audio0) / elapsed:.1f} audio-s/s")
+        parts.append(f"epoch {tr.epoch}")
+        self.bar.set_postfix_str(", ".join(parts), refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def format_dropped(dropped: Mapping[str, Mapping[str, int]]) -> str:

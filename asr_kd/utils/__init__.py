@@ -1,0 +1,1 @@
+"""Small shared helpers (progress bars and their logging set-up)."""
