@@ -35,12 +35,15 @@ attention-beam        attention_decoder       joint CTC/attention one-pass beam 
 attention-rescoring   ctc + attention_decoder CTC prefix-beam n-best rescored by the decoder
 transducer-greedy     transducer              :func:`~asr_kd.decoding.transducer.transducer_greedy_search`
 modified-beam         transducer              :func:`~asr_kd.decoding.transducer.modified_beam_search`
+modified-beam-lm      transducer              the same with token n-gram shallow fusion (``opts.lm_arpa``,
+                                              ``opts.lm_scale``, :mod:`asr_kd.decoding.lm_fusion`)
 mask-ctc              ctc + mask_ctc          :func:`~asr_kd.decoding.mask_ctc.mask_ctc_easy_first`
 mask-ctc-beam         ctc + mask_ctc          :func:`~asr_kd.decoding.mask_ctc.mask_ctc_beam_search`
                                               (Algorithm 1 of Gong et al. 2022; beam, p_thr, K)
 ====================  ======================  =====================================================
 
-N-best methods: ctc-prefix-beam, attention-beam, attention-rescoring, modified-beam, mask-ctc-beam.
+N-best methods: ctc-prefix-beam, attention-beam, attention-rescoring, modified-beam, modified-beam-lm,
+mask-ctc-beam.
 
 ``ctc_layer`` (1-based, an inter-CTC layer) decodes the CTC methods from that layer's head on the
 encoder's layer ``ctc_layer`` at the output frame rate, ``enc_out.layer(ctc_layer)`` (N, T', D_k)
@@ -99,10 +102,21 @@ class SearchOptions:
     length_penalty: float = 0.0  # attention-beam
     lang_dir: PathLike | None = None  # ctc-hlg: tokens.txt, words.txt, lexicon.txt (H o L)
     arpa: PathLike | None = None  # ctc-hlg: ARPA LM for G (None: HL, no LM)
-    lm_scale: float = 1.0  # ctc-hlg: G weight scale
+    lm_scale: float = 1.0  # ctc-hlg: G weight scale; modified-beam-lm: the token LM's weight
     search_beam: float = 16.0  # ctc-hlg: decoder beam (cost units)
     acoustic_scale: float = 1.0  # ctc-hlg: scale of the CTC log-probs
     keep_epsilon: bool = False  # ctc-hlg: keep LG's eps:eps arcs (a far smaller graph; asr_kd.decoding.hlg)
+    lm_arpa: PathLike | None = None  # modified-beam-lm: token-level ARPA (words = the model's tokens)
+    blank_penalty: float = 0.0  # transducer-greedy, modified-beam*: subtracted from the blank logit
+    decoder_cache: bool = True  # modified-beam*: cache the predictor output per context (same results)
+    # the CTC lattice methods (asr_kd.decoding.lattice_methods): nbest, nbest-rescoring, whole-lattice-rescoring, ...
+    ctc_blank_penalty: float = 0.0  # every CTC method: subtracted from the blank log-prob before the search
+    num_paths: int = 10  # nbest*, attention-decoder-rescoring-with-ngram: distinct word sequences kept
+    lattice_beam: float = 8.0  # lattice methods: lattice pruning beam (k2 output_beam)
+    rescore_arpa: PathLike | None = None  # nbest-rescoring, whole-lattice-rescoring: the higher-order LM
+    rescore_lm_scale: float = 1.0  # its weight (acoustic + rescore_lm_scale * ln p)
+    attention_scale: float = 1.0  # attention-decoder-rescoring-with-ngram: weight of log p_att
+    lattice_backend: str = "auto"  # lattice methods: "kaldi" (kaldi-decoder), "k2", "auto" (k2 when it imports)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,6 +214,8 @@ _SUFFIX_PARTS = {
     "iterations": lambda o: f"K-{o.iterations}",
     "mask_schedule": lambda o: "" if o.mask_schedule == "paper" else f"sched-{o.mask_schedule}",
     "ctc_layer": lambda o: "" if o.ctc_layer is None else f"layer-{o.ctc_layer}",
+    "lm_scale": lambda o: f"lms-{o.lm_scale:g}",
+    "blank_penalty": lambda o: f"bp-{o.blank_penalty:g}" if o.blank_penalty else "",
 }
 
 #: method name -> the registered method object
@@ -328,6 +344,8 @@ class PreparedDecoding:
         enc_out = encoder_out if encoder_out is not None else self.model.encode(x, x_lens)
         res = self.search(enc_out)
         tokens = [[list(h) for h in r.tokens[:nbest]] for r in res]
+        if self.method.output == "words":  # lattice methods: word ids spelled in model tokens
+            tokens = [[self.state.words_to_tokens(h) for h in hyps] for hyps in tokens]
         scores = [[float(v) for v in r.scores[:nbest]] for r in res]
         return tokens, scores
 
@@ -358,13 +376,19 @@ def check_method(model: Any, method: str, opts: SearchOptions | None = None) -> 
 
 def ctc_log_probs(model: Any, enc_out: Any, opts: SearchOptions) -> torch.Tensor:
     """(N, T', V) CTC log-probs from the final head or from inter-CTC layer ``opts.ctc_layer`` (its
-    layer brought to the output frame rate, ``EncoderOutput.layer``, as in training)."""
+    layer brought to the output frame rate, ``EncoderOutput.layer``, as in training), with
+    ``opts.ctc_blank_penalty`` subtracted from the blank column."""
     if opts.ctc_layer is None:
-        return model.ctc(enc_out.out).log_softmax(-1)
-    head = model.inter_ctc_head(opts.ctc_layer)
-    k = opts.ctc_layer
-    h = enc_out.layer(k) if hasattr(enc_out, "layer") else enc_out.layer_outputs[k - 1]
-    return head(h).log_softmax(-1)
+        lp = model.ctc(enc_out.out).log_softmax(-1)
+    else:
+        head = model.inter_ctc_head(opts.ctc_layer)
+        k = opts.ctc_layer
+        h = enc_out.layer(k) if hasattr(enc_out, "layer") else enc_out.layer_outputs[k - 1]
+        lp = head(h).log_softmax(-1)
+    if opts.ctc_blank_penalty:  # icefall's blank_penalty of the CTC decoders (blank = model.blank_id)
+        lp = lp.clone()
+        lp[..., getattr(model, "blank_id", 0)] -= opts.ctc_blank_penalty
+    return lp
 
 
 @torch.no_grad()
@@ -409,7 +433,8 @@ def decode_nbest(
 
     Returns:
         ``(tokens, scores)``: per utterance a list of token-id sequences, best first, and their
-        log-domain scores (the search's ranking scores).
+        log-domain scores (the search's ranking scores). The word sequences of the HLG lattice methods
+        (``nbest``, ``nbest-rescoring``, ...) come spelled in the model's tokens (the lang dir's BPE).
     """
     m = get_decoding_method(method)
     if not m.nbest:
@@ -487,24 +512,81 @@ class AttentionRescoring(DecodingMethod):
 
 @register_decoding_method("transducer-greedy", requires=("transducer",))
 class TransducerGreedy(DecodingMethod):
-    """Greedy transducer search (``opts.max_sym_per_frame``)."""
+    """Greedy transducer search (``opts.max_sym_per_frame``, ``opts.blank_penalty``)."""
+
+    suffix_options = ("blank_penalty",)
 
     def search(self, model, enc_out, opts, state):
         t = model.transducer
         return transducer_greedy_search(
-            t.predictor, t.joiner, enc_out.out, enc_out.out_lens, max_sym_per_frame=opts.max_sym_per_frame
+            t.predictor,
+            t.joiner,
+            enc_out.out,
+            enc_out.out_lens,
+            max_sym_per_frame=opts.max_sym_per_frame,
+            blank_penalty=opts.blank_penalty,
         )
 
 
 @register_decoding_method("modified-beam", nbest=True, requires=("transducer",), default_beam=4)
 class ModifiedBeam(DecodingMethod):
-    """Transducer modified beam search (one symbol per frame, ``opts.beam``)."""
+    """Transducer modified beam search (one symbol per frame, ``opts.beam``, ``opts.blank_penalty``;
+    the predictor output cached per context unless ``opts.decoder_cache`` is off)."""
 
-    suffix_options = ("beam",)
+    suffix_options = ("beam", "blank_penalty")
 
     def search(self, model, enc_out, opts, state):
         t = model.transducer
-        return modified_beam_search(t.predictor, t.joiner, enc_out.out, enc_out.out_lens, beam=opts.beam)
+        return modified_beam_search(
+            t.predictor,
+            t.joiner,
+            enc_out.out,
+            enc_out.out_lens,
+            beam=opts.beam,
+            lm=state,
+            lm_scale=opts.lm_scale if state is not None else 0.0,
+            blank_penalty=opts.blank_penalty,
+            cache=opts.decoder_cache,
+        )
+
+
+@register_decoding_method("modified-beam-lm", nbest=True, requires=("transducer",), default_beam=4)
+class ModifiedBeamLm(ModifiedBeam):
+    """Modified beam search with token n-gram shallow fusion (:mod:`asr_kd.decoding.lm_fusion`).
+
+    ``prepare`` reads ``opts.lm_arpa`` (an ARPA whose words are the model's tokens) and the token
+    table ``tokens.txt`` of ``opts.lang_dir`` (or ``resources["lm"]``: a ready
+    :class:`~asr_kd.decoding.lm_fusion.TokenNgramLm`); the model's vocabulary must equal the table's.
+    Emitting a token adds ``opts.lm_scale * ln p_LM``; ``</s>`` is scored at the end.
+    """
+
+    suffix_options = ("beam", "lm_scale", "blank_penalty")
+
+    def cache_key(self, opts, resources):
+        if "lm" in resources:
+            return None
+        if opts.lm_arpa is None or opts.lang_dir is None:
+            raise ValueError(
+                "decoding method 'modified-beam-lm' needs a token-level ARPA and the lang dir's tokens.txt: "
+                "SearchOptions(lm_arpa=..., lang_dir=...) (decode --lm-arpa), or resources={'lm': TokenNgramLm}"
+            )
+        return (_file_key(Path(opts.lm_arpa)), _file_key(Path(opts.lang_dir) / "tokens.txt"))
+
+    def prepare(self, model, opts, resources):
+        from asr_kd.decoding.lm_fusion import TokenNgramLm  # noqa: PLC0415
+
+        lm = resources.get("lm")
+        if lm is None:
+            lm = TokenNgramLm.from_files(
+                opts.lm_arpa, Path(opts.lang_dir) / "tokens.txt", blank_id=int(model.transducer.predictor.blank_id)
+            )
+        vocab = getattr(model, "vocab_size", None)
+        if vocab is not None and int(vocab) != lm.vocab_size:
+            raise ValueError(
+                f"modified-beam-lm: the model has {int(vocab)} tokens but the LM's token table "
+                f"({opts.lang_dir}/tokens.txt) has {lm.vocab_size}"
+            )
+        return lm
 
 
 @register_decoding_method("mask-ctc", requires=("ctc", "mask_ctc"))
@@ -660,8 +742,15 @@ class CtcHlg(DecodingMethod):
 
     def suffix(self, opts):
         parts = [self.name, "noG" if opts.arpa is None else f"G_lms-{opts.lm_scale:g}"]
+        if opts.ctc_blank_penalty:
+            parts.append(f"bp-{opts.ctc_blank_penalty:g}")
         if opts.keep_epsilon:
             parts.append("eps")
         if opts.ctc_layer is not None:
             parts.append(f"layer-{opts.ctc_layer}")
         return "_".join(parts)
+
+
+# icefall's CTC lattice methods (1best, ctc-decoding, nbest, nbest-rescoring, whole-lattice-rescoring,
+# attention-decoder-rescoring-with-ngram) register themselves here
+from asr_kd.decoding import lattice_methods as _lattice_methods  # noqa: E402, F401

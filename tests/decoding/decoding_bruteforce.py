@@ -214,3 +214,19 @@ def reference_mask_ctc_beam_search(mlm_logp, seq, plan, mask_id, tokens, beam):
                 pool[new] = max(pool.get(new, -math.inf), score + s)
         omega = sorted(((s, q) for q, s in pool.items()), key=lambda x: -x[0])[:beam]
     return omega
+
+
+def write_token_lm(lang_dir, order: int = 2, seed: int = 0, name: str = "tokens_2gram.arpa"):
+    """A token-level ARPA over the non-blank tokens of ``lang_dir/tokens.txt`` (random sentences,
+    a skew towards token 1), written as ``lang_dir/name`` (for ``modified-beam-lm``)."""
+    from asr_kd.lm.ngram import train_ngram, write_arpa
+
+    pieces = [line.split()[0] for line in (lang_dir / "tokens.txt").read_text().splitlines()[1:]]
+    g = torch.Generator().manual_seed(seed)
+    sents = []
+    for _ in range(100):
+        ids = torch.randint(0, len(pieces), (int(torch.randint(1, 6, (1,), generator=g)),), generator=g).tolist()
+        sents.append(" ".join(pieces[0 if i % 3 == 0 else i] for i in ids))
+    path = lang_dir / name
+    write_arpa(train_ngram(sents, order, unk="<unk>"), path)
+    return path

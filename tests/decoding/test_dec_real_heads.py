@@ -4,7 +4,7 @@ is small, and every registered decoding method on a model of each encoder agains
 
 import pytest
 import torch
-from decoding_bruteforce import all_sequences, brute_force_one_sym, ctc_sequence_probs, ref_greedy
+from decoding_bruteforce import all_sequences, brute_force_one_sym, ctc_sequence_probs, ref_greedy, write_token_lm
 
 from asr_kd.decoding import (
     attention_beam_search,
@@ -17,6 +17,7 @@ from asr_kd.decoding import (
     transducer_greedy_search,
 )
 from asr_kd.decoding.ctc import ctc_prefix_beam_search
+from asr_kd.decoding.lm_fusion import TokenNgramLm
 from asr_kd.decoding.search import SearchOptions, decode_batch, decode_nbest, get_decoding_method, list_decoding_methods
 from asr_kd.models.asr_model import build_asr_model
 from asr_kd.models.encoder import build_encoder
@@ -193,6 +194,7 @@ def _write_lang_dir(path):
     (path / "tokens.txt").write_text("<blk> 0\n" + "".join(f"t{i} {i}\n" for i in range(1, V_MODEL)))
     (path / "words.txt").write_text("<eps> 0\n" + "".join(f"w{i} {i}\n" for i in range(1, V_MODEL)))
     (path / "lexicon.txt").write_text("".join(f"w{i} t{i}\n" for i in range(1, V_MODEL)))
+    write_token_lm(path)  # tokens_2gram.arpa, for modified-beam-lm
     return path
 
 
@@ -277,6 +279,9 @@ def _direct(method, model, enc_out, ctc_layer, lang_dir):
         return transducer_greedy_search(t.predictor, t.joiner, enc, lens)
     if method == "modified-beam":
         return best_paths(modified_beam_search(t.predictor, t.joiner, enc, lens, beam=BEAM))
+    if method == "modified-beam-lm":
+        lm = TokenNgramLm.from_files(lang_dir / "tokens_2gram.arpa", lang_dir / "tokens.txt")
+        return best_paths(modified_beam_search(t.predictor, t.joiner, enc, lens, beam=BEAM, lm=lm, lm_scale=0.5))
     if method == "mask-ctc":
         return mask_ctc_easy_first(lp, lens, model.mask_ctc, enc, lens, p_thr=0.99, K=2, mask_id=mask_id)
     if method == "mask-ctc-beam":
@@ -305,7 +310,9 @@ def test_every_method_decodes_a_model_of_each_encoder(method, encoder_type, tmp_
     uses_ctc = "ctc" in m.requires or method == "attention-beam"
     hyps = []
     for ctc_layer in (None, 1, 2) if uses_ctc else (None,):
-        opts = SearchOptions(beam=BEAM, lang_dir=lang_dir, ctc_layer=ctc_layer)
+        opts = SearchOptions(
+            beam=BEAM, lang_dir=lang_dir, ctc_layer=ctc_layer, lm_arpa=lang_dir / "tokens_2gram.arpa", lm_scale=0.5
+        )
         want = _direct(method, model, enc_out, ctc_layer, lang_dir)
         got = decode_batch(model, x, x_lens, method, opts)
         assert got == want, ctc_layer

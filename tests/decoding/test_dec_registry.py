@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from decoding_bruteforce import write_token_lm
 
 from asr_kd.decoding import (
     attention_beam_search,
@@ -18,6 +19,7 @@ from asr_kd.decoding import (
     modified_beam_search,
     transducer_greedy_search,
 )
+from asr_kd.decoding.lm_fusion import TokenNgramLm
 from asr_kd.decoding.search import (
     DECODING_METHODS,
     METHODS,
@@ -96,6 +98,7 @@ def write_lang_dir(path):
     (path / "tokens.txt").write_text("<blk> 0\n" + "".join(f"t{i} {i}\n" for i in range(1, V)))
     (path / "words.txt").write_text("<eps> 0\n" + "".join(f"w{i} {i}\n" for i in range(1, V)))
     (path / "lexicon.txt").write_text("".join(f"w{i} t{i}\n" for i in range(1, V)))
+    write_token_lm(path)  # tokens_2gram.arpa, for modified-beam-lm
     return path
 
 
@@ -140,6 +143,9 @@ def direct_results(method, model, x, x_lens, lang_dir):
         return transducer_greedy_search(t.predictor, t.joiner, enc, lens)
     if method == "modified-beam":
         return best_paths(modified_beam_search(t.predictor, t.joiner, enc, lens, beam=3))
+    if method == "modified-beam-lm":
+        lm = TokenNgramLm.from_files(lang_dir / "tokens_2gram.arpa", lang_dir / "tokens.txt")
+        return best_paths(modified_beam_search(t.predictor, t.joiner, enc, lens, beam=3, lm=lm, lm_scale=0.5))
     if method == "mask-ctc":
         return mask_ctc_easy_first(lp, lens, model.mask_ctc, enc, lens, p_thr=0.99, K=2, mask_id=mask_id)
     if method == "mask-ctc-beam":
@@ -160,7 +166,7 @@ def direct_results(method, model, x, x_lens, lang_dir):
 def test_every_registered_method_equals_the_direct_call(method, model, batch, lang_dir):
     x, x_lens = batch
     want = direct_results(method, model, x, x_lens, lang_dir)
-    opts = SearchOptions(beam=3, lang_dir=lang_dir)
+    opts = SearchOptions(beam=3, lang_dir=lang_dir, lm_arpa=lang_dir / "tokens_2gram.arpa", lm_scale=0.5)
     got = decode_batch(model, x, x_lens, method, opts)
     assert got == want
     assert len(got) == 2 and any(got), got  # the comparison is not between empty outputs
@@ -192,6 +198,7 @@ def test_registry_lists_all_methods():
         "attention-beam",
         "attention-rescoring",
         "modified-beam",
+        "modified-beam-lm",
         "mask-ctc-beam",
     )
     assert list_decoding_methods(nbest=True) == sorted(NBEST_METHODS)

@@ -173,3 +173,21 @@ def test_lm_vocab_must_match_the_model(tmp_path):
     pred, joiner, enc = _setup(V=5, N=1, T=3)
     with pytest.raises(ValueError, match="6 tokens, the model's joiner 5"):
         modified_beam_search(pred, joiner, enc, torch.tensor([3]), 2, lm=lm, lm_scale=0.5)
+
+
+def test_registered_method_needs_an_lm_and_a_matching_token_table(tmp_path):
+    from asr_kd.decoding.search import SearchOptions, prepare_decoding
+    from asr_kd.models.asr_model import build_asr_model
+    from asr_kd.testing.encoders import tiny_encoder_config
+
+    model = build_asr_model(
+        {"vocab_size": 5, "encoder": tiny_encoder_config("conformer", 8), "transducer": {"d_pred": 8, "d_joint": 8}}
+    ).eval()
+    with pytest.raises(ValueError, match="needs a token-level ARPA"):
+        prepare_decoding(model, "modified-beam-lm", SearchOptions(lang_dir=tmp_path))
+    arpa, tokens = token_lm(tmp_path)
+    prepared = prepare_decoding(model, "modified-beam-lm", SearchOptions(lang_dir=tmp_path, lm_arpa=arpa))
+    assert isinstance(prepared.state, TokenNgramLm) and prepared.state.vocab_size == 5
+    tokens.write_text("".join(f"{p} {i}\n" for i, p in enumerate([*PIECES, "e"])))
+    with pytest.raises(ValueError, match="the model has 5 tokens but the LM's token table"):
+        prepare_decoding(model, "modified-beam-lm", SearchOptions(lang_dir=tmp_path, lm_arpa=arpa))
