@@ -10,6 +10,9 @@ Usage::
     python -m asr_kd.bin.decode --exp-dir exp/aed --method attention-beam --method attention-rescoring
     # the self-KD sub-model: CTC greedy from the inter-CTC head at layer 6
     python -m asr_kd.bin.decode --exp-dir exp/self_kd --method ctc-greedy --ctc-layer 6
+    # transducer modified beam search with a BPE-token 5-gram (shallow fusion)
+    python -m asr_kd.bin.decode --exp-dir pretrained/zipformer_transducer_s --method modified-beam-lm \\
+        --lm-arpa data/lang_bpe_128_lm/tokens_5gram.arpa --lm-scale 0.3 --res-dir $PWD/decode_lm
 
 Data settings (manifest dir, prefix, lang dir, fbank bins) come from the config stored in the
 checkpoint unless given here. The lang dir must be the model's: its BPE size must equal the model's
@@ -87,7 +90,24 @@ def get_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ctc-hlg: keep LG's eps:eps arcs (G's backoffs): a far smaller graph than icefall's epsilon-free one",
     )
-    p.add_argument("--lm-scale", type=float, default=1.0, help="ctc-hlg: G weight scale")
+    p.add_argument(
+        "--lm-scale", type=float, default=1.0, help="ctc-hlg: G weight scale; modified-beam-lm: the token LM's weight"
+    )
+    p.add_argument(
+        "--lm-arpa",
+        type=Path,
+        default=None,
+        help="modified-beam-lm: token-level ARPA for shallow fusion (its words are the model's tokens: "
+        "asr_kd.bin.train_lm --bpe-model, local/prepare_lm.sh --token-orders)",
+    )
+    p.add_argument(
+        "--blank-penalty", type=float, default=0.0, help="transducer methods: subtracted from the blank logit"
+    )
+    p.add_argument(
+        "--no-decoder-cache",
+        action="store_true",
+        help="modified-beam*: recompute the predictor output per hypothesis and frame (same results; for timing)",
+    )
     p.add_argument("--search-beam", type=float, default=16.0, help="ctc-hlg: decoder beam (cost units)")
     p.add_argument("--acoustic-scale", type=float, default=1.0, help="ctc-hlg: scale of the CTC log-probs")
     p.add_argument("--split", action="append", help="repeatable [test]")
@@ -264,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
                 search_beam=args.search_beam,
                 acoustic_scale=args.acoustic_scale,
                 keep_epsilon=args.keep_epsilon,
+                lm_arpa=args.lm_arpa,
+                blank_penalty=args.blank_penalty,
+                decoder_cache=not args.no_decoder_cache,
             )
             t0 = time.perf_counter()
             decoder = prepare_decoding(model, method, opts)  # checks the heads; builds e.g. HLG once
