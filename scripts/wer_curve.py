@@ -11,7 +11,8 @@ Usage (from egs/synth/ASR)::
         --curve exp/zipformer_ctc_s/wer_curve-test-ctc-greedy.tsv:"Zipformer-CTC s" \
         --points "Conformer-CTC s (issue 3, 1 thread):14=89.16,30=73.13,47=64.42,60=59.78"
 
-Checkpoints already in the TSV are not decoded again, so ``decode`` can run while training continues.
+``plot`` runs ``python -m asr_kd.bin.plot wer-curve`` with the same options. Checkpoints already in the
+TSV are not decoded again, so ``decode`` can run while training continues.
 """
 
 from __future__ import annotations
@@ -87,36 +88,12 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    import matplotlib
+    """The figure is drawn by ``asr_kd.bin.plot wer-curve`` (same options)."""
+    from asr_kd.bin import plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [("minutes", 1, "training minutes (2-core CPU)")]
-    if args.audio_hours:
-        panels.append(("audio", 2, "hours of audio seen"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
-    for ax, (kind, col, xlabel) in zip(axes[0], panels):
-        for spec in args.curve:
-            path, _, label = spec.partition(":")
-            rows = [line.split("\t") for line in Path(path).read_text().splitlines()[1:] if line]
-            ax.plot([float(r[col]) for r in rows], [float(r[3]) for r in rows], marker="o", ms=3, label=label or path)
-        if kind == "minutes":  # reference points are given in minutes
-            for spec in args.points:
-                label, _, pts = spec.rpartition(":")
-                xy = [tuple(float(v) for v in p.split("=")) for p in pts.split(",")]
-                ax.plot([x for x, _ in xy], [y for _, y in xy], marker="s", ls="--", label=label)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"{args.ylabel}")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(args.title)
-    fig.tight_layout()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=120)
-    print(f"wrote {args.out}")
-    return 0
+    argv = ["wer-curve", "--out", args.out, "--ylabel", args.ylabel, "--title", args.title]
+    argv += [x for c in args.curve for x in ("--curve", c)] + [x for p in args.points for x in ("--points", p)]
+    return plot.main(argv + (["--audio-hours"] if args.audio_hours else []))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ USER_ERRORS = frozenset(
         "asr_kd.lm.arpa.ArpaFormatError",
         "asr_kd.lm.lang.LangError",
         "asr_kd.decoding.hlg.GraphTooLargeError",
+        "asr_kd.training.metrics.MetricsError",
     }
 )
 
