@@ -4,11 +4,16 @@ Usage::
 
     python -m asr_kd.bin.train_lm --text data/lang_bpe_500/transcript_words.txt --order 3 \\
         --out data/lang_bpe_500/G_3gram.arpa [--unk '<UNK>'] [--dev-text dev.txt]
+    # a token-level LM (words = BPE pieces) for transducer shallow fusion (decode --method modified-beam-lm)
+    python -m asr_kd.bin.train_lm --text data/lang_bpe_500/transcript_words.txt --order 5 \
+        --bpe-model data/lang_bpe_500/bpe.model --out data/lang_bpe_500/tokens_5gram.arpa
 
 One sentence per line (words split on whitespace). The unknown word (``--unk``, default
 ``<UNK>``, the ``words.txt`` symbol of :func:`asr_kd.data.tokenizer.train_bpe`; ``--unk ''``
-for a closed vocabulary) gets the uniform share of the unigram mass. The ARPA file is read back
-by the validating reader and the training (and ``--dev-text``) perplexities are printed.
+for a closed vocabulary) gets the uniform share of the unigram mass. With ``--bpe-model`` every
+sentence (and the ``--dev-text``) is first split into that model's pieces: the LM's words are tokens.
+The ARPA file is read back by the validating reader and the training (and ``--dev-text``)
+perplexities are printed.
 See :mod:`asr_kd.lm.ngram` for the estimator.
 """
 
@@ -31,6 +36,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="ARPA file to write")
     p.add_argument("--unk", default="<UNK>", help="unknown-word symbol ('' for none) [<UNK>]")
     p.add_argument("--dev-text", type=Path, default=None, help="also print the perplexity of these sentences")
+    p.add_argument("--bpe-model", type=Path, default=None, help="train on the pieces of this BPE model (a token LM)")
     return p
 
 
@@ -47,6 +53,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.perf_counter()
     sentences = _read(args.text)
+    pieces = None
+    if args.bpe_model is not None:
+        from asr_kd.data.tokenizer import Tokenizer  # noqa: PLC0415
+
+        tok = Tokenizer(args.bpe_model)
+
+        def pieces(lines):
+            return [" ".join(tok.encode_as_pieces(s)) for s in lines]
+
+        sentences = pieces(sentences)
     model = train_ngram(sentences, args.order, unk=args.unk or None)
     write_arpa(model, args.out)
     secs = time.perf_counter() - t0
@@ -57,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"train_lm: perplexity on {args.text}: {lm.perplexity(sentences):.2f}")
     if args.dev_text is not None:
         dev = _read(args.dev_text)
+        if pieces is not None:
+            dev = pieces(dev)
         vocab = set(lm.vocab)
         words = [w for s in dev for w in s.split()]
         oov = sum(w not in vocab for w in words)

@@ -83,6 +83,8 @@ def test_prepare_lm_recipe(lang_dir, tmp_path):
         "2 3",
         "--hlg-order",
         "2",
+        "--token-orders",
+        "3",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -92,6 +94,9 @@ def test_prepare_lm_recipe(lang_dir, tmp_path):
     ):  # fmt: skip
         assert (out / f).is_file(), f
     assert read_arpa(out / "G_3gram.arpa", unk="<UNK>").order == 3
+    tok_lm = read_arpa(out / "tokens_3gram.arpa", unk="<UNK>")
+    pieces = {line.split()[0] for line in (out / "tokens.txt").read_text().splitlines()}
+    assert tok_lm.order == 3 and set(tok_lm.vocab) - {"</s>", "<UNK>"} <= pieces
     # kaldilm's G text: arcs "src dst ilabel olabel cost" with #0 (backoff) on the input side
     wid = dict(line.split() for line in (out / "words.txt").read_text().splitlines())
     arcs = [line.split() for line in (out / "G_3gram.fst.txt").read_text().splitlines() if len(line.split()) == 5]
@@ -101,6 +106,7 @@ def test_prepare_lm_recipe(lang_dir, tmp_path):
     # a second run reuses everything
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "G_3gram.arpa is up to date" in again.stdout
+    assert "tokens_3gram.arpa is up to date" in again.stdout
     assert '"cached": true' in again.stdout
 
 
@@ -124,3 +130,18 @@ def test_prepare_sh_stage_6(lang_dir, tmp_path):
     assert "stage 6 done" in proc.stdout
     for f in ("G_2gram.arpa", "G_3gram.arpa", "G_3gram.fst.txt", "HL.fst", "HLG_G_2gram.fst", "HLG_G_2gram.json"):
         assert (lang / f).is_file(), f
+
+
+def test_train_lm_on_bpe_pieces(lang_dir, tmp_path, capsys):
+    from asr_kd.data.tokenizer import Tokenizer
+
+    out = tmp_path / "tokens_3gram.arpa"
+    text = lang_dir / "transcript_words.txt"
+    argv = ["--text", str(text), "--order", "3", "--bpe-model", str(lang_dir / "bpe.model"), "--out", str(out)]
+    assert train_lm.main(argv) == 0
+    tok = Tokenizer(lang_dir / "bpe.model")
+    sents = [" ".join(tok.encode_as_pieces(s)) for s in DUMMY_TEXTS * 3]
+    lm = read_arpa(out, unk="<UNK>")
+    assert set(lm.vocab) == {p for s in sents for p in s.split()} | {"</s>", "<UNK>"}
+    assert any(p.startswith("\u2581") for p in lm.vocab)  # word-initial pieces
+    assert f"perplexity on {text}: {lm.perplexity(sents):.2f}" in capsys.readouterr().out

@@ -13,11 +13,14 @@
 #   --orders "N ..." LM orders to train [3 4]
 #   --hlg-order N    the order whose G is compiled into HLG (the others are for rescoring) [3]
 #   --dev-text F     also print each LM's perplexity and OOV rate on these sentences [none]
+#   --token-orders "N ..."  also train BPE-token LMs of these orders (words = the pieces of bpe.model), for
+#                    transducer shallow fusion (decode --method modified-beam-lm --lm-arpa) [none]
 #
 # Writes into O (each step skipped when its output is newer than its inputs):
 #   lexicon_disambig.txt, lexicon_char_disambig.txt, tokens_disambig.txt, L_disambig.fst  (prepare_lang)
 #   G_<N>gram.arpa        interpolated modified Kneser-Ney, <UNK> as the unknown word   (asr_kd.bin.train_lm)
 #   G_<N>gram.fst.txt     G from ARPA by kaldilm (#0 on backoff arcs)                   (python -m kaldilm)
+#   tokens_<N>gram.arpa   the same estimator on the BPE pieces (--token-orders)            (train_lm --bpe-model)
 #   HL.fst, HLG_G_<hlg-order>gram.fst (+ .json: input sha256, build time, states, arcs, size)  (compile_hlg)
 set -euo pipefail
 
@@ -26,6 +29,7 @@ out_dir=
 orders="3 4"
 hlg_order=3
 dev_text=
+token_orders=
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -35,6 +39,7 @@ while [ $# -gt 0 ]; do
     --orders) orders="$2"; shift 2 ;;
     --hlg-order) hlg_order="$2"; shift 2 ;;
     --dev-text) dev_text="$2"; shift 2 ;;
+    --token-orders) token_orders="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "prepare_lm.sh: unknown option $1" >&2; usage >&2; exit 1 ;;
   esac
@@ -75,6 +80,15 @@ for n in $orders; do
     "$python" -m kaldilm --read-symbol-table="$out_dir/words.txt" --disambig-symbol='#0' --max-order="$n" \
       "$arpa" > "$out_dir/G_${n}gram.fst.txt.tmp" 2> "$out_dir/G_${n}gram.kaldilm.log"
     mv "$out_dir/G_${n}gram.fst.txt.tmp" "$out_dir/G_${n}gram.fst.txt"
+  fi
+done
+
+for n in $token_orders; do
+  arpa="$out_dir/tokens_${n}gram.arpa"
+  if newer "$arpa" "$text" && newer "$arpa" "$out_dir/bpe.model"; then log "$arpa is up to date"; else
+    log "training the BPE-token ${n}-gram LM on $text"
+    "$python" -m asr_kd.bin.train_lm --text "$text" --order "$n" --bpe-model "$out_dir/bpe.model" --out "$arpa" \
+      ${dev_text:+--dev-text "$dev_text"}
   fi
 done
 
