@@ -15,7 +15,8 @@ the validation set (``training.valid_decode``). On resume from step S the traine
 S (:func:`truncate_metrics`), so the file describes one run.
 
 Experiments older than ``metrics.jsonl`` have only ``train.log``: :func:`parse_train_log` reads the
-same rows from its ``epoch E step S: ...`` and ``step S: validation ...`` lines, with ``train_seconds``
+same rows from its ``epoch E step S: ...`` and ``step S: validation ...`` lines (the epoch of a
+validation from the line before it or the ``saved checkpoint`` line of its epoch end), with ``train_seconds``
 from the log's timestamps (the wall clock since each run's ``config`` / ``resumed from`` line,
 validation included) and without ``audio_seconds``. :func:`load_metrics` reads an experiment directory either way.
 
@@ -131,6 +132,7 @@ _TRAIN_RE = re.compile(
 _VALID_RE = re.compile(_TS + r" INFO .*?: step (?P<step>\d+): validation (?P<vals>.*)$")
 _CONFIG_RE = re.compile(_TS + r" INFO .*?: config \S+, exp dir ")
 _RESUME_RE = re.compile(_TS + r" INFO .*?: resumed from .*: step (?P<step>\d+), epoch (?P<epoch>\d+)")
+_SAVED_RE = re.compile(_TS + r" INFO .*?: saved checkpoint .* \(step \d+, epoch (?P<epoch>\d+)\)$")
 _KV_RE = re.compile(r"(\w[\w/.-]*)=(\S+)")
 
 
@@ -157,6 +159,10 @@ def parse_train_log(path: str | Path) -> list[dict[str, Any]]:
         if m:  # it continues from step S: what the log has after S was not kept
             rows = [r for r in rows if r["step"] <= int(m.group("step"))]
             run_start, offset = _stamp(m.group("ts")), (rows[-1]["train_seconds"] if rows else 0.0)
+            epoch = int(m.group("epoch"))
+            continue
+        m = _SAVED_RE.match(line)
+        if m:  # the epoch of the next validation (an epoch-end one follows the epoch's checkpoint)
             epoch = int(m.group("epoch"))
             continue
         m = _TRAIN_RE.match(line)
