@@ -133,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         log.info("averaging %d checkpoints: %s", len(paths), " ".join(p.name for p in paths))
         model_sd = average_checkpoints(paths)
         what = f"average of {len(paths)} checkpoints"
+    aux = [k for k in model_sd if k.startswith("kd_aux.")]
+    if aux:  # training-only KD modules (e.g. auxiliary decoders): not part of the averaged model
+        model_sd = {k: v for k, v in model_sd.items() if not k.startswith("kd_aux.")}
+        log.info("dropped %d training-only kd_aux tensors", len(aux))
     last = torch.load(paths[-1], map_location="cpu", weights_only=True, mmap=True)
     if (last.get("meta") or {}).get("tokens"):
         meta["tokens"] = list(last["meta"]["tokens"])  # the lang dir's pieces, checked at decode time

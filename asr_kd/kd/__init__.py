@@ -1,6 +1,7 @@
 """Knowledge distillation: teachers (online / offline), methods registered by name, schedules, and the
 KD training loss. See :mod:`asr_kd.kd.methods` for the config format."""
 
+import asr_kd.kd.inter_aed  # noqa: F401  (registers inter_aed_kd)
 from asr_kd.kd.methods import (
     KD_METHODS,
     AttentionRelationKd,

@@ -197,6 +197,13 @@ def build_kd_loss_fn(
         log.info("kd method %s: weight %.3g, options %s", name, weight, mc)
     if teacher is not None:
         log.info("kd teacher: %s (%s)", type(teacher).__name__, "online" if teacher.online else "offline")
+    for i, e in enumerate(entries):  # a method that needs a particular teacher says so now
+        check = getattr(e.method, "check_teacher", None)
+        if check is not None:
+            try:
+                check(teacher)
+            except ValueError as err:
+                raise type(err)(f"kd.methods[{i}] ({e.name}): {err}") from err
     loss_fn = KdLossFn(entries, teacher, total_steps=total_steps, **asr_kwargs)
     loss_fn.check_model(model)
     return loss_fn

@@ -17,6 +17,8 @@ Config (the ``kd.teacher`` section of a training config, built by :func:`build_t
       teacher: {type: hf_text, model_dir: null, layers: [6]}                 # BERT-family text encoder
       teacher: {type: offline, fields: [kd_ctc_topk]}                        # targets in the cuts
       teacher: {type: self}                                                  # the student itself (self-KD)
+      teacher: {type: hf_mlm, model_dir: exp/mlm}                            # a masked LM (asr_kd.kd.mlm)
+      teacher: {type: offline_mlm}                                           # its targets in the cuts
 """
 
 from __future__ import annotations
@@ -209,6 +211,15 @@ def _check_teacher_keys(cls: type, cfg: Mapping[str, Any], extra: tuple[str, ...
     check_section(cfg, known, "kd.teacher")
 
 
+#: teacher types registered by modules imported only when such a teacher is configured
+_LAZY_TEACHERS = {
+    "hf_text": "asr_kd.kd.hf",
+    "offline": "asr_kd.kd.offline",
+    "hf_mlm": "asr_kd.kd.mlm",
+    "offline_mlm": "asr_kd.kd.mlm",
+}
+
+
 def build_teacher(config: Mapping[str, Any] | None, device: str | torch.device = "cpu") -> Teacher | None:
     """A teacher from its config section (None or ``{type: self}``: no separate teacher)."""
     if config is None:
@@ -217,13 +228,14 @@ def build_teacher(config: Mapping[str, Any] | None, device: str | torch.device =
     kind = cfg.pop("type", "asr")
     if kind == "self":
         return None
+    if kind not in TEACHERS and kind in _LAZY_TEACHERS:
+        import importlib
+
+        importlib.import_module(_LAZY_TEACHERS[kind])  # registers itself; imports transformers lazily
     if kind not in TEACHERS:
-        if kind == "hf_text":
-            import asr_kd.kd.hf  # noqa: F401  (registers itself; imports transformers lazily)
-        elif kind == "offline":
-            import asr_kd.kd.offline  # noqa: F401
-    if kind not in TEACHERS:
-        raise ValueError(f"unknown teacher type {kind!r}; known: {sorted(TEACHERS) + ['self']}")
+        raise ValueError(
+            f"unknown teacher type {kind!r}; known: {sorted(set(TEACHERS) | set(_LAZY_TEACHERS) | {'self'})}"
+        )
     cls = TEACHERS[kind]
     _check_teacher_keys(cls, cfg, extra=("checkpoint",) if kind == "asr" else ())
     if kind == "asr":
