@@ -44,7 +44,13 @@ import torch
 
 from asr_kd.decoding.common import NBest
 
-__all__ = ["k2_graph_from_kaldifst", "k2_one_best"]
+__all__ = [
+    "k2_graph_from_kaldifst",
+    "k2_one_best",
+    "k2_get_lattice",
+    "k2_grammar_from_kaldifst",
+    "k2_whole_lattice_rescore",
+]
 
 
 def _k2():
@@ -123,37 +129,25 @@ def k2_one_best(
     k2 = _k2()
     n = log_probs.size(0)
     out: list[NBest | None] = [None] * n
-    lens = lens.to("cpu", torch.int64)
-    keep = [i for i in range(n) if int(lens[i]) > 0]
     for i in range(n):
         if int(lens[i]) == 0:
             out[i] = NBest(tokens=[[]], scores=[0.0], components={"graph": [0.0], "acoustic": [0.0]})
-    if keep:
-        lp = (log_probs.detach().float() * acoustic_scale).to(graph.device)
-        idx = torch.tensor(keep, dtype=torch.int64)
-        # k2 wants the supervision segments sorted by decreasing duration
-        order = idx[torch.argsort(lens[idx], descending=True, stable=True)]
-        segments = torch.stack(
-            [order.to(torch.int32), torch.zeros(len(order), dtype=torch.int32), lens[order].to(torch.int32)], dim=1
-        )
-        dense = k2.DenseFsaVec(lp, segments)
-        if pruned:
-            lattice = k2.intersect_dense_pruned(
-                graph,
-                dense,
-                search_beam=search_beam,
-                output_beam=output_beam,
-                min_active_states=min_active_states,
-                max_active_states=max_active_states,
-            )
-        else:
-            # one copy of the graph per utterance (meant for small graphs: tests, cross-checks)
-            graphs = k2.create_fsa_vec([graph] * len(order))
-            lattice = k2.intersect_dense(graphs, dense, output_beam=output_beam)
+    lattice, order = k2_get_lattice(
+        graph,
+        log_probs,
+        lens,
+        search_beam=search_beam,
+        output_beam=output_beam,
+        min_active_states=min_active_states,
+        max_active_states=max_active_states,
+        acoustic_scale=acoustic_scale,
+        pruned=pruned,
+    )
+    if order:
         best = k2.shortest_path(lattice, use_double_scores=True)
         totals = best.get_tot_scores(use_double_scores=True, log_semiring=False).tolist()
         has_graph_scores = hasattr(best, "graph_scores")
-        for j, utt in enumerate(order.tolist()):
+        for j, utt in enumerate(order):
             path = best[j]
             if path.num_arcs == 0:  # no final state reached within the beams
                 out[utt] = NBest(tokens=[], scores=[])
@@ -166,3 +160,95 @@ def k2_one_best(
                 components={"graph": [g], "acoustic": [total - g]},
             )
     return out  # type: ignore[return-value]
+
+
+def k2_get_lattice(
+    graph,
+    log_probs: torch.Tensor,
+    lens: torch.Tensor,
+    *,
+    search_beam: float = 20.0,
+    output_beam: float = 8.0,
+    min_active_states: int = 30,
+    max_active_states: int = 10000,
+    acoustic_scale: float = 1.0,
+    pruned: bool = True,
+):
+    """The decoding lattices of CTC log posteriors on a k2 graph (icefall's ``get_lattice``).
+
+    Args: as :func:`k2_one_best` (``output_beam`` is the lattice beam).
+
+    Returns:
+        ``(lattice, order)``: a k2 ``FsaVec`` (labels CTC columns, ``aux_labels`` word ids, scores graph +
+        acoustic, the graph's ``graph_scores`` carried onto its arcs) and ``order``, the utterance index of
+        each of its FSAs (utterances of 0 frames are left out; the rest by decreasing length, as k2
+        wants). ``(None, [])`` when every utterance is empty.
+    """
+    k2 = _k2()
+    lens = lens.to("cpu", torch.int64)
+    keep = [i for i in range(log_probs.size(0)) if int(lens[i]) > 0]
+    if not keep:
+        return None, []
+    lp = (log_probs.detach().float() * acoustic_scale).to(graph.device)
+    idx = torch.tensor(keep, dtype=torch.int64)
+    order = idx[torch.argsort(lens[idx], descending=True, stable=True)]
+    segments = torch.stack(
+        [order.to(torch.int32), torch.zeros(len(order), dtype=torch.int32), lens[order].to(torch.int32)], dim=1
+    )
+    dense = k2.DenseFsaVec(lp, segments)
+    if pruned:
+        lattice = k2.intersect_dense_pruned(
+            graph,
+            dense,
+            search_beam=search_beam,
+            output_beam=output_beam,
+            min_active_states=min_active_states,
+            max_active_states=max_active_states,
+        )
+    else:
+        # one copy of the graph per utterance (meant for small graphs: tests, cross-checks)
+        lattice = k2.intersect_dense(k2.create_fsa_vec([graph] * len(order)), dense, output_beam=output_beam)
+    return lattice, order.tolist()
+
+
+def k2_grammar_from_kaldifst(G):
+    """A kaldifst grammar (an acceptor over word ids, backoffs on epsilon arcs, e.g.
+    :class:`asr_kd.decoding.lattice.NgramScorer`'s ``G``) as an arc-sorted k2 ``Fsa`` (aux labels = labels)
+    with its scores also kept as ``lm_scores``."""
+    k2 = _k2()
+    g = k2.arc_sort(k2.Fsa.from_openfst(G.to_str(show_weight_one=True), acceptor=False))
+    g.lm_scores = g.scores.detach().clone()
+    return g
+
+
+def k2_whole_lattice_rescore(lattice, order: list[int], num_utts: int, G, lm_scale: float = 1.0) -> list[NBest]:
+    """Whole-lattice rescoring with k2: each lattice's graph scores are removed (acoustic scores kept),
+    it is composed with the grammar ``G`` (:func:`k2_grammar_from_kaldifst`; ``k2.compose`` with
+    ``treat_epsilons_specially``, so G's backoff epsilons are followed exactly, CPU only), and the best path
+    of ``acoustic + lm_scale * lm`` is taken.
+
+    Returns:
+        N one-entry :class:`NBest` (word ids, ``scores``, ``components`` ``{"acoustic", "lm"}``), as
+        :func:`asr_kd.decoding.lattice.whole_lattice_rescore`; ``[[]]`` for 0-frame utterances, empty where
+        no path survives.
+    """
+    k2 = _k2()
+    out = [NBest(tokens=[[]], scores=[0.0], components={"acoustic": [0.0], "lm": [0.0]}) for _ in range(num_utts)]
+    for j, utt in enumerate(order):
+        lat = lattice[j]
+        lat.scores = lat.scores - lat.graph_scores
+        inv = k2.arc_sort(k2.invert(lat))
+        res = k2.top_sort(k2.connect(k2.compose(G, inv, treat_epsilons_specially=True)))
+        if res.num_arcs == 0:
+            out[utt] = NBest(tokens=[], scores=[], components={"acoustic": [], "lm": []})
+            continue
+        lm = res.lm_scores.detach().clone()
+        res.scores = (res.scores - lm) + lm_scale * lm
+        best = k2.shortest_path(k2.create_fsa_vec([res]), use_double_scores=True)[0]
+        words = [int(w) for w in best.labels.tolist() if w > 0]
+        lm_part = float(best.lm_scores.double().sum())
+        total = float(best.scores.double().sum())
+        out[utt] = NBest(
+            tokens=[words], scores=[total], components={"acoustic": [total - lm_scale * lm_part], "lm": [lm_part]}
+        )
+    return out

@@ -1,0 +1,310 @@
+"""icefall's CTC lattice decoding methods, registered in :mod:`asr_kd.decoding.search`.
+
+====================================  ================================================================
+name                                  what it does (graph: the cached HL / HLG of ``opts.lang_dir`` /
+                                      ``opts.arpa``, :func:`asr_kd.decoding.hlg.get_hlg`)
+====================================  ================================================================
+``1best``                             icefall's name of ``ctc-hlg``: the best path of HLG (kaldi-decoder)
+``ctc-decoding``                      the best path of H alone (the CTC topology): token ids
+``nbest``                             the lattice's ``opts.num_paths`` best distinct word sequences,
+                                      best total score first
+``nbest-rescoring``                   that n-best with the graph (first-pass LM) score replaced by
+                                      ``opts.rescore_lm_scale * ln p`` of ``opts.rescore_arpa`` (e.g. the
+                                      4-gram), re-ranked
+``whole-lattice-rescoring``           the whole lattice's acoustic scores composed with the
+                                      ``opts.rescore_arpa`` grammar, its best path
+``attention-decoder-rescoring-with-   the n-best (word sequences spelled in tokens) rescored with
+ngram``                               ``acoustic + ngram + opts.attention_scale * log p_att``; the n-gram
+                                      score is the graph's, or ``rescore_arpa``'s when set
+====================================  ================================================================
+
+The n-best lists come from kaldi-decoder's ``LatticeSimpleDecoder`` lattice
+(:func:`asr_kd.decoding.lattice.kaldi_get_lattice`) with kaldifst operations. Whole-lattice rescoring
+composes that lattice with OpenFst (``opts.lattice_backend="kaldi"``) or, with ``"k2"``, icefall's
+``get_lattice`` lattice (:func:`asr_kd.decoding.k2_graph.k2_get_lattice`) with ``k2.compose``;
+``"auto"`` (the default) takes k2 when it imports. The n-best methods return
+:class:`~asr_kd.decoding.common.NBest` of **word ids**; :func:`~asr_kd.decoding.search.decode_nbest` spells
+them in tokens (:meth:`LatticeState.words_to_tokens`) so they can be sequence-level KD targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from asr_kd.decoding.common import NBest, best_paths
+from asr_kd.decoding.search import (
+    CtcHlg,
+    HlgGraph,
+    _file_key,
+    ctc_log_probs,
+    register_decoding_method,
+)
+
+__all__ = ["OneBest", "CtcDecoding", "LatticeState", "NbestDecoding", "NbestRescoring", "WholeLatticeRescoring"]
+
+
+@register_decoding_method("1best", requires=("ctc",), output="words")
+class OneBest(CtcHlg):
+    """icefall's ``1best``: the same search as ``ctc-hlg`` (see :class:`~asr_kd.decoding.search.CtcHlg`)."""
+
+
+@register_decoding_method("ctc-decoding", requires=("ctc",))
+class CtcDecoding(CtcHlg):
+    """icefall's ``ctc-decoding``: the best path of the CTC topology H (kaldi-decoder), token ids.
+
+    Equal to CTC greedy search (H has no weights); ``opts.ctc_blank_penalty`` applies.
+    """
+
+    output = "tokens"
+    suffix_options = ("ctc_layer",)
+
+    def cache_key(self, opts, resources):
+        return ("H",)
+
+    def prepare(self, model, opts, resources):
+        from asr_kd.decoding.wfst import build_hlg  # noqa: PLC0415
+
+        return HlgGraph(build_hlg(int(model.vocab_size)), {}, int(model.vocab_size), "H")
+
+    def words(self, hyps, tokenizer, state):
+        return [tokenizer.decode(list(h)).split() for h in hyps]
+
+    def suffix(self, opts):
+        return self.name if opts.ctc_layer is None else f"{self.name}_layer-{opts.ctc_layer}"
+
+
+@dataclass
+class LatticeState(HlgGraph):
+    """The prepared state of the lattice methods: the graph of :class:`HlgGraph` plus
+
+    Attributes:
+        k2_graph: the graph as a k2 ``Fsa`` (k2 backend) or None.
+        rescorer: :class:`~asr_kd.decoding.lattice.NgramScorer` of ``opts.rescore_arpa`` or None.
+        k2_grammar: its G as a k2 ``Fsa`` (k2 whole-lattice rescoring) or None.
+        spellings: word id -> token ids (the lang dir's lexicon).
+        tokenizer: the lang dir's BPE (``bpe.model``) when present, else None.
+    """
+
+    k2_graph: Any = None
+    rescorer: Any = None
+    k2_grammar: Any = None
+    spellings: Any = None
+    tokenizer: Any = None
+
+    def words_to_tokens(self, word_ids: Sequence[int]) -> list[int]:
+        """A word-id sequence in model tokens: the BPE encoding of the words when the lang dir has a
+        ``bpe.model``, else the concatenated lexicon spellings."""
+        if self.tokenizer is not None:
+            return list(self.tokenizer.encode(" ".join(self.id_to_word[i] for i in word_ids)))
+        return [t for i in word_ids for t in self.spellings[i]]
+
+
+def _k2_available() -> bool:
+    try:
+        import k2  # noqa: F401, PLC0415
+    except Exception:
+        return False
+    return True
+
+
+def _backend(opts) -> str:
+    b = opts.lattice_backend
+    if b not in ("auto", "kaldi", "k2"):
+        raise ValueError(f"SearchOptions.lattice_backend must be 'auto', 'kaldi' or 'k2', got {b!r}")
+    if b == "auto":
+        return "k2" if _k2_available() else "kaldi"
+    return b
+
+
+class _LatticeMethod(CtcHlg):
+    """Shared by the lattice methods: prepare the graph (+ k2 graph, rescoring LM), get lattices."""
+
+    needs_rescore_lm = False
+
+    def cache_key(self, opts, resources):
+        key = super().cache_key(opts, resources)
+        if key is None:
+            return None
+        arpa = None if opts.rescore_arpa is None else _file_key(Path(opts.rescore_arpa))
+        return (key, arpa, _backend(opts) if self.name == "whole-lattice-rescoring" else "kaldi")
+
+    def prepare(self, model, opts, resources):
+        base = super().prepare(model, opts, resources)
+        backend = _backend(opts)
+        lang = self._lang_dir(opts, resources)
+        state = LatticeState(base.graph, base.id_to_word, base.vocab_size, base.kind, base.info)
+        if backend == "k2" and self.name == "whole-lattice-rescoring":
+            from asr_kd.decoding.k2_graph import k2_graph_from_kaldifst  # noqa: PLC0415
+
+            state.k2_graph = k2_graph_from_kaldifst(base.graph)
+        if self.needs_rescore_lm and opts.rescore_arpa is None:
+            raise ValueError(f"decoding method {self.name!r} needs SearchOptions.rescore_arpa (e.g. a 4-gram ARPA)")
+        if opts.rescore_arpa is not None:
+            from asr_kd.decoding.lattice import NgramScorer  # noqa: PLC0415
+
+            state.rescorer = NgramScorer.from_arpa(opts.rescore_arpa, lang / "words.txt")
+            if backend == "k2" and self.name == "whole-lattice-rescoring":
+                from asr_kd.decoding.k2_graph import k2_grammar_from_kaldifst  # noqa: PLC0415
+
+                state.k2_grammar = k2_grammar_from_kaldifst(state.rescorer.G)
+        from asr_kd.lm.lang import read_lexicon_entries, read_symbols  # noqa: PLC0415
+
+        tokens = read_symbols(lang / "tokens.txt")
+        words = read_symbols(lang / "words.txt")
+        state.spellings = {
+            words[e.word]: [tokens[t] for t in e.units] for e in read_lexicon_entries(lang / "lexicon.txt")
+        }
+        if (lang / "bpe.model").is_file():
+            from asr_kd.data.tokenizer import Tokenizer  # noqa: PLC0415
+
+            state.tokenizer = Tokenizer.from_dir(lang)
+        return state
+
+    def _log_probs(self, model, enc_out, opts, state):
+        lp = ctc_log_probs(model, enc_out, opts)
+        if state.vocab_size is not None and lp.size(-1) != state.vocab_size:
+            raise ValueError(
+                f"{self.name}: the model has {lp.size(-1)} CTC outputs but the lang dir's "
+                f"tokens.txt has {state.vocab_size} tokens"
+            )
+        return lp
+
+    def lattices(self, model, enc_out, opts, state):
+        """N :class:`~asr_kd.decoding.lattice.Lattice` (None where the search reached no final state)."""
+        lp = self._log_probs(model, enc_out, opts, state)
+        lens = enc_out.out_lens
+        from asr_kd.decoding.lattice import kaldi_get_lattice  # noqa: PLC0415
+
+        return kaldi_get_lattice(
+            state.graph,
+            lp,
+            lens,
+            beam=opts.search_beam,
+            lattice_beam=opts.lattice_beam,
+            acoustic_scale=opts.acoustic_scale,
+        )
+
+    def nbest_lists(self, model, enc_out, opts, state) -> list[NBest]:
+        from asr_kd.decoding.lattice import lattice_nbest  # noqa: PLC0415
+
+        return [lattice_nbest(lat, opts.num_paths) for lat in self.lattices(model, enc_out, opts, state)]
+
+    def suffix(self, opts):
+        parts = [self.name, "noG" if opts.arpa is None else f"G_lms-{opts.lm_scale:g}"]
+        if opts.rescore_arpa is not None:
+            parts.append(f"{Path(opts.rescore_arpa).name.removesuffix('.arpa')}_lms-{opts.rescore_lm_scale:g}")
+        if self.nbest:
+            parts.append(f"n-{opts.num_paths}")
+        if opts.ctc_blank_penalty:
+            parts.append(f"bp-{opts.ctc_blank_penalty:g}")
+        if opts.keep_epsilon:
+            parts.append("eps")
+        if opts.ctc_layer is not None:
+            parts.append(f"layer-{opts.ctc_layer}")
+        return "_".join(parts)
+
+
+@register_decoding_method("nbest", nbest=True, requires=("ctc",), output="words")
+class NbestDecoding(_LatticeMethod):
+    """The lattice's ``opts.num_paths`` best distinct word sequences (best total score first)."""
+
+    def search(self, model, enc_out, opts, state):
+        return self.nbest_lists(model, enc_out, opts, state)
+
+
+@register_decoding_method("nbest-rescoring", nbest=True, requires=("ctc",), output="words")
+class NbestRescoring(_LatticeMethod):
+    """The n-best of ``nbest`` with ``acoustic + opts.rescore_lm_scale * ln p(rescore_arpa)``
+    (components ``acoustic``, ``lm``, ``graph``; :func:`~asr_kd.decoding.lattice.best_for_lm_scales`
+    gives the best for other scales from the same result)."""
+
+    needs_rescore_lm = True
+
+    def search(self, model, enc_out, opts, state):
+        from asr_kd.decoding.lattice import rescore_nbest  # noqa: PLC0415
+
+        return [
+            rescore_nbest(nb, state.rescorer, opts.rescore_lm_scale)
+            for nb in self.nbest_lists(model, enc_out, opts, state)
+        ]
+
+
+@register_decoding_method("whole-lattice-rescoring", requires=("ctc",), output="words")
+class WholeLatticeRescoring(_LatticeMethod):
+    """The best path of ``acoustic + opts.rescore_lm_scale * ln p(rescore_arpa)`` over the whole lattice."""
+
+    needs_rescore_lm = True
+
+    def search(self, model, enc_out, opts, state):
+        if state.k2_grammar is not None:
+            from asr_kd.decoding.k2_graph import k2_get_lattice, k2_whole_lattice_rescore  # noqa: PLC0415
+
+            lp = self._log_probs(model, enc_out, opts, state)
+            lat, order = k2_get_lattice(
+                state.k2_graph,
+                lp,
+                enc_out.out_lens,
+                search_beam=opts.search_beam,
+                output_beam=opts.lattice_beam,
+                acoustic_scale=opts.acoustic_scale,
+            )
+            res = k2_whole_lattice_rescore(lat, order, lp.size(0), state.k2_grammar, opts.rescore_lm_scale)
+        else:
+            from asr_kd.decoding.lattice import whole_lattice_rescore  # noqa: PLC0415
+
+            res = [
+                whole_lattice_rescore(lat, state.rescorer, opts.rescore_lm_scale)
+                for lat in self.lattices(model, enc_out, opts, state)
+            ]
+        return best_paths(res)
+
+
+@register_decoding_method(
+    "attention-decoder-rescoring-with-ngram", nbest=True, requires=("ctc", "attention_decoder"), output="words"
+)
+class AttentionDecoderRescoringWithNgram(_LatticeMethod):
+    """The lattice n-best rescored by the attention decoder: ``acoustic + ngram + opts.attention_scale *
+    log p_att(tokens, eos)``; ``ngram`` is the graph score, or ``rescore_lm_scale * ln p(rescore_arpa)``
+    when ``opts.rescore_arpa`` is set (components ``acoustic``, ``ngram``, ``att``)."""
+
+    def search(self, model, enc_out, opts, state):
+        from asr_kd.decoding.attention import attention_rescoring  # noqa: PLC0415
+
+        nbests = self.nbest_lists(model, enc_out, opts, state)
+        spelled = [[state.words_to_tokens(h) for h in nb.tokens] for nb in nbests]
+        att_lists = attention_rescoring(
+            model.attention_decoder,
+            enc_out.out,
+            enc_out.out_lens,
+            spelled,
+            ctc_scores=[[0.0] * len(s) for s in spelled],
+            ctc_weight=0.0,
+            sos=model.sos_id,
+            eos=model.eos_id,
+        )
+        out = []
+        for nb, toks, att in zip(nbests, spelled, att_lists, strict=True):
+            att_of = {tuple(t): s for t, s in zip(att.tokens, att.components["att"])}
+            ac = list(nb.components["acoustic"])
+            if state.rescorer is not None:
+                ngram = [opts.rescore_lm_scale * state.rescorer.score(h) for h in nb.tokens]
+            else:
+                ngram = list(nb.components["graph"])
+            a = [float(att_of[tuple(t)]) for t in toks]
+            scores = [x + y + opts.attention_scale * z for x, y, z in zip(ac, ngram, a)]
+            order = sorted(range(len(scores)), key=lambda k: -scores[k])
+            out.append(
+                NBest(
+                    tokens=[list(nb.tokens[k]) for k in order],
+                    scores=[scores[k] for k in order],
+                    components={
+                        "acoustic": [ac[k] for k in order],
+                        "ngram": [ngram[k] for k in order],
+                        "att": [a[k] for k in order],
+                    },
+                )  # fmt: skip
+            )
+        return out
