@@ -107,6 +107,19 @@ def lang_dir(tmp_path_factory):
     return write_lang_dir(tmp_path_factory.mktemp("lang"))
 
 
+@pytest.fixture(scope="module")
+def lm_lang_dir(tmp_path_factory):
+    """The lang dir with G's symbols in words.txt and a word bigram, words_2gram.arpa (the rescoring LM of
+    the lattice methods)."""
+    from asr_kd.lm.ngram import train_ngram, write_arpa
+
+    lang = write_lang_dir(tmp_path_factory.mktemp("lm_lang"))
+    (lang / "words.txt").write_text((lang / "words.txt").read_text() + f"#0 {V}\n<s> {V + 1}\n</s> {V + 2}\n")
+    text = ["w1 w2 w3", "w2 w3", "w5 w1 w2", "w4", "w3 w3 w1", "w7 w8 w9 w10", "w11 w6 w6"]
+    write_arpa(train_ngram(text, 2, unk=None), lang / "words_2gram.arpa")
+    return lang
+
+
 OPTS = SearchOptions(beam=3)
 
 
@@ -152,21 +165,62 @@ def direct_results(method, model, x, x_lens, lang_dir):
         return best_paths(
             mask_ctc_beam_search(lp, lens, model.mask_ctc, enc, lens, beam=3, p_thr=0.99, K=2, mask_id=mask_id)
         )
-    if method == "ctc-hlg":
+    if method in ("ctc-hlg", "1best"):
         pytest.importorskip("kaldifst")
         pytest.importorskip("kaldi_decoder")
         from asr_kd.decoding.wfst import build_hlg_from_lang_dir, wfst_decode
 
         graph, _ = build_hlg_from_lang_dir(lang_dir)
         return best_paths(wfst_decode(graph, lp, lens, beam=16.0))
+    if method == "ctc-decoding":
+        pytest.importorskip("kaldi_decoder")
+        from asr_kd.decoding.wfst import build_hlg, wfst_decode
+
+        return best_paths(wfst_decode(build_hlg(V), lp, lens, beam=16.0))
+    if method in ("nbest", "nbest-rescoring", "whole-lattice-rescoring", "attention-decoder-rescoring-with-ngram"):
+        pytest.importorskip("kaldi_decoder")
+        pytest.importorskip("kaldilm")
+        from asr_kd.decoding.common import NBest
+        from asr_kd.decoding.lattice import (
+            NgramScorer,
+            kaldi_get_lattice,
+            lattice_nbest,
+            rescore_nbest,
+            whole_lattice_rescore,
+        )
+        from asr_kd.decoding.wfst import build_hlg_from_lang_dir
+
+        graph, _ = build_hlg_from_lang_dir(lang_dir)  # HL, undeterminised: the same best paths
+        lats = kaldi_get_lattice(graph, lp, lens, beam=16.0, lattice_beam=8.0)
+        scorer = NgramScorer.from_arpa(lang_dir / "words_2gram.arpa", lang_dir / "words.txt")
+        if method == "whole-lattice-rescoring":
+            return best_paths([whole_lattice_rescore(lat, scorer) for lat in lats])
+        nbests = [lattice_nbest(lat, 10) for lat in lats]
+        if method == "nbest":
+            return best_paths(nbests)
+        if method == "nbest-rescoring":
+            return best_paths([rescore_nbest(nb, scorer) for nb in nbests])
+        # attention + (acoustic + graph): attention_rescoring with the lattice score as its "ctc" score,
+        # weight 1 (one word per token here: the word ids are the token spellings)
+        first_pass = [NBest(nb.tokens, nb.scores, {"ctc": nb.scores}) for nb in nbests]
+        return best_paths(
+            attention_rescoring(model.attention_decoder, enc, lens, first_pass, ctc_weight=1.0, sos=1, eos=1)
+        )
     pytest.fail(f"registered decoding method {method!r} has no direct-call reference in this test")
 
 
 @pytest.mark.parametrize("method", list_decoding_methods())
-def test_every_registered_method_equals_the_direct_call(method, model, batch, lang_dir):
+def test_every_registered_method_equals_the_direct_call(method, model, batch, lm_lang_dir):
     x, x_lens = batch
+    lang_dir = lm_lang_dir
     want = direct_results(method, model, x, x_lens, lang_dir)
-    opts = SearchOptions(beam=3, lang_dir=lang_dir, lm_arpa=lang_dir / "tokens_2gram.arpa", lm_scale=0.5)
+    opts = SearchOptions(
+        beam=3,
+        lang_dir=lang_dir,
+        lm_arpa=lang_dir / "tokens_2gram.arpa",
+        lm_scale=0.5,
+        rescore_arpa=lang_dir / "words_2gram.arpa",
+    )
     got = decode_batch(model, x, x_lens, method, opts)
     assert got == want
     assert len(got) == 2 and any(got), got  # the comparison is not between empty outputs
@@ -200,6 +254,9 @@ def test_registry_lists_all_methods():
         "modified-beam",
         "modified-beam-lm",
         "mask-ctc-beam",
+        "nbest",
+        "nbest-rescoring",
+        "attention-decoder-rescoring-with-ngram",
     )
     assert list_decoding_methods(nbest=True) == sorted(NBEST_METHODS)
     assert "ctc-hlg" in list_decoding_methods(nbest=False) and "ctc-hlg" not in NBEST_METHODS
