@@ -7,7 +7,8 @@ Recipes normally compute features on the fly; this step trades disk for speed. F
 
 reads ``<in-dir>/<prefix>_cuts_<split>.jsonl.gz`` and writes ``<out-dir>/<prefix>_cuts_<split>.jsonl.gz``
 (the same cuts with features attached) plus the lilcom archive ``<out-dir>/<prefix>_feats_<split>``.
-A split whose output cut manifest exists is skipped.
+A split whose output cut manifest exists is skipped. In a terminal lhotse draws a progress bar per split
+(not under ``CI=true`` / ``ASR_KD_PROGRESS=0``, :mod:`asr_kd.utils.progress`).
 
 The extractor is the data pipeline's own (:func:`asr_kd.data.features.make_fbank`): Kaldi-compatible
 fbank, 25 ms window, 10 ms shift, 80 mel bins, no dither; ``KaldifeatFbank`` when ``kaldifeat`` is
@@ -50,6 +51,8 @@ def compute_fbank(
     import torch
     from lhotse import CutSet, LilcomChunkyWriter
 
+    from asr_kd.utils.progress import progress_enabled
+
     torch.set_num_threads(1)
     # absolute storage paths, like the recordings': the manifests then work from any directory
     in_dir, out_dir = Path(in_dir), Path(out_dir).resolve()
@@ -69,7 +72,7 @@ def compute_fbank(
             storage_path=out_dir / f"{prefix}_feats_{split}",
             num_jobs=num_jobs,
             storage_type=LilcomChunkyWriter,
-            progress_bar=False,
+            progress_bar=progress_enabled(),  # lhotse's tqdm bar, in a terminal only
         )
         tmp = out.with_name(out.name.replace(".jsonl.gz", ".tmp.jsonl.gz"))
         cuts.to_file(tmp)

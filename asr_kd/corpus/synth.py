@@ -191,20 +191,32 @@ def wav_path_of(audio_dir: str | Path, utt: Utterance) -> Path:
 
 
 def synthesize(plan: Sequence[Utterance], audio_dir: str | Path, nj: int = 2) -> int:
-    """Synthesise every utterance of ``plan`` into ``audio_dir/<split>/``; returns how many were new."""
+    """Synthesise every utterance of ``plan`` into ``audio_dir/<split>/``; returns how many were new.
+
+    In a terminal a progress bar counts the utterances (:mod:`asr_kd.utils.progress`); otherwise a
+    ``synth: done/total`` line is printed every 5 %."""
+    from asr_kd.utils.progress import progress_bar, progress_enabled
+
     for split in {u.split for u in plan}:
         (Path(audio_dir) / split).mkdir(parents=True, exist_ok=True)
     t0, done, new = time.time(), 0, 0
     every = max(1, len(plan) // 20)
-    with ThreadPoolExecutor(max_workers=nj) as pool:
+    bar_on = progress_enabled()
+    with (
+        ThreadPoolExecutor(max_workers=nj) as pool,
+        progress_bar(total=len(plan), desc="synth", unit="utt", enabled=bar_on) as bar,
+    ):
         for created in pool.map(lambda u: synthesize_one(u, wav_path_of(audio_dir, u)), plan):
             done += 1
             new += created
-            if done % every == 0 or done == len(plan):
+            bar.update(1)
+            if not bar_on and (done % every == 0 or done == len(plan)):
                 print(
                     f"synth: {done}/{len(plan)} ({new} new, {time.time() - t0:.0f}s)",
                     flush=True,
                 )
+    if bar_on:
+        print(f"synth: {done}/{len(plan)} ({new} new, {time.time() - t0:.0f}s)", flush=True)
     return new
 
 

@@ -1,5 +1,6 @@
-"""Progress bars: on in a terminal (a pseudo-terminal here) with INFO going to the log file only; off under
-CI=true, ASR_KD_PROGRESS=0, a false setting or without a terminal, and then the console log is the log file's."""
+"""Progress bars (training, decoding, synthesis, features): on in a terminal (a pseudo-terminal here) with
+INFO going to the log file only; off under CI=true, ASR_KD_PROGRESS=0, a false setting or without a terminal,
+and then the console log is the log file's."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import struct
 import subprocess
 import sys
@@ -146,3 +148,41 @@ def test_decode_in_a_terminal_draws_the_bar_and_logs_to_decode_log(recipe, tmp_p
     assert "asr_kd.bin.decode: model " in (exp / "decode" / "decode.log").read_text()
     rc, console, _ = run_cli(args, tmp_path, terminal=True, CI="true")
     assert rc == 0 and "%|" not in console and any("asr_kd.bin.decode: model " in x for x in _log_lines(console))
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox")
+@pytest.mark.parametrize("bar", [True, False])
+def test_synthesis_bar_or_the_periodic_lines(tmp_path, monkeypatch, capsys, bar):
+    from asr_kd.corpus import synth as S
+
+    monkeypatch.setenv("ASR_KD_PROGRESS", "1" if bar else "0")  # capsys is no terminal: force either way
+    plan = S.plan_split(["HELLO WORLD", "A SMALL TEST", "ONE MORE LINE"], "dev", 3, seed=0)
+    assert S.synthesize(plan, tmp_path / "audio", nj=1) == 3
+    out, err = capsys.readouterr()
+    lines = [x for x in out.splitlines() if x.startswith("synth: ")]
+    if bar:
+        assert re.search(r"synth: 100%\|.*\| 3/3", err) and len(lines) == 1 and lines[0].startswith("synth: 3/3 ")
+    else:
+        assert "%|" not in err and [x.split(" (")[0] for x in lines] == ["synth: 1/3", "synth: 2/3", "synth: 3/3"]
+
+
+@pytest.mark.parametrize("bar", [True, False])
+def test_feature_bar(tmp_path, monkeypatch, capsys, bar):
+    import numpy as np
+    import soundfile as sf
+    from lhotse import CutSet, Recording
+
+    from asr_kd.corpus.features import compute_fbank
+
+    rng = np.random.default_rng(0)
+    cuts = []
+    for i, dur in enumerate((0.5, 1.25)):
+        path = tmp_path / f"u{i}.wav"
+        sf.write(path, (0.1 * rng.standard_normal(int(16000 * dur))).astype("float32"), 16000, subtype="PCM_16")
+        cuts.append(Recording.from_file(path, recording_id=f"u{i}").to_cut())
+    CutSet.from_cuts(cuts).to_file(tmp_path / "synth_cuts_dev.jsonl.gz")
+    monkeypatch.setenv("ASR_KD_PROGRESS", "1" if bar else "0")
+    (out,) = compute_fbank(tmp_path, tmp_path / "fbank", "synth", ["dev"], extractor="lhotse")
+    assert len(CutSet.from_file(out)) == 2
+    err = capsys.readouterr().err
+    assert ("2/2" in err and "%|" in err) if bar else "%|" not in err
