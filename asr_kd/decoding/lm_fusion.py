@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from asr_kd.lm.arpa import EOS
-from asr_kd.lm.query import NgramQuery
+from asr_kd.lm.query import OOV_LOG10, NgramQuery
 
 __all__ = ["TokenNgramLm", "read_token_table"]
 
@@ -78,6 +78,18 @@ class TokenNgramLm:
                 "(asr_kd.bin.train_lm --bpe-model, local/prepare_lm.sh --token-orders)"
             )
         self._rows: dict[State, torch.Tensor] = {}
+        self._rows10: dict[State, torch.Tensor] = {}
+        # LM word -> token ids; tokens outside the LM's vocabulary read the unknown word (or OOV_LOG10)
+        by_word: dict[str, list[int]] = {}
+        oov: list[int] = []
+        for v, t in enumerate(self.tokens):
+            if v == blank_id:
+                continue
+            w = t if query.in_vocab(t) else query.unk
+            (oov if w is None else by_word.setdefault(w, [])).append(v)
+        self._by_word = by_word
+        self._oov = oov
+        self._conts: dict[State, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @classmethod
     def from_files(cls, arpa: str | Path, tokens_txt: str | Path, *, blank_id: int = 0) -> TokenNgramLm:
@@ -87,14 +99,46 @@ class TokenNgramLm:
     def begin_state(self) -> State:
         return self.query.begin_state()
 
+    def _continuations(self) -> dict[State, tuple[torch.Tensor, torch.Tensor]]:
+        """``{history: (token ids, log10 p(token | history))}`` of the listed n-grams."""
+        if self._conts is None:
+            acc: dict[State, tuple[list[int], list[float]]] = {}
+            for probs in self.query.lm.probs:
+                for g, lp in probs.items():
+                    for v in self._by_word.get(g[-1], ()):
+                        ids, vals = acc.setdefault(g[:-1], ([], []))
+                        ids.append(v)
+                        vals.append(lp)
+            self._conts = {
+                h: (torch.tensor(ids, dtype=torch.long), torch.tensor(vals, dtype=torch.float64))
+                for h, (ids, vals) in acc.items()
+            }
+        return self._conts
+
+    def _row10(self, hist: State) -> torch.Tensor:
+        """log10 scores after ``hist`` by the backoff rule: the row of ``hist[1:]`` plus ``bow(hist)``,
+        overwritten by the listed n-grams ``hist w``."""
+        row = self._rows10.get(hist)
+        if row is not None:
+            return row
+        if hist:
+            row = self._row10(hist[1:]) + self.query.lm.backoffs.get(hist, 0.0)
+        else:
+            row = torch.zeros(self.vocab_size, dtype=torch.float64)
+            row[self._oov] = OOV_LOG10
+        cont = self._continuations().get(hist)
+        if cont is not None:
+            row[cont[0]] = cont[1]
+        row[self.blank_id] = 0.0
+        self._rows10[hist] = row
+        return row
+
     def logprobs(self, state: State) -> torch.Tensor:
         """``(V,)`` float64 ``ln p(token | state)`` (0 at blank), cached per state."""
         row = self._rows.get(state)
         if row is None:
-            vals = [
-                0.0 if v == self.blank_id else self.query.score(state, t)[0] * LN10 for v, t in enumerate(self.tokens)
-            ]
-            row = self._rows[state] = torch.tensor(vals, dtype=torch.float64)
+            N = self.query.order
+            row = self._rows[state] = self._row10(state[-(N - 1) :] if N > 1 else ()) * LN10
         return row
 
     def advance(self, state: State, token: int) -> State:

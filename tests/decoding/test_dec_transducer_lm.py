@@ -191,3 +191,27 @@ def test_registered_method_needs_an_lm_and_a_matching_token_table(tmp_path):
     tokens.write_text("".join(f"{p} {i}\n" for i, p in enumerate([*PIECES, "e"])))
     with pytest.raises(ValueError, match="the model has 5 tokens but the LM's token table"):
         prepare_decoding(model, "modified-beam-lm", SearchOptions(lang_dir=tmp_path, lm_arpa=arpa))
+
+
+@pytest.mark.parametrize("unk", ["<unk>", None])
+@pytest.mark.parametrize("order", [2, 3, 4])
+def test_lm_rows_are_the_query_scores(tmp_path, order, unk):
+    g = torch.Generator().manual_seed(order)
+    pieces = [*PIECES, "e", "▁f", "<sos/eos>"]  # "<sos/eos>" is not in the LM: the unknown word / OOV
+    sents = [" ".join(pieces[i] for i in torch.randint(1, 7, (4,), generator=g).tolist()) for _ in range(60)]
+    arpa = tmp_path / "lm.arpa"
+    write_arpa(train_ngram(sents, order, unk=unk), arpa)
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("".join(f"{p} {i}\n" for i, p in enumerate(pieces)))
+    lm = TokenNgramLm.from_files(arpa, tokens)
+    q = NgramQuery.from_arpa(arpa)
+    states = {lm.begin_state(), ()}
+    for s in sents[:20]:
+        st = lm.begin_state()
+        for w in s.split():
+            st = q.score(st, w)[1]
+            states.add(st)
+    for st in states:
+        row = lm.logprobs(st)
+        want = [0.0] + [q.score(st, p)[0] * math.log(10) for p in pieces[1:]]
+        assert row.tolist() == pytest.approx(want, abs=1e-9), st
