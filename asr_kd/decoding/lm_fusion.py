@@ -89,7 +89,8 @@ class TokenNgramLm:
             (oov if w is None else by_word.setdefault(w, [])).append(v)
         self._by_word = by_word
         self._oov = oov
-        self._conts: dict[State, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._conts: dict[State, tuple[list[int], list[float]]] | None = None
+        self._continuations()
 
     @classmethod
     def from_files(cls, arpa: str | Path, tokens_txt: str | Path, *, blank_id: int = 0) -> TokenNgramLm:
@@ -99,20 +100,22 @@ class TokenNgramLm:
     def begin_state(self) -> State:
         return self.query.begin_state()
 
-    def _continuations(self) -> dict[State, tuple[torch.Tensor, torch.Tensor]]:
-        """``{history: (token ids, log10 p(token | history))}`` of the listed n-grams."""
+    def _continuations(self) -> dict[State, tuple[list[int], list[float]]]:
+        """``{history: (token ids, log10 p(token | history))}`` of the listed n-grams (built once)."""
         if self._conts is None:
             acc: dict[State, tuple[list[int], list[float]]] = {}
+            by_word = self._by_word
             for probs in self.query.lm.probs:
                 for g, lp in probs.items():
-                    for v in self._by_word.get(g[-1], ()):
-                        ids, vals = acc.setdefault(g[:-1], ([], []))
-                        ids.append(v)
-                        vals.append(lp)
-            self._conts = {
-                h: (torch.tensor(ids, dtype=torch.long), torch.tensor(vals, dtype=torch.float64))
-                for h, (ids, vals) in acc.items()
-            }
+                    vs = by_word.get(g[-1])
+                    if vs is None:
+                        continue
+                    entry = acc.get(g[:-1])
+                    if entry is None:
+                        entry = acc[g[:-1]] = ([], [])
+                    entry[0].extend(vs)
+                    entry[1].extend([lp] * len(vs))
+            self._conts = acc
         return self._conts
 
     def _row10(self, hist: State) -> torch.Tensor:
@@ -128,7 +131,7 @@ class TokenNgramLm:
             row[self._oov] = OOV_LOG10
         cont = self._continuations().get(hist)
         if cont is not None:
-            row[cont[0]] = cont[1]
+            row[torch.tensor(cont[0], dtype=torch.long)] = torch.tensor(cont[1], dtype=torch.float64)
         row[self.blank_id] = 0.0
         self._rows10[hist] = row
         return row
