@@ -5,6 +5,9 @@ Usage::
 
     python -m asr_kd.bin.prepare_lang --text data/lang/transcript_words.txt \\
         --lang-dir data/lang_bpe_500 --vocab-size 500 [--model-type unigram] [--force]
+    # a character lang dir (tokens = characters; asr_kd.lm.char_lang)
+    python -m asr_kd.bin.prepare_lang --token-type char --text data/lang_bpe_500/transcript_words.txt \\
+        --lang-dir data/lang_char
     # a teacher's BPE model instead of a new one (KD on token distributions needs the same vocabulary)
     python -m asr_kd.bin.prepare_lang --text data_small/lang_bpe_128/transcript_words.txt \\
         --lang-dir data_small/lang_bpe_128 --vocab-size 128 --bpe-model pretrained/zipformer_transducer_s/bpe.model
@@ -17,6 +20,11 @@ its files exist (unless ``--force``); with ``--bpe-model`` the given model is co
 training one (skipped when the lang dir holds that same model); the disambiguation files are
 rewritten when missing or older than ``lexicon.txt``. A lexicon word missing from ``words.txt`` or a token missing from
 ``tokens.txt`` is an error naming the file and line.
+
+With ``--token-type char`` the lang dir's tokens are the characters of the text (``<blk>``,
+``<sos/eos>``, ``<unk>``, then the characters; no ``bpe.model``), ``lexicon.txt`` spells each word
+in characters, and the same disambiguation files follow (:mod:`asr_kd.lm.char_lang`). It is
+rewritten when ``tokens.txt`` is missing or older than ``--text``, or with ``--force``.
 """
 
 from __future__ import annotations
@@ -34,7 +42,8 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--text", type=Path, required=True, help="training transcripts, one per line")
     p.add_argument("--lang-dir", type=Path, required=True, help="output directory")
-    p.add_argument("--vocab-size", type=int, required=True, help="number of pieces (specials included)")
+    p.add_argument("--token-type", choices=("bpe", "char"), default="bpe", help="BPE pieces or characters [bpe]")
+    p.add_argument("--vocab-size", type=int, help="number of BPE pieces, specials included (required for bpe)")
     p.add_argument("--model-type", choices=("unigram", "bpe"), default="unigram")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--force", action="store_true", help="retrain even if the outputs exist")
@@ -49,8 +58,13 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.token_type == "char":
+        return char_lang(args.text, args.lang_dir, force=args.force)
+    if args.vocab_size is None:
+        parser.error("--vocab-size is required with --token-type bpe")
     exists = all((args.lang_dir / f).is_file() for f in LANG_FILES)
     if args.bpe_model is not None and exists:  # installed already only if it is the same model
         exists = args.bpe_model.is_file() and (args.lang_dir / BPE_MODEL).read_bytes() == args.bpe_model.read_bytes()
@@ -66,6 +80,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"prepare_lang: WARNING: text too small for {args.vocab_size} pieces; got {tok.vocab_size}")
         print(f"prepare_lang: wrote {args.lang_dir} ({tok.vocab_size} tokens)")
     return write_disambig(args.lang_dir, force=args.force)
+
+
+def char_lang(text: Path, lang_dir: Path, *, force: bool = False) -> int:
+    """Write the char lang dir unless its tokens.txt and disambiguation files are newer than ``text``."""
+    from asr_kd.lm.char_lang import write_char_lang_dir  # noqa: PLC0415
+
+    outs = [lang_dir / f for f in ("tokens.txt", "words.txt", "lexicon.txt", *DISAMBIG_FILES)]
+    fresh = text.is_file() and all(o.is_file() and o.stat().st_mtime_ns >= text.stat().st_mtime_ns for o in outs)
+    if not force and fresh:
+        print(f"prepare_lang: {lang_dir} (characters) is newer than {text}; skipping (use --force)")
+        return 0
+    try:
+        info = write_char_lang_dir(text, lang_dir)
+    except LangError as e:
+        print(f"prepare_lang: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"prepare_lang: wrote the char lang dir {lang_dir} ({info['tokens']} tokens, {info['words']} words, "
+        f"#1..#{info['max_disambig']})"
+    )
+    return 0
 
 
 def write_disambig(lang_dir: Path, *, force: bool = False) -> int:
