@@ -1,22 +1,171 @@
 #!/usr/bin/env bash
-# README's main command (`make demo`): the whole pipeline on the tiny synthetic corpus, on CPU.
-#   1. prepare.sh --size tiny   -> data_tiny/ (espeak-ng speech, Lhotse manifests, BPE with 128 pieces:
-#      with 500 pieces on 12 minutes of audio the xs model stays in the all-blank phase for minutes)
-#   2. train a small Conformer-CTC (conf/conformer_ctc_xs.yaml) for DEMO_MINUTES minutes
-#   3. average the last checkpoints, decode the held-out-voice test set (CTC greedy, prefix beam), print WER
+# README's main command (`make demo`): distil the committed pretrained teacher into a small student and show
+# the gain, on CPU, in about 15 minutes on 2 cores.
+#   1. check the teacher bundle pretrained/zipformer_transducer_s (Zipformer "s" transducer + CTC head, BPE 128)
+#   2. prepare.sh --size small (3000/300/300 utterances) with the teacher's BPE model, pre-computed fbank
+#   3. decode the test set with the teacher (modified beam search) and print its WER
+#   4. store the teacher's top-8 CTC posteriors with the train and dev cuts (asr_kd.bin.dump_teacher, one pass)
+#   5. train the student alone: Zipformer "xs" + CTC from scratch (conf/demo/zipformer_ctc_xs.yaml)
+#   6. train the student + KD: the same model, data, seed and steps, plus frame-level KL to the teacher's
+#      CTC posteriors (conf/demo/zipformer_ctc_xs_kd.yaml)
+#   7. average each student's last checkpoints (model_avg) and decode the test set (CTC greedy)
+#   8. one table (teacher, student alone, student + KD: WER, CER, parameters, RTF, training time) saved as
+#      <exp>/demo_results.{md,json}; the students' validation loss and WER against steps in <exp>/curves.png
 #
 # Usage:
-#   bash egs/synth/ASR/demo.sh                 # ~5 min of training
-#   DEMO_MINUTES=15 bash egs/synth/ASR/demo.sh # longer; re-running resumes the same experiment
+#   bash egs/synth/ASR/demo.sh                    # (make demo) 600 steps per student, ~4 min each on 2 idle cores
+#   DEMO_MINUTES=8 bash egs/synth/ASR/demo.sh     # 1200 steps per student; re-running the same command resumes
+#   DEMO_QUICK=1 bash egs/synth/ASR/demo.sh       # the few-step check (tiny corpus, 4 steps): tests/egs
+#
+# Environment (defaults in brackets):
+#   DEMO_MINUTES M     training minutes per student at ~150 steps a minute; sets the step count of both [4]
+#   DEMO_STEPS N       the step count of both students directly (overrides DEMO_MINUTES) []
+#   DEMO_THREADS T     torch threads of every training / decoding process [2]
+#   DEMO_QUICK 1       tiny corpus, 4 steps, validation every 2 steps: the pipeline end to end in about a minute
+#   DEMO_DATA_DIR D    the corpus [data_small; data_tiny with DEMO_QUICK]
+#   DEMO_EXP_DIR D     the experiments, the table and the plot [exp/demo; exp/demo_quick with DEMO_QUICK]
+#   DEMO_TEACHER B     the teacher bundle (its BPE model becomes the corpus's) [pretrained/zipformer_transducer_s]
+#   CI=true            plain log lines (also when stdout is not a terminal); on a terminal: stage headers + ETA
+# Paths are relative to egs/synth/ASR. A second demo in the same tree stops at once (a lock on
+# egs/synth/ASR/.demo.lock); the disk is checked before synthesis (prepare.sh stage 2).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
-minutes="${DEMO_MINUTES:-5}"
-data=data_tiny
-vocab=128
-exp=exp/demo_conformer_ctc_xs
+repo="$(cd ../../.. && pwd)"
+if [ -x "$repo/.venv/bin/python" ]; then python="$repo/.venv/bin/python"; else python=python3; fi
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+log_tag=demo
+source local/log.sh  # log, interactive, stage_plan / stage_begin / stage_end
 
-bash prepare.sh --size tiny --data-dir "$data" --vocab-size "$vocab"
-bash run.sh --stage 1 --stop-stage 3 --config conf/conformer_ctc_xs.yaml --exp-dir "$exp" \
-  --max-minutes "$minutes" --method ctc-greedy --decode-splits "test" \
-  -- data.manifest_dir="$data/manifests" data.lang_dir="$data/lang_bpe_$vocab"
-echo "demo: results in egs/synth/ASR/$exp/decode (recogs-*, errs-*, results.jsonl)"
+case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
+
+lock=.demo.lock
+if command -v flock > /dev/null; then
+  exec 9<> "$lock"
+  if ! flock -n 9; then
+    echo "demo.sh: another demo is already running in this tree (pid $(cat "$lock" 2> /dev/null || echo '?'), lock" \
+      "egs/synth/ASR/$lock); wait for it to finish, or stop it, then run make demo again (it resumes)" >&2
+    exit 1
+  fi
+  echo $$ > "$lock"
+else
+  echo "demo.sh: flock not found: running without the lock against a second demo in this tree" >&2
+fi
+
+teacher="${DEMO_TEACHER:-pretrained/zipformer_transducer_s}"
+threads="${DEMO_THREADS:-2}"
+quick="${DEMO_QUICK:-0}"
+if [ "$quick" = 1 ]; then
+  size=tiny
+  data="${DEMO_DATA_DIR:-data_tiny}"
+  exp="${DEMO_EXP_DIR:-exp/demo_quick}"
+  steps="${DEMO_STEPS:-4}"
+  avg=1
+  extra=(training.valid_interval=2 training.ckpt_interval=2 training.average_period=1 training.log_interval=1
+         data.max_valid_cuts=10 scheduler.warmup_batches=2)
+else
+  size=small
+  data="${DEMO_DATA_DIR:-data_small}"
+  exp="${DEMO_EXP_DIR:-exp/demo}"
+  minutes="${DEMO_MINUTES:-4}"
+  steps="${DEMO_STEPS:-$(awk -v m="$minutes" 'BEGIN { s = int(m * 150 / 50 + 0.5) * 50; print (s < 100 ? 100 : s) }')}"
+  avg=2
+  extra=()
+fi
+case "$steps" in ''|*[!0-9]*) echo "demo.sh: DEMO_STEPS must be a positive integer, got '$steps'" >&2; exit 1 ;; esac
+lang="$data/lang_bpe_128"
+kd_data="$data/kd_$(basename "$teacher")"
+student="$exp/student_s$steps"
+student_kd="$exp/student_kd_s$steps"
+common=(--max-steps "$steps" --num-threads "$threads")
+sched=("scheduler.lr_batches=$(( steps / 2 > 1 ? steps / 2 : 1 ))")
+if "$python" -c "import dataclasses, sys; from asr_kd.training.trainer import TrainerConfig as C
+sys.exit('valid_decode' not in {f.name for f in dataclasses.fields(C)})" 2> /dev/null; then
+  extra+=(training.valid_decode=ctc-greedy)  # validation WER at every validation (for the plot)
+fi
+has_plot=false
+if "$python" -c "import asr_kd.bin.plot" 2> /dev/null; then has_plot=true; fi
+train_min=$(( steps * 60 / 150 ))
+# estimated seconds per stage on 2 idle cores (the ETA; corrected by the stages' measured times)
+if [ "$quick" = 1 ]; then stage_plan 5 45 5 10 15 15 10 5; else
+  stage_plan 5 330 20 40 $(( train_min + 20 )) $(( train_min + 20 )) 30 10; fi
+mkdir -p "$exp"
+log "teacher $teacher, corpus $data ($size), students: $steps steps each, $threads threads -> $exp"
+
+stage_begin 1 "check the pretrained teacher $teacher"
+"$python" local/demo.py check-teacher "$teacher"
+stage_end
+
+stage_begin 2 "prepare the $size corpus in $data (the teacher's BPE model, fbank)"
+bash prepare.sh --size "$size" --data-dir "$data" --vocab-size 128 --bpe-model "$teacher/bpe.model" \
+  --precompute-fbank true --nj 2
+stage_end
+
+stage_begin 3 "decode the test set with the teacher (modified beam search)"
+if grep -qs '"method": "modified-beam' "$exp/teacher/results.jsonl"; then
+  log "$exp/teacher: decoded already"
+else
+  "$python" -m asr_kd.bin.decode --exp-dir "$teacher" --method modified-beam --split test \
+    --manifest-dir "$data/fbank" --lang-dir "$lang" --res-dir "$(cd "$exp" && pwd)/teacher" --num-threads "$threads"
+fi
+stage_end
+
+stage_begin 4 "store the teacher's top-8 CTC posteriors with the train and dev cuts -> $kd_data"
+if [ -f "$kd_data/.done_size-$size" ]; then
+  log "$kd_data: dumped already"
+else
+  rm -f "$kd_data"/.done_*
+  "$python" -m asr_kd.bin.dump_teacher --exp-dir "$teacher" --splits train dev --topk 8 \
+    --manifest-dir "$data/fbank" --lang-dir "$lang" --out-dir "$kd_data" --num-threads "$threads"
+  touch "$kd_data/.done_size-$size"
+fi
+stage_end
+
+train() {  # config exp_dir manifest_dir
+  if [ -f "$2/checkpoint-$steps.pt" ]; then log "$2: trained to step $steps already"; return; fi
+  "$python" -m asr_kd.bin.train --config "$1" --exp-dir "$2" "${common[@]}" "${sched[@]}" \
+    "data.manifest_dir=$3" "data.lang_dir=$lang" ${extra[@]+"${extra[@]}"}
+}
+stage_begin 5 "train the student alone ($steps steps) -> $student"
+train conf/demo/zipformer_ctc_xs.yaml "$student" "$data/fbank"
+stage_end
+
+stage_begin 6 "train the student + KD from the teacher ($steps steps) -> $student_kd"
+train conf/demo/zipformer_ctc_xs_kd.yaml "$student_kd" "$kd_data"
+stage_end
+
+stage_begin 7 "average and decode both students (CTC greedy)"
+for d in "$student" "$student_kd"; do
+  if [ -f "$d/decode/results.jsonl" ] && [ "$d/decode/results.jsonl" -nt "$d/averaged.pt" ]; then
+    log "$d: decoded already"; continue
+  fi
+  "$python" -m asr_kd.bin.average --exp-dir "$d" --avg "$avg" --use-averaged-model --out "$d/averaged.pt"
+  "$python" -m asr_kd.bin.decode --exp-dir "$d" --checkpoint "$d/averaged.pt" --method ctc-greedy --split test \
+    --manifest-dir "$data/fbank" --lang-dir "$lang" --num-threads "$threads"
+done
+stage_end
+
+stage_begin 8 "the results table and the plot"
+"$python" local/demo.py table --out-dir "$exp" --split test \
+  --row "teacher: Zipformer s transducer ($teacher)=$exp/teacher:modified-beam:$teacher" \
+  --row "student alone: Zipformer xs CTC=$student/decode:ctc-greedy:$student" \
+  --row "student + KD from the teacher's CTC head=$student_kd/decode:ctc-greedy:$student_kd" \
+  --baseline "student alone: Zipformer xs CTC" \
+  --note "test split of $data ($size), $steps steps per student, $threads threads; training time: wall clock of the training loop."
+plot=
+if [ "$has_plot" = true ]; then
+  teacher_wer=$("$python" -c "import json, sys; print(json.load(open(sys.argv[1]))['rows'][0]['wer'])" "$exp/demo_results.json")
+  "$python" -m asr_kd.bin.plot curves --exp-dir "$student" --label "student" --exp-dir "$student_kd" \
+    --label "student + KD" --hline "teacher=$teacher_wer" --x steps --out "$exp/curves.png"
+  plot="$exp/curves.png"
+else
+  log "asr_kd.bin.plot is not installed in this tree yet: no plot"
+fi
+stage_end
+
+where() { case "$1" in /*) echo "$1" ;; *) echo "egs/synth/ASR/$1" ;; esac; }  # from the repository root
+echo
+echo "demo: table          $(where "$exp")/demo_results.md (and .json)"
+[ -z "$plot" ] || echo "demo: curves         $(where "$plot")"
+echo "demo: recogs / errs  $(where "$exp")/{teacher,$(basename "$student")/decode,$(basename "$student_kd")/decode}/{recogs,errs}-test-*.txt"
+echo "demo: tensorboard    .venv/bin/tensorboard --logdir $(where "$exp")"
+log "done"
