@@ -215,7 +215,11 @@ class InterAedKd(KdMethod):
         from asr_kd.kd.mlm import check_mlm_targets
 
         return check_mlm_targets(
-            cuts, self.vocab.fingerprint(), manifest=manifest, who=f"inter_aed_kd ({self.vocab.model_dir})"
+            cuts,
+            self.vocab.fingerprint(),
+            manifest=manifest,
+            who=f"inter_aed_kd ({self.vocab.model_dir})",
+            temperature=self.temperature,
         )
 
     # ------------------------------------------------------------------ loss

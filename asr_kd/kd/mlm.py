@@ -320,10 +320,18 @@ class OfflineMlmTeacher(Teacher):
         )
 
 
-def check_mlm_targets(cuts: Any, fingerprint: Mapping[str, Any], *, manifest: Any = None, who: str = "") -> bool:
+def check_mlm_targets(
+    cuts: Any,
+    fingerprint: Mapping[str, Any],
+    *,
+    manifest: Any = None,
+    who: str = "",
+    temperature: float | None = None,
+) -> bool:
     """Refuse offline MLM targets of another vocabulary: the ``kd_mlm_vocab`` record of the first cut
     (of the first 100) that has one must have ``fingerprint``'s size and sha256. Returns False when no
-    cut has a record (nothing to compare).
+    cut has a record (nothing to compare). A ``temperature`` other than the dump's is logged as a warning
+    (the targets were softened at the dump's).
 
     Raises:
         asr_kd.data.tokenizer.VocabMismatchError: naming the manifest, the cut and both vocabularies.
@@ -343,6 +351,15 @@ def check_mlm_targets(cuts: Any, fingerprint: Mapping[str, Any], *, manifest: An
                 f"{str(info.get('sha256'))[:12]}), but {who or 'the student'} uses {fingerprint['size']} "
                 f"(sha256 {str(fingerprint['sha256'])[:12]}): dump the targets with the student's tokenizer, or point "
                 "tokenizer_dir at the teacher's folder"
+            )
+        dumped = info.get("temperature")
+        if temperature is not None and dumped is not None and float(dumped) != float(temperature):
+            log.warning(
+                "%s: the MLM targets were dumped at temperature %s, %s uses %s",
+                manifest or "manifest",
+                dumped,
+                who or "the student",
+                temperature,
             )
         return True
     log.info("%s: no %s field: the MLM teacher's vocabulary cannot be checked", manifest or "manifest", MLM_VOCAB)

@@ -156,7 +156,7 @@ def test_online_teacher_gets_no_gradient_and_restricted_vocab_renormalises(mlm_d
     assert topk_kl(torch.zeros(2, values.size(1), method.output_size), sv, si, torch.ones(2, values.size(1)), 1.0) > 0
 
 
-def test_dump_targets_fingerprint_and_mismatch_refused(mlm_dir, tmp_path):
+def test_dump_targets_fingerprint_and_mismatch_refused(mlm_dir, tmp_path, caplog):
     from asr_kd.data.tokenizer import VocabMismatchError
     from asr_kd.kd.mlm import MLM_IDS, MLM_VALUES, MLM_VOCAB, HfMlmTeacher, check_mlm_targets, dump_mlm_targets
     from asr_kd.kd.wordpiece import WordPieceVocab
@@ -172,6 +172,9 @@ def test_dump_targets_fingerprint_and_mismatch_refused(mlm_dir, tmp_path):
         torch.testing.assert_close(stored, lp[0].topk(4, -1).values, atol=2e-2, rtol=1e-2)  # float16
         assert cut.custom[MLM_VOCAB]["size"] == teacher.vocab.size
     assert check_mlm_targets(out, WordPieceVocab(mlm_dir).fingerprint()) is True
+    with caplog.at_level("WARNING", logger="asr_kd.kd.mlm"):
+        check_mlm_targets(out, WordPieceVocab(mlm_dir).fingerprint(), temperature=2.0)
+    assert "dumped at temperature 1.0" in caplog.text
     other = make_tiny_mlm(tmp_path / "other", extra_pieces=["zebra"])
     with pytest.raises(VocabMismatchError, match="vocabulary mismatch"):
         check_mlm_targets(out, WordPieceVocab(other).fingerprint(), manifest="m.jsonl.gz")
@@ -273,6 +276,13 @@ def test_reference_only_control_and_vocab_mismatch_at_start_up(kd_recipe, mlm_di
     log = (exp / "train.log").read_text()
     assert "aed_ce_final=" in log and "aed_kl_" not in log
 
+    # the online teacher through the CLI (no dump): KL terms logged
+    online = tmp_path / "online"
+    hf = [f"kd.teacher={{type: hf_mlm, model_dir: {mlm_dir}, temperature: 2.0}}", _aed(mlm_dir, root, temperature=2.0)]
+    assert train.main(["--config", str(conf), "--exp-dir", str(online), "--max-steps", "2", *hf]) == 0
+    log = (online / "train.log").read_text()
+    assert "HfMlmTeacher (online)" in log and "aed_kl_l1=" in log
+
     other = make_tiny_mlm(tmp_path / "other", extra_pieces=["zebra"])
     bad = [
         "--config",
@@ -290,3 +300,7 @@ def test_reference_only_control_and_vocab_mismatch_at_start_up(kd_recipe, mlm_di
     assert not list((tmp_path / "bad").glob("checkpoint-*.pt"))
     with pytest.raises(ValueError, match="needs kd.teacher"):
         train.main(bad[:6] + ["kd.teacher={type: self}", _aed(mlm_dir, root)])
+    # an online teacher of another vocabulary: refused before training too
+    with pytest.raises(VocabMismatchError, match="hf_mlm teacher"):
+        train.main(bad[:6] + [f"kd.teacher={{type: hf_mlm, model_dir: {other}}}", _aed(mlm_dir, root)])
+    assert not list((tmp_path / "bad").glob("checkpoint-*.pt"))
