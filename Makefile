@@ -1,5 +1,6 @@
 # asr_kd: the two set-up commands README promises, plus helpers.
-#   make demo   - install, prepare the tiny synthetic corpus, train a small Conformer-CTC, decode, print WER
+#   make demo   - install, then egs/synth/ASR/demo.sh: the pretrained teacher vs a student alone vs the student
+#                 with KD from the teacher (small synthetic corpus, ~15 min on 2 cores; DEMO_MINUTES scales it)
 #   make test   - install, then run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
