@@ -10,7 +10,7 @@ Usage (what ``egs/synth/ASR/run_kd.sh`` runs after decoding)::
 Each entry's ``<dir>/results.jsonl`` (written by ``asr_kd.bin.decode``) gives the newest result for
 ``--split`` and ``--method``; parameters are counted from the decoded checkpoint. Rows go under the
 heading ``## KD experiment log`` (created when missing), with the relative WER change against
-``--baseline``.
+``--baseline``. ``--plot PNG`` also draws the entries' WER / CER as bars (``asr_kd.bin.plot bars``).
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default=None, help="label of the baseline entry")
     p.add_argument("--split", default="test")
     p.add_argument("--method", default="ctc-greedy")
+    p.add_argument("--plot", type=Path, default=None, help="also draw the entries' WER/CER bars into this PNG")
     return p
 
 
@@ -140,6 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     lines = format_rows(args.experiment, args.steps, entries, args.baseline, _dt.date.today().isoformat())
     append_rows(args.out, lines)
     print("\n".join(lines))
+    if args.plot is not None:
+        from asr_kd.bin import plot
+
+        specs = [
+            (label, Path(e.rsplit("=", 1)[1]) / "results.jsonl", args.method)
+            for e, (label, _, _) in zip(args.entry, entries)
+        ]
+        plot.plot_bars(specs, args.plot, split=args.split, title=args.experiment)
     return 0
 
 

@@ -265,12 +265,13 @@ def _pick(path: Path, split: str, method: str | None) -> dict:
     return picked[-1]
 
 
-def bar_series(results: Sequence[str], split: str = "test") -> list[dict]:
-    """For each ``--result`` spec, the newest row of its results.jsonl for ``split`` (and the method,
-    when given: the full suffix or its name before ``_``): ``{"label", "method", "wer", "cer", "path"}``."""
+def bar_series(results: Sequence[str | tuple[str, Path, str | None]], split: str = "test") -> list[dict]:
+    """For each ``--result`` spec (or ``(label, results.jsonl path, method or None)``), the newest row of its
+    results.jsonl for ``split`` (and the method, when given: the full suffix or its name before ``_``):
+    ``{"label", "method", "wer", "cer", "path"}``."""
     out = []
     for spec in results:
-        label, path, method = parse_result_spec(spec)
+        label, path, method = parse_result_spec(spec) if isinstance(spec, str) else spec
         row = _pick(path, split, method)
         out.append(
             {"label": label, "method": row.get("method"), "wer": row["wer"], "cer": row["cer"], "path": str(path)}
@@ -278,7 +279,13 @@ def bar_series(results: Sequence[str], split: str = "test") -> list[dict]:
     return out
 
 
-def plot_bars(results: Sequence[str], out: str | Path, *, split: str = "test", title: str | None = None) -> list[dict]:
+def plot_bars(
+    results: Sequence[str | tuple[str, Path, str | None]],
+    out: str | Path,
+    *,
+    split: str = "test",
+    title: str | None = None,
+) -> list[dict]:
     """Grouped WER / CER bars of :func:`bar_series` into ``out``; returns the rows drawn."""
     rows = bar_series(results, split)
     plt = _pyplot()

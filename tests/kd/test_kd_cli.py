@@ -115,9 +115,14 @@ def test_self_kd_train_export_decode_report(recipe, tmp_path):
     assert len(rows) == 2 and "| sub |" in rows[1] and "| self_kd |" in rows[0]
     wer_sub = json.loads((exp / "dec_sub" / "results.jsonl").read_text().splitlines()[-1])["wer"]
     assert f"| {wer_sub:.2f} |" in rows[1]
-    # a second report appends rows under the same heading
-    kd_report.main(["--out", str(md), "--experiment", "again", "--steps", "4", "--entry", f"sub={exp / 'dec_sub'}"])
+    # a second report appends rows under the same heading; --plot draws the entries' bars
+    png = tmp_path / "bars.png"
+    argv = ["--out", str(md), "--experiment", "again", "--steps", "4", "--entry", f"sub={exp / 'dec_sub'}"]
+    kd_report.main(argv + ["--plot", str(png)])
     assert md.read_text().count("## KD experiment log") == 1
+    from asr_kd.bin.plot import bar_series
+
+    assert png.is_file() and bar_series([f"sub={exp / 'dec_sub'}:ctc-greedy"])[0]["wer"] == wer_sub
 
 
 def test_conventional_kd_from_teacher_checkpoint(recipe, tmp_path):
