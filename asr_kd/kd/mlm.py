@@ -429,6 +429,7 @@ def dump_mlm_targets(
                 todo.append((cut, text))
             else:
                 report.skipped.append((cut.id, "empty transcript"))
+        todo.sort(key=lambda ct: len(ct[1]))  # similar lengths together: less padding in the masked copies
         for b in range(0, len(todo), batch_size):
             chunk = todo[b : b + batch_size]
             ids, lp = teacher.distributions([t for _, t in chunk])
