@@ -144,6 +144,11 @@ class TokenNgramLm:
             row = self._rows[state] = self._row10(state[-(N - 1) :] if N > 1 else ()) * LN10
         return row
 
+    def clear_cache(self) -> None:
+        """Forget the rows computed so far (for timing; the continuation index is kept)."""
+        self._rows.clear()
+        self._rows10.clear()
+
     def advance(self, state: State, token: int) -> State:
         """The state after emitting ``token`` (blank: unchanged)."""
         if token == self.blank_id:
