@@ -133,15 +133,16 @@ def basic_logging(*, bar_on: bool = False, fmt: str = LOG_FORMAT, level: int = l
 
 
 def add_log_file(log_file: str | Path, *, fmt: str = LOG_FORMAT, level: int = logging.INFO) -> logging.Handler:
-    """Append the root logger's records of ``level`` and above to ``log_file`` too (replacing an earlier
-    handler of the same file, so that a CLI called twice in one process does not write lines twice)."""
+    """Append the root logger's records of ``level`` and above to ``log_file`` too. It replaces the file
+    handler an earlier call added: a program that runs CLIs one after another in one process (e.g.
+    ``scripts/wer_curve.py`` decoding each checkpoint) writes each run's lines to that run's file only."""
     root = logging.getLogger()
-    path = str(Path(log_file).resolve())
     for h in list(root.handlers):
-        if isinstance(h, logging.FileHandler) and h.baseFilename == path:
+        if getattr(h, "_asr_kd_log_file", False):
             root.removeHandler(h)
             h.close()
     fh = logging.FileHandler(log_file)
+    fh._asr_kd_log_file = True
     fh.setFormatter(logging.Formatter(fmt))
     fh.setLevel(level)
     root.addHandler(fh)

@@ -186,3 +186,23 @@ def test_feature_bar(tmp_path, monkeypatch, capsys, bar):
     assert len(CutSet.from_file(out)) == 2
     err = capsys.readouterr().err
     assert ("2/2" in err and "%|" in err) if bar else "%|" not in err
+
+
+def test_a_second_log_file_replaces_the_first(tmp_path):
+    import logging
+
+    from asr_kd.utils.progress import add_log_file
+
+    log = logging.getLogger("asr_kd.test_progress")
+    log.setLevel(logging.INFO)
+    first = add_log_file(tmp_path / "a.log")
+    log.info("one")
+    second = add_log_file(tmp_path / "b.log")
+    try:
+        log.info("two")
+    finally:
+        logging.getLogger().removeHandler(second)
+        second.close()
+    assert first not in logging.getLogger().handlers
+    assert [x.split(": ")[-1] for x in (tmp_path / "a.log").read_text().splitlines()] == ["one"]
+    assert [x.split(": ")[-1] for x in (tmp_path / "b.log").read_text().splitlines()] == ["two"]
