@@ -188,8 +188,8 @@ def modified_beam_search(
     enc_p = joiner.enc_proj(enc)  # (N, T', J)
     pred_cache = _PredictorCache(predictor, joiner, device, enabled=cache)
     hyps: list[dict[tuple, float]] = [{(): 0.0} for _ in range(N)]
-    start_state = lm.begin_state() if use_lm else None
-    lm_states: list[dict[tuple, Any]] = [{(): start_state} for _ in range(N)]
+    # per utterance: hypothesis -> LM state (only with an LM)
+    lm_states: list[dict[tuple, Any]] = [{(): lm.begin_state()} if use_lm else {} for _ in range(N)]
     for t in range(T):
         active = [n for n in range(N) if t < lens[n]]
         if not active:
@@ -230,7 +230,8 @@ def modified_beam_search(
                     if use_lm:
                         states[key] = lm_states[n][toks] if v == blank else lm.advance(lm_states[n][toks], v)
             hyps[n] = merged
-            lm_states[n] = states if use_lm else {k: None for k in merged}
+            if use_lm:
+                lm_states[n] = states
             start += k
     if stats is not None:
         stats["predictor_calls"] = stats.get("predictor_calls", 0) + pred_cache.calls
