@@ -19,6 +19,8 @@
 #   --topk K           stored top-k of the teacher per position [16]
 #   --models "..."     KD models of stages 3-5, from: aed_final inter_aed aed_ref aed_ref_inter [all four]
 #   --avg A            checkpoints averaged before decoding [3]
+#   --hlg-lang DIR     model 5: lang dir with G_3gram.arpa (prepare.sh stage 6) for HLG 1best of model 1; the
+#                      stage is skipped when it has none [data/lang_bpe_128_lm]
 #   --stage N / --stop-stage M   [1 / 6]
 #   --results FILE     markdown log to append to [../../../docs/RESULTS.md]
 #   -- key=value ...   config overrides for the ASR trainings
@@ -32,10 +34,8 @@
 #      layers 2 and final (inter_aed_kd_l4.yaml); aed_ref / aed_ref_inter = the same decoders on the reference
 #      only (aed_ref_final_l4.yaml / aed_ref_inter_l4.yaml) -> exp/kd/<model>_s<steps>
 #   4  average the last A checkpoints of each (the auxiliary decoders are dropped)
-#   5  decode the test split with CTC greedy
+#   5  decode the test split with CTC greedy; model 5 of the issue: model 1 with HLG (3-gram, 1best)
 #   6  append one row per model to the results file (asr_kd.bin.kd_report)
-# Model 5 of the issue (CTC prefix beam / HLG with an external LM on model 1) is decoded by the lattice
-# recipe (asr_kd.bin.decode --method ctc-hlg), not here.
 set -euo pipefail
 
 steps=600
@@ -47,6 +47,7 @@ mlm_steps=3000
 topk=16
 models="aed_final inter_aed aed_ref aed_ref_inter"
 avg=3
+hlg_lang=data/lang_bpe_128_lm
 stage=1
 stop_stage=6
 results=../../../docs/RESULTS.md
@@ -63,6 +64,7 @@ while [ $# -gt 0 ]; do
     --topk) topk="$2"; shift 2 ;;
     --models) models="$2"; shift 2 ;;
     --avg) avg="$2"; shift 2 ;;
+    --hlg-lang) hlg_lang="$2"; shift 2 ;;
     --stage) stage="$2"; shift 2 ;;
     --stop-stage) stop_stage="$2"; shift 2 ;;
     --results) results="$2"; shift 2 ;;
@@ -161,6 +163,14 @@ if run_stage 5; then
     d="exp/kd/${m}_s${steps}"
     "$python" -m asr_kd.bin.decode --exp-dir "$d" --checkpoint "$d/averaged.pt" --res-dir decode "${dec[@]}"
   done
+  if [ -f "$hlg_lang/G_3gram.arpa" ]; then
+    log "stage 5: model 5, CTC alone + HLG 3-gram 1best ($hlg_lang)"
+    "$python" -m asr_kd.bin.decode --exp-dir "$base_dir" --checkpoint "$base_dir/averaged.pt" --res-dir decode_hlg \
+      --lang-dir "$hlg_lang" --arpa "$hlg_lang/G_3gram.arpa" --keep-epsilon --method 1best --split test \
+      --num-threads "$threads"
+  else
+    log "stage 5: no $hlg_lang/G_3gram.arpa (prepare.sh --stage 6 --stop-stage 6): model 5 skipped"
+  fi
 fi
 
 if run_stage 6; then
@@ -169,5 +179,9 @@ if run_stage 6; then
   for m in $models; do entries+=(--entry "$(label_of "$m")=exp/kd/${m}_s${steps}/decode"); done
   "$python" -m asr_kd.bin.kd_report --out "$results" --experiment inter_aed_kd --steps "$steps" \
     --baseline "CTC alone (4 layers)" "${entries[@]}"
+  if [ -f "$base_dir/decode_hlg/results.jsonl" ]; then
+    "$python" -m asr_kd.bin.kd_report --out "$results" --experiment inter_aed_kd --steps "$steps" --method 1best \
+      --entry "CTC alone (4 layers) + HLG 3-gram, 1best=$base_dir/decode_hlg"
+  fi
 fi
 log "done"
