@@ -108,31 +108,22 @@ def test_topk_kl_equals_hand_computed_value_and_no_teacher_gradient():
     assert topk_kl(z, values, indices, torch.tensor([[False, False]]), tau).item() == 0.0
 
 
-def test_online_teacher_gets_no_gradient_and_restricted_vocab_renormalises(mlm_dir, tmp_path):
+@pytest.mark.parametrize("kind,layers", [("conformer", [1, "final"]), ("zipformer", [1, 4, "final"])])
+def test_online_teacher_gets_no_gradient_and_restricted_vocab_renormalises(mlm_dir, tmp_path, kind, layers):
     from asr_kd.kd.inter_aed import InterAedKd, topk_kl
     from asr_kd.kd.methods import KdContext
     from asr_kd.kd.teachers import build_teacher
     from asr_kd.models.asr_model import build_asr_model
+    from asr_kd.testing.encoders import tiny_encoder_config
 
     teacher = build_teacher({"type": "hf_mlm", "model_dir": str(mlm_dir), "temperature": 1.0})
     text = tmp_path / "corpus.txt"
     text.write_text("\n".join(DUMMY_TEXTS[:3]) + "\n")
-    model = build_asr_model(
-        {
-            "encoder": {
-                "type": "conformer",
-                "d_model": 32,
-                "num_layers": 2,
-                "num_heads": 2,
-                "ffn_dim": 64,
-                "conv_kernel": 3,
-                "subsampling_channels": 8,
-            },
-            "ctc": {},
-            "vocab_size": 20,
-        }
+    # Zipformer layers 1 and 4 run at 2x and 8x subsampling with their own dims: brought to the output rate
+    model = build_asr_model({"encoder": tiny_encoder_config(kind, 80), "ctc": {}, "vocab_size": 20})
+    method = InterAedKd(
+        model, layers=layers, tokenizer_dir=mlm_dir, restrict_to=text, d_model=16, d_ff=32, dropout=0.0, kl_weight=0.5
     )
-    method = InterAedKd(model, layers=[1, "final"], tokenizer_dir=mlm_dir, restrict_to=text, d_model=16, d_ff=32)
     method.check_teacher(teacher)
     assert method.output_size < method.vocab.size
     batch = {"inputs": torch.randn(2, 80, 80), "supervisions": {"text": [DUMMY_TEXTS[0], DUMMY_TEXTS[5]]}}
@@ -142,7 +133,8 @@ def test_online_teacher_gets_no_gradient_and_restricted_vocab_renormalises(mlm_d
     enc = model.encode(batch["inputs"], torch.tensor([80, 60]))
     ctx = KdContext(model=model, batch=batch, tokens=[[1], [1]], enc=enc, losses={}, teacher=t_out, step=0)
     losses = method(ctx)
-    assert set(losses) == {"aed_ce_l1", "aed_kl_l1", "aed_ce_final", "aed_kl_final"}
+    keys = [f"l{k}" if k != "final" else k for k in layers]
+    assert set(losses) == {f"aed_{t}_{k}" for t in ("ce", "kl") for k in keys}
     sum(losses.values()).backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert all(p.grad is not None for p in method.decoders.parameters() if p.requires_grad)
@@ -154,6 +146,22 @@ def test_online_teacher_gets_no_gradient_and_restricted_vocab_renormalises(mlm_d
     ratio = (full * keep) / (full * keep).sum(-1, keepdim=True)
     torch.testing.assert_close(q[keep], ratio[keep], atol=1e-5, rtol=1e-4)
     assert topk_kl(torch.zeros(2, values.size(1), method.output_size), sv, si, torch.ones(2, values.size(1)), 1.0) > 0
+    # the final decoder's terms from its logits: teacher row j (piece j masked) is the target of output
+    # position j, which predicts piece j after [CLS] + pieces < j; the last position predicts [SEP], CE only
+    from asr_kd.models.heads.attention_decoder import add_sos_eos
+
+    ids = t_out.extra["mlm_ids"]
+    ys = [method.sub.tokens(r) for r in ids]
+    ys_in, ys_out = add_sos_eos(ys, method.sos, method.eos)
+    assert ys_in[0, 0] == method.sub.full_to_sub[method.vocab.cls_id] and ys_out[0, len(ids[0])] == method.eos
+    with torch.no_grad():
+        logits = method.decoders["final"](enc.out, enc.out_lens, ys_in)
+        lmax = values.size(1)
+        w = torch.arange(lmax)[None, :] < torch.tensor([len(r) for r in ids])[:, None]
+        kl = topk_kl(logits[:, :lmax], sv, si, w, 1.0)
+        ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ys_out.flatten(), ignore_index=-1, reduction="sum")
+    torch.testing.assert_close(losses["aed_kl_final"].detach(), 0.5 * kl)
+    torch.testing.assert_close(losses["aed_ce_final"].detach(), ce)
 
 
 def test_dump_targets_fingerprint_and_mismatch_refused(mlm_dir, tmp_path, caplog):
