@@ -29,6 +29,7 @@
 # Paths are relative to egs/synth/ASR. A second demo in the same tree stops at once (a lock on
 # egs/synth/ASR/.demo.lock); the disk is checked before synthesis (prepare.sh stage 2).
 set -euo pipefail
+{  # read to the closing brace before running: editing this file during a demo cannot change that demo
 cd "$(dirname "${BASH_SOURCE[0]}")"
 repo="$(cd ../../.. && pwd)"
 if [ -x "$repo/.venv/bin/python" ]; then python="$repo/.venv/bin/python"; else python=python3; fi
@@ -59,7 +60,6 @@ if [ "$quick" = 1 ]; then
   data="${DEMO_DATA_DIR:-data_tiny}"
   exp="${DEMO_EXP_DIR:-exp/demo_quick}"
   steps="${DEMO_STEPS:-4}"
-  avg=1
   extra=(training.valid_interval=2 training.ckpt_interval=2 training.average_period=1 training.log_interval=1
          data.max_valid_cuts=10 scheduler.warmup_batches=2)
 else
@@ -68,7 +68,6 @@ else
   exp="${DEMO_EXP_DIR:-exp/demo}"
   minutes="${DEMO_MINUTES:-4}"
   steps="${DEMO_STEPS:-$(awk -v m="$minutes" 'BEGIN { s = int(m * 150 / 50 + 0.5) * 50; print (s < 100 ? 100 : s) }')}"
-  avg=2
   extra=()
 fi
 case "$steps" in ''|*[!0-9]*) echo "demo.sh: DEMO_STEPS must be a positive integer, got '$steps'" >&2; exit 1 ;; esac
@@ -84,10 +83,10 @@ sys.exit('valid_decode' not in {f.name for f in dataclasses.fields(C)})" 2> /dev
 fi
 has_plot=false
 if "$python" -c "import asr_kd.bin.plot" 2> /dev/null; then has_plot=true; fi
-train_min=$(( steps * 60 / 150 ))
+train_s=$(( steps * 60 / 150 ))  # ~150 steps a minute on 2 idle cores
 # estimated seconds per stage on 2 idle cores (the ETA; corrected by the stages' measured times)
 if [ "$quick" = 1 ]; then stage_plan 5 45 5 10 15 15 10 5; else
-  stage_plan 5 330 20 40 $(( train_min + 20 )) $(( train_min + 20 )) 30 10; fi
+  stage_plan 5 330 20 40 $(( train_s + 20 )) $(( train_s + 20 )) 30 10; fi
 mkdir -p "$exp"
 log "teacher $teacher, corpus $data ($size), students: $steps steps each, $threads threads -> $exp"
 
@@ -138,7 +137,10 @@ for d in "$student" "$student_kd"; do
   if [ -f "$d/decode/results.jsonl" ] && [ "$d/decode/results.jsonl" -nt "$d/averaged.pt" ]; then
     log "$d: decoded already"; continue
   fi
-  "$python" -m asr_kd.bin.average --exp-dir "$d" --avg "$avg" --use-averaged-model --out "$d/averaged.pt"
+  # model_avg between the newest checkpoint and the one 2 before it (the last third of the run), or what there is
+  n=$(find "$d" -maxdepth 1 -name 'checkpoint-*.pt' | wc -l)
+  if [ "$n" -ge 2 ]; then avg_args=(--avg $(( n > 2 ? 2 : 1 )) --use-averaged-model); else avg_args=(--avg 1); fi
+  "$python" -m asr_kd.bin.average --exp-dir "$d" "${avg_args[@]}" --out "$d/averaged.pt"
   "$python" -m asr_kd.bin.decode --exp-dir "$d" --checkpoint "$d/averaged.pt" --method ctc-greedy --split test \
     --manifest-dir "$data/fbank" --lang-dir "$lang" --num-threads "$threads"
 done
@@ -155,7 +157,7 @@ plot=
 if [ "$has_plot" = true ]; then
   teacher_wer=$("$python" -c "import json, sys; print(json.load(open(sys.argv[1]))['rows'][0]['wer'])" "$exp/demo_results.json")
   "$python" -m asr_kd.bin.plot curves --exp-dir "$student" --label "student" --exp-dir "$student_kd" \
-    --label "student + KD" --hline "teacher=$teacher_wer" --x steps --out "$exp/curves.png"
+    --label "student + KD" --hline "teacher (test set)=$teacher_wer" --x steps --out "$exp/curves.png"
   plot="$exp/curves.png"
 else
   log "asr_kd.bin.plot is not installed in this tree yet: no plot"
@@ -169,3 +171,5 @@ echo "demo: table          $(where "$exp")/demo_results.md (and .json)"
 echo "demo: recogs / errs  $(where "$exp")/{teacher,$(basename "$student")/decode,$(basename "$student_kd")/decode}/{recogs,errs}-test-*.txt"
 echo "demo: tensorboard    .venv/bin/tensorboard --logdir $(where "$exp")"
 log "done"
+exit 0
+}

@@ -33,13 +33,14 @@ stage_eta() {  # seconds left for stages I.. (scaled by the measured speed)
   echo "$left"
 }
 stage_begin() {
-  local i="$1" title="$2" n="${#_stage_est[@]}" left
+  local i="$1" title="$2" n="${#_stage_est[@]}" left left_s
   _stage_cur="$i"
   _stage_t0=$(date +%s)
   if interactive; then
     left=$(stage_eta "$i")
-    printf '\n\033[1m== [%s/%s] %s\033[0m  (about %d min left, done ~%s)\n' "$i" "$n" "$title" \
-      $(( (left + 59) / 60 )) "$(date -d "@$(( $(date +%s) + left ))" '+%H:%M' 2>/dev/null || echo '?')"
+    if [ "$left" -ge 60 ]; then left_s="about $(( (left + 30) / 60 )) min left"; else left_s="under a minute left"; fi
+    printf '\n\033[1m== [%s/%s] %s\033[0m  (%s, done ~%s; %ds so far)\n' "$i" "$n" "$title" "$left_s" \
+      "$(date -d "@$(( $(date +%s) + left ))" '+%H:%M' 2>/dev/null || echo '?')" $(( $(date +%s) - t_start ))
   else
     log "stage $i/$n: $title"
   fi
