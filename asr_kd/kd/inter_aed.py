@@ -71,12 +71,10 @@ def topk_kl(
     values, indices = values.detach(), indices.detach()
     logp_s = (student_logits.float() / temperature).log_softmax(-1).gather(-1, indices)  # (N, L, K)
     keep = torch.isfinite(values)
-    logq = values.float().masked_fill(~keep, float("-inf")).log_softmax(-1)
-    any_kept = keep.any(-1, keepdim=True)
-    logq = torch.where(any_kept, logq, torch.zeros_like(logq))
+    # renormalised over the kept entries; a row with none kept (NaN) becomes q = 0 and counts nothing
+    logq = values.float().masked_fill(~keep, float("-inf")).log_softmax(-1).masked_fill(~keep, 0.0)
     q = logq.exp() * keep
-    kl = q * (torch.where(keep, logq, torch.zeros_like(logq)) - torch.where(keep, logp_s, torch.zeros_like(logp_s)))
-    per_pos = kl.sum(-1) * any_kept.squeeze(-1)
+    per_pos = (q * (logq - logp_s)).sum(-1)  # (N, L)
     return (temperature**2) * (per_pos * weights.to(per_pos.dtype)).sum()
 
 

@@ -104,8 +104,14 @@ def test_topk_kl_equals_hand_computed_value_and_no_teacher_gradient():
     assert loss.item() == pytest.approx(want, rel=1e-6)
     loss.backward()
     assert values.grad is None and z.grad is not None and z.grad.abs().sum() > 0
-    # a zero-weight position counts nothing
+    # a zero-weight position counts nothing; a position with no kept entry (restricted vocabulary) neither
     assert topk_kl(z, values, indices, torch.tensor([[False, False]]), tau).item() == 0.0
+    z2 = z.detach().clone().requires_grad_(True)
+    none_kept = torch.tensor([[[-0.2, -1.5], [float("-inf"), float("-inf")]]])
+    only_first = topk_kl(z2, none_kept, indices, weights, tau)
+    assert only_first.item() == pytest.approx(topk_kl(z, values, indices, torch.tensor([[True, False]]), tau).item())
+    only_first.backward()
+    assert torch.isfinite(z2.grad).all() and z2.grad[0, 1].abs().sum() == 0
 
 
 @pytest.mark.parametrize("kind,layers", [("conformer", [1, "final"]), ("zipformer", [1, 4, "final"])])
