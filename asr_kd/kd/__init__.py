@@ -1,5 +1,6 @@
 """Knowledge distillation: teachers (online / offline), methods registered by name, schedules, and the
-KD training loss. See :mod:`asr_kd.kd.methods` for the config format."""
+KD training loss. See :mod:`asr_kd.kd.methods` for the config format; :mod:`asr_kd.kd.inter_aed` registers
+``inter_aed_kd`` (masked-LM token distributions through auxiliary attention decoders, :mod:`asr_kd.kd.mlm`)."""
 
 import asr_kd.kd.inter_aed  # noqa: F401  (registers inter_aed_kd)
 from asr_kd.kd.methods import (

@@ -96,7 +96,7 @@ class InterAedKd(KdMethod):
         layers: encoder layers to attach a decoder to: 1-based ints and/or ``"final"`` (the encoder output).
         teacher: ``"mlm"`` (KL to the teacher's distributions) or ``"none"`` (CE only: the control).
         tokenizer_dir: the WordPiece tokenizer (the MLM's folder); default the MiniLM package folder.
-        restrict_to: a text file (one sentence a line, optionally ``<id> <text>``-free): the decoders
+        restrict_to: a text file, one sentence a line (e.g. the train text): the decoders
             predict only the pieces that occur in it (plus specials). None: the whole vocabulary.
         ce_weight, kl_weight: the two terms' weights (the method's ``weight`` multiplies both).
         temperature: tau of the student softmax in the KL (dump the teacher at the same tau).
