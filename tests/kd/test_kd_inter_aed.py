@@ -318,3 +318,27 @@ def test_reference_only_control_and_vocab_mismatch_at_start_up(kd_recipe, mlm_di
     with pytest.raises(VocabMismatchError, match="hf_mlm teacher"):
         train.main(bad[:6] + [f"kd.teacher={{type: hf_mlm, model_dir: {other}}}", _aed(mlm_dir, root)])
     assert not list((tmp_path / "bad").glob("checkpoint-*.pt"))
+
+
+def test_train_mlm_cli_makes_a_teacher_folder_with_metrics(tmp_path):
+    import json
+
+    from asr_kd.bin import train_mlm
+    from asr_kd.kd.teachers import build_teacher
+    from asr_kd.kd.wordpiece import WordPieceVocab
+
+    base = make_tiny_mlm(tmp_path / "encoder_only", head=False)
+    train_text, dev_text = tmp_path / "train.txt", tmp_path / "dev.txt"
+    train_text.write_text("\n".join(DUMMY_TEXTS) + "\n")
+    dev_text.write_text("THE QUICK BROWN FOX\nA STITCH IN 42 TIME\n")
+    out = tmp_path / "mlm"
+    args = ["--base", str(base), "--out", str(out), "--train-text", str(train_text), "--dev-text", str(dev_text)]
+    assert train_mlm.main([*args, "--steps", "3", "--batch-size", "4", "--warmup", "1"]) == 0
+    metrics = json.loads((out / "mlm_metrics.json").read_text())
+    assert metrics["had_mlm_head"] is False and metrics["steps"] == 3
+    assert metrics["unk_dev"]["unk_words"] == 1 and metrics["unk_dev"]["unk_examples"] == {"42": 1}
+    assert metrics["unk_train"]["unk_words"] == 0
+    assert 0.0 <= metrics["dev"]["masked_token_accuracy"] <= 1.0 and metrics["dev"]["pseudo_perplexity"] > 1.0
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    teacher = build_teacher({"type": "hf_mlm", "model_dir": str(out)})  # a standard folder with an MLM head
+    assert teacher.vocab.fingerprint() == WordPieceVocab(base).fingerprint()  # the base model's vocabulary
