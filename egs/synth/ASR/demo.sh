@@ -25,6 +25,7 @@
 #   DEMO_DATA_DIR D    the corpus [data_small; data_tiny with DEMO_QUICK]
 #   DEMO_EXP_DIR D     the experiments, the table and the plot [exp/demo; exp/demo_quick with DEMO_QUICK]
 #   DEMO_TEACHER B     the teacher bundle (its BPE model becomes the corpus's) [pretrained/zipformer_transducer_s]
+#   DEMO_OVERRIDES     config overrides for both students, e.g. "model.encoder.preset=s" (with a new DEMO_EXP_DIR) []
 #   CI=true            plain log lines (also when stdout is not a terminal); on a terminal: stage headers + ETA
 # Paths are relative to egs/synth/ASR. A second demo in the same tree stops at once (a lock on
 # egs/synth/ASR/.demo.lock); the disk is checked before synthesis (prepare.sh stage 2).
@@ -70,6 +71,8 @@ else
   steps="${DEMO_STEPS:-$(awk -v m="$minutes" 'BEGIN { s = int(m * 150 / 50 + 0.5) * 50; print (s < 100 ? 100 : s) }')}"
   extra=()
 fi
+read -r -a user_overrides <<< "${DEMO_OVERRIDES:-}"
+extra+=(${user_overrides[@]+"${user_overrides[@]}"})
 case "$steps" in ''|*[!0-9]*) echo "demo.sh: DEMO_STEPS must be a positive integer, got '$steps'" >&2; exit 1 ;; esac
 lang="$data/lang_bpe_128"
 kd_data="$data/kd_$(basename "$teacher")"
@@ -147,12 +150,11 @@ done
 stage_end
 
 stage_begin 8 "the results table and the plot"
-"$python" local/demo.py table --out-dir "$exp" --split test \
-  --row "teacher: Zipformer s transducer ($teacher)=$exp/teacher:modified-beam:$teacher" \
-  --row "student alone: Zipformer xs CTC=$student/decode:ctc-greedy:$student" \
-  --row "student + KD from the teacher's CTC head=$student_kd/decode:ctc-greedy:$student_kd" \
-  --baseline "student alone: Zipformer xs CTC" \
-  --note "test split of $data ($size), $steps steps per student, $threads threads; training time: wall clock of the training loop."
+"$python" local/demo.py table --out-dir "$exp" --split test --baseline "student alone" \
+  --row "teacher=$exp/teacher:modified-beam:$teacher" \
+  --row "student alone=$student/decode:ctc-greedy:$student" \
+  --row "student + KD=$student_kd/decode:ctc-greedy:$student_kd" \
+  --note "Test split of $data ($size corpus). Teacher: $teacher (Zipformer s pruned RNN-T + CTC head), modified beam search. Students: conf/demo/zipformer_ctc_xs{,_kd}.yaml${DEMO_OVERRIDES:+ + $DEMO_OVERRIDES}, $steps steps each, CTC greedy; + KD = frame-level KL to the teacher's top-8 CTC posteriors (offline). $threads threads; training time = wall clock of the training loop."
 plot=
 if [ "$has_plot" = true ]; then
   teacher_wer=$("$python" -c "import json, sys; print(json.load(open(sys.argv[1]))['rows'][0]['wer'])" "$exp/demo_results.json")
