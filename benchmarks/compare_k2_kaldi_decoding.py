@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from lhotse import CutSet
 
-    from asr_kd.data import AsrDataConfig, AsrDataModule
+    from asr_kd.bin.decode import decoding_data_module
     from asr_kd.decoding.hlg import get_hlg
     from asr_kd.decoding.k2_graph import k2_graph_from_kaldifst, k2_one_best
     from asr_kd.decoding.wer import compute_wer
@@ -83,16 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     kgraph = k2_graph_from_kaldifst(graph)
     t_convert = time.perf_counter() - t0
 
-    dm = AsrDataModule(
-        AsrDataConfig(
-            max_duration=args.max_duration,
-            num_workers=0,
-            shuffle=False,
-            num_mel_bins=int(data_cfg.get("num_mel_bins", 80)),
-            fbank_backend=data_cfg.get("fbank_backend", "auto"),
-        ),
-        tokenizer=None,
-    )
+    dm = decoding_data_module(data_cfg, args.max_duration)
     rows, secs, audio = [], {"kaldi": 0.0, "k2": 0.0}, 0.0
     with torch.no_grad():
         for batch in dm.test_dataloader(cuts):

@@ -13,6 +13,12 @@ Usage::
     # transducer modified beam search with a BPE-token 5-gram (shallow fusion)
     python -m asr_kd.bin.decode --exp-dir pretrained/zipformer_transducer_s --method modified-beam-lm \\
         --lm-arpa data/lang_bpe_128_lm/tokens_5gram.arpa --lm-scale 0.3 --res-dir $PWD/decode_lm
+    # CTC HLG lattices (icefall's methods): 1best on the 3-gram HLG, n-best and whole-lattice rescoring with
+    # the 4-gram (several --rescore-lm-scale values: nbest-rescoring scores them all in one pass)
+    python -m asr_kd.bin.decode --exp-dir exp/zipformer_ctc_s --lang-dir data/lang_bpe_128_lm \
+        --arpa data/lang_bpe_128_lm/G_3gram.arpa --keep-epsilon --method 1best --method nbest-rescoring \
+        --method whole-lattice-rescoring --rescore-arpa data/lang_bpe_128_lm/G_4gram.arpa \
+        --rescore-lm-scale 0.5 --rescore-lm-scale 1.0 --blank-penalty 0.5
 
 Data settings (manifest dir, prefix, lang dir, fbank bins) come from the config stored in the
 checkpoint unless given here. The lang dir must be the model's: its BPE size must equal the model's
@@ -48,6 +54,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -101,7 +108,33 @@ def get_parser() -> argparse.ArgumentParser:
         "asr_kd.bin.train_lm --bpe-model, local/prepare_lm.sh --token-orders)",
     )
     p.add_argument(
-        "--blank-penalty", type=float, default=0.0, help="transducer methods: subtracted from the blank logit"
+        "--blank-penalty",
+        type=float,
+        default=0.0,
+        help="subtracted from the blank logit (transducer methods) or the blank log-prob (CTC methods) [0]",
+    )
+    p.add_argument(
+        "--rescore-arpa",
+        type=Path,
+        default=None,
+        help="nbest-rescoring, whole-lattice-rescoring, attention-decoder-rescoring-with-ngram: the higher-order "
+        "word LM (e.g. G_4gram.arpa of the lang dir)",
+    )
+    p.add_argument(
+        "--rescore-lm-scale",
+        type=float,
+        action="append",
+        help="repeatable [1.0]: weight of the rescoring LM; nbest-rescoring scores every value in one pass, "
+        "the other methods decode once per value",
+    )
+    p.add_argument("--num-paths", type=int, default=10, help="n-best size of the lattice methods [10]")
+    p.add_argument("--lattice-beam", type=float, default=8.0, help="lattice pruning beam of the lattice methods [8]")
+    p.add_argument("--attention-scale", type=float, default=1.0, help="attention-decoder-rescoring-with-ngram [1]")
+    p.add_argument(
+        "--lattice-backend",
+        choices=["auto", "kaldi", "k2"],
+        default="auto",
+        help="whole-lattice-rescoring: OpenFst (kaldi) or k2 (get_lattice + k2.compose) [auto: k2 if present]",
     )
     p.add_argument(
         "--no-decoder-cache",
@@ -170,32 +203,68 @@ def method_suffix(method: str, opts: SearchOptions) -> str:
     return get_decoding_method(method).suffix(opts)
 
 
+def decoding_data_module(data_cfg, max_duration: float):
+    """The test-time ``AsrDataModule`` of a model's ``data`` config section (fbank bins and backend of
+    training, no shuffling, no workers): shared by this CLI and the benchmarks."""
+    from asr_kd.data import AsrDataConfig, AsrDataModule
+
+    data_cfg = dict(data_cfg or {})
+    return AsrDataModule(
+        AsrDataConfig(
+            max_duration=max_duration,
+            num_workers=0,
+            shuffle=False,
+            num_mel_bins=int(data_cfg.get("num_mel_bins", 80)),
+            fbank_backend=data_cfg.get("fbank_backend", "auto"),
+        ),
+        tokenizer=None,
+    )
+
+
 def decode_split(
-    decoder: PreparedDecoding, loader, tokenizer, device: torch.device, refs: dict[str, list[str]], bar=None
+    decoder: PreparedDecoding,
+    loader,
+    tokenizer,
+    device: torch.device,
+    refs: dict[str, list[str]],
+    bar=None,
+    lm_scales: list[float] | None = None,
 ):
     """Returns ``(results [(cut_id, ref, hyp)], skipped [(cut_id, reason)], decode_seconds, audio_seconds)``.
 
     A cut the loader skipped (``batch["skipped"]``, ``--on-error skip``) is in ``results`` with its
     reference from ``refs`` (cut id -> words) and an empty hypothesis: scored as deletions. ``bar``: a
-    progress bar advanced by the cuts of each batch."""
-    results, skipped, seconds, audio = [], [], 0.0, 0.0
+    progress bar advanced by the cuts of each batch. ``lm_scales`` (``nbest-rescoring``): one search per
+    batch, the best of each n-best for every rescoring LM scale
+    (:func:`asr_kd.decoding.lattice.best_for_lm_scales`); ``results`` is then ``{lm_scale: results}``."""
+    from asr_kd.decoding.lattice import best_for_lm_scales
+
+    keys = [float(v) for v in lm_scales] if lm_scales else [None]
+    results: dict = {k: [] for k in keys}
+    skipped, seconds, audio = [], 0.0, 0.0
     for batch in loader:
         if bar is not None:
             bar.update(len(batch["supervisions"]["cut_id"]) + len(batch.get("skipped") or ()))
         for item in batch.get("skipped") or ():
             skipped.append((item["cut_id"], item["reason"]))
-            results.append((item["cut_id"], refs.get(item["cut_id"], []), []))
+            for k in keys:
+                results[k].append((item["cut_id"], refs.get(item["cut_id"], []), []))
         sup = batch["supervisions"]
         x, x_lens = batch["inputs"].to(device), batch["feature_lens"].to(device)
         if x.shape[0] == 0:
             continue
         t0 = time.perf_counter()
-        words = decoder.words(decoder.decode(x, x_lens), tokenizer)
+        if lm_scales:
+            best = best_for_lm_scales(decoder.search(decoder.model.encode(x, x_lens)), keys)
+            words = {k: decoder.words(best[k], tokenizer) for k in keys}
+        else:
+            words = {None: decoder.words(decoder.decode(x, x_lens), tokenizer)}
         seconds += time.perf_counter() - t0
         audio += sum(c.duration for c in batch["cuts"])
-        for cut_id, ref, hyp in zip(sup["cut_id"], sup["text"], words):
-            results.append((cut_id, ref.split(), hyp))
-    return results, skipped, seconds, audio
+        for k in keys:
+            for cut_id, ref, hyp in zip(sup["cut_id"], sup["text"], words[k]):
+                results[k].append((cut_id, ref.split(), hyp))
+    return (results if lm_scales else results[None]), skipped, seconds, audio
 
 
 def reference_words(cuts) -> dict[str, list[str]]:
@@ -211,6 +280,80 @@ def reference_words(cuts) -> dict[str, list[str]]:
     return refs
 
 
+def method_variants(methods: list[str], args, lang_dir: Path):
+    """``(method, SearchOptions, lm_scales)`` per decoding run: one per method, and per ``--rescore-lm-scale``
+    for the methods that use the rescoring LM (``nbest-rescoring``: one run scoring all of them,
+    ``lm_scales`` set)."""
+    scales = args.rescore_lm_scale or [1.0]
+    for method in methods:
+        m = get_decoding_method(method)
+        opts = SearchOptions(
+            beam=args.beam or m.default_beam,
+            ctc_weight=args.ctc_weight,
+            ctc_layer=args.ctc_layer,
+            max_sym_per_frame=args.max_sym_per_frame,
+            p_thr=args.p_thr,
+            iterations=args.iterations,
+            mask_schedule=args.mask_schedule,
+            length_penalty=args.length_penalty,
+            lang_dir=lang_dir,
+            arpa=args.arpa,
+            lm_scale=args.lm_scale,
+            search_beam=args.search_beam,
+            acoustic_scale=args.acoustic_scale,
+            keep_epsilon=args.keep_epsilon,
+            lm_arpa=args.lm_arpa,
+            blank_penalty=args.blank_penalty,
+            decoder_cache=not args.no_decoder_cache,
+            num_paths=args.num_paths,
+            lattice_beam=args.lattice_beam,
+            rescore_arpa=args.rescore_arpa,
+            rescore_lm_scale=scales[0],
+            attention_scale=args.attention_scale,
+            lattice_backend=args.lattice_backend,
+        )
+        if not (getattr(m, "uses_rescore_lm", False) and args.rescore_arpa is not None):
+            yield method, opts, None
+        elif getattr(m, "lm_scales_in_one_pass", False):
+            yield method, opts, scales
+        else:
+            for s in scales:
+                yield method, replace(opts, rescore_lm_scale=s), None
+
+
+def record_results(res_dir: Path, split: str, suffix: str, results, skipped, rtf, audio, ckpt, skipping: bool):
+    """Write the recogs / errs files and the ``results.jsonl`` row of one decoding run, print its summary
+    line; returns the WER."""
+    write_recogs(result_path(res_dir, "recogs", split, suffix), results)
+    wer = write_errs(result_path(res_dir, "errs", split, suffix), results, skipped=skipped)
+    row = {
+        "split": split,
+        "method": suffix,
+        "checkpoint": str(ckpt),
+        "wer": round(wer.wer, 2),
+        "cer": round(wer.cer, 2),
+        "ins_del": round(100.0 * (wer.ins + wer.dels) / max(wer.num_ref_words, 1), 2),
+        "num_utts": len(results),
+        "num_skipped": len(skipped),
+        "skipped_as": "deletions",
+        "num_words": wer.num_ref_words,
+        "rtf": round(rtf, 5),
+        "audio_hours": round(audio / 3600, 3),
+        "threads": torch.get_num_threads(),
+    }
+    with open(res_dir / "results.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+    print(
+        f"{split} {suffix}: WER {wer.wer:.2f}% CER {wer.cer:.2f}% "
+        f"(ins {wer.ins} del {wer.dels} sub {wer.subs} / {wer.num_ref_words} words, "
+        f"{len(results)} utts"
+        + (f", {len(skipped)} skipped cuts scored as deletions" if skipping else "")
+        + f") RTF {rtf:.4f}",
+        flush=True,
+    )
+    return wer.wer
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     bar_on = progress.progress_enabled()
@@ -219,7 +362,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.num_threads)
     from lhotse import CutSet
 
-    from asr_kd.data import AsrDataConfig, AsrDataModule
     from asr_kd.data.tokenizer import Tokenizer, check_vocab
 
     methods = args.method or ["ctc-greedy"]
@@ -240,16 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         model=ckpt,
         model_lang_dir=data_cfg.get("lang_dir"),
     )
-    dm = AsrDataModule(
-        AsrDataConfig(
-            max_duration=args.max_duration,
-            num_workers=0,
-            shuffle=False,
-            num_mel_bins=int(data_cfg.get("num_mel_bins", 80)),
-            fbank_backend=data_cfg.get("fbank_backend", "auto"),
-        ),
-        tokenizer=None,
-    )
+    dm = decoding_data_module(data_cfg, args.max_duration)
     res_dir = args.exp_dir / args.res_dir
     res_dir.mkdir(parents=True, exist_ok=True)
     progress.add_log_file(res_dir / "decode.log")
@@ -268,26 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         cuts = CutSet.from_file(path)
         refs = reference_words(cuts) if args.on_error == "skip" else {}
         summary = {}
-        for method in methods:
-            opts = SearchOptions(
-                beam=args.beam or get_decoding_method(method).default_beam,
-                ctc_weight=args.ctc_weight,
-                ctc_layer=args.ctc_layer,
-                max_sym_per_frame=args.max_sym_per_frame,
-                p_thr=args.p_thr,
-                iterations=args.iterations,
-                mask_schedule=args.mask_schedule,
-                length_penalty=args.length_penalty,
-                lang_dir=lang_dir,
-                arpa=args.arpa,
-                lm_scale=args.lm_scale,
-                search_beam=args.search_beam,
-                acoustic_scale=args.acoustic_scale,
-                keep_epsilon=args.keep_epsilon,
-                lm_arpa=args.lm_arpa,
-                blank_penalty=args.blank_penalty,
-                decoder_cache=not args.no_decoder_cache,
-            )
+        for method, opts, lm_scales in method_variants(methods, args, lang_dir):
             t0 = time.perf_counter()
             decoder = prepare_decoding(model, method, opts)  # checks the heads; builds e.g. HLG once
             if decoder.state is not None:
@@ -303,36 +417,19 @@ def main(argv: list[str] | None = None) -> int:
             loader = dm.test_dataloader(cuts, on_error=args.on_error)
             desc = f"decode {split} {suffix}"
             with progress.progress_bar(total=len(cuts), desc=desc, unit="cut", enabled=bar_on) as bar:
-                results, skipped, seconds, audio = decode_split(decoder, loader, tokenizer, device, refs, bar=bar)
-            write_recogs(result_path(res_dir, "recogs", split, suffix), results)
-            wer = write_errs(result_path(res_dir, "errs", split, suffix), results, skipped=skipped)
-            rtf = measure_rtf(seconds, audio) if audio > 0 else float("nan")
-            summary[suffix] = wer.wer
-            row = {
-                "split": split,
-                "method": suffix,
-                "checkpoint": str(ckpt),
-                "wer": round(wer.wer, 2),
-                "cer": round(wer.cer, 2),
-                "ins_del": round(100.0 * (wer.ins + wer.dels) / max(wer.num_ref_words, 1), 2),
-                "num_utts": len(results),
-                "num_skipped": len(skipped),
-                "skipped_as": "deletions",
-                "num_words": wer.num_ref_words,
-                "rtf": round(rtf, 5),
-                "audio_hours": round(audio / 3600, 3),
-                "threads": torch.get_num_threads(),
-            }
-            with open(res_dir / "results.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
-            print(
-                f"{split} {suffix}: WER {wer.wer:.2f}% CER {wer.cer:.2f}% "
-                f"(ins {wer.ins} del {wer.dels} sub {wer.subs} / {wer.num_ref_words} words, "
-                f"{len(results)} utts"
-                + (f", {len(skipped)} skipped cuts scored as deletions" if args.on_error == "skip" else "")
-                + f") RTF {rtf:.4f}",
-                flush=True,
+                results, skipped, seconds, audio = decode_split(
+                    decoder, loader, tokenizer, device, refs, bar=bar, lm_scales=lm_scales
+                )
+            per_suffix = (
+                {method_suffix(method, replace(opts, rescore_lm_scale=s)): r for s, r in results.items()}
+                if lm_scales
+                else {suffix: results}
             )
+            for suffix, results in per_suffix.items():
+                rtf = measure_rtf(seconds, audio) if audio > 0 else float("nan")
+                summary[suffix] = record_results(
+                    res_dir, split, suffix, results, skipped, rtf, audio, ckpt, args.on_error == "skip"
+                )
         write_wer_summary(res_dir / f"wer-summary-{split}.txt", summary)
     return 0
 

@@ -13,8 +13,8 @@ is rescored by :func:`asr_kd.decoding.k2_graph.k2_whole_lattice_rescore`.)
 On a lattice (kaldifst operations only):
 
 - :func:`lattice_nbest`: the K best **distinct** word sequences, each with the score of its best path
-  and that path's graph / acoustic parts (word acceptor, ``rmepsilon``, ``determinize``,
-  ``shortest_path(K)``; then each sequence's best path through the arc-labelled lattice);
+  and that path's graph / acoustic parts (``shortest_path`` on the arc-labelled lattice, as many paths
+  as it takes to find K distinct sequences);
 - :func:`rescore_nbest`: an n-best list with the graph (first-pass LM) score replaced by
   ``lm_scale * ln p`` of another LM (:class:`NgramScorer`); :func:`best_for_lm_scales` does several
   scales from one pass;
@@ -168,19 +168,13 @@ def _linear_paths(fst) -> list[tuple[list[int], list[int], float]]:
     return paths
 
 
-def _best_path_of(lat: Lattice, arc_fst, words: Sequence[int]) -> list[int]:
-    """Arc ids of the best path of ``lat`` whose words are ``words`` (``arc_fst``: ``lat.to_fst()``,
-    olabel-sorted)."""
-    kf = _kf()
-    composed = kf.compose(arc_fst, kf.make_linear_acceptor(list(words)))
-    best = _linear_paths(kf.shortest_path(composed, n=1))
-    if not best:
-        raise RuntimeError(f"word sequence {list(words)} has no path in the lattice")
-    return [i - 1 for i in best[0][0] if i > 0]
-
-
-def lattice_nbest(lat: Lattice | None, n: int = 10) -> NBest:
+def lattice_nbest(lat: Lattice | None, n: int = 10, *, max_paths: int = 20000) -> NBest:
     """The ``n`` best distinct word sequences of a lattice, best first.
+
+    The ``K`` best paths of the lattice (``shortest_path(K)`` on its word acceptor, ``K`` = ``4 n``, doubled
+    while fewer than ``n`` distinct word sequences are among them) give the sequences: exact once ``K``
+    reaches the rank of the ``n``-th sequence's best path, or every path of the lattice; ``K`` stops at
+    ``max_paths`` (a flat lattice with many alignments per word sequence then gives fewer than ``n``).
 
     Returns:
         An :class:`NBest` of word ids, ``scores`` = the total log score of each sequence's best path,
@@ -190,25 +184,29 @@ def lattice_nbest(lat: Lattice | None, n: int = 10) -> NBest:
     if lat is None:
         return NBest(tokens=[], scores=[], components={"graph": [], "acoustic": []})
     kf = _kf()
-    words = lat.to_fst(ilabels="word")
-    kf.rmepsilon(words)
-    det = kf.determinize(words)
-    seqs = [ol for _, ol, _ in _linear_paths(kf.shortest_path(det, n=max(int(n), 1)))]
-    arc_fst = lat.to_fst()
-    kf.arcsort(arc_fst, sort_type="olabel")
+    fst = lat.to_fst()  # input labels = arc ids: a path's arcs give its graph / acoustic parts
+    n = max(int(n), 1)
+    k = min(4 * n, max_paths)
+    while True:
+        paths = _linear_paths(kf.shortest_path(fst, n=k))
+        best: dict[tuple[int, ...], list[int]] = {}
+        for il, ol, _ in paths:  # cheapest first: a sequence's first path is its best
+            best.setdefault(tuple(w for w in ol if w > 0), [i - 1 for i in il if i > 0])
+        if len(best) >= n or len(paths) < k or k >= max_paths:
+            break
+        k = min(2 * k, max_paths)
     tokens, scores, graph, acoustic = [], [], [], []
-    for ws in seqs:
-        g, a = lat.path_costs(_best_path_of(lat, arc_fst, ws))
-        tokens.append([w for w in ws if w > 0])
+    for ws, arc_ids in list(best.items())[:n]:
+        g, a = lat.path_costs(arc_ids)
+        tokens.append(list(ws))
         scores.append(-(g + a))
         graph.append(-g)
         acoustic.append(-a)
-    order = sorted(range(len(tokens)), key=lambda k: -scores[k])
-    pick = [(tokens[k], scores[k], graph[k], acoustic[k]) for k in order]
+    order = sorted(range(len(tokens)), key=lambda j: -scores[j])
     return NBest(
-        tokens=[p[0] for p in pick],
-        scores=[p[1] for p in pick],
-        components={"graph": [p[2] for p in pick], "acoustic": [p[3] for p in pick]},
+        tokens=[tokens[j] for j in order],
+        scores=[scores[j] for j in order],
+        components={"graph": [graph[j] for j in order], "acoustic": [acoustic[j] for j in order]},
     )
 
 

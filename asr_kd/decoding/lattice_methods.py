@@ -37,6 +37,7 @@ from typing import Any
 from asr_kd.decoding.common import NBest, best_paths
 from asr_kd.decoding.search import (
     CtcHlg,
+    DecodingMethod,
     HlgGraph,
     _file_key,
     ctc_log_probs,
@@ -55,25 +56,29 @@ class OneBest(CtcHlg):
 class CtcDecoding(CtcHlg):
     """icefall's ``ctc-decoding``: the best path of the CTC topology H (kaldi-decoder), token ids.
 
-    Equal to CTC greedy search (H has no weights); ``opts.ctc_blank_penalty`` applies.
+    Equal to CTC greedy search (H has no weights); ``opts.blank_penalty`` applies.
     """
 
     output = "tokens"
-    suffix_options = ("ctc_layer",)
 
     def cache_key(self, opts, resources):
-        return ("H",)
+        return None  # H depends on the model's vocabulary only: kept per size in prepare
 
     def prepare(self, model, opts, resources):
         from asr_kd.decoding.wfst import build_hlg  # noqa: PLC0415
 
-        return HlgGraph(build_hlg(int(model.vocab_size)), {}, int(model.vocab_size), "H")
+        v = int(model.vocab_size)
+        if v not in self._cache:
+            self._cache[v] = HlgGraph(build_hlg(v), {}, v, "H")
+        return self._cache[v]
 
     def words(self, hyps, tokenizer, state):
         return [tokenizer.decode(list(h)).split() for h in hyps]
 
+    suffix_options = ("ctc_layer", "blank_penalty")
+
     def suffix(self, opts):
-        return self.name if opts.ctc_layer is None else f"{self.name}_layer-{opts.ctc_layer}"
+        return DecodingMethod.suffix(self, opts)
 
 
 @dataclass
@@ -122,7 +127,9 @@ def _backend(opts) -> str:
 class _LatticeMethod(CtcHlg):
     """Shared by the lattice methods: prepare the graph (+ k2 graph, rescoring LM), get lattices."""
 
-    needs_rescore_lm = False
+    needs_rescore_lm = False  # prepare refuses to run without opts.rescore_arpa
+    uses_rescore_lm = False  # the result depends on opts.rescore_lm_scale (when rescore_arpa is set)
+    lm_scales_in_one_pass = False
 
     def cache_key(self, opts, resources):
         key = super().cache_key(opts, resources)
@@ -198,8 +205,8 @@ class _LatticeMethod(CtcHlg):
             parts.append(f"{Path(opts.rescore_arpa).name.removesuffix('.arpa')}_lms-{opts.rescore_lm_scale:g}")
         if self.nbest:
             parts.append(f"n-{opts.num_paths}")
-        if opts.ctc_blank_penalty:
-            parts.append(f"bp-{opts.ctc_blank_penalty:g}")
+        if opts.blank_penalty:
+            parts.append(f"bp-{opts.blank_penalty:g}")
         if opts.keep_epsilon:
             parts.append("eps")
         if opts.ctc_layer is not None:
@@ -222,6 +229,8 @@ class NbestRescoring(_LatticeMethod):
     gives the best for other scales from the same result)."""
 
     needs_rescore_lm = True
+    uses_rescore_lm = True
+    lm_scales_in_one_pass = True  # the decode CLI scores every --rescore-lm-scale from one search
 
     def search(self, model, enc_out, opts, state):
         from asr_kd.decoding.lattice import rescore_nbest  # noqa: PLC0415
@@ -237,6 +246,7 @@ class WholeLatticeRescoring(_LatticeMethod):
     """The best path of ``acoustic + opts.rescore_lm_scale * ln p(rescore_arpa)`` over the whole lattice."""
 
     needs_rescore_lm = True
+    uses_rescore_lm = True
 
     def search(self, model, enc_out, opts, state):
         if state.k2_grammar is not None:
@@ -269,6 +279,8 @@ class AttentionDecoderRescoringWithNgram(_LatticeMethod):
     """The lattice n-best rescored by the attention decoder: ``acoustic + ngram + opts.attention_scale *
     log p_att(tokens, eos)``; ``ngram`` is the graph score, or ``rescore_lm_scale * ln p(rescore_arpa)``
     when ``opts.rescore_arpa`` is set (components ``acoustic``, ``ngram``, ``att``)."""
+
+    uses_rescore_lm = True
 
     def search(self, model, enc_out, opts, state):
         from asr_kd.decoding.attention import attention_rescoring  # noqa: PLC0415

@@ -107,10 +107,9 @@ class SearchOptions:
     acoustic_scale: float = 1.0  # ctc-hlg: scale of the CTC log-probs
     keep_epsilon: bool = False  # ctc-hlg: keep LG's eps:eps arcs (a far smaller graph; asr_kd.decoding.hlg)
     lm_arpa: PathLike | None = None  # modified-beam-lm: token-level ARPA (words = the model's tokens)
-    blank_penalty: float = 0.0  # transducer-greedy, modified-beam*: subtracted from the blank logit
+    blank_penalty: float = 0.0  # subtracted from the blank logit (transducer-*, modified-beam*), log-prob (CTC methods)
     decoder_cache: bool = True  # modified-beam*: cache the predictor output per context (same results)
     # the CTC lattice methods (asr_kd.decoding.lattice_methods): nbest, nbest-rescoring, whole-lattice-rescoring, ...
-    ctc_blank_penalty: float = 0.0  # every CTC method: subtracted from the blank log-prob before the search
     num_paths: int = 10  # nbest*, attention-decoder-rescoring-with-ngram: distinct word sequences kept
     lattice_beam: float = 8.0  # lattice methods: lattice pruning beam (k2 output_beam)
     rescore_arpa: PathLike | None = None  # nbest-rescoring, whole-lattice-rescoring: the higher-order LM
@@ -377,7 +376,7 @@ def check_method(model: Any, method: str, opts: SearchOptions | None = None) -> 
 def ctc_log_probs(model: Any, enc_out: Any, opts: SearchOptions) -> torch.Tensor:
     """(N, T', V) CTC log-probs from the final head or from inter-CTC layer ``opts.ctc_layer`` (its
     layer brought to the output frame rate, ``EncoderOutput.layer``, as in training), with
-    ``opts.ctc_blank_penalty`` subtracted from the blank column."""
+    ``opts.blank_penalty`` subtracted from the blank column."""
     if opts.ctc_layer is None:
         lp = model.ctc(enc_out.out).log_softmax(-1)
     else:
@@ -385,9 +384,9 @@ def ctc_log_probs(model: Any, enc_out: Any, opts: SearchOptions) -> torch.Tensor
         k = opts.ctc_layer
         h = enc_out.layer(k) if hasattr(enc_out, "layer") else enc_out.layer_outputs[k - 1]
         lp = head(h).log_softmax(-1)
-    if opts.ctc_blank_penalty:  # icefall's blank_penalty of the CTC decoders (blank = model.blank_id)
+    if opts.blank_penalty:  # icefall's blank_penalty of the CTC decoders (blank = model.blank_id)
         lp = lp.clone()
-        lp[..., getattr(model, "blank_id", 0)] -= opts.ctc_blank_penalty
+        lp[..., getattr(model, "blank_id", 0)] -= opts.blank_penalty
     return lp
 
 
@@ -450,9 +449,9 @@ def decode_nbest(
 
 @register_decoding_method("ctc-greedy", requires=("ctc",))
 class CtcGreedy(DecodingMethod):
-    """Best path of the CTC posteriors."""
+    """Best path of the CTC posteriors (``opts.blank_penalty``)."""
 
-    suffix_options = ("ctc_layer",)
+    suffix_options = ("ctc_layer", "blank_penalty")
 
     def search(self, model, enc_out, opts, state):
         lp = ctc_log_probs(model, enc_out, opts)
@@ -461,9 +460,9 @@ class CtcGreedy(DecodingMethod):
 
 @register_decoding_method("ctc-prefix-beam", nbest=True, requires=("ctc",))
 class CtcPrefixBeam(DecodingMethod):
-    """CTC prefix beam search (``opts.beam``): the native op when built, else the reference."""
+    """CTC prefix beam search (``opts.beam``, ``opts.blank_penalty``): the native op when built, else the reference."""
 
-    suffix_options = ("beam", "ctc_layer")
+    suffix_options = ("beam", "ctc_layer", "blank_penalty")
 
     def search(self, model, enc_out, opts, state):
         lp = ctc_log_probs(model, enc_out, opts)
@@ -742,8 +741,8 @@ class CtcHlg(DecodingMethod):
 
     def suffix(self, opts):
         parts = [self.name, "noG" if opts.arpa is None else f"G_lms-{opts.lm_scale:g}"]
-        if opts.ctc_blank_penalty:
-            parts.append(f"bp-{opts.ctc_blank_penalty:g}")
+        if opts.blank_penalty:
+            parts.append(f"bp-{opts.blank_penalty:g}")
         if opts.keep_epsilon:
             parts.append("eps")
         if opts.ctc_layer is not None:

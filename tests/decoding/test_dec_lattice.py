@@ -209,15 +209,15 @@ def test_blank_penalty_changes_the_one_best_as_computed_by_hand(lang, tmp_path):
     model = FixedCtc(p)
     x, lens = torch.zeros(1, 2, 1), torch.tensor([2])
     assert decode_batch(model, x, lens, "ctc-decoding", SearchOptions()) == [[]]
-    assert decode_batch(model, x, lens, "ctc-decoding", SearchOptions(ctc_blank_penalty=0.5)) == [[1]]
-    assert decode_batch(model, x, lens, "ctc-greedy", SearchOptions(ctc_blank_penalty=0.5)) == [[1]]
+    assert decode_batch(model, x, lens, "ctc-decoding", SearchOptions(blank_penalty=0.5)) == [[1]]
+    assert decode_batch(model, x, lens, "ctc-greedy", SearchOptions(blank_penalty=0.5)) == [[1]]
     opts = SearchOptions(lang_dir=lang)  # HL, no LM
     assert decode_batch(model, x, lens, "1best", opts) == [[]]
-    opts.ctc_blank_penalty = 0.5
+    opts.blank_penalty = 0.5
     (hyp,) = decode_batch(model, x, lens, "1best", opts)
     assert [WORDS[i] for i in hyp] in (["A"], ["D"])
     # the penalty 0.2 is not enough: empty 2 (ln 0.6 - 0.2) = -1.42 > -1.83 and > ln 0.4 + ln 0.6 - 0.2 = -1.63
-    opts.ctc_blank_penalty = 0.2
+    opts.blank_penalty = 0.2
     assert decode_batch(model, x, lens, "1best", opts) == [[]]
 
 

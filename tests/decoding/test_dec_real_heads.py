@@ -5,6 +5,7 @@ is small, and every registered decoding method on a model of each encoder agains
 import pytest
 import torch
 from decoding_bruteforce import all_sequences, brute_force_one_sym, ctc_sequence_probs, ref_greedy, write_token_lm
+from lattice_reference import LATTICE_METHODS, lattice_method_reference, write_word_lm  # noqa: E402
 
 from asr_kd.decoding import (
     attention_beam_search,
@@ -195,6 +196,7 @@ def _write_lang_dir(path):
     (path / "words.txt").write_text("<eps> 0\n" + "".join(f"w{i} {i}\n" for i in range(1, V_MODEL)))
     (path / "lexicon.txt").write_text("".join(f"w{i} t{i}\n" for i in range(1, V_MODEL)))
     write_token_lm(path)  # tokens_2gram.arpa, for modified-beam-lm
+    write_word_lm(path, V_MODEL)  # words_2gram.arpa, the rescoring LM of the lattice methods
     return path
 
 
@@ -288,6 +290,8 @@ def _direct(method, model, enc_out, ctc_layer, lang_dir):
         return best_paths(
             mask_ctc_beam_search(lp, lens, model.mask_ctc, enc, lens, beam=BEAM, p_thr=0.99, K=2, mask_id=mask_id)
         )
+    if method in LATTICE_METHODS:
+        return lattice_method_reference(method, model, enc, lens, lp, lang_dir)
     pytest.fail(f"registered decoding method {method!r} has no direct-call reference in this test")
 
 
@@ -297,9 +301,10 @@ def test_every_method_decodes_a_model_of_each_encoder(method, encoder_type, tmp_
     from the final CTC head and, for methods reading CTC, from the inter-CTC heads of layers 1 and 2
     (on the Zipformer, layer 1 runs at twice the output rate: its frames are averaged in pairs)."""
     m = get_decoding_method(method)
-    if method == "ctc-hlg":
+    if method == "ctc-hlg" or method in LATTICE_METHODS:
         pytest.importorskip("kaldifst")
         pytest.importorskip("kaldi_decoder")
+        pytest.importorskip("kaldilm")
     g = torch.Generator().manual_seed(1)
     x_lens = torch.tensor([72, 53])
     x = torch.randn(2, 72, F, generator=g)
@@ -311,7 +316,12 @@ def test_every_method_decodes_a_model_of_each_encoder(method, encoder_type, tmp_
     hyps = []
     for ctc_layer in (None, 1, 2) if uses_ctc else (None,):
         opts = SearchOptions(
-            beam=BEAM, lang_dir=lang_dir, ctc_layer=ctc_layer, lm_arpa=lang_dir / "tokens_2gram.arpa", lm_scale=0.5
+            beam=BEAM,
+            lang_dir=lang_dir,
+            ctc_layer=ctc_layer,
+            lm_arpa=lang_dir / "tokens_2gram.arpa",
+            lm_scale=0.5,
+            rescore_arpa=lang_dir / "words_2gram.arpa",
         )
         want = _direct(method, model, enc_out, ctc_layer, lang_dir)
         got = decode_batch(model, x, x_lens, method, opts)

@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 from decoding_bruteforce import write_token_lm
+from lattice_reference import LATTICE_METHODS, lattice_method_reference, write_word_lm
 
 from asr_kd.decoding import (
     attention_beam_search,
@@ -109,14 +110,9 @@ def lang_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lm_lang_dir(tmp_path_factory):
-    """The lang dir with G's symbols in words.txt and a word bigram, words_2gram.arpa (the rescoring LM of
-    the lattice methods)."""
-    from asr_kd.lm.ngram import train_ngram, write_arpa
-
+    """The lang dir with G's symbols in words.txt and a word bigram (the lattice methods' rescoring LM)."""
     lang = write_lang_dir(tmp_path_factory.mktemp("lm_lang"))
-    (lang / "words.txt").write_text((lang / "words.txt").read_text() + f"#0 {V}\n<s> {V + 1}\n</s> {V + 2}\n")
-    text = ["w1 w2 w3", "w2 w3", "w5 w1 w2", "w4", "w3 w3 w1", "w7 w8 w9 w10", "w11 w6 w6"]
-    write_arpa(train_ngram(text, 2, unk=None), lang / "words_2gram.arpa")
+    write_word_lm(lang, V)
     return lang
 
 
@@ -165,47 +161,17 @@ def direct_results(method, model, x, x_lens, lang_dir):
         return best_paths(
             mask_ctc_beam_search(lp, lens, model.mask_ctc, enc, lens, beam=3, p_thr=0.99, K=2, mask_id=mask_id)
         )
-    if method in ("ctc-hlg", "1best"):
+    if method == "ctc-hlg":
         pytest.importorskip("kaldifst")
         pytest.importorskip("kaldi_decoder")
         from asr_kd.decoding.wfst import build_hlg_from_lang_dir, wfst_decode
 
         graph, _ = build_hlg_from_lang_dir(lang_dir)
         return best_paths(wfst_decode(graph, lp, lens, beam=16.0))
-    if method == "ctc-decoding":
-        pytest.importorskip("kaldi_decoder")
-        from asr_kd.decoding.wfst import build_hlg, wfst_decode
-
-        return best_paths(wfst_decode(build_hlg(V), lp, lens, beam=16.0))
-    if method in ("nbest", "nbest-rescoring", "whole-lattice-rescoring", "attention-decoder-rescoring-with-ngram"):
+    if method in LATTICE_METHODS:
         pytest.importorskip("kaldi_decoder")
         pytest.importorskip("kaldilm")
-        from asr_kd.decoding.common import NBest
-        from asr_kd.decoding.lattice import (
-            NgramScorer,
-            kaldi_get_lattice,
-            lattice_nbest,
-            rescore_nbest,
-            whole_lattice_rescore,
-        )
-        from asr_kd.decoding.wfst import build_hlg_from_lang_dir
-
-        graph, _ = build_hlg_from_lang_dir(lang_dir)  # HL, undeterminised: the same best paths
-        lats = kaldi_get_lattice(graph, lp, lens, beam=16.0, lattice_beam=8.0)
-        scorer = NgramScorer.from_arpa(lang_dir / "words_2gram.arpa", lang_dir / "words.txt")
-        if method == "whole-lattice-rescoring":
-            return best_paths([whole_lattice_rescore(lat, scorer) for lat in lats])
-        nbests = [lattice_nbest(lat, 10) for lat in lats]
-        if method == "nbest":
-            return best_paths(nbests)
-        if method == "nbest-rescoring":
-            return best_paths([rescore_nbest(nb, scorer) for nb in nbests])
-        # attention + (acoustic + graph): attention_rescoring with the lattice score as its "ctc" score,
-        # weight 1 (one word per token here: the word ids are the token spellings)
-        first_pass = [NBest(nb.tokens, nb.scores, {"ctc": nb.scores}) for nb in nbests]
-        return best_paths(
-            attention_rescoring(model.attention_decoder, enc, lens, first_pass, ctc_weight=1.0, sos=1, eos=1)
-        )
+        return lattice_method_reference(method, model, enc, lens, lp, lang_dir)
     pytest.fail(f"registered decoding method {method!r} has no direct-call reference in this test")
 
 

@@ -91,8 +91,11 @@ def test_every_method_matches_direct_call(model, batch):
             )
         ),
     }
-    # ctc-hlg and modified-beam-lm (they need a lang dir / an LM): tests/decoding/test_dec_registry.py
-    assert set(expected) == set(METHODS) - {"ctc-hlg", "modified-beam-lm"}
+    # the methods that need a lang dir / an LM (ctc-hlg, modified-beam-lm, the lattice methods of
+    # asr_kd.decoding.lattice_methods, ctc-decoding among them): tests/decoding/test_dec_registry.py
+    lattice = {"1best", "ctc-decoding", "nbest", "nbest-rescoring", "whole-lattice-rescoring",
+               "attention-decoder-rescoring-with-ngram"}  # fmt: skip
+    assert set(expected) == set(METHODS) - {"ctc-hlg", "modified-beam-lm"} - lattice
     for method, want in expected.items():
         assert decode_batch(model, x, x_lens, method, SearchOptions(beam=3)) == want, method
 
@@ -148,7 +151,12 @@ def test_decode_nbest_is_the_search_nbest(model, batch):
     # passing the encoder output gives the same lists; the best path equals decode_batch's
     again = decode_nbest(model, x, x_lens, "ctc-prefix-beam", SearchOptions(beam=4), nbest=3, encoder_out=enc_out)
     assert again == (tokens, scores)
-    for method in set(NBEST_METHODS) - {"modified-beam-lm"}:  # with an LM: test_dec_registry.py
+    # with an LM or a lang dir: test_dec_registry.py
+    for method in (
+        set(NBEST_METHODS)
+        - {"modified-beam-lm", "nbest", "nbest-rescoring"}
+        - {"attention-decoder-rescoring-with-ngram"}
+    ):
         toks, _ = decode_nbest(model, x, x_lens, method, SearchOptions(beam=3))
         assert [t[0] if t else [] for t in toks] == decode_batch(model, x, x_lens, method, SearchOptions(beam=3))
     with pytest.raises(ValueError, match="no n-best"):
