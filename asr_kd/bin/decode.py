@@ -12,7 +12,7 @@ Usage::
     python -m asr_kd.bin.decode --exp-dir exp/self_kd --method ctc-greedy --ctc-layer 6
     # transducer modified beam search with a BPE-token 5-gram (shallow fusion)
     python -m asr_kd.bin.decode --exp-dir pretrained/zipformer_transducer_s --method modified-beam-lm \\
-        --lm-arpa data/lang_bpe_128_lm/tokens_5gram.arpa --lm-scale 0.3 --res-dir $PWD/decode_lm
+        --lm-arpa data/lang_bpe_128_lm/tokens_5gram.arpa --lm-scale 0.5 --res-dir $PWD/decode_lm
     # CTC HLG lattices (icefall's methods): 1best on the 3-gram HLG, n-best and whole-lattice rescoring with
     # the 4-gram (several --rescore-lm-scale values: nbest-rescoring scores them all in one pass)
     python -m asr_kd.bin.decode --exp-dir exp/zipformer_ctc_s --lang-dir data/lang_bpe_128_lm \
