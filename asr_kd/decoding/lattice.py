@@ -13,8 +13,8 @@ is rescored by :func:`asr_kd.decoding.k2_graph.k2_whole_lattice_rescore`.)
 On a lattice (kaldifst operations only):
 
 - :func:`lattice_nbest`: the K best **distinct** word sequences, each with the score of its best path
-  and that path's graph / acoustic parts (``shortest_path`` on the arc-labelled lattice, as many paths
-  as it takes to find K distinct sequences);
+  and that path's graph / acoustic parts (word acceptor, ``rmepsilon``, pruned ``determinize``,
+  ``shortest_path(K)``; then each sequence's best path through the arc-labelled lattice);
 - :func:`rescore_nbest`: an n-best list with the graph (first-pass LM) score replaced by
   ``lm_scale * ln p`` of another LM (:class:`NgramScorer`); :func:`best_for_lm_scales` does several
   scales from one pass;
@@ -168,13 +168,38 @@ def _linear_paths(fst) -> list[tuple[list[int], list[int], float]]:
     return paths
 
 
-def lattice_nbest(lat: Lattice | None, n: int = 10, *, max_paths: int = 20000) -> NBest:
+def _best_path_of(lat: Lattice, arc_fst, words: Sequence[int]) -> list[int] | None:
+    """Arc ids of the best path of ``lat`` whose words are ``words`` (``arc_fst``: ``lat.to_fst()``,
+    olabel-sorted); None when there is none."""
+    kf = _kf()
+    best = _linear_paths(kf.shortest_path(kf.compose(arc_fst, kf.make_linear_acceptor(list(words))), n=1))
+    return [i - 1 for i in best[0][0] if i > 0] if best else None
+
+
+def _kbest_sequences(fst, n: int, max_paths: int) -> list[tuple[int, ...]]:
+    """Distinct output sequences of the ``K`` best paths of ``fst``, ``K`` doubled from ``4 n`` until ``n``
+    are found, the paths run out, or ``K`` reaches ``max_paths``."""
+    kf = _kf()
+    k = min(4 * n, max_paths)
+    while True:
+        paths = _linear_paths(kf.shortest_path(fst, n=k))
+        seqs = list(dict.fromkeys(tuple(w for w in ol if w > 0) for _, ol, _ in paths))
+        if len(seqs) >= n or len(paths) < k or k >= max_paths:
+            return seqs[:n]
+        k = min(2 * k, max_paths)
+
+
+def lattice_nbest(
+    lat: Lattice | None, n: int = 10, *, beam: float | None = None, max_states: int = 20000, max_paths: int = 2000
+) -> NBest:
     """The ``n`` best distinct word sequences of a lattice, best first.
 
-    The ``K`` best paths of the lattice (``shortest_path(K)`` on its word acceptor, ``K`` = ``4 n``, doubled
-    while fewer than ``n`` distinct word sequences are among them) give the sequences: exact once ``K``
-    reaches the rank of the ``n``-th sequence's best path, or every path of the lattice; ``K`` stops at
-    ``max_paths`` (a flat lattice with many alignments per word sequence then gives fewer than ``n``).
+    The word acceptor of the lattice (total costs), epsilons removed, is determinised (OpenFst; with
+    ``beam``, only the paths within ``beam`` of the best, and at most ``max_states`` states), and its ``n``
+    best paths are the sequences; each one's best path through the lattice gives its graph / acoustic
+    parts. Exact with ``beam=None`` when the determinisation is not cut short. When it gives nothing (cut
+    short by ``max_states``), the distinct sequences among the ``K <= max_paths`` best lattice paths are
+    taken instead.
 
     Returns:
         An :class:`NBest` of word ids, ``scores`` = the total log score of each sequence's best path,
@@ -184,19 +209,20 @@ def lattice_nbest(lat: Lattice | None, n: int = 10, *, max_paths: int = 20000) -
     if lat is None:
         return NBest(tokens=[], scores=[], components={"graph": [], "acoustic": []})
     kf = _kf()
-    fst = lat.to_fst()  # input labels = arc ids: a path's arcs give its graph / acoustic parts
     n = max(int(n), 1)
-    k = min(4 * n, max_paths)
-    while True:
-        paths = _linear_paths(kf.shortest_path(fst, n=k))
-        best: dict[tuple[int, ...], list[int]] = {}
-        for il, ol, _ in paths:  # cheapest first: a sequence's first path is its best
-            best.setdefault(tuple(w for w in ol if w > 0), [i - 1 for i in il if i > 0])
-        if len(best) >= n or len(paths) < k or k >= max_paths:
-            break
-        k = min(2 * k, max_paths)
+    words = lat.to_fst(ilabels="word")
+    kf.rmepsilon(words)
+    det = kf.determinize(words, weight="" if beam is None else repr(float(beam)), nstate=int(max_states))
+    seqs = [tuple(w for w in ol if w > 0) for _, ol, _ in _linear_paths(kf.shortest_path(det, n=n))]
+    arc_fst = lat.to_fst()
+    kf.arcsort(arc_fst, sort_type="olabel")
+    if not seqs:
+        seqs = _kbest_sequences(arc_fst, n, max_paths)
     tokens, scores, graph, acoustic = [], [], [], []
-    for ws, arc_ids in list(best.items())[:n]:
+    for ws in seqs:
+        arc_ids = _best_path_of(lat, arc_fst, ws)
+        if arc_ids is None:
+            continue
         g, a = lat.path_costs(arc_ids)
         tokens.append(list(ws))
         scores.append(-(g + a))

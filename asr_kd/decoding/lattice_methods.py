@@ -197,7 +197,10 @@ class _LatticeMethod(CtcHlg):
     def nbest_lists(self, model, enc_out, opts, state) -> list[NBest]:
         from asr_kd.decoding.lattice import lattice_nbest  # noqa: PLC0415
 
-        return [lattice_nbest(lat, opts.num_paths) for lat in self.lattices(model, enc_out, opts, state)]
+        return [
+            lattice_nbest(lat, opts.num_paths, beam=opts.lattice_beam)
+            for lat in self.lattices(model, enc_out, opts, state)
+        ]
 
     def suffix(self, opts):
         parts = [self.name, "noG" if opts.arpa is None else f"G_lms-{opts.lm_scale:g}"]

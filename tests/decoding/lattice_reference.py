@@ -50,7 +50,7 @@ def lattice_method_reference(method, model, enc, lens, lp, lang_dir):
     scorer = NgramScorer.from_arpa(lang_dir / "words_2gram.arpa", lang_dir / "words.txt")
     if method == "whole-lattice-rescoring":
         return best_paths([whole_lattice_rescore(lat, scorer) for lat in lats])
-    nbests = [lattice_nbest(lat, 10) for lat in lats]
+    nbests = [lattice_nbest(lat, 10, beam=8.0) for lat in lats]
     if method == "nbest":
         return best_paths(nbests)
     rescored = [rescore_nbest(nb, scorer) for nb in nbests]
