@@ -100,11 +100,24 @@ class LatticeState(HlgGraph):
     tokenizer: Any = None
 
     def words_to_tokens(self, word_ids: Sequence[int]) -> list[int]:
-        """A word-id sequence in model tokens: the BPE encoding of the words when the lang dir has a
-        ``bpe.model``, else the concatenated lexicon spellings."""
-        if self.tokenizer is not None:
-            return list(self.tokenizer.encode(" ".join(self.id_to_word[i] for i in word_ids)))
-        return [t for i in word_ids for t in self.spellings[i]]
+        """A word-id sequence in model tokens: each word's BPE encoding when the lang dir has a
+        ``bpe.model`` (SentencePiece pieces do not cross spaces: the encoding of the sentence), its lexicon
+        spelling otherwise and for words the BPE cannot spell (e.g. ``<UNK>``)."""
+        return [t for i in word_ids for t in self._spell(i)]
+
+    def _spell(self, word_id: int) -> list[int]:
+        cache = self.__dict__.setdefault("_spelled", {})
+        if word_id not in cache:
+            spelled = None
+            if self.tokenizer is not None:
+                from asr_kd.data.tokenizer import UntokenizableError  # noqa: PLC0415
+
+                try:
+                    spelled = list(self.tokenizer.encode(self.id_to_word[word_id]))
+                except UntokenizableError:
+                    spelled = None
+            cache[word_id] = spelled if spelled is not None else list(self.spellings[word_id])
+        return cache[word_id]
 
 
 def _k2_available() -> bool:
@@ -204,7 +217,7 @@ class _LatticeMethod(CtcHlg):
 
     def suffix(self, opts):
         parts = [self.name, "noG" if opts.arpa is None else f"G_lms-{opts.lm_scale:g}"]
-        if opts.rescore_arpa is not None:
+        if opts.rescore_arpa is not None and self.uses_rescore_lm:
             parts.append(f"{Path(opts.rescore_arpa).name.removesuffix('.arpa')}_lms-{opts.rescore_lm_scale:g}")
         if self.nbest:
             parts.append(f"n-{opts.num_paths}")

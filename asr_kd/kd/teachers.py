@@ -122,14 +122,25 @@ class AsrTeacher(Teacher):
         model: the teacher model (frozen here).
         nbest_method, nbest_size: how :attr:`TeacherOutput.nbest` is produced when a method needs it
             (a method of :mod:`asr_kd.decoding.search`, e.g. ``"ctc-prefix-beam"`` or
-            ``"attention-beam"``), and N.
+            ``"attention-beam"``, or the HLG lattice n-best ``"nbest"`` / ``"nbest-rescoring"``, whose
+            word sequences come spelled in the model's tokens), and N (the beam, and ``num_paths``).
+        nbest_options: further :class:`~asr_kd.decoding.search.SearchOptions` fields of that method,
+            e.g. ``{"lang_dir": ..., "arpa": ..., "keep_epsilon": True}`` for the HLG methods.
     """
 
-    def __init__(self, model: nn.Module, *, nbest_method: str = "ctc-prefix-beam", nbest_size: int = 10):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        nbest_method: str = "ctc-prefix-beam",
+        nbest_size: int = 10,
+        nbest_options: Mapping[str, Any] | None = None,
+    ):
         super().__init__()
         self.model = _freeze(model)
         self.nbest_method = nbest_method
         self.nbest_size = int(nbest_size)
+        self.nbest_options = dict(nbest_options or {})
         self.checkpoint: str | None = None  # where it was loaded from (named in errors)
         self.eval()
 
@@ -188,7 +199,7 @@ class AsrTeacher(Teacher):
                 x,
                 x_lens,
                 self.nbest_method,
-                SearchOptions(beam=self.nbest_size),
+                SearchOptions(**{"beam": self.nbest_size, "num_paths": self.nbest_size, **self.nbest_options}),
                 nbest=self.nbest_size,
                 encoder_out=enc,
             )
