@@ -190,7 +190,7 @@ def _kbest_sequences(fst, n: int, max_paths: int) -> list[tuple[int, ...]]:
 
 
 def lattice_nbest(
-    lat: Lattice | None, n: int = 10, *, beam: float | None = None, max_states: int = 20000, max_paths: int = 2000
+    lat: Lattice | None, n: int = 10, *, beam: float | None = None, max_states: int = 2000, max_paths: int = 2000
 ) -> NBest:
     """The ``n`` best distinct word sequences of a lattice, best first.
 

@@ -156,3 +156,46 @@ def test_decode_on_error_skip_lists_and_scores_skipped_cuts_as_deletions(trained
     assert row["wer"] == round(wer.wer, 2) and wer.num_ref_words == row["num_words"]
     assert wer.dels >= 4
     assert "1 skipped cuts scored as deletions" in capsys.readouterr().out
+
+
+def test_decode_nbest_rescoring_scores_several_lm_scales_in_one_pass(trained, tmp_path):
+    """--rescore-lm-scale twice: nbest-rescoring decodes once and writes one result per scale, each equal to
+    a run with that scale alone; whole-lattice-rescoring runs once per scale."""
+    pytest.importorskip("kaldifst")
+    pytest.importorskip("kaldi_decoder")
+    pytest.importorskip("kaldilm")
+    import shutil
+
+    from asr_kd.bin import decode
+    from asr_kd.data.tokenizer import read_symbol_table
+    from asr_kd.lm.ngram import train_ngram, write_arpa
+    from asr_kd.training.asr_task import load_asr_model
+
+    _, config = load_asr_model(trained / "checkpoint-2.pt")
+    lang = tmp_path / "lang"
+    shutil.copytree(config["data"]["lang_dir"], lang)
+    words = read_symbol_table(lang / "words.txt")
+    top = max(words.values())
+    extra = [s for s in ("#0", "<s>", "</s>") if s not in words]
+    with open(lang / "words.txt", "a") as f:
+        f.writelines(f"{s} {top + 1 + i}\n" for i, s in enumerate(extra))
+    vocab = [w for w in words if w not in ("<eps>", "<UNK>") and not w.startswith("#") and w not in ("<s>", "</s>")]
+    text = [" ".join(vocab[i : i + 3]) for i in range(0, len(vocab), 2)]
+    write_arpa(train_ngram(text, 2, unk=None), tmp_path / "lm.arpa")
+    common = ["--exp-dir", str(trained), "--lang-dir", str(lang), "--rescore-arpa", str(tmp_path / "lm.arpa")]
+    common += ["--search-beam", "6", "--lattice-beam", "3"]  # the 2-step model's flat posteriors: small lattices
+    argv = common + ["--method", "nbest-rescoring", "--method", "whole-lattice-rescoring", "--res-dir", "multi"]
+    assert decode.main(argv + ["--rescore-lm-scale", "0.5", "--rescore-lm-scale", "2"]) == 0
+    rows = [json.loads(line) for line in (trained / "multi" / "results.jsonl").read_text().splitlines()]
+    names = [r["method"] for r in rows]
+    assert names == [
+        "nbest-rescoring_noG_lm_lms-0.5_n-10",
+        "nbest-rescoring_noG_lm_lms-2_n-10",
+        "whole-lattice-rescoring_noG_lm_lms-0.5",
+        "whole-lattice-rescoring_noG_lm_lms-2",
+    ]
+    for scale in ("0.5", "2"):
+        single = common + ["--method", "nbest-rescoring", "--rescore-lm-scale", scale, "--res-dir", f"one_{scale}"]
+        assert decode.main(single) == 0
+        name = f"recogs-test-nbest-rescoring_noG_lm_lms-{scale}_n-10.txt"
+        assert _recogs(trained / "multi" / name) == _recogs(trained / f"one_{scale}" / name)
