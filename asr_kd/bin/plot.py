@@ -87,10 +87,12 @@ def _save(fig, out: str | Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ curves
-def curve_series(exp_dir: str | Path, x: str = "steps") -> dict[str, Series]:
+def curve_series(exp_dir: str | Path, x: str = "steps", loss_key: str = "loss") -> dict[str, Series]:
     """``{panel: (xs, ys)}`` of an experiment for the panels of :data:`PANELS` it has data for.
 
-    ``x``: a key of :data:`X_AXES`. Rows come from :func:`asr_kd.training.metrics.load_metrics`, in
+    ``x``: a key of :data:`X_AXES`. ``loss_key``: the row value the two loss panels show (``"loss"``, the
+    total, or a named part such as ``"ctc"``: a KD student's total includes its KD terms, so comparing it
+    with a baseline takes the part both have). Rows come from :func:`asr_kd.training.metrics.load_metrics`, in
     step order; a row without the panel's value (e.g. a valid row without ``wer``) is left out."""
     if x not in X_AXES:
         raise MetricsError(f"--x must be one of {sorted(X_AXES)}, not {x!r}")
@@ -98,6 +100,8 @@ def curve_series(exp_dir: str | Path, x: str = "steps") -> dict[str, Series]:
     x_of = X_AXES[x][0]
     out: dict[str, Series] = {}
     for panel, (kind, key, _) in PANELS.items():
+        if key == "loss":
+            key = loss_key
         picked = [r for r in rows if r["kind"] == kind and r.get(key) is not None]
         if not picked:
             continue
@@ -130,10 +134,11 @@ def plot_curves(
     x: str = "steps",
     hlines: Sequence[tuple[str, float]] = (),
     title: str | None = None,
+    loss_key: str = "loss",
 ) -> dict[str, dict[str, Series]]:
     """Draw the curves of ``experiments`` (``(label, exp_dir)``) into ``out``; returns
-    ``{label: curve_series(exp_dir, x)}`` (the data drawn)."""
-    data = {label: curve_series(exp_dir, x) for label, exp_dir in experiments}
+    ``{label: curve_series(exp_dir, x, loss_key)}`` (the data drawn)."""
+    data = {label: curve_series(exp_dir, x, loss_key) for label, exp_dir in experiments}
     panels = [p for p in PANELS if any(p in d for d in data.values())]
     if not panels:
         raise MetricsError(f"no train or valid rows in {', '.join(str(e) for _, e in experiments)}")
@@ -150,7 +155,8 @@ def plot_curves(
             for i, (label, value) in enumerate(hlines):
                 ax.axhline(value, ls="--", color=f"C{len(data) + i}", label=f"{label} ({value:g})")
         ax.set_xlabel(X_AXES[x][1])
-        ax.set_ylabel(PANELS[panel][2])
+        ylabel = PANELS[panel][2]
+        ax.set_ylabel(ylabel if loss_key == "loss" or "loss" not in ylabel else f"{ylabel} ({loss_key} part)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:
@@ -316,6 +322,7 @@ def get_parser() -> argparse.ArgumentParser:
     c.add_argument("--label", action="append", default=[], help="the i-th names the i-th --exp-dir")
     c.add_argument("--hline", action="append", default=[], help="LABEL=VALUE reference line, repeatable")
     c.add_argument("--x", choices=sorted(X_AXES), default="steps")
+    c.add_argument("--loss-key", default="loss", help="loss panels: the total (loss) or a named part, e.g. ctc")
     c.add_argument("--title")
     c.add_argument("--out", required=True, type=Path)
     w = sub.add_parser("wer-curve", help="WER against training minutes from scripts/wer_curve.py's TSVs")
@@ -340,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
             raise MetricsError(f"{len(args.label)} --label for {len(args.exp_dir)} --exp-dir")
         labels = args.label + [e.name for e in args.exp_dir[len(args.label) :]]
         hlines = [parse_hline(h) for h in args.hline]
-        plot_curves(list(zip(labels, args.exp_dir)), args.out, x=args.x, hlines=hlines, title=args.title)
+        plot_curves(
+            list(zip(labels, args.exp_dir)), args.out, x=args.x, hlines=hlines, title=args.title, loss_key=args.loss_key
+        )
     elif args.cmd == "wer-curve":
         curves = []
         for spec in args.curve:

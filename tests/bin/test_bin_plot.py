@@ -81,6 +81,26 @@ def test_curves_from_metrics(tmp_path):
     assert plot.curve_series(exp, "audio-hours")["train loss"][0] == [1.0, 2.0, 3.0]
 
 
+def test_curves_loss_key_picks_a_named_part(tmp_path):
+    """--loss-key ctc: the loss panels show the ctc part (a KD student's total includes its KD terms)."""
+    exp = tmp_path / "kd"
+    _rows(
+        exp / "metrics.jsonl",
+        [
+            dict(kind="train", step=10, epoch=0, train_seconds=1, audio_seconds=1, lr=1e-3, loss=3.5, ctc=3.0, kd=0.5),
+            dict(kind="valid", step=10, epoch=0, train_seconds=1, audio_seconds=1, lr=0.1, loss=2.9, ctc=2.4, wer=90.0),
+        ],
+    )
+    assert plot.curve_series(exp)["valid loss"] == ([10.0], [2.9])
+    series = plot.curve_series(exp, loss_key="ctc")
+    assert series["train loss"] == ([10.0], [3.0]) and series["valid loss"] == ([10.0], [2.4])
+    assert series["valid WER"] == ([10.0], [90.0])  # the WER panel does not change
+    out = tmp_path / "kd.png"
+    argv = ["curves", "--exp-dir", str(exp), "--loss-key", "ctc", "--out", str(out)]
+    assert run_main(lambda: plot.main(argv), "plot") == 0
+    assert _png(out)[0] > 100
+
+
 def test_curves_from_train_log_of_an_older_experiment(tmp_path):
     exp = tmp_path / "old"
     exp.mkdir()

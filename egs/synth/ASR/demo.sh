@@ -159,7 +159,7 @@ plot=
 if [ "$has_plot" = true ]; then
   teacher_wer=$("$python" -c "import json, sys; print(json.load(open(sys.argv[1]))['rows'][0]['wer'])" "$exp/demo_results.json")
   "$python" -m asr_kd.bin.plot curves --exp-dir "$student" --label "student" --exp-dir "$student_kd" \
-    --label "student + KD" --hline "teacher (test set)=$teacher_wer" --x steps --out "$exp/curves.png"
+    --label "student + KD" --hline "teacher (test set)=$teacher_wer" --x steps --loss-key ctc --out "$exp/curves.png"
   plot="$exp/curves.png"
 else
   log "asr_kd.bin.plot is not installed in this tree yet: no plot"
