@@ -133,8 +133,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lattice-backend",
         choices=["auto", "kaldi", "k2"],
-        default="auto",
-        help="whole-lattice-rescoring: OpenFst (kaldi) or k2 (get_lattice + k2.compose) [auto: k2 if present]",
+        default="kaldi",
+        help="lattice methods: kaldi-decoder lattices (whole-lattice rescoring by OpenFst compose) or k2's "
+        "(get_lattice; k2.compose) [kaldi; auto: k2 when it imports]",
     )
     p.add_argument(
         "--no-decoder-cache",

@@ -48,6 +48,7 @@ __all__ = [
     "k2_graph_from_kaldifst",
     "k2_one_best",
     "k2_get_lattice",
+    "k2_lattices_to_lattices",
     "k2_grammar_from_kaldifst",
     "k2_whole_lattice_rescore",
 ]
@@ -209,6 +210,46 @@ def k2_get_lattice(
         # one copy of the graph per utterance (meant for small graphs: tests, cross-checks)
         lattice = k2.intersect_dense(k2.create_fsa_vec([graph] * len(order)), dense, output_beam=output_beam)
     return lattice, order.tolist()
+
+
+def k2_lattices_to_lattices(lattice, order: list[int], num_utts: int) -> list:
+    """A k2 lattice of :func:`k2_get_lattice` as N :class:`asr_kd.decoding.lattice.Lattice` (for the k2-free
+    n-best and rescoring): input labels ``token + 1``, one word per arc (an arc with several words becomes
+    a chain, the words after the first on epsilon-input arcs), costs ``-score`` split by ``graph_scores``; a
+    ``-1`` arc into k2's final state becomes its source's final weight, or, when it carries words (moved
+    there by ``k2.remove_epsilon``), an epsilon-input chain of them into a new final state. Utterances
+    missing from ``order`` (0 frames) give the one-state lattice of the empty sequence."""
+    from asr_kd.decoding.lattice import Lattice  # noqa: PLC0415
+
+    out = [Lattice(1, 0, [], {0: (0.0, 0.0)}) for _ in range(num_utts)]
+    for j, utt in enumerate(order):
+        fsa = lattice[j]
+        arcs = fsa.arcs.values()[:, :3].tolist()
+        scores = fsa.scores.detach().double().tolist()
+        graph = fsa.graph_scores.detach().double().tolist() if hasattr(fsa, "graph_scores") else [0.0] * len(arcs)
+        aux = fsa.aux_labels
+        words = [[int(w)] for w in aux.tolist()] if isinstance(aux, torch.Tensor) else aux.tolist()
+        lat = Lattice(max([1] + [max(a[0], a[1]) + 1 for a in arcs]), 0)
+        for (src, dst, label), sc, g, ws in zip(arcs, scores, graph, words):
+            gc, ac = -g, -(sc - g)
+            ws = [w for w in ws if w > 0]
+            if label == -1 and not ws:
+                lat.finals[src] = (gc, ac)
+                continue
+            chain = ws or [0]
+            first_label = 0 if label == -1 else label + 1
+            for k, w in enumerate(chain):
+                last = k == len(chain) - 1
+                nxt = dst if (last and label != -1) else lat.num_states
+                if nxt == lat.num_states:
+                    lat.num_states += 1
+                head = k == 0  # the first arc of the chain: the k2 arc's label and costs
+                lat.arcs.append((src, nxt, first_label if head else 0, w, gc if head else 0.0, ac if head else 0.0))
+                src = nxt
+            if label == -1:
+                lat.finals[src] = (0.0, 0.0)
+        out[utt] = lat
+    return out
 
 
 def k2_grammar_from_kaldifst(G):

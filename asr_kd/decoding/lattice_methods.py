@@ -18,11 +18,11 @@ ngram``                               ``acoustic + ngram + opts.attention_scale 
                                       score is the graph's, or ``rescore_arpa``'s when set
 ====================================  ================================================================
 
-The n-best lists come from kaldi-decoder's ``LatticeSimpleDecoder`` lattice
-(:func:`asr_kd.decoding.lattice.kaldi_get_lattice`) with kaldifst operations. Whole-lattice rescoring
-composes that lattice with OpenFst (``opts.lattice_backend="kaldi"``) or, with ``"k2"``, icefall's
-``get_lattice`` lattice (:func:`asr_kd.decoding.k2_graph.k2_get_lattice`) with ``k2.compose``;
-``"auto"`` (the default) takes k2 when it imports. The n-best methods return
+The lattice comes from kaldi-decoder's ``LatticeSimpleDecoder`` (``opts.lattice_backend="kaldi"``, the
+default; :func:`asr_kd.decoding.lattice.kaldi_get_lattice`) or from k2 (``"k2"``: icefall's ``get_lattice``,
+:func:`asr_kd.decoding.k2_graph.k2_get_lattice`, converted by ``k2_lattices_to_lattices``; ``"auto"``: k2 when
+it imports); the n-best and n-best rescoring are kaldifst operations on either. Whole-lattice rescoring
+composes the kaldi-decoder lattice with G by OpenFst, the k2 one by ``k2.compose``. The n-best methods return
 :class:`~asr_kd.decoding.common.NBest` of **word ids**; :func:`~asr_kd.decoding.search.decode_nbest` spells
 them in tokens (:meth:`LatticeState.words_to_tokens`) so they can be sequence-level KD targets.
 """
@@ -149,14 +149,14 @@ class _LatticeMethod(CtcHlg):
         if key is None:
             return None
         arpa = None if opts.rescore_arpa is None else _file_key(Path(opts.rescore_arpa))
-        return (key, arpa, _backend(opts) if self.name == "whole-lattice-rescoring" else "kaldi")
+        return (key, arpa, _backend(opts))
 
     def prepare(self, model, opts, resources):
         base = super().prepare(model, opts, resources)
         backend = _backend(opts)
         lang = self._lang_dir(opts, resources)
         state = LatticeState(base.graph, base.id_to_word, base.vocab_size, base.kind, base.info)
-        if backend == "k2" and self.name == "whole-lattice-rescoring":
+        if backend == "k2":
             from asr_kd.decoding.k2_graph import k2_graph_from_kaldifst  # noqa: PLC0415
 
             state.k2_graph = k2_graph_from_kaldifst(base.graph)
@@ -196,6 +196,18 @@ class _LatticeMethod(CtcHlg):
         """N :class:`~asr_kd.decoding.lattice.Lattice` (None where the search reached no final state)."""
         lp = self._log_probs(model, enc_out, opts, state)
         lens = enc_out.out_lens
+        if state.k2_graph is not None:
+            from asr_kd.decoding.k2_graph import k2_get_lattice, k2_lattices_to_lattices  # noqa: PLC0415
+
+            lat, order = k2_get_lattice(
+                state.k2_graph,
+                lp,
+                lens,
+                search_beam=opts.search_beam,
+                output_beam=opts.lattice_beam,
+                acoustic_scale=opts.acoustic_scale,
+            )
+            return k2_lattices_to_lattices(lat, order, lp.size(0))
         from asr_kd.decoding.lattice import kaldi_get_lattice  # noqa: PLC0415
 
         return kaldi_get_lattice(

@@ -115,7 +115,7 @@ class SearchOptions:
     rescore_arpa: PathLike | None = None  # nbest-rescoring, whole-lattice-rescoring: the higher-order LM
     rescore_lm_scale: float = 1.0  # its weight (acoustic + rescore_lm_scale * ln p)
     attention_scale: float = 1.0  # attention-decoder-rescoring-with-ngram: weight of log p_att
-    lattice_backend: str = "auto"  # lattice methods: "kaldi" (kaldi-decoder), "k2", "auto" (k2 when it imports)
+    lattice_backend: str = "kaldi"  # lattice methods: "kaldi" (kaldi-decoder), "k2", "auto" (k2 when it imports)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -152,6 +152,27 @@ def test_ngram_scorer_is_the_arpa_probability(lang, order):
 # ---------------------------------------------------------------------------------------------- k2
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_k2_lattice_gives_the_kaldi_decoder_nbest(k2, lang, hlg2, seed):
+    """icefall's get_lattice (k2) converted to a Lattice: the same n-best word sequences, scores and parts as
+    kaldi-decoder's lattice (k2_graph_from_kaldifst's remove_epsilon moves words onto the final arcs too)."""
+    from asr_kd.decoding.k2_graph import k2_get_lattice, k2_graph_from_kaldifst, k2_lattices_to_lattices
+
+    graph, _ = hlg2
+    lp = random_log_probs(3, T, V, seed=seed, sharp=1.5).float()
+    lens = torch.tensor([T, T - 1, 0])
+    beams = dict(search_beam=1000.0, output_beam=1000.0, min_active_states=1, max_active_states=100000)
+    lat, order = k2_get_lattice(k2_graph_from_kaldifst(graph), lp, lens, **beams)
+    assert sorted(order) == [0, 1]
+    k2_lats = k2_lattices_to_lattices(lat, order, 3)
+    kaldi_lats = kaldi_get_lattice(graph, lp, lens, **WIDE)
+    for a, b in zip(k2_lats, kaldi_lats, strict=True):
+        na, nb = lattice_nbest(a, 8), lattice_nbest(b, 8)
+        assert na.tokens[:6] == nb.tokens[:6]  # (the last ones may tie)
+        assert na.scores == pytest.approx(nb.scores, abs=1e-3)
+        assert na.components["graph"][:6] == pytest.approx(nb.components["graph"][:6], abs=1e-3)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_k2_whole_lattice_rescoring_equals_the_k2_free_one(k2, lang, hlg2, seed):
     from asr_kd.decoding.k2_graph import (
