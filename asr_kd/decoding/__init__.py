@@ -6,6 +6,9 @@ Modules: :mod:`~asr_kd.decoding.ctc` (greedy, prefix beam search, prefix scorer)
 :mod:`~asr_kd.decoding.mask_ctc` (Mask-CTC easy-first and beam search),
 :mod:`~asr_kd.decoding.wfst` (HL / HLG WFST decoding),
 :mod:`~asr_kd.decoding.k2_graph` (the same graphs decoded with k2, optional, imported lazily),
+:mod:`~asr_kd.decoding.lattice` (HLG lattices, their n-best, n-gram rescoring; kaldi-decoder + kaldifst),
+:mod:`~asr_kd.decoding.lattice_methods` (icefall's CTC methods 1best, nbest, nbest-rescoring,
+whole-lattice-rescoring, ..., registered in the registry),
 :mod:`~asr_kd.decoding.wer` (WER/CER, result files, real-time factor), and
 :mod:`~asr_kd.decoding.search`: the registry of named decoding methods run on an ``AsrModel``
 (:func:`decode_batch`, :func:`register_decoding_method`, :func:`list_decoding_methods`).
