@@ -42,8 +42,12 @@ mask-ctc-beam         ctc + mask_ctc          :func:`~asr_kd.decoding.mask_ctc.m
                                               (Algorithm 1 of Gong et al. 2022; beam, p_thr, K)
 ====================  ======================  =====================================================
 
+icefall's CTC lattice methods on the HLG of ``opts.lang_dir`` / ``opts.arpa`` (``1best``, ``ctc-decoding``,
+``nbest``, ``nbest-rescoring``, ``whole-lattice-rescoring``, ``attention-decoder-rescoring-with-ngram``) are
+registered by :mod:`asr_kd.decoding.lattice_methods`; ``opts.blank_penalty`` applies to every CTC method.
+
 N-best methods: ctc-prefix-beam, attention-beam, attention-rescoring, modified-beam, modified-beam-lm,
-mask-ctc-beam.
+mask-ctc-beam, nbest, nbest-rescoring, attention-decoder-rescoring-with-ngram.
 
 ``ctc_layer`` (1-based, an inter-CTC layer) decodes the CTC methods from that layer's head on the
 encoder's layer ``ctc_layer`` at the output frame rate, ``enc_out.layer(ctc_layer)`` (N, T', D_k)
