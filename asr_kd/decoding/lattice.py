@@ -197,8 +197,8 @@ def lattice_nbest(
     The word acceptor of the lattice (total costs), epsilons removed, is determinised (OpenFst; with
     ``beam``, only the paths within ``beam`` of the best, and at most ``max_states`` states), and its ``n``
     best paths are the sequences; each one's best path through the lattice gives its graph / acoustic
-    parts. Exact with ``beam=None`` when the determinisation is not cut short. When it gives nothing (cut
-    short by ``max_states``), the distinct sequences among the ``K <= max_paths`` best lattice paths are
+    parts. Exact with ``beam=None`` when the determinisation is not cut short. When it reaches
+    ``max_states`` (cut short), the distinct sequences among the ``K <= max_paths`` best lattice paths are
     taken instead.
 
     Returns:
@@ -213,7 +213,9 @@ def lattice_nbest(
     words = lat.to_fst(ilabels="word")
     kf.rmepsilon(words)
     det = kf.determinize(words, weight="" if beam is None else repr(float(beam)), nstate=int(max_states))
-    seqs = [tuple(w for w in ol if w > 0) for _, ol, _ in _linear_paths(kf.shortest_path(det, n=n))]
+    seqs: list[tuple[int, ...]] = []
+    if max_states <= 0 or det.num_states < max_states:  # at the cap: cut short, its paths are not the n best
+        seqs = [tuple(w for w in ol if w > 0) for _, ol, _ in _linear_paths(kf.shortest_path(det, n=n))]
     arc_fst = lat.to_fst()
     kf.arcsort(arc_fst, sort_type="olabel")
     if not seqs:

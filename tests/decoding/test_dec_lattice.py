@@ -284,3 +284,16 @@ def test_rescoring_methods_need_the_rescoring_lm(lang):
     model = FixedCtc(random_log_probs(1, T, V, seed=0).float())
     with pytest.raises(ValueError, match="rescore_arpa"):
         decode_batch(model, torch.zeros(1, T, 1), torch.tensor([T]), "nbest-rescoring", SearchOptions(lang_dir=lang))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_lattice_nbest_fallback_when_the_determinisation_is_cut_short(hlg2, seed):
+    """max_states=1 stops the determinisation at once: the distinct sequences of the k best lattice paths
+    are taken instead, the same n-best on a tiny lattice."""
+    graph, _ = hlg2
+    lp = random_log_probs(1, T, V, seed=seed, sharp=1.5)
+    lat = kaldi_get_lattice(graph, lp, torch.tensor([T]), **WIDE)[0]
+    exact = lattice_nbest(lat, 4)
+    cut = lattice_nbest(lat, 4, max_states=1, max_paths=100000)
+    assert cut.tokens == exact.tokens
+    assert cut.scores == pytest.approx(exact.scores, abs=1e-5)
