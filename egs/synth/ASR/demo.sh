@@ -80,12 +80,7 @@ student="$exp/student_s$steps"
 student_kd="$exp/student_kd_s$steps"
 common=(--max-steps "$steps" --num-threads "$threads")
 sched=("scheduler.lr_batches=$(( steps / 2 > 1 ? steps / 2 : 1 ))")
-if "$python" -c "import dataclasses, sys; from asr_kd.training.trainer import TrainerConfig as C
-sys.exit('valid_decode' not in {f.name for f in dataclasses.fields(C)})" 2> /dev/null; then
-  extra+=(training.valid_decode=ctc-greedy)  # validation WER at every validation (for the plot)
-fi
-has_plot=false
-if "$python" -c "import asr_kd.bin.plot" 2> /dev/null; then has_plot=true; fi
+extra+=(training.valid_decode=ctc-greedy)  # validation WER at every validation (for the plot)
 train_s=$(( steps * 60 / 150 ))  # ~150 steps a minute on 2 idle cores
 # estimated seconds per stage on 2 idle cores (the ETA; corrected by the stages' measured times)
 if [ "$quick" = 1 ]; then stage_plan 5 45 5 10 15 15 10 5; else
@@ -155,21 +150,16 @@ stage_begin 8 "the results table and the plot"
   --row "student alone=$student/decode:ctc-greedy:$student" \
   --row "student + KD=$student_kd/decode:ctc-greedy:$student_kd" \
   --note "Test split of $data ($size corpus). Teacher: $teacher (Zipformer s pruned RNN-T + CTC head), modified beam search. Students: conf/demo/zipformer_ctc_xs{,_kd}.yaml${DEMO_OVERRIDES:+ + $DEMO_OVERRIDES}, $steps steps each, CTC greedy; + KD = frame-level KL to the teacher's top-8 CTC posteriors (offline). $threads threads; training time = wall clock of the training loop."
-plot=
-if [ "$has_plot" = true ]; then
-  teacher_wer=$("$python" -c "import json, sys; print(json.load(open(sys.argv[1]))['rows'][0]['wer'])" "$exp/demo_results.json")
-  "$python" -m asr_kd.bin.plot curves --exp-dir "$student" --label "student" --exp-dir "$student_kd" \
-    --label "student + KD" --hline "teacher (test set)=$teacher_wer" --x steps --loss-key ctc --out "$exp/curves.png"
-  plot="$exp/curves.png"
-else
-  log "asr_kd.bin.plot is not installed in this tree yet: no plot"
-fi
+teacher_wer=$("$python" -c "import json, sys; print(json.load(open(sys.argv[1]))['rows'][0]['wer'])" "$exp/demo_results.json")
+"$python" -m asr_kd.bin.plot curves --exp-dir "$student" --label "student" --exp-dir "$student_kd" \
+  --label "student + KD" --hline "teacher (test set)=$teacher_wer" --x steps --loss-key ctc --out "$exp/curves.png"
+plot="$exp/curves.png"
 stage_end
 
 where() { case "$1" in /*) echo "$1" ;; *) echo "egs/synth/ASR/$1" ;; esac; }  # from the repository root
 echo
 echo "demo: table          $(where "$exp")/demo_results.md (and .json)"
-[ -z "$plot" ] || echo "demo: curves         $(where "$plot")"
+echo "demo: curves         $(where "$plot")"
 echo "demo: recogs / errs  $(where "$exp")/{teacher,$(basename "$student")/decode,$(basename "$student_kd")/decode}/{recogs,errs}-test-*.txt"
 echo "demo: tensorboard    .venv/bin/tensorboard --logdir $(where "$exp")"
 log "done"
