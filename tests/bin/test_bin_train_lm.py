@@ -123,12 +123,13 @@ def test_prepare_sh_stage_6(lang_dir, tmp_path):
         p.unlink()
     proc = subprocess.run(
         ["bash", str(REPO / "egs/synth/ASR/prepare.sh"), "--stage", "6", "--stop-stage", "6", "--vocab-size", "40",
-         "--data-dir", str(data), "--lm-orders", "2 3"],
+         "--data-dir", str(data), "--lm-orders", "2 3", "--token-lm-orders", "2"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "stage 6 done" in proc.stdout
-    for f in ("G_2gram.arpa", "G_3gram.arpa", "G_3gram.fst.txt", "HL.fst", "HLG_G_2gram.fst", "HLG_G_2gram.json"):
+    for f in ("G_2gram.arpa", "G_3gram.arpa", "G_3gram.fst.txt", "HL.fst", "HLG_G_2gram.fst", "HLG_G_2gram.json",
+              "tokens_2gram.arpa"):  # fmt: skip
         assert (lang / f).is_file(), f
 
 

@@ -19,6 +19,8 @@
 #   --nj J                       parallel jobs [2]
 #   --precompute-fbank B         true: stage 5 stores 80-bin fbank; false: computed on the fly [false]
 #   --lm-orders "N ..."          stage 6: n-gram LM orders; HLG uses the first [3 4]
+#   --token-lm-orders "N ..."    stage 6: also BPE-token LMs of these orders, for transducer shallow fusion
+#                                (decode --method modified-beam-lm --lm-arpa $lang/tokens_<N>gram.arpa) [none]
 #   --data-dir D                 output directory, relative to egs/synth/ASR [data]
 #   --download-dir D             cache of the Debian .debs [download]
 #
@@ -49,6 +51,7 @@ precompute_fbank=false
 data=data
 download=download
 lm_orders="3 4"
+token_lm_orders=
 bpe_model=
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -65,6 +68,7 @@ while [ $# -gt 0 ]; do
     --data-dir) data="$2"; shift 2 ;;
     --download-dir) download="$2"; shift 2 ;;
     --lm-orders) lm_orders="$2"; shift 2 ;;
+    --token-lm-orders) token_lm_orders="$2"; shift 2 ;;
     --bpe-model) bpe_model="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "prepare.sh: unknown option $1" >&2; usage >&2; exit 1 ;;
@@ -132,7 +136,10 @@ stage6() {
     "$python" -m asr_kd.corpus.transcripts "$data/manifests/synth_supervisions_dev.jsonl.gz" --out "$lang/transcript_words_dev.txt"
     dev=(--dev-text "$lang/transcript_words_dev.txt")
   fi
-  bash local/prepare_lm.sh --lang-dir "$lang" --orders "$lm_orders" --hlg-order "$hlg_order" "${dev[@]}"
+  local tok=()
+  if [ -n "$token_lm_orders" ]; then tok=(--token-orders "$token_lm_orders"); fi
+  bash local/prepare_lm.sh --lang-dir "$lang" --orders "$lm_orders" --hlg-order "$hlg_order" "${dev[@]}" \
+    ${tok[@]+"${tok[@]}"}
 }
 
 log "size=$size seed=$seed vocab_size=$vocab_size nj=$nj stages $stage..$stop_stage, python=$python"
