@@ -40,7 +40,6 @@ from asr_kd.decoding.search import (
     DecodingMethod,
     HlgGraph,
     _file_key,
-    ctc_log_probs,
     register_decoding_method,
 )
 
@@ -183,30 +182,28 @@ class _LatticeMethod(CtcHlg):
             state.tokenizer = Tokenizer.from_dir(lang)
         return state
 
-    def _log_probs(self, model, enc_out, opts, state):
-        lp = ctc_log_probs(model, enc_out, opts)
-        if state.vocab_size is not None and lp.size(-1) != state.vocab_size:
-            raise ValueError(
-                f"{self.name}: the model has {lp.size(-1)} CTC outputs but the lang dir's "
-                f"tokens.txt has {state.vocab_size} tokens"
-            )
-        return lp
+    @staticmethod
+    def _k2_lattice(lp, lens, opts, state):
+        """k2's lattice of ``state.k2_graph`` and its utterance order."""
+        from asr_kd.decoding.k2_graph import k2_get_lattice  # noqa: PLC0415
+
+        return k2_get_lattice(
+            state.k2_graph,
+            lp,
+            lens,
+            search_beam=opts.search_beam,
+            output_beam=opts.lattice_beam,
+            acoustic_scale=opts.acoustic_scale,
+        )
 
     def lattices(self, model, enc_out, opts, state):
         """N :class:`~asr_kd.decoding.lattice.Lattice` (None where the search reached no final state)."""
-        lp = self._log_probs(model, enc_out, opts, state)
+        lp = self._log_probs(model, enc_out, opts, state, self.name)
         lens = enc_out.out_lens
         if state.k2_graph is not None:
-            from asr_kd.decoding.k2_graph import k2_get_lattice, k2_lattices_to_lattices  # noqa: PLC0415
+            from asr_kd.decoding.k2_graph import k2_lattices_to_lattices  # noqa: PLC0415
 
-            lat, order = k2_get_lattice(
-                state.k2_graph,
-                lp,
-                lens,
-                search_beam=opts.search_beam,
-                output_beam=opts.lattice_beam,
-                acoustic_scale=opts.acoustic_scale,
-            )
+            lat, order = self._k2_lattice(lp, lens, opts, state)
             return k2_lattices_to_lattices(lat, order, lp.size(0))
         from asr_kd.decoding.lattice import kaldi_get_lattice  # noqa: PLC0415
 
@@ -227,19 +224,13 @@ class _LatticeMethod(CtcHlg):
             for lat in self.lattices(model, enc_out, opts, state)
         ]
 
-    def suffix(self, opts):
-        parts = [self.name, "noG" if opts.arpa is None else f"G_lms-{opts.lm_scale:g}"]
+    def _suffix_extra(self, opts) -> list[str]:
+        parts = []
         if opts.rescore_arpa is not None and self.uses_rescore_lm:
             parts.append(f"{Path(opts.rescore_arpa).name.removesuffix('.arpa')}_lms-{opts.rescore_lm_scale:g}")
         if self.nbest:
             parts.append(f"n-{opts.num_paths}")
-        if opts.blank_penalty:
-            parts.append(f"bp-{opts.blank_penalty:g}")
-        if opts.keep_epsilon:
-            parts.append("eps")
-        if opts.ctc_layer is not None:
-            parts.append(f"layer-{opts.ctc_layer}")
-        return "_".join(parts)
+        return parts
 
 
 @register_decoding_method("nbest", nbest=True, requires=("ctc",), output="words")
@@ -278,17 +269,10 @@ class WholeLatticeRescoring(_LatticeMethod):
 
     def search(self, model, enc_out, opts, state):
         if state.k2_grammar is not None:
-            from asr_kd.decoding.k2_graph import k2_get_lattice, k2_whole_lattice_rescore  # noqa: PLC0415
+            from asr_kd.decoding.k2_graph import k2_whole_lattice_rescore  # noqa: PLC0415
 
-            lp = self._log_probs(model, enc_out, opts, state)
-            lat, order = k2_get_lattice(
-                state.k2_graph,
-                lp,
-                enc_out.out_lens,
-                search_beam=opts.search_beam,
-                output_beam=opts.lattice_beam,
-                acoustic_scale=opts.acoustic_scale,
-            )
+            lp = self._log_probs(model, enc_out, opts, state, self.name)
+            lat, order = self._k2_lattice(lp, enc_out.out_lens, opts, state)
             res = k2_whole_lattice_rescore(lat, order, lp.size(0), state.k2_grammar, opts.rescore_lm_scale)
         else:
             from asr_kd.decoding.lattice import whole_lattice_rescore  # noqa: PLC0415

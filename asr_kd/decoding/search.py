@@ -728,23 +728,33 @@ class CtcHlg(DecodingMethod):
         vocab = sum(1 for s in read_symbols(lang / "tokens.txt") if not is_disambig(s))
         return HlgGraph(graph, id_to_word, vocab, info.kind, info)
 
-    def search(self, model, enc_out, opts, state):
-        from asr_kd.decoding.wfst import wfst_decode  # noqa: PLC0415
-
+    @staticmethod
+    def _log_probs(model, enc_out, opts, state, label: str):
+        """The CTC log-probs, checked against the graph's vocabulary (``label`` names the method in the error)."""
         lp = ctc_log_probs(model, enc_out, opts)
         if state.vocab_size is not None and lp.size(-1) != state.vocab_size:
             raise ValueError(
-                f"ctc-hlg: the model has {lp.size(-1)} CTC outputs but the lang dir's "
+                f"{label}: the model has {lp.size(-1)} CTC outputs but the lang dir's "
                 f"tokens.txt has {state.vocab_size} tokens"
             )
+        return lp
+
+    def search(self, model, enc_out, opts, state):
+        from asr_kd.decoding.wfst import wfst_decode  # noqa: PLC0415
+
+        lp = self._log_probs(model, enc_out, opts, state, "ctc-hlg")
         res = wfst_decode(state.graph, lp, enc_out.out_lens, beam=opts.search_beam, acoustic_scale=opts.acoustic_scale)
         return best_paths(res)
 
     def words(self, hyps, tokenizer, state):
         return [[state.id_to_word[i] for i in h] for h in hyps]
 
+    def _suffix_extra(self, opts) -> list[str]:
+        """Suffix parts between the graph's and the blank penalty's (the lattice methods' rescoring LM, n)."""
+        return []
+
     def suffix(self, opts):
-        parts = [self.name, "noG" if opts.arpa is None else f"G_lms-{opts.lm_scale:g}"]
+        parts = [self.name, "noG" if opts.arpa is None else f"G_lms-{opts.lm_scale:g}", *self._suffix_extra(opts)]
         if opts.blank_penalty:
             parts.append(f"bp-{opts.blank_penalty:g}")
         if opts.keep_epsilon:
