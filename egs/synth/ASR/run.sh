@@ -68,8 +68,8 @@ if [ -x "$repo/.venv/bin/python" ]; then python="$repo/.venv/bin/python"; else p
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 [ -n "$exp_dir" ] || exp_dir="exp/$(basename "$config" .yaml)"
 
-t_start=$(date +%s)
-log() { echo "[run $(date '+%H:%M:%S') +$(( $(date +%s) - t_start ))s] $*"; }
+log_tag=run
+source local/log.sh  # log
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
 if run_stage 0; then

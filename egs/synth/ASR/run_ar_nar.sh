@@ -78,8 +78,8 @@ base_dir=exp/ar_nar/nar_${size}_s${steps}
 fkd_dir=exp/ar_nar/nar_${size}_fkd_s${steps}
 fskd_dir=exp/ar_nar/nar_${size}_fskd_s${steps}
 teacher_dir="$(dirname "$teacher")"
-t_start=$(date +%s)
-log() { echo "[run_ar_nar $(date '+%H:%M:%S') +$(( $(date +%s) - t_start ))s] $*"; }
+log_tag=run_ar_nar
+source local/log.sh  # log
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
 train() {  # config exp_dir max_steps [extra overrides]

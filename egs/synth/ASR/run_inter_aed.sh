@@ -103,8 +103,8 @@ kd_data=data/kd_mlm_minilm
 base_dir=exp/kd/ctc_l4_s${steps}
 common=(--max-steps "$steps" --num-threads "$threads")
 sched=("scheduler.total_steps=$steps")
-t_start=$(date +%s)
-log() { echo "[run_inter_aed $(date '+%H:%M:%S') +$(( $(date +%s) - t_start ))s] $*"; }
+log_tag=run_inter_aed
+source local/log.sh  # log
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
 train() {  # config exp_dir [extra overrides]

@@ -82,8 +82,8 @@ base_dir=exp/kd/ctc_l${layer}_s${steps}
 kd_dir=exp/kd/${method}_s${steps}
 common=(--max-steps "$steps" --num-threads "$threads")
 sched=("scheduler.total_steps=$steps")
-t_start=$(date +%s)
-log() { echo "[run_kd $(date '+%H:%M:%S') +$(( $(date +%s) - t_start ))s] $*"; }
+log_tag=run_kd
+source local/log.sh  # log
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
 train() {  # config exp_dir [extra overrides]

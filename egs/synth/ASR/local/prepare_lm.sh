@@ -50,8 +50,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo="$(cd ../../.. && pwd)"
 if [ -x "$repo/.venv/bin/python" ]; then python="$repo/.venv/bin/python"; else python=python3; fi
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
-t_start=$(date +%s)
-log() { echo "[prepare_lm $(date '+%H:%M:%S') +$(( $(date +%s) - t_start ))s] $*"; }
+log_tag=prepare_lm
+source local/log.sh  # log
 newer() { [ -f "$1" ] && [ "$1" -nt "$2" ]; }  # newer OUT IN: OUT exists and is newer than IN
 
 text="$lang_dir/transcript_words.txt"
