@@ -89,8 +89,7 @@ class TokenNgramLm:
             (oov if w is None else by_word.setdefault(w, [])).append(v)
         self._by_word = by_word
         self._oov = oov
-        self._conts: dict[State, tuple[list[int], list[float]]] | None = None
-        self._continuations()
+        self._conts = self._continuations()
 
     @classmethod
     def from_files(cls, arpa: str | Path, tokens_txt: str | Path, *, blank_id: int = 0) -> TokenNgramLm:
@@ -101,22 +100,20 @@ class TokenNgramLm:
         return self.query.begin_state()
 
     def _continuations(self) -> dict[State, tuple[list[int], list[float]]]:
-        """``{history: (token ids, log10 p(token | history))}`` of the listed n-grams (built once)."""
-        if self._conts is None:
-            acc: dict[State, tuple[list[int], list[float]]] = {}
-            by_word = self._by_word
-            for probs in self.query.lm.probs:
-                for g, lp in probs.items():
-                    vs = by_word.get(g[-1])
-                    if vs is None:
-                        continue
-                    entry = acc.get(g[:-1])
-                    if entry is None:
-                        entry = acc[g[:-1]] = ([], [])
-                    entry[0].extend(vs)
-                    entry[1].extend([lp] * len(vs))
-            self._conts = acc
-        return self._conts
+        """``{history: (token ids, log10 p(token | history))}`` of the listed n-grams (built once, at load)."""
+        acc: dict[State, tuple[list[int], list[float]]] = {}
+        by_word = self._by_word
+        for probs in self.query.lm.probs:
+            for g, lp in probs.items():
+                vs = by_word.get(g[-1])
+                if vs is None:
+                    continue
+                entry = acc.get(g[:-1])
+                if entry is None:
+                    entry = acc[g[:-1]] = ([], [])
+                entry[0].extend(vs)
+                entry[1].extend([lp] * len(vs))
+        return acc
 
     def _row10(self, hist: State) -> torch.Tensor:
         """log10 scores after ``hist`` by the backoff rule: the row of ``hist[1:]`` plus ``bow(hist)``,
@@ -129,7 +126,7 @@ class TokenNgramLm:
         else:
             row = torch.zeros(self.vocab_size, dtype=torch.float64)
             row[self._oov] = OOV_LOG10
-        cont = self._continuations().get(hist)
+        cont = self._conts.get(hist)
         if cont is not None:
             row[torch.tensor(cont[0], dtype=torch.long)] = torch.tensor(cont[1], dtype=torch.float64)
         row[self.blank_id] = 0.0
