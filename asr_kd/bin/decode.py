@@ -256,7 +256,9 @@ def decode_split(
             continue
         t0 = time.perf_counter()
         if lm_scales:
-            best = best_for_lm_scales(decoder.search(decoder.model.encode(x, x_lens)), keys)
+            with torch.no_grad():  # as in decoder.decode: the encoder builds no autograd graph
+                enc_out = decoder.model.encode(x, x_lens)
+            best = best_for_lm_scales(decoder.search(enc_out), keys)
             words = {k: decoder.words(best[k], tokenizer) for k in keys}
         else:
             words = {None: decoder.words(decoder.decode(x, x_lens), tokenizer)}
@@ -426,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                 if lm_scales
                 else {suffix: results}
             )
+            rtf = measure_rtf(seconds, audio) if audio > 0 else float("nan")
             for suffix, results in per_suffix.items():
-                rtf = measure_rtf(seconds, audio) if audio > 0 else float("nan")
                 summary[suffix] = record_results(
                     res_dir, split, suffix, results, skipped, rtf, audio, ckpt, args.on_error == "skip"
                 )
