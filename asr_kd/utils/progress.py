@@ -89,6 +89,17 @@ class TqdmHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+def _console_handler(bar_on: bool, fmt: str, level: int, console_level: int | None = None) -> logging.Handler:
+    """The stderr handler: ``level`` and above with the bar off, warnings and above through
+    :class:`TqdmHandler` with it on; ``console_level`` overrides both."""
+    console: logging.Handler = TqdmHandler(sys.stderr) if bar_on else logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter(fmt))
+    if console_level is None:
+        console_level = max(level, logging.WARNING) if bar_on else level
+    console.setLevel(console_level)
+    return console
+
+
 def setup_logging(
     log_file: str | Path | None = None,
     *,
@@ -102,19 +113,13 @@ def setup_logging(
 
     The console shows ``level`` and above when the bar is off, warnings and above when it is on
     (through :class:`TqdmHandler`); ``console_level`` overrides both (e.g. WARNING on DDP ranks > 0)."""
-    formatter = logging.Formatter(fmt)
     root = logging.getLogger()
     root.setLevel(level)
     for h in list(root.handlers):
         root.removeHandler(h)
         if isinstance(h, logging.FileHandler):
             h.close()
-    console: logging.Handler = TqdmHandler(sys.stderr) if bar_on else logging.StreamHandler(sys.stderr)
-    console.setFormatter(formatter)
-    if console_level is None:
-        console_level = max(level, logging.WARNING) if bar_on else level
-    console.setLevel(console_level)
-    root.addHandler(console)
+    root.addHandler(_console_handler(bar_on, fmt, level, console_level))
     if log_file is not None:
         add_log_file(log_file, fmt=fmt, level=level)
 
@@ -126,10 +131,7 @@ def basic_logging(*, bar_on: bool = False, fmt: str = LOG_FORMAT, level: int = l
     if root.handlers:
         return
     root.setLevel(level)
-    console: logging.Handler = TqdmHandler(sys.stderr) if bar_on else logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter(fmt))
-    console.setLevel(max(level, logging.WARNING) if bar_on else level)
-    root.addHandler(console)
+    root.addHandler(_console_handler(bar_on, fmt, level))
 
 
 def add_log_file(log_file: str | Path, *, fmt: str = LOG_FORMAT, level: int = logging.INFO) -> logging.Handler:
