@@ -202,6 +202,10 @@ def synthesize(plan: Sequence[Utterance], audio_dir: str | Path, nj: int = 2) ->
     t0, done, new = time.time(), 0, 0
     every = max(1, len(plan) // 20)
     bar_on = progress_enabled()
+
+    def report() -> None:
+        print(f"synth: {done}/{len(plan)} ({new} new, {time.time() - t0:.0f}s)", flush=True)
+
     with (
         ThreadPoolExecutor(max_workers=nj) as pool,
         progress_bar(total=len(plan), desc="synth", unit="utt", enabled=bar_on) as bar,
@@ -211,12 +215,9 @@ def synthesize(plan: Sequence[Utterance], audio_dir: str | Path, nj: int = 2) ->
             new += created
             bar.update(1)
             if not bar_on and (done % every == 0 or done == len(plan)):
-                print(
-                    f"synth: {done}/{len(plan)} ({new} new, {time.time() - t0:.0f}s)",
-                    flush=True,
-                )
+                report()
     if bar_on:
-        print(f"synth: {done}/{len(plan)} ({new} new, {time.time() - t0:.0f}s)", flush=True)
+        report()
     return new
 
 
