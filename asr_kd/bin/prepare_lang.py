@@ -82,12 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     return write_disambig(args.lang_dir, force=args.force)
 
 
+def _all_newer(outs: list[Path], src: Path) -> bool:
+    """Every file of ``outs`` exists and is not older than ``src``."""
+    return all(o.is_file() and o.stat().st_mtime_ns >= src.stat().st_mtime_ns for o in outs)
+
+
 def char_lang(text: Path, lang_dir: Path, *, force: bool = False) -> int:
     """Write the char lang dir unless its tokens.txt and disambiguation files are newer than ``text``."""
     from asr_kd.lm.char_lang import write_char_lang_dir  # noqa: PLC0415
 
     outs = [lang_dir / f for f in ("tokens.txt", "words.txt", "lexicon.txt", *DISAMBIG_FILES)]
-    fresh = text.is_file() and all(o.is_file() and o.stat().st_mtime_ns >= text.stat().st_mtime_ns for o in outs)
+    fresh = text.is_file() and _all_newer(outs, text)
     if not force and fresh:
         print(f"prepare_lang: {lang_dir} (characters) is newer than {text}; skipping (use --force)")
         return 0
@@ -107,7 +112,7 @@ def write_disambig(lang_dir: Path, *, force: bool = False) -> int:
     """Write the disambiguation files unless they exist and are newer than lexicon.txt."""
     lex = lang_dir / "lexicon.txt"
     outs = [lang_dir / f for f in DISAMBIG_FILES]
-    if not force and all(o.is_file() and o.stat().st_mtime_ns >= lex.stat().st_mtime_ns for o in outs):
+    if not force and _all_newer(outs, lex):
         print(f"prepare_lang: {lang_dir} has {', '.join(DISAMBIG_FILES)}; skipping")
         return 0
     try:
