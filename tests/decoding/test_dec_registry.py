@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from decoding_bruteforce import write_token_lm
+from decoding_bruteforce import ENCODER, SpreadCtc, write_token_lm
 from lattice_reference import LATTICE_METHODS, lattice_method_reference, write_word_lm
 
 from asr_kd.decoding import (
@@ -37,28 +37,6 @@ from asr_kd.decoding.search import (
 from asr_kd.models.asr_model import build_asr_model
 
 V = 12
-ENCODER = {
-    "type": "conformer",
-    "input_dim": 20,
-    "d_model": 16,
-    "num_layers": 2,
-    "num_heads": 2,
-    "ffn_dim": 32,
-    "conv_kernel": 3,
-    "subsampling_channels": 4,
-    "dropout": 0.0,
-}
-
-
-class SpreadCtc(torch.nn.Module):
-    """The random encoder barely varies over time: amplify the variation so the CTC outputs are not empty."""
-
-    def __init__(self, head):
-        super().__init__()
-        self.head = head
-
-    def forward(self, enc):
-        return 30.0 * self.head(enc - enc.mean(dim=1, keepdim=True))
 
 
 @pytest.fixture(scope="module")

@@ -18,30 +18,9 @@ from asr_kd.kd.teachers import AsrTeacher  # noqa: E402
 from asr_kd.lm.ngram import train_ngram, write_arpa  # noqa: E402
 from asr_kd.losses.kd import nbest_weights, sequence_kd_ctc  # noqa: E402
 from asr_kd.models.asr_model import build_asr_model  # noqa: E402
+from tests.decoding.decoding_bruteforce import ENCODER, SpreadCtc  # noqa: E402
 
 V = 8
-ENCODER = {
-    "type": "conformer",
-    "input_dim": 20,
-    "d_model": 16,
-    "num_layers": 2,
-    "num_heads": 2,
-    "ffn_dim": 32,
-    "conv_kernel": 3,
-    "subsampling_channels": 4,
-    "dropout": 0.0,
-}
-
-
-class SpreadCtc(torch.nn.Module):
-    """Amplify the random encoder's variation over time so the CTC outputs are not all blank."""
-
-    def __init__(self, head):
-        super().__init__()
-        self.head = head
-
-    def forward(self, enc):
-        return 30.0 * self.head(enc - enc.mean(dim=1, keepdim=True))
 
 
 @pytest.fixture(scope="module")
