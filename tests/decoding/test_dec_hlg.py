@@ -29,15 +29,19 @@ TEXT = ["A B", "B E A", "C C", "D E", "A A B", "E B", "D C", "B", "A D E B", "C"
 TOK = {"a": 1, "b": 2, "c": 3}
 
 
-@pytest.fixture(scope="module")
-def lang(tmp_path_factory):
-    d = tmp_path_factory.mktemp("lang")
+def write_lang(d):
+    """The tiny lang dir in ``d``: tokens.txt, words.txt, lexicon.txt, G_2gram.arpa and G_3gram.arpa of TEXT."""
     (d / "tokens.txt").write_text(TOKENS)
     (d / "words.txt").write_text("".join(f"{w} {i}\n" for i, w in enumerate(WORDS)))
     (d / "lexicon.txt").write_text("".join(f"{w} {' '.join(u)}\n" for w, u in LEXICON.items()))
     for order in (2, 3):
         write_arpa(train_ngram(TEXT, order, unk=None), d / f"G_{order}gram.arpa")
     return d
+
+
+@pytest.fixture(scope="module")
+def lang(tmp_path_factory):
+    return write_lang(tmp_path_factory.mktemp("lang"))
 
 
 def parses(tokens):

@@ -15,7 +15,7 @@ pytest.importorskip("kaldi_decoder")
 pytest.importorskip("kaldilm")
 
 from decoding_bruteforce import collapse, random_log_probs  # noqa: E402
-from test_dec_hlg import LEXICON, TEXT, TOK, TOKENS, WORDS, V, parses  # noqa: E402
+from test_dec_hlg import LEXICON, TOK, WORDS, V, parses, write_lang  # noqa: E402
 
 from asr_kd.decoding.hlg import get_hlg  # noqa: E402
 from asr_kd.decoding.lattice import (  # noqa: E402
@@ -37,12 +37,7 @@ WIDE = dict(beam=1000.0, lattice_beam=1000.0)
 
 @pytest.fixture(scope="module")
 def lang(tmp_path_factory):
-    d = tmp_path_factory.mktemp("lang")
-    (d / "tokens.txt").write_text(TOKENS)
-    (d / "words.txt").write_text("".join(f"{w} {i}\n" for i, w in enumerate(WORDS)))
-    (d / "lexicon.txt").write_text("".join(f"{w} {' '.join(u)}\n" for w, u in LEXICON.items()))
-    for order in (2, 3):
-        write_arpa(train_ngram(TEXT, order, unk=None), d / f"G_{order}gram.arpa")
+    d = write_lang(tmp_path_factory.mktemp("lang"))
     # a different 2-gram (other text) for rescoring
     write_arpa(train_ngram(["C C C", "D D", "E A E", "B B A", "C D E"], 2, unk=None), d / "other.arpa")
     return d
