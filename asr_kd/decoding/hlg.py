@@ -38,6 +38,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from asr_kd.lm.lang import num_arcs
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -83,10 +85,6 @@ def _kf():
     import kaldifst  # noqa: PLC0415
 
     return kaldifst
-
-
-def num_arcs(fst) -> int:
-    return sum(fst.num_arcs(s) for s in range(fst.num_states))
 
 
 def _arcs(fst, state):

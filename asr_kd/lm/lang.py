@@ -43,6 +43,7 @@ __all__ = [
     "load_lexicon_ids",
     "is_disambig",
     "with_backoff_symbol",
+    "num_arcs",
 ]
 
 DISAMBIG_FILES = ("lexicon_disambig.txt", "tokens_disambig.txt", "L_disambig.fst")
@@ -256,10 +257,11 @@ def write_disambig_files(lang_dir: str | Path) -> dict[str, int]:
                 raise LangError(f"{char}:{e.line}: word {e.word!r} is not in {lang_dir / 'words.txt'}")
         char_dis, _ = add_disambig_symbols(entries)
         _write_lexicon(lang_dir / "lexicon_char_disambig.txt", char_dis)
-    info = {"max_disambig": max_disambig, "L_states": L.num_states, "L_arcs": _num_arcs(L)}
+    info = {"max_disambig": max_disambig, "L_states": L.num_states, "L_arcs": num_arcs(L)}
     log.info("%s: lexicon_disambig.txt (#1..#%d), tokens_disambig.txt, L_disambig.fst %s", lang_dir, max_disambig, info)
     return info
 
 
-def _num_arcs(fst) -> int:
+def num_arcs(fst) -> int:
+    """The number of arcs of a kaldifst FST."""
     return sum(fst.num_arcs(s) for s in range(fst.num_states))
