@@ -76,11 +76,13 @@ def read_sentences(text: Path | None, cuts: Path | None, what: str) -> list[str]
         return [line.strip() for line in text.read_text(encoding="utf-8").splitlines() if line.strip()]
     from lhotse import CutSet
 
+    from asr_kd.kd.mlm import cut_text
+
     if not cuts.is_file():
         raise FileNotFoundError(f"{cuts} not found (--{what}-cuts)")
     out = []
     for cut in CutSet.from_jsonl_lazy(cuts):
-        t = " ".join((s.text or "").strip() for s in sorted(cut.supervisions, key=lambda s: s.start)).strip()
+        t = cut_text(cut)
         if t:
             out.append(t)
     return out

@@ -56,6 +56,7 @@ __all__ = [
     "OfflineMlmTeacher",
     "MlmDumpReport",
     "dump_mlm_targets",
+    "cut_text",
     "check_mlm_targets",
 ]
 
@@ -382,7 +383,8 @@ class MlmDumpReport:
         return self.num_done / max(self.seconds, 1e-9)
 
 
-def _cut_text(cut: Any) -> str:
+def cut_text(cut: Any) -> str:
+    """A cut's supervision texts in time order, joined by spaces (stripped)."""
     sups = sorted(cut.supervisions, key=lambda s: s.start)
     return " ".join((s.text or "").strip() for s in sups).strip()
 
@@ -424,7 +426,7 @@ def dump_mlm_targets(
     with _make_writer(out_dir / storage_name) as writer:
         todo = []
         for cut in cuts:
-            text = _cut_text(cut)
+            text = cut_text(cut)
             if text:
                 todo.append((cut, text))
             else:
