@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asr_kd.data import AsrDataConfig, AsrDataModule  # noqa: E402
+from asr_kd.bin.decode import decoding_data_module  # noqa: E402
 from asr_kd.data.tokenizer import Tokenizer  # noqa: E402
 from asr_kd.decoding.lm_fusion import TokenNgramLm  # noqa: E402
 from asr_kd.decoding.transducer import modified_beam_search  # noqa: E402
@@ -59,17 +59,7 @@ def main() -> int:
     cuts = CutSet.from_file(args.cuts)
     if args.num:
         cuts = cuts.subset(first=args.num)
-    data_cfg = config.get("data") or {}
-    dm = AsrDataModule(
-        AsrDataConfig(
-            max_duration=args.max_duration,
-            num_workers=0,
-            shuffle=False,
-            num_mel_bins=int(data_cfg.get("num_mel_bins", 80)),
-            fbank_backend=data_cfg.get("fbank_backend", "auto"),
-        ),
-        tokenizer=None,
-    )
+    dm = decoding_data_module(config.get("data"), args.max_duration)
     batches, audio, t0 = [], 0.0, time.perf_counter()
     with torch.no_grad():
         for b in dm.test_dataloader(cuts):
