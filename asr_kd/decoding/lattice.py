@@ -230,12 +230,7 @@ def lattice_nbest(
         scores.append(-(g + a))
         graph.append(-g)
         acoustic.append(-a)
-    order = sorted(range(len(tokens)), key=lambda j: -scores[j])
-    return NBest(
-        tokens=[tokens[j] for j in order],
-        scores=[scores[j] for j in order],
-        components={"graph": [graph[j] for j in order], "acoustic": [acoustic[j] for j in order]},
-    )
+    return _rerank(tokens, scores, {"graph": graph, "acoustic": acoustic})
 
 
 class NgramScorer:
@@ -286,6 +281,7 @@ def rescore_nbest(nbest: NBest, scorer: NgramScorer, lm_scale: float = 1.0) -> N
 
 
 def _rerank(tokens: Sequence[Sequence[int]], scores: Sequence[float], comps: dict[str, list[float]]) -> NBest:
+    """An :class:`NBest` of the hypotheses, their scores and score components, best score first."""
     order = sorted(range(len(tokens)), key=lambda k: -scores[k])
     return NBest(
         tokens=[list(tokens[k]) for k in order],

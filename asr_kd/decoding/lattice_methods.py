@@ -296,6 +296,7 @@ class AttentionDecoderRescoringWithNgram(_LatticeMethod):
 
     def search(self, model, enc_out, opts, state):
         from asr_kd.decoding.attention import attention_rescoring  # noqa: PLC0415
+        from asr_kd.decoding.lattice import _rerank  # noqa: PLC0415
 
         nbests = self.nbest_lists(model, enc_out, opts, state)
         spelled = [[state.words_to_tokens(h) for h in nb.tokens] for nb in nbests]
@@ -319,16 +320,5 @@ class AttentionDecoderRescoringWithNgram(_LatticeMethod):
                 ngram = list(nb.components["graph"])
             a = [float(att_of[tuple(t)]) for t in toks]
             scores = [x + y + opts.attention_scale * z for x, y, z in zip(ac, ngram, a)]
-            order = sorted(range(len(scores)), key=lambda k: -scores[k])
-            out.append(
-                NBest(
-                    tokens=[list(nb.tokens[k]) for k in order],
-                    scores=[scores[k] for k in order],
-                    components={
-                        "acoustic": [ac[k] for k in order],
-                        "ngram": [ngram[k] for k in order],
-                        "att": [a[k] for k in order],
-                    },
-                )  # fmt: skip
-            )
+            out.append(_rerank(nb.tokens, scores, {"acoustic": ac, "ngram": ngram, "att": a}))
         return out
