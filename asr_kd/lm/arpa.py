@@ -81,15 +81,21 @@ class ArpaLM:
         word = self._word(word)
         hist = tuple(history)[-(self.order - 1) :] if self.order > 1 else ()
         hist = tuple(h if h == BOS else self._word(h) for h in hist)
+        return self.backoff_logprob(hist, word)[0]
+
+    def backoff_logprob(self, hist: tuple[str, ...], word: str) -> tuple[float, int]:
+        """``(log10 p(word | hist), length of the n-gram matched)`` by the back-off rule: the longest listed
+        ``hist[i:] + (word,)``, plus the backoffs of the longer histories; ``word`` and the (at most N - 1)
+        ``hist`` words must be in the vocabulary."""
         bow = 0.0
         for start in range(len(hist) + 1):
             h = hist[start:]
-            g = h + (word,)
+            g = (*h, word)
             p = self.probs[len(g) - 1].get(g)
             if p is not None:
-                return bow + p
+                return bow + p, len(g)
             bow += self.backoffs.get(h, 0.0)
-        raise AssertionError("unreachable: every word is a unigram")  # pragma: no cover
+        raise AssertionError(f"unreachable: every word is a unigram ({word!r} is not)")  # pragma: no cover
 
     def score(self, words: Sequence[str] | str, *, bos: bool = True, eos: bool = True) -> float:
         """log10 probability of a sentence (``kenlm.Model.score`` semantics)."""

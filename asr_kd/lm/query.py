@@ -80,17 +80,7 @@ class NgramQuery:
             if self.unk is None:  # kenlm: a unigram of log10 prob OOV_LOG10 after backing off the whole history
                 return OOV_LOG10 + sum(backoffs.get(hist[i:], 0.0) for i in range(len(hist))), (), 1
             word = self.unk
-        bow, logp, length = 0.0, None, 0
-        for start in range(len(hist) + 1):
-            h = hist[start:]
-            g = (*h, word)
-            p = probs[len(g) - 1].get(g)
-            if p is not None:
-                logp, length = bow + p, len(g)
-                break
-            bow += backoffs.get(h, 0.0)
-        if logp is None:  # pragma: no cover - every vocabulary word is a unigram
-            raise AssertionError(f"{word!r} has no unigram")
+        logp, length = self.lm.backoff_logprob(hist, word)
         seq = (*hist, word)
         nxt: State = ()
         for k in range(min(len(seq), N - 1), 0, -1):
@@ -99,12 +89,16 @@ class NgramQuery:
                 break
         return logp, nxt, length
 
-    def score(self, state: State, word: str) -> tuple[float, State]:
-        """``(log10 p(word | state), next state)``."""
+    def _memo_lookup(self, state: State, word: str) -> tuple[float, State, int]:
         key = (state, word)
         hit = self._memo.get(key)
         if hit is None:
             hit = self._memo[key] = self._lookup(state, word)
+        return hit
+
+    def score(self, state: State, word: str) -> tuple[float, State]:
+        """``(log10 p(word | state), next state)``."""
+        hit = self._memo_lookup(state, word)
         return hit[0], hit[1]
 
     def full_scores(self, words: Sequence[str] | str, *, bos: bool = True, eos: bool = True):
@@ -114,10 +108,7 @@ class NgramQuery:
         state = self.begin_state() if bos else self.null_state()
         out = []
         for w in [*words, EOS] if eos else list(words):
-            key = (state, w)
-            if key not in self._memo:
-                self._memo[key] = self._lookup(state, w)
-            logp, state, length = self._memo[key]
+            logp, state, length = self._memo_lookup(state, w)
             out.append((logp, length, not self.in_vocab(w)))
         return out
 
