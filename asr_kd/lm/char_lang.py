@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from asr_kd.lm.lang import LangError, write_disambig_files
+from asr_kd.lm.lang import LangError, _write_lines, write_disambig_files
 
 __all__ = ["CHAR_SPECIALS", "RESERVED_WORDS", "write_char_lang_dir"]
 
@@ -48,12 +48,6 @@ def _read_text(path: Path) -> tuple[list[str], list[str]]:
     return lines, sorted(words)
 
 
-def _write(path: Path, rows: list[str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
-
-
 def write_char_lang_dir(text: str | Path, lang_dir: str | Path) -> dict[str, int]:
     """Write the char lang dir of the transcripts ``text`` into ``lang_dir`` (see the module docstring).
 
@@ -69,10 +63,11 @@ def write_char_lang_dir(text: str | Path, lang_dir: str | Path) -> dict[str, int
     chars = sorted({c for w in words for c in w})
     lang_dir.mkdir(parents=True, exist_ok=True)
     tokens = [*CHAR_SPECIALS, *chars]
-    _write(lang_dir / "tokens.txt", [f"{t} {i}" for i, t in enumerate(tokens)])
-    _write(lang_dir / "words.txt", [f"{w} {i}" for i, w in enumerate(["<eps>", "<UNK>", *words, "#0", "<s>", "</s>"])])
-    _write(lang_dir / "lexicon.txt", ["<UNK> <unk>", *(f"{w} {' '.join(w)}" for w in words)])
+    _write_lines(lang_dir / "tokens.txt", [f"{t} {i}" for i, t in enumerate(tokens)])
+    symbols = ["<eps>", "<UNK>", *words, "#0", "<s>", "</s>"]
+    _write_lines(lang_dir / "words.txt", [f"{w} {i}" for i, w in enumerate(symbols)])
+    _write_lines(lang_dir / "lexicon.txt", ["<UNK> <unk>", *(f"{w} {' '.join(w)}" for w in words)])
     if (lang_dir / "transcript_words.txt").resolve() != text.resolve():
-        _write(lang_dir / "transcript_words.txt", lines)
+        _write_lines(lang_dir / "transcript_words.txt", lines)
     info = write_disambig_files(lang_dir)
     return {"tokens": len(tokens), "words": len(words), **info}

@@ -222,12 +222,15 @@ def with_backoff_symbol(words: Mapping[str, int]) -> dict[str, int]:
     return out
 
 
-def _write_lexicon(path: Path, entries: Sequence[LexiconEntry]) -> None:
+def _write_lines(path: Path, rows: Sequence[str]) -> None:
+    """Write ``rows``, one a line, to ``path`` atomically (a temporary file, then a rename)."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for e in entries:
-            f.write(f"{e.word} {' '.join(e.units)}\n")
+    tmp.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
     tmp.replace(path)
+
+
+def _write_lexicon(path: Path, entries: Sequence[LexiconEntry]) -> None:
+    _write_lines(path, [f"{e.word} {' '.join(e.units)}" for e in entries])
 
 
 def write_disambig_files(lang_dir: str | Path) -> dict[str, int]:
