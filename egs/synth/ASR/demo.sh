@@ -13,12 +13,12 @@
 #      <exp>/demo_results.{md,json}; the students' validation loss and WER against steps in <exp>/curves.png
 #
 # Usage:
-#   bash egs/synth/ASR/demo.sh                    # (make demo) 600 steps per student, ~4 min each on 2 idle cores
-#   DEMO_MINUTES=8 bash egs/synth/ASR/demo.sh     # 1200 steps per student; re-running the same command resumes
+#   bash egs/synth/ASR/demo.sh                    # (make demo) 950 steps per student, ~6 min each on 2 idle cores
+#   DEMO_MINUTES=12 bash egs/synth/ASR/demo.sh    # 1900 steps per student; re-running the same command resumes
 #   DEMO_QUICK=1 bash egs/synth/ASR/demo.sh       # the few-step check (tiny corpus, 4 steps): tests/egs
 #
 # Environment (defaults in brackets):
-#   DEMO_MINUTES M     training minutes per student at ~150 steps a minute; sets the step count of both [4]
+#   DEMO_MINUTES M     training minutes per student at ~160 steps a minute; sets the step count of both [6]
 #   DEMO_STEPS N       the step count of both students directly (overrides DEMO_MINUTES) []
 #   DEMO_THREADS T     torch threads of every training / decoding process [2]
 #   DEMO_QUICK 1       tiny corpus, 4 steps, validation every 2 steps: the pipeline end to end in about a minute
@@ -67,8 +67,8 @@ else
   size=small
   data="${DEMO_DATA_DIR:-data_small}"
   exp="${DEMO_EXP_DIR:-exp/demo}"
-  minutes="${DEMO_MINUTES:-4}"
-  steps="${DEMO_STEPS:-$(awk -v m="$minutes" 'BEGIN { s = int(m * 150 / 50 + 0.5) * 50; print (s < 100 ? 100 : s) }')}"
+  minutes="${DEMO_MINUTES:-6}"
+  steps="${DEMO_STEPS:-$(awk -v m="$minutes" 'BEGIN { s = int(m * 160 / 50 + 0.5) * 50; print (s < 100 ? 100 : s) }')}"
   extra=()
 fi
 read -r -a user_overrides <<< "${DEMO_OVERRIDES:-}"
@@ -81,7 +81,7 @@ student_kd="$exp/student_kd_s$steps"
 common=(--max-steps "$steps" --num-threads "$threads")
 sched=("scheduler.lr_batches=$(( steps / 2 > 1 ? steps / 2 : 1 ))")
 extra+=(training.valid_decode=ctc-greedy)  # validation WER at every validation (for the plot)
-train_s=$(( steps * 60 / 150 ))  # ~150 steps a minute on 2 idle cores
+train_s=$(( steps * 60 / 160 ))  # ~160 steps a minute on 2 idle cores (600 steps: 227 s, fresh clone)
 # estimated seconds per stage on 2 idle cores (the ETA; corrected by the stages' measured times)
 if [ "$quick" = 1 ]; then stage_plan 5 45 5 10 15 15 10 5; else
   stage_plan 5 330 20 40 $(( train_s + 20 )) $(( train_s + 20 )) 30 10; fi
@@ -149,7 +149,7 @@ stage_begin 8 "the results table and the plot"
   --row "teacher=$exp/teacher:modified-beam:$teacher" \
   --row "student alone=$student/decode:ctc-greedy:$student" \
   --row "student + KD=$student_kd/decode:ctc-greedy:$student_kd" \
-  --note "Test split of $data ($size corpus). Teacher: $teacher (Zipformer s pruned RNN-T + CTC head), modified beam search. Students: conf/demo/zipformer_ctc_xs{,_kd}.yaml${DEMO_OVERRIDES:+ + $DEMO_OVERRIDES}, $steps steps each, CTC greedy; + KD = frame-level KL to the teacher's top-8 CTC posteriors (offline). $threads threads; training time = wall clock of the training loop."
+  --note "Test split of $data ($size corpus). Teacher: $teacher (Zipformer s pruned RNN-T + CTC head), modified beam search. Students: conf/demo/zipformer_ctc_xs{,_kd}.yaml${DEMO_OVERRIDES:+ + $DEMO_OVERRIDES}, $steps steps each, CTC greedy; + KD = CTC + 3 x frame-level KL (T = 2) to the teacher's top-8 CTC posteriors (offline). $threads threads; training time = wall clock of the training loop."
 teacher_wer=$("$python" -c "import json, sys; print(json.load(open(sys.argv[1]))['rows'][0]['wer'])" "$exp/demo_results.json")
 "$python" -m asr_kd.bin.plot curves --exp-dir "$student" --label "student" --exp-dir "$student_kd" \
   --label "student + KD" --hline "teacher (test set)=$teacher_wer" --x steps --loss-key ctc --out "$exp/curves.png"
