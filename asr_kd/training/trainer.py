@@ -1079,8 +1079,8 @@ class _TrainBar:
     def __init__(self, trainer: Trainer, t0: float, enabled: bool):
         c = trainer.cfg
         self.trainer, self.t0, self.enabled = trainer, t0, enabled
-        self.limited = c.max_steps is not None or c.max_minutes is not None
-        total = c.max_steps if c.max_steps is not None else (trainer.step + 1 if self.limited else None)
+        limited = c.max_steps is not None or c.max_minutes is not None
+        total = c.max_steps if c.max_steps is not None else (trainer.step + 1 if limited else None)
         self.bar = progress_bar(
             total=total,
             initial=trainer.step,
@@ -1088,7 +1088,7 @@ class _TrainBar:
             unit="step",
             leave=False,
             enabled=enabled,
-            bar_format=self.FORMAT if self.limited else None,
+            bar_format=self.FORMAT if limited else None,
         )
         self.t_start, self.step0, self.audio0 = time.monotonic(), trainer.step, trainer.audio_seconds
         self.loss: float | None = None
