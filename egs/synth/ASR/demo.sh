@@ -13,12 +13,12 @@
 #      <exp>/demo_results.{md,json}; the students' validation loss and WER against steps in <exp>/curves.png
 #
 # Usage:
-#   bash egs/synth/ASR/demo.sh                    # (make demo) 950 steps per student, ~6 min each on 2 idle cores
-#   DEMO_MINUTES=12 bash egs/synth/ASR/demo.sh    # 1900 steps per student; re-running the same command resumes
+#   bash egs/synth/ASR/demo.sh                    # (make demo) 1100 steps per student, ~7 min each on 2 idle cores
+#   DEMO_MINUTES=14 bash egs/synth/ASR/demo.sh    # 2250 steps per student; re-running the same command resumes
 #   DEMO_QUICK=1 bash egs/synth/ASR/demo.sh       # the few-step check (tiny corpus, 4 steps): tests/egs
 #
 # Environment (defaults in brackets):
-#   DEMO_MINUTES M     training minutes per student at ~160 steps a minute; sets the step count of both [6]
+#   DEMO_MINUTES M     training minutes per student at ~160 steps a minute; sets the step count of both [7]
 #   DEMO_STEPS N       the step count of both students directly (overrides DEMO_MINUTES) []
 #   DEMO_THREADS T     torch threads of every training / decoding process [2]
 #   DEMO_QUICK 1       tiny corpus, 4 steps, validation every 2 steps: the pipeline end to end in about a minute
@@ -67,7 +67,7 @@ else
   size=small
   data="${DEMO_DATA_DIR:-data_small}"
   exp="${DEMO_EXP_DIR:-exp/demo}"
-  minutes="${DEMO_MINUTES:-6}"
+  minutes="${DEMO_MINUTES:-7}"
   steps="${DEMO_STEPS:-$(awk -v m="$minutes" 'BEGIN { s = int(m * 160 / 50 + 0.5) * 50; print (s < 100 ? 100 : s) }')}"
   extra=()
 fi
