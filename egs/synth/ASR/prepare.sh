@@ -82,8 +82,7 @@ if [ -x "$repo/.venv/bin/python" ]; then python="$repo/.venv/bin/python"; else p
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 
 log_tag=prepare
-source local/log.sh  # log, timed
-run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+source local/log.sh  # log, run_stage, timed
 
 mkdir -p "$data"
 lang="$data/lang_bpe_${vocab_size}"

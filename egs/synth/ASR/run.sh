@@ -69,8 +69,7 @@ export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 [ -n "$exp_dir" ] || exp_dir="exp/$(basename "$config" .yaml)"
 
 log_tag=run
-source local/log.sh  # log
-run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+source local/log.sh  # log, run_stage
 
 if run_stage 0; then
   log "stage 0: prepare the corpus (--size $size)"

@@ -79,8 +79,7 @@ fkd_dir=exp/ar_nar/nar_${size}_fkd_s${steps}
 fskd_dir=exp/ar_nar/nar_${size}_fskd_s${steps}
 teacher_dir="$(dirname "$teacher")"
 log_tag=run_ar_nar
-source local/log.sh  # log
-run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+source local/log.sh  # log, run_stage
 
 train() {  # config exp_dir max_steps [extra overrides]
   local cfg="$1" dir="$2" n="$3"; shift 3

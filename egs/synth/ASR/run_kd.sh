@@ -83,8 +83,7 @@ kd_dir=exp/kd/${method}_s${steps}
 common=(--max-steps "$steps" --num-threads "$threads")
 sched=("scheduler.total_steps=$steps")
 log_tag=run_kd
-source local/log.sh  # log
-run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+source local/log.sh  # log, run_stage
 
 train() {  # config exp_dir [extra overrides]
   local cfg="$1" dir="$2"; shift 2

@@ -1,5 +1,6 @@
 # Logging helpers of the recipe scripts (sourced, not run): `source local/log.sh` after setting log_tag.
 #   log MSG...                      [<log_tag> HH:MM:SS +<seconds since sourcing>s] MSG
+#   run_stage N                     whether stage N is inside the caller's $stage .. $stop_stage
 #   timed N WHAT CMD...             log "stage N: WHAT", run CMD, log "stage N done in Ss"
 #   interactive                     true on a terminal, false under CI=true or when stdout is not a tty
 #   stage_plan EST...               the estimated seconds of each stage of a script (for the ETA)
@@ -10,6 +11,7 @@
 # theirs (stages done in under a tenth of their estimate, e.g. skipped on a rerun, do not count).
 
 t_start=$(date +%s)
+run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 log() { echo "[${log_tag:-run} $(date '+%H:%M:%S') +$(( $(date +%s) - t_start ))s] $*"; }
 timed() {  # timed <stage> <description> <command...>
   local n="$1" what="$2" t0; shift 2
