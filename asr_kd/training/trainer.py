@@ -1127,6 +1127,8 @@ class _TrainBar:
         parts.append(f"epoch {tr.epoch}")
         self.bar.set_postfix_str(", ".join(parts), refresh=False)
         self.bar.update(1)
+        if steps == 1:  # tqdm redraws at most every 0.1 s: the first step's numbers are drawn now, however fast it was
+            self.bar.refresh()
 
     def close(self) -> None:
         self.bar.close()
