@@ -106,10 +106,8 @@ sched=("scheduler.total_steps=$steps")
 log_tag=run_inter_aed
 source local/log.sh  # log, run_stage
 
-train() {  # config exp_dir [extra overrides]
-  local cfg="$1" dir="$2"; shift 2
-  if [ -f "$dir/checkpoint-$steps.pt" ]; then log "$dir: already trained to step $steps"; return; fi
-  "$python" -m asr_kd.bin.train --config "$cfg" --exp-dir "$dir" "${common[@]}" "${sched[@]}" "$@" "${overrides[@]}"
+train() {  # config exp_dir [extra overrides]: local/log.sh's train_to with this script's common arguments
+  train_to "$steps" "$1" "$2" "${common[@]}" "${sched[@]}" "${@:3}" "${overrides[@]}"
 }
 
 if run_stage 1; then

@@ -7,6 +7,9 @@
 #   stage_begin I TITLE             stage I of the plan starts: on a terminal a header with the ETA of the
 #                                   whole script, else one plain log line
 #   stage_end                       the current stage is done (its time corrects the ETA of the rest)
+#   train_to STEPS CONF DIR ARGS... asr_kd.bin.train --config CONF --exp-dir DIR ARGS..., unless DIR already
+#                                   holds checkpoint-STEPS.pt (a finished row of a runner is not retrained;
+#                                   an unfinished one resumes); uses $python (default python3)
 # The ETA is the sum of the remaining stages' estimates, scaled by how long the stages that ran took against
 # theirs (stages done in under a tenth of their estimate, e.g. skipped on a rerun, do not count).
 
@@ -19,6 +22,11 @@ timed() {  # timed <stage> <description> <command...>
   log "stage $n: $what"
   "$@"
   log "stage $n done in $(( $(date +%s) - t0 ))s"
+}
+train_to() {  # train_to <steps> <config> <exp_dir> [train args...]
+  local steps="$1" cfg="$2" dir="$3"; shift 3
+  if [ -f "$dir/checkpoint-$steps.pt" ]; then log "$dir: already trained to step $steps"; return; fi
+  "${python:-python3}" -m asr_kd.bin.train --config "$cfg" --exp-dir "$dir" "$@"
 }
 interactive() { [ -t 1 ] && [ "${CI:-}" != true ]; }
 
