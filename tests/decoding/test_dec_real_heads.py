@@ -200,12 +200,12 @@ def _write_lang_dir(path):
     return path
 
 
-def _all_heads_model(encoder_type, x, x_lens):
+def _all_heads_model(encoder_type, x, x_lens, causal=False):
     torch.manual_seed(0)
     model = build_asr_model(
         {
             "vocab_size": V_MODEL,
-            "encoder": tiny_encoder_config(encoder_type, F),
+            "encoder": {**tiny_encoder_config(encoder_type, F), "causal": causal},
             "ctc": {},
             "inter_ctc": {"layers": [1, 2]},
             "transducer": {"d_pred": 8, "d_joint": 8},
@@ -281,6 +281,10 @@ def _direct(method, model, enc_out, ctc_layer, lang_dir):
         return transducer_greedy_search(t.predictor, t.joiner, enc, lens)
     if method == "modified-beam":
         return best_paths(modified_beam_search(t.predictor, t.joiner, enc, lens, beam=BEAM))
+    if method == "streaming-greedy":  # enc_out: simulated streaming (the chunk-masked forward)
+        return transducer_greedy_search(t.predictor, t.joiner, enc, lens)
+    if method == "streaming-modified-beam":
+        return best_paths(modified_beam_search(t.predictor, t.joiner, enc, lens, beam=BEAM))
     if method == "modified-beam-lm":
         lm = TokenNgramLm.from_files(lang_dir / "tokens_2gram.arpa", lang_dir / "tokens.txt")
         return best_paths(modified_beam_search(t.predictor, t.joiner, enc, lens, beam=BEAM, lm=lm, lm_scale=0.5))
@@ -308,10 +312,11 @@ def test_every_method_decodes_a_model_of_each_encoder(method, encoder_type, tmp_
     g = torch.Generator().manual_seed(1)
     x_lens = torch.tensor([72, 53])
     x = torch.randn(2, 72, F, generator=g)
-    model = _all_heads_model(encoder_type, x, x_lens)
+    model = _all_heads_model(encoder_type, x, x_lens, causal=m.from_features)  # streaming: a causal encoder
     lang_dir = _write_lang_dir(tmp_path / "lang")
+    chunk = {"chunk_size": 2, "left_context": 1} if m.from_features else {}
     with torch.no_grad():
-        enc_out = model.encode(x, x_lens)
+        enc_out = model.encode(x, x_lens, **chunk)
     uses_ctc = "ctc" in m.requires or method == "attention-beam"
     hyps = []
     for ctc_layer in (None, 1, 2) if uses_ctc else (None,):
@@ -322,6 +327,7 @@ def test_every_method_decodes_a_model_of_each_encoder(method, encoder_type, tmp_
             lm_arpa=lang_dir / "tokens_2gram.arpa",
             lm_scale=0.5,
             rescore_arpa=lang_dir / "words_2gram.arpa",
+            **chunk,
         )
         want = _direct(method, model, enc_out, ctc_layer, lang_dir)
         got = decode_batch(model, x, x_lens, method, opts)

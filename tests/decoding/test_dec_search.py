@@ -95,7 +95,8 @@ def test_every_method_matches_direct_call(model, batch):
     # asr_kd.decoding.lattice_methods, ctc-decoding among them): tests/decoding/test_dec_registry.py
     lattice = {"1best", "ctc-decoding", "nbest", "nbest-rescoring", "whole-lattice-rescoring",
                "attention-decoder-rescoring-with-ngram"}  # fmt: skip
-    assert set(expected) == set(METHODS) - {"ctc-hlg", "modified-beam-lm"} - lattice
+    streaming = {"streaming-greedy", "streaming-modified-beam"}  # causal encoders: test_streaming_decode.py
+    assert set(expected) == set(METHODS) - {"ctc-hlg", "modified-beam-lm"} - lattice - streaming
     for method, want in expected.items():
         assert decode_batch(model, x, x_lens, method, SearchOptions(beam=3)) == want, method
 
@@ -156,6 +157,7 @@ def test_decode_nbest_is_the_search_nbest(model, batch):
         set(NBEST_METHODS)
         - {"modified-beam-lm", "nbest", "nbest-rescoring"}
         - {"attention-decoder-rescoring-with-ngram"}
+        - {"streaming-modified-beam"}  # a causal encoder: test_dec_registry.py, test_streaming_decode.py
     ):
         toks, _ = decode_nbest(model, x, x_lens, method, SearchOptions(beam=3))
         assert [t[0] if t else [] for t in toks] == decode_batch(model, x, x_lens, method, SearchOptions(beam=3))
