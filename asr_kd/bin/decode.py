@@ -19,6 +19,9 @@ Usage::
         --arpa data/lang_bpe_128_lm/G_3gram.arpa --keep-epsilon --method 1best --method nbest-rescoring \
         --method whole-lattice-rescoring --rescore-arpa data/lang_bpe_128_lm/G_4gram.arpa \
         --rescore-lm-scale 0.5 --rescore-lm-scale 1.0 --blank-penalty 0.5
+    # true streaming (chunk by chunk with caches) of a causal transducer: 160 ms chunks, 640 ms left context
+    python -m asr_kd.bin.decode --exp-dir exp/streaming_student --method streaming-greedy \
+        --method streaming-modified-beam --chunk-size 4 --left-context 4
 
 Data settings (manifest dir, prefix, lang dir, fbank bins) come from the config stored in the
 checkpoint unless given here. The lang dir must be the model's: its BPE size must equal the model's
@@ -45,6 +48,15 @@ is drawn and the console shows only warnings; under ``CI=true``, ``ASR_KD_PROGRE
 terminal there is no bar and the console shows the INFO lines (:mod:`asr_kd.utils.progress`).
 
 RTF = decoding wall time (features, encoder and search; data loading excluded) / audio seconds.
+
+Streaming methods (``streaming-greedy``, ``streaming-modified-beam``, :mod:`asr_kd.decoding.streaming`)
+feed each batch's features chunk by chunk (``--feed-frames`` per call, default one chunk: 4 x
+``--chunk-size``) through the causal encoder's caches and a search state carried across chunks; their
+``results.jsonl`` rows add the per-chunk compute latency (``chunk_ms_mean`` / ``_p50`` / ``_p95``, a
+batch of streams per call) and ``compute_rtf``. At start-up they refuse an encoder that cannot stream
+(``causal: false``) or a chunk size / left context its subsampling cannot use, and measure on the first
+utterances of the first split how far streaming is from full-context decoding: a WARNING with that
+mismatch when the checkpoint's config shows no chunked training (``training.chunk``).
 """
 
 from __future__ import annotations
@@ -141,6 +153,16 @@ def get_parser() -> argparse.ArgumentParser:
         "--no-decoder-cache",
         action="store_true",
         help="modified-beam*: recompute the predictor output per hypothesis and frame (same results; for timing)",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=-1,
+        help="streaming-*: encoder frames per chunk (4 = 160 ms at 25 Hz; the encoder's subsampling must allow it)",
+    )
+    p.add_argument("--left-context", type=int, default=-1, help="streaming-*: visible chunks to the left [-1: all]")
+    p.add_argument(
+        "--feed-frames", type=int, default=None, help="streaming-*: feature frames per call [one chunk's: 4 x chunk]"
     )
     p.add_argument("--search-beam", type=float, default=16.0, help="ctc-hlg: decoder beam (cost units)")
     p.add_argument("--acoustic-scale", type=float, default=1.0, help="ctc-hlg: scale of the CTC log-probs")
@@ -308,6 +330,9 @@ def method_variants(methods: list[str], args, lang_dir: Path):
             lm_arpa=args.lm_arpa,
             blank_penalty=args.blank_penalty,
             decoder_cache=not args.no_decoder_cache,
+            chunk_size=args.chunk_size,
+            left_context=args.left_context,
+            feed_frames=args.feed_frames,
             num_paths=args.num_paths,
             lattice_beam=args.lattice_beam,
             rescore_arpa=args.rescore_arpa,
@@ -324,9 +349,11 @@ def method_variants(methods: list[str], args, lang_dir: Path):
                 yield method, replace(opts, rescore_lm_scale=s), None
 
 
-def record_results(res_dir: Path, split: str, suffix: str, results, skipped, rtf, audio, ckpt, skipping: bool):
+def record_results(
+    res_dir: Path, split: str, suffix: str, results, skipped, rtf, audio, ckpt, skipping: bool, extra=None
+):
     """Write the recogs / errs files and the ``results.jsonl`` row of one decoding run, print its summary
-    line; returns the WER."""
+    line; returns the WER. ``extra``: more fields of the row (the streaming methods' chunk latency)."""
     write_recogs(result_path(res_dir, "recogs", split, suffix), results)
     wer = write_errs(result_path(res_dir, "errs", split, suffix), results, skipped=skipped)
     row = {
@@ -343,6 +370,7 @@ def record_results(res_dir: Path, split: str, suffix: str, results, skipped, rtf
         "rtf": round(rtf, 5),
         "audio_hours": round(audio / 3600, 3),
         "threads": torch.get_num_threads(),
+        **(extra or {}),
     }
     with open(res_dir / "results.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
@@ -351,10 +379,40 @@ def record_results(res_dir: Path, split: str, suffix: str, results, skipped, rtf
         f"(ins {wer.ins} del {wer.dels} sub {wer.subs} / {wer.num_ref_words} words, "
         f"{len(results)} utts"
         + (f", {len(skipped)} skipped cuts scored as deletions" if skipping else "")
-        + f") RTF {rtf:.4f}",
+        + f") RTF {rtf:.4f}"
+        + (
+            f"; per chunk {extra['chunk_ms_mean']:.1f} ms mean, {extra['chunk_ms_p50']:.1f} p50, "
+            f"{extra['chunk_ms_p95']:.1f} p95 ({extra['num_chunks']} chunks, "
+            f"~{extra['streams_mean']:g} streams per call)"
+            if extra and "chunk_ms_mean" in extra
+            else ""
+        ),
         flush=True,
     )
     return wer.wer
+
+
+def check_streaming_mismatch(decoder: PreparedDecoding, config, loader, device: torch.device, num_utts: int = 4):
+    """Streaming methods: measure on the first ``num_utts`` utterances of ``loader`` how far streaming is
+    from full-context decoding, and log it (a WARNING for a model the config shows not trained with chunks;
+    :func:`asr_kd.decoding.streaming.warn_if_not_trained_for_streaming`)."""
+    from asr_kd.decoding.streaming import warn_if_not_trained_for_streaming
+
+    for batch in loader:
+        x, x_lens = batch["inputs"][:num_utts].to(device), batch["feature_lens"][:num_utts].to(device)
+        if x.shape[0] == 0:
+            continue
+        opts = decoder.opts
+        warn_if_not_trained_for_streaming(
+            decoder.model,
+            config,
+            x,
+            x_lens,
+            chunk_size=opts.chunk_size,
+            left_context=opts.left_context,
+            who=f"decoding method {decoder.name!r}",
+        )
+        return
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -407,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         for method, opts, lm_scales in method_variants(methods, args, lang_dir):
             t0 = time.perf_counter()
             decoder = prepare_decoding(model, method, opts)  # checks the heads; builds e.g. HLG once
+            if decoder.method.from_features and split == splits[0]:  # streaming: what it costs vs full context
+                check_streaming_mismatch(decoder, config, dm.test_dataloader(cuts, on_error=args.on_error), device)
             if decoder.state is not None:
                 log.info("prepared %s in %.1f s", method, time.perf_counter() - t0)
                 info = getattr(decoder.state, "info", None)
@@ -429,9 +489,11 @@ def main(argv: list[str] | None = None) -> int:
                 else {suffix: results}
             )
             rtf = measure_rtf(seconds, audio) if audio > 0 else float("nan")
+            summarize = getattr(decoder.state, "summary", None) if decoder.method.from_features else None
+            extra = summarize() if summarize is not None else None  # streaming: per-chunk latency
             for suffix, results in per_suffix.items():
                 summary[suffix] = record_results(
-                    res_dir, split, suffix, results, skipped, rtf, audio, ckpt, args.on_error == "skip"
+                    res_dir, split, suffix, results, skipped, rtf, audio, ckpt, args.on_error == "skip", extra
                 )
         write_wer_summary(res_dir / f"wer-summary-{split}.txt", summary)
     return 0
