@@ -19,6 +19,10 @@ Usage::
         --arpa data/lang_bpe_128_lm/G_3gram.arpa --keep-epsilon --method 1best --method nbest-rescoring \
         --method whole-lattice-rescoring --rescore-arpa data/lang_bpe_128_lm/G_4gram.arpa \
         --rescore-lm-scale 0.5 --rescore-lm-scale 1.0 --blank-penalty 0.5
+    # the same n-best rescoring on the exact 10-best instead of icefall's sampled n-best (100 paths, scale 0.5)
+    python -m asr_kd.bin.decode --exp-dir exp/zipformer_ctc_s --lang-dir data/lang_bpe_128_lm \
+        --arpa data/lang_bpe_128_lm/G_3gram.arpa --keep-epsilon --method nbest-rescoring \
+        --rescore-arpa data/lang_bpe_128_lm/G_4gram.arpa --nbest-mode exact --num-paths 10
     # true streaming (chunk by chunk with caches) of a causal transducer: 160 ms chunks, 640 ms left context
     python -m asr_kd.bin.decode --exp-dir exp/streaming_student --method streaming-greedy \
         --method streaming-modified-beam --chunk-size 4 --left-context 4
@@ -139,7 +143,32 @@ def get_parser() -> argparse.ArgumentParser:
         help="repeatable [1.0]: weight of the rescoring LM; nbest-rescoring scores every value in one pass, "
         "the other methods decode once per value",
     )
-    p.add_argument("--num-paths", type=int, default=10, help="n-best size of the lattice methods [10]")
+    p.add_argument(
+        "--num-paths",
+        type=int,
+        default=100,
+        help="lattice n-best methods: paths of the n-best (sampled: the best + num-paths - 1 draws; exact: the "
+        "num-paths best distinct word sequences) [100, icefall's]",
+    )
+    p.add_argument(
+        "--nbest-mode",
+        choices=["sampled", "exact"],
+        default="sampled",
+        help="lattice n-best methods: icefall's sampled n-best (draws from the lattice posterior, deduplicated by "
+        "words, the 1-best always kept) or the exact n-best [sampled]",
+    )
+    p.add_argument(
+        "--nbest-scale",
+        type=float,
+        default=0.5,
+        help="sampled n-best: scale of the lattice scores before drawing (< 1: flatter, more distinct paths) [0.5]",
+    )
+    p.add_argument(
+        "--nbest-seed",
+        type=int,
+        default=0,
+        help="sampled n-best on kaldi-decoder lattices: seed of the draws (k2's random_paths is deterministic) [0]",
+    )
     p.add_argument("--lattice-beam", type=float, default=8.0, help="lattice pruning beam of the lattice methods [8]")
     p.add_argument("--attention-scale", type=float, default=1.0, help="attention-decoder-rescoring-with-ngram [1]")
     p.add_argument(
@@ -334,6 +363,9 @@ def method_variants(methods: list[str], args, lang_dir: Path):
             left_context=args.left_context,
             feed_frames=args.feed_frames,
             num_paths=args.num_paths,
+            nbest_mode=args.nbest_mode,
+            nbest_scale=args.nbest_scale,
+            nbest_seed=args.nbest_seed,
             lattice_beam=args.lattice_beam,
             rescore_arpa=args.rescore_arpa,
             rescore_lm_scale=scales[0],

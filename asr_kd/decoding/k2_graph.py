@@ -49,6 +49,7 @@ __all__ = [
     "k2_one_best",
     "k2_get_lattice",
     "k2_lattices_to_lattices",
+    "k2_sample_word_sequences",
     "k2_grammar_from_kaldifst",
     "k2_whole_lattice_rescore",
 ]
@@ -249,6 +250,37 @@ def k2_lattices_to_lattices(lattice, order: list[int], num_utts: int) -> list:
             if label == -1:
                 lat.finals[src] = (0.0, 0.0)
         out[utt] = lat
+    return out
+
+
+def k2_sample_word_sequences(
+    lattice, order: list[int], num_utts: int, num_paths: int, nbest_scale: float = 0.5
+) -> list[list[tuple[int, ...]]]:
+    """The word sequences of ``num_paths`` paths of each lattice of :func:`k2_get_lattice`, drawn by
+    ``k2.random_paths`` after the scores are multiplied by ``nbest_scale`` (icefall's n-best sampling;
+    ``lattice`` itself is left as it is).
+
+    k2's ``random_paths`` has no seed: it places the paths at evenly spaced points of the path posterior
+    (like arithmetic coding), so a lattice always gives the same paths, in probability proportion.
+
+    Returns:
+        N lists of word-id tuples, in drawing order (duplicates kept; :func:`asr_kd.decoding.lattice.
+        lattice_nbest_sampled` takes them as its ``samples``); ``[]`` for the utterances missing from
+        ``order`` (0 frames) and where no path survives.
+    """
+    k2 = _k2()
+    if nbest_scale <= 0:
+        raise ValueError(f"nbest_scale must be > 0, got {nbest_scale}")
+    out: list[list[tuple[int, ...]]] = [[] for _ in range(num_utts)]
+    if not order or num_paths <= 0:
+        return out
+    scaled = lattice.clone()
+    scaled.scores = lattice.scores.detach() * nbest_scale
+    paths = k2.random_paths(scaled, use_double_scores=True, num_paths=int(num_paths)).tolist()
+    aux = lattice.aux_labels
+    words = [[int(w)] for w in aux.tolist()] if isinstance(aux, torch.Tensor) else aux.tolist()
+    for j, utt in enumerate(order):  # arc ids are indices into the whole FsaVec's arcs
+        out[utt] = [tuple(w for a in p for w in words[a] if w > 0) for p in paths[j]]
     return out
 
 

@@ -15,6 +15,10 @@ On a lattice (kaldifst operations only):
 - :func:`lattice_nbest`: the K best **distinct** word sequences, each with the score of its best path
   and that path's graph / acoustic parts (word acceptor, ``rmepsilon``, pruned ``determinize``,
   ``shortest_path(K)``; then each sequence's best path through the arc-labelled lattice);
+- :func:`lattice_nbest_sampled`: icefall's n-best: the distinct word sequences of the best path and of
+  ``K - 1`` paths drawn from the lattice's posterior with scores scaled by ``nbest_scale``
+  (:func:`sample_lattice_paths`: a backward pass, then all paths drawn at once), each scored as in
+  :func:`lattice_nbest`;
 - :func:`rescore_nbest`: an n-best list with the graph (first-pass LM) score replaced by
   ``lm_scale * ln p`` of another LM (:class:`NgramScorer`); :func:`best_for_lm_scales` does several
   scales from one pass;
@@ -29,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from asr_kd.decoding.common import NBest
@@ -37,6 +42,8 @@ __all__ = [
     "Lattice",
     "kaldi_get_lattice",
     "lattice_nbest",
+    "sample_lattice_paths",
+    "lattice_nbest_sampled",
     "NgramScorer",
     "rescore_nbest",
     "best_for_lm_scales",
@@ -223,6 +230,168 @@ def lattice_nbest(
     tokens, scores, graph, acoustic = [], [], [], []
     for ws in seqs:
         arc_ids = _best_path_of(lat, arc_fst, ws)
+        if arc_ids is None:
+            continue
+        g, a = lat.path_costs(arc_ids)
+        tokens.append(list(ws))
+        scores.append(-(g + a))
+        graph.append(-g)
+        acoustic.append(-a)
+    return _rerank(tokens, scores, {"graph": graph, "acoustic": acoustic})
+
+
+def _topological_order(lat: Lattice) -> list[int]:
+    """The lattice's states in an order where every arc goes forward; ``ValueError`` on a cycle."""
+    indeg = [0] * lat.num_states
+    succ: list[list[int]] = [[] for _ in range(lat.num_states)]
+    for src, dst, *_ in lat.arcs:
+        succ[src].append(dst)
+        indeg[dst] += 1
+    order = [s for s in range(lat.num_states) if indeg[s] == 0]
+    for s in order:  # (grows while iterated: Kahn's algorithm)
+        for d in succ[s]:
+            indeg[d] -= 1
+            if indeg[d] == 0:
+                order.append(d)
+    if len(order) < lat.num_states:
+        raise ValueError(f"the lattice has a cycle ({lat.num_states - len(order)} states on or after it)")
+    return order
+
+
+def _log_add(a: float, b: float) -> float:
+    if a == -math.inf:
+        return b
+    if b == -math.inf:
+        return a
+    m = max(a, b)
+    return m + math.log(math.exp(a - m) + math.exp(b - m))
+
+
+def sample_lattice_paths(lat: Lattice, num_paths: int, *, scale: float = 1.0, seed: int = 0) -> list[list[int]]:
+    """``num_paths`` complete paths of ``lat`` drawn independently, each with probability
+    ``exp(scale * score(path)) / sum_p exp(scale * score(p))`` (``score = -(graph + acoustic)`` cost, final
+    weight included).
+
+    A backward pass in the log semiring gives ``beta(s)``, the log sum over the paths from state ``s`` to
+    the end; from ``s`` a path stops with probability ``exp(final(s) - beta(s))`` or takes arc ``a`` with
+    ``exp(scale * score(a) + beta(dst) - beta(s))``. All paths advance together (one vectorised draw per
+    step). The generator is ``numpy.random.default_rng(seed)``, made anew per call: a lattice gets the same
+    paths whatever batch it came in.
+
+    Returns:
+        ``num_paths`` lists of arc ids (indices into ``lat.arcs``), in drawing order; ``[]`` when the lattice
+        has no complete path.
+    """
+    if scale <= 0:
+        raise ValueError(f"the sampling scale must be > 0, got {scale}")
+    if num_paths <= 0:
+        return []
+    weight = [-scale * (g + a) for *_, g, a in lat.arcs]
+    final = [-math.inf] * lat.num_states
+    for s, (g, a) in lat.finals.items():
+        final[s] = -scale * (g + a)
+    out_arcs: list[list[int]] = [[] for _ in range(lat.num_states)]
+    for i, (src, *_) in enumerate(lat.arcs):
+        out_arcs[src].append(i)
+    beta = [-math.inf] * lat.num_states
+    for s in reversed(_topological_order(lat)):
+        b = final[s]
+        for i in out_arcs[s]:
+            b = _log_add(b, weight[i] + beta[lat.arcs[i][1]])
+        beta[s] = b
+    if beta[lat.start] == -math.inf:
+        return []
+    # the options of each state, zero-probability ones left out: arc id, or -1 to stop; a state's
+    # cumulative probabilities are offset by the state id, so one searchsorted serves every path at once
+    options = []  # (state, arc id or -1, probability)
+    for s in range(lat.num_states):
+        if beta[s] == -math.inf:
+            continue
+        options += [(s, i, math.exp(weight[i] + beta[lat.arcs[i][1]] - beta[s])) for i in out_arcs[s]]
+        if final[s] > -math.inf:
+            options.append((s, -1, math.exp(final[s] - beta[s])))
+    options = [o for o in options if o[2] > 0.0]
+    st = np.array([o[0] for o in options])
+    arc_of = np.array([o[1] for o in options])
+    prob = np.array([o[2] for o in options])
+    last = np.flatnonzero(np.r_[st[1:] != st[:-1], True])  # each state's last option
+    first = np.r_[0, last[:-1] + 1]
+    cum = np.cumsum(prob)
+    cum -= np.repeat(np.r_[0.0, cum[last[:-1]]], last - first + 1)
+    cum /= np.repeat(cum[last], last - first + 1)
+    keys = st + cum
+    keys[last] = st[last] + 1.0
+    seg_last = np.full(lat.num_states, -1)
+    seg_last[st[last]] = last
+    dst_of = np.array([d for _, d, *_ in lat.arcs] or [0])
+    rng = np.random.default_rng(seed)
+    paths: list[list[int]] = [[] for _ in range(num_paths)]
+    alive = np.arange(num_paths)
+    state = np.full(num_paths, lat.start)
+    for _ in range(lat.num_states + 1):  # acyclic: at most num_states arcs per path
+        if alive.size == 0:
+            break
+        pick = np.searchsorted(keys, state + rng.random(alive.size), side="right")
+        pick = np.minimum(pick, seg_last[state])  # (a rounding past a state's last key)
+        arcs = arc_of[pick]
+        for k, a in zip(alive.tolist(), arcs.tolist()):
+            if a >= 0:
+                paths[k].append(a)
+        go = arcs >= 0
+        alive, state = alive[go], dst_of[arcs[go]]
+    return paths
+
+
+def lattice_nbest_sampled(
+    lat: Lattice | None,
+    num_paths: int = 100,
+    *,
+    nbest_scale: float = 0.5,
+    seed: int = 0,
+    samples: Iterable[Sequence[int]] | None = None,
+) -> NBest:
+    """icefall's n-best of a lattice: the distinct word sequences of sampled paths, best first.
+
+    The list is built from ``num_paths`` paths: the lattice's **best path**, always (so the n-best's top
+    entry is the 1-best, as with :func:`lattice_nbest`; icefall's sampled list may miss it), and
+    ``num_paths - 1`` paths drawn by :func:`sample_lattice_paths` with the scores scaled by ``nbest_scale``
+    (< 1 flattens the posterior: more distinct sequences; large: the draws concentrate on the best path).
+    Their word sequences are deduplicated (first occurrence kept), so the list holds at most ``num_paths``
+    entries, and never more than :func:`lattice_nbest` with the same ``num_paths``. Each sequence is scored
+    by its best path through the lattice (unscaled), as in :func:`lattice_nbest`.
+
+    Args:
+        samples: word sequences drawn elsewhere (k2's ``random_paths``,
+            :func:`asr_kd.decoding.k2_graph.k2_sample_word_sequences`) used instead of drawing here.
+
+    Returns:
+        An :class:`NBest` in :func:`lattice_nbest`'s layout (word ids; ``scores``; ``components``
+        ``{"graph", "acoustic"}``). Empty when ``lat`` is None or has no complete path.
+    """
+    empty = NBest(tokens=[], scores=[], components={"graph": [], "acoustic": []})
+    if lat is None:
+        return empty
+    if nbest_scale <= 0:
+        raise ValueError(f"nbest_scale must be > 0, got {nbest_scale}")
+    kf = _kf()
+    num_paths = max(int(num_paths), 1)
+    arc_fst = lat.to_fst()
+    best = _linear_paths(kf.shortest_path(arc_fst, n=1))
+    if not best:
+        return empty
+    best_arcs = [i - 1 for i in best[0][0] if i > 0]
+
+    def words_of(arc_ids):
+        return tuple(lat.arcs[i][3] for i in arc_ids if lat.arcs[i][3] > 0)
+
+    if samples is None:
+        drawn = sample_lattice_paths(lat, num_paths - 1, scale=nbest_scale, seed=seed)
+        samples = (words_of(p) for p in drawn)
+    seqs = list(dict.fromkeys([words_of(best_arcs), *(tuple(w for w in s if w > 0) for s in samples)]))
+    kf.arcsort(arc_fst, sort_type="olabel")
+    tokens, scores, graph, acoustic = [], [], [], []
+    for k, ws in enumerate(seqs[:num_paths]):
+        arc_ids = best_arcs if k == 0 else _best_path_of(lat, arc_fst, ws)
         if arc_ids is None:
             continue
         g, a = lat.path_costs(arc_ids)

@@ -6,8 +6,8 @@ name                                  what it does (graph: the cached HL / HLG o
 ====================================  ================================================================
 ``1best``                             icefall's name of ``ctc-hlg``: the best path of HLG (kaldi-decoder)
 ``ctc-decoding``                      the best path of H alone (the CTC topology): token ids
-``nbest``                             the lattice's ``opts.num_paths`` best distinct word sequences,
-                                      best total score first
+``nbest``                             the lattice's n-best of distinct word sequences (``opts.nbest_mode``,
+                                      below), best total score first
 ``nbest-rescoring``                   that n-best with the graph (first-pass LM) score replaced by
                                       ``opts.rescore_lm_scale * ln p`` of ``opts.rescore_arpa`` (e.g. the
                                       4-gram), re-ranked
@@ -25,6 +25,18 @@ it imports); the n-best and n-best rescoring are kaldifst operations on either. 
 composes the kaldi-decoder lattice with G by OpenFst, the k2 one by ``k2.compose``. The n-best methods return
 :class:`~asr_kd.decoding.common.NBest` of **word ids**; :func:`~asr_kd.decoding.search.decode_nbest` spells
 them in tokens (:meth:`LatticeState.words_to_tokens`) so they can be sequence-level KD targets.
+
+The n-best (``nbest``, ``nbest-rescoring``, ``attention-decoder-rescoring-with-ngram``) has two modes:
+
+- ``opts.nbest_mode="sampled"`` (the default, icefall's n-best: what a user of its ``--method nbest-rescoring``
+  gets, with its defaults ``num_paths=100``, ``nbest_scale=0.5``): the lattice's best path plus
+  ``num_paths - 1`` paths drawn from its posterior with scores scaled by ``opts.nbest_scale``, their distinct
+  word sequences (:func:`~asr_kd.decoding.lattice.lattice_nbest_sampled`). On kaldi-decoder lattices the
+  draws are numpy's, seeded by ``opts.nbest_seed`` per lattice; on k2 lattices ``k2.random_paths``
+  (deterministic, no seed; :func:`~asr_kd.decoding.k2_graph.k2_sample_word_sequences`). Unlike icefall's, the
+  list always holds the 1-best, so ``nbest`` gives the 1-best and rescoring can only add candidates to it.
+- ``"exact"``: the ``num_paths`` best distinct word sequences (:func:`~asr_kd.decoding.lattice.lattice_nbest`),
+  a superset of the sampled list with the same ``num_paths`` (the KD n-best teachers use it: K hypotheses).
 """
 
 from __future__ import annotations
@@ -127,6 +139,20 @@ def _k2_available() -> bool:
     return True
 
 
+NBEST_MODES = ("sampled", "exact")
+
+
+def _nbest_mode(opts) -> str:
+    """``opts.nbest_mode``, checked with ``opts.num_paths`` and ``opts.nbest_scale``."""
+    if opts.nbest_mode not in NBEST_MODES:
+        raise ValueError(f"SearchOptions.nbest_mode must be one of {NBEST_MODES}, got {opts.nbest_mode!r}")
+    if int(opts.num_paths) < 1:
+        raise ValueError(f"SearchOptions.num_paths must be >= 1, got {opts.num_paths}")
+    if opts.nbest_mode == "sampled" and not opts.nbest_scale > 0:
+        raise ValueError(f"SearchOptions.nbest_scale must be > 0, got {opts.nbest_scale}")
+    return opts.nbest_mode
+
+
 def _backend(opts) -> str:
     b = opts.lattice_backend
     if b not in ("auto", "kaldi", "k2"):
@@ -142,6 +168,11 @@ class _LatticeMethod(CtcHlg):
     needs_rescore_lm = False  # prepare refuses to run without opts.rescore_arpa
     uses_rescore_lm = False  # the result depends on opts.rescore_lm_scale (when rescore_arpa is set)
     lm_scales_in_one_pass = False
+
+    def check(self, model, opts):
+        super().check(model, opts)
+        if self.nbest:
+            _nbest_mode(opts)
 
     def cache_key(self, opts, resources):
         key = super().cache_key(opts, resources)
@@ -196,32 +227,55 @@ class _LatticeMethod(CtcHlg):
             acoustic_scale=opts.acoustic_scale,
         )
 
-    def lattices(self, model, enc_out, opts, state):
-        """N :class:`~asr_kd.decoding.lattice.Lattice` (None where the search reached no final state)."""
+    def lattices(self, model, enc_out, opts, state, *, samples: int = 0):
+        """N :class:`~asr_kd.decoding.lattice.Lattice` (None where the search reached no final state).
+
+        With ``samples > 0`` and the k2 backend, ``(lattices, word sequences)``: also the words of
+        ``samples`` paths per utterance drawn by ``k2.random_paths`` (scores scaled by ``opts.nbest_scale``)
+        from the k2 lattice; with kaldi-decoder lattices the word sequences are None (drawn later, in numpy).
+        """
         lp = self._log_probs(model, enc_out, opts, state, self.name)
         lens = enc_out.out_lens
+        drawn = None
         if state.k2_graph is not None:
-            from asr_kd.decoding.k2_graph import k2_lattices_to_lattices  # noqa: PLC0415
+            from asr_kd.decoding.k2_graph import k2_lattices_to_lattices, k2_sample_word_sequences  # noqa: PLC0415
 
             lat, order = self._k2_lattice(lp, lens, opts, state)
-            return k2_lattices_to_lattices(lat, order, lp.size(0))
-        from asr_kd.decoding.lattice import kaldi_get_lattice  # noqa: PLC0415
+            lats = k2_lattices_to_lattices(lat, order, lp.size(0))
+            if samples > 0:
+                drawn = k2_sample_word_sequences(lat, order, lp.size(0), samples, opts.nbest_scale)
+        else:
+            from asr_kd.decoding.lattice import kaldi_get_lattice  # noqa: PLC0415
 
-        return kaldi_get_lattice(
-            state.graph,
-            lp,
-            lens,
-            beam=opts.search_beam,
-            lattice_beam=opts.lattice_beam,
-            acoustic_scale=opts.acoustic_scale,
-        )
+            lats = kaldi_get_lattice(
+                state.graph,
+                lp,
+                lens,
+                beam=opts.search_beam,
+                lattice_beam=opts.lattice_beam,
+                acoustic_scale=opts.acoustic_scale,
+            )
+        return (lats, drawn) if samples > 0 else lats
 
     def nbest_lists(self, model, enc_out, opts, state) -> list[NBest]:
-        from asr_kd.decoding.lattice import lattice_nbest  # noqa: PLC0415
+        """N n-best lists of word sequences, by ``opts.nbest_mode`` (the module docstring)."""
+        from asr_kd.decoding.lattice import lattice_nbest, lattice_nbest_sampled  # noqa: PLC0415
 
+        if _nbest_mode(opts) == "exact" or int(opts.num_paths) == 1:  # (one path: the 1-best either way)
+            return [
+                lattice_nbest(lat, opts.num_paths, beam=opts.lattice_beam)
+                for lat in self.lattices(model, enc_out, opts, state)
+            ]
+        lats, drawn = self.lattices(model, enc_out, opts, state, samples=int(opts.num_paths) - 1)
         return [
-            lattice_nbest(lat, opts.num_paths, beam=opts.lattice_beam)
-            for lat in self.lattices(model, enc_out, opts, state)
+            lattice_nbest_sampled(
+                lat,
+                opts.num_paths,
+                nbest_scale=opts.nbest_scale,
+                seed=opts.nbest_seed,
+                samples=None if drawn is None else drawn[n],
+            )
+            for n, lat in enumerate(lats)
         ]
 
     def _suffix_extra(self, opts) -> list[str]:
@@ -229,13 +283,21 @@ class _LatticeMethod(CtcHlg):
         if opts.rescore_arpa is not None and self.uses_rescore_lm:
             parts.append(f"{Path(opts.rescore_arpa).name.removesuffix('.arpa')}_lms-{opts.rescore_lm_scale:g}")
         if self.nbest:
-            parts.append(f"n-{opts.num_paths}")
+            parts.append(_nbest_suffix(opts))
         return parts
+
+
+def _nbest_suffix(opts) -> str:
+    """``n-<num_paths>`` (exact), ``sampled-<num_paths>_ns-<nbest_scale>`` (+ ``_seed-<s>`` when not 0)."""
+    if _nbest_mode(opts) == "exact":
+        return f"n-{opts.num_paths}"
+    seed = f"_seed-{opts.nbest_seed}" if opts.nbest_seed else ""
+    return f"sampled-{opts.num_paths}_ns-{opts.nbest_scale:g}{seed}"
 
 
 @register_decoding_method("nbest", nbest=True, requires=("ctc",), output="words")
 class NbestDecoding(_LatticeMethod):
-    """The lattice's ``opts.num_paths`` best distinct word sequences (best total score first)."""
+    """The lattice's n-best of distinct word sequences, best total score first (``opts.nbest_mode``)."""
 
     def search(self, model, enc_out, opts, state):
         return self.nbest_lists(model, enc_out, opts, state)

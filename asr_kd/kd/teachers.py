@@ -114,6 +114,10 @@ def _freeze(module: nn.Module) -> nn.Module:
     return module
 
 
+#: the lattice n-best of a teacher is the K best word sequences (decoding's default samples them)
+_NBEST_DEFAULTS = {"nbest_mode": "exact"}
+
+
 @register_teacher("asr")
 class AsrTeacher(Teacher):
     """An asr_kd :class:`~asr_kd.models.asr_model.AsrModel` as a frozen online teacher.
@@ -125,7 +129,8 @@ class AsrTeacher(Teacher):
             ``"attention-beam"``, or the HLG lattice n-best ``"nbest"`` / ``"nbest-rescoring"``, whose
             word sequences come spelled in the model's tokens), and N (the beam, and ``num_paths``).
         nbest_options: further :class:`~asr_kd.decoding.search.SearchOptions` fields of that method,
-            e.g. ``{"lang_dir": ..., "arpa": ..., "keep_epsilon": True}`` for the HLG methods.
+            e.g. ``{"lang_dir": ..., "arpa": ..., "keep_epsilon": True}`` for the HLG methods (whose
+            n-best is the exact K best, ``nbest_mode="exact"``, unless set here).
     """
 
     def __init__(
@@ -199,7 +204,9 @@ class AsrTeacher(Teacher):
                 x,
                 x_lens,
                 self.nbest_method,
-                SearchOptions(**{"beam": self.nbest_size, "num_paths": self.nbest_size, **self.nbest_options}),
+                SearchOptions(
+                    **{**_NBEST_DEFAULTS, "beam": self.nbest_size, "num_paths": self.nbest_size, **self.nbest_options}
+                ),
                 nbest=self.nbest_size,
                 encoder_out=enc,
             )

@@ -189,13 +189,13 @@ def test_decode_nbest_rescoring_scores_several_lm_scales_in_one_pass(trained, tm
     rows = [json.loads(line) for line in (trained / "multi" / "results.jsonl").read_text().splitlines()]
     names = [r["method"] for r in rows]
     assert names == [
-        "nbest-rescoring_noG_lm_lms-0.5_n-10",
-        "nbest-rescoring_noG_lm_lms-2_n-10",
+        "nbest-rescoring_noG_lm_lms-0.5_sampled-100_ns-0.5",
+        "nbest-rescoring_noG_lm_lms-2_sampled-100_ns-0.5",
         "whole-lattice-rescoring_noG_lm_lms-0.5",
         "whole-lattice-rescoring_noG_lm_lms-2",
     ]
     for scale in ("0.5", "2"):
         single = common + ["--method", "nbest-rescoring", "--rescore-lm-scale", scale, "--res-dir", f"one_{scale}"]
         assert decode.main(single) == 0
-        name = f"recogs-test-nbest-rescoring_noG_lm_lms-{scale}_n-10.txt"
+        name = f"recogs-test-nbest-rescoring_noG_lm_lms-{scale}_sampled-100_ns-0.5.txt"
         assert _recogs(trained / "multi" / name) == _recogs(trained / f"one_{scale}" / name)

@@ -29,13 +29,14 @@ def write_word_lm(lang_dir: Path, vocab_size: int) -> Path:
 
 def lattice_method_reference(method, model, enc, lens, lp, lang_dir):
     """The best hypotheses of ``method`` (defaults of SearchOptions, ``rescore_arpa`` =
-    ``words_2gram.arpa``; one word per token, so word ids are token spellings)."""
+    ``words_2gram.arpa``; one word per token, so word ids are token spellings; the n-best sampled:
+    100 paths, scale 0.5, seed 0)."""
     from asr_kd.decoding.attention import attention_rescoring
     from asr_kd.decoding.common import NBest, best_paths
     from asr_kd.decoding.lattice import (
         NgramScorer,
         kaldi_get_lattice,
-        lattice_nbest,
+        lattice_nbest_sampled,
         rescore_nbest,
         whole_lattice_rescore,
     )
@@ -50,7 +51,7 @@ def lattice_method_reference(method, model, enc, lens, lp, lang_dir):
     scorer = NgramScorer.from_arpa(lang_dir / "words_2gram.arpa", lang_dir / "words.txt")
     if method == "whole-lattice-rescoring":
         return best_paths([whole_lattice_rescore(lat, scorer) for lat in lats])
-    nbests = [lattice_nbest(lat, 10, beam=8.0) for lat in lats]
+    nbests = [lattice_nbest_sampled(lat, 100, nbest_scale=0.5, seed=0) for lat in lats]
     if method == "nbest":
         return best_paths(nbests)
     rescored = [rescore_nbest(nb, scorer) for nb in nbests]

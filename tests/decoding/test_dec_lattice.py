@@ -252,8 +252,8 @@ def test_registered_lattice_methods_via_decode_batch(request, lang, tmp_path, ba
     same = SearchOptions(**base, rescore_arpa=arpa2, num_paths=50)
     assert decode_batch(model, x, lens, "nbest-rescoring", same) == one
     assert decode_batch(model, x, lens, "whole-lattice-rescoring", same) == one
-    # another LM: n-best rescoring of every path = whole-lattice rescoring = brute force
-    diff = SearchOptions(**base, rescore_arpa=other, num_paths=1000, rescore_lm_scale=0.7)
+    # another LM: n-best rescoring of every path (the exact n-best) = whole-lattice rescoring = brute force
+    diff = SearchOptions(**base, rescore_arpa=other, num_paths=1000, rescore_lm_scale=0.7, nbest_mode="exact")
     nbr = decode_batch(model, x, lens, "nbest-rescoring", diff)
     assert nbr == decode_batch(model, x, lens, "whole-lattice-rescoring", diff)
     other_lm = read_arpa(other, unk=None)

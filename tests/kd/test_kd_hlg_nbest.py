@@ -44,13 +44,14 @@ def test_teacher_hlg_nbest_is_a_sequence_kd_target(lang):
     opts = {"lang_dir": lang, "arpa": lang / "G.arpa", "search_beam": 30.0, "lattice_beam": 30.0}
     teacher = AsrTeacher(model, nbest_method="nbest", nbest_size=4, nbest_options=opts)
     out = teacher({"inputs": x, "feature_lens": x_lens}, {"nbest"})
-    want = decode_nbest(model, x, x_lens, "nbest", SearchOptions(num_paths=4, **opts), nbest=4)
+    # the exact 4 best (decoding's default n-best is sampled; a teacher's is the K best)
+    want = decode_nbest(model, x, x_lens, "nbest", SearchOptions(num_paths=4, nbest_mode="exact", **opts), nbest=4)
     assert (out.nbest, out.nbest_scores) == want
     assert all(1 <= len(h) <= 4 for h in out.nbest) and any(len(h) > 1 for h in out.nbest)
     # every hypothesis is its words' lexicon spellings (w<i> = t<i> t<1 + i % 7>), concatenated
     from asr_kd.decoding.search import get_decoding_method, prepare_decoding
 
-    dec = prepare_decoding(model, "nbest", SearchOptions(num_paths=4, **opts))
+    dec = prepare_decoding(model, "nbest", SearchOptions(num_paths=4, nbest_mode="exact", **opts))
     words = dec.search(model.encode(x, x_lens))
     for hyps, res in zip(out.nbest, words, strict=True):
         assert hyps == [[t for i in ws for t in (i, 1 + i % (V - 1))] for ws in res.tokens]
