@@ -40,6 +40,11 @@ modified-beam-lm      transducer              the same with token n-gram shallow
 mask-ctc              ctc + mask_ctc          :func:`~asr_kd.decoding.mask_ctc.mask_ctc_easy_first`
 mask-ctc-beam         ctc + mask_ctc          :func:`~asr_kd.decoding.mask_ctc.mask_ctc_beam_search`
                                               (Algorithm 1 of Gong et al. 2022; beam, p_thr, K)
+streaming-greedy      transducer (causal      chunk-by-chunk greedy search with encoder caches
+                      streaming encoder)      (``opts.chunk_size``, ``opts.left_context``,
+                                              :mod:`asr_kd.decoding.streaming`); decodes the features
+streaming-modified-   transducer (causal      chunk-by-chunk modified beam search, the hypotheses
+beam                  streaming encoder)      carried across chunks
 ====================  ======================  =====================================================
 
 icefall's CTC lattice methods on the HLG of ``opts.lang_dir`` / ``opts.arpa`` (``1best``, ``ctc-decoding``,
@@ -113,6 +118,9 @@ class SearchOptions:
     lm_arpa: PathLike | None = None  # modified-beam-lm: token-level ARPA (words = the model's tokens)
     blank_penalty: float = 0.0  # subtracted from the blank logit (transducer-*, modified-beam*), log-prob (CTC methods)
     decoder_cache: bool = True  # modified-beam*: cache the predictor output per context (same results)
+    chunk_size: int = -1  # streaming-*: encoder frames per chunk (> 0; 4 = 160 ms at 25 Hz)
+    left_context: int = -1  # streaming-*: visible chunks to the left (-1 = all)
+    feed_frames: int | None = None  # streaming-*: input frames per call (None: subsampling * chunk_size)
     # the CTC lattice methods (asr_kd.decoding.lattice_methods): nbest, nbest-rescoring, whole-lattice-rescoring, ...
     num_paths: int = 100  # nbest*, attention-decoder-rescoring-with-ngram: paths of the n-best (icefall's 100)
     nbest_mode: str = "sampled"  # lattice n-bests: "sampled" (icefall's: the best path + num_paths - 1 draws,
@@ -152,6 +160,9 @@ class DecodingMethod:
     suffix_options: ClassVar[tuple[str, ...]] = ()
     #: prepared states kept per method (least recently used dropped first)
     cache_size: ClassVar[int] = 4
+    #: the method decodes features itself (:meth:`decode_features`, e.g. chunk-by-chunk streaming)
+    #: instead of searching ``model.encode``'s output
+    from_features: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._cache: OrderedDict[Hashable, Any] = OrderedDict()
@@ -199,6 +210,12 @@ class DecodingMethod:
         """One encoded batch -> N :class:`NBest` (``nbest``) or N id lists."""
         raise NotImplementedError
 
+    def decode_features(
+        self, model: Any, x: torch.Tensor, x_lens: torch.Tensor, opts: SearchOptions, state: Any
+    ) -> list:
+        """(``from_features`` methods) x (N, T, F), x_lens (N,) -> what :meth:`search` returns."""
+        raise NotImplementedError
+
     def words(self, hyps: Sequence[Sequence[int]], tokenizer: Any, state: Any) -> list[list[str]]:
         """Best hypotheses (N id lists) -> N word lists (token ids through ``tokenizer.decode``)."""
         return [tokenizer.decode(list(h)).split() for h in hyps]
@@ -223,6 +240,9 @@ _SUFFIX_PARTS = {
     "ctc_layer": lambda o: "" if o.ctc_layer is None else f"layer-{o.ctc_layer}",
     "lm_scale": lambda o: f"lms-{o.lm_scale:g}",
     "blank_penalty": lambda o: f"bp-{o.blank_penalty:g}" if o.blank_penalty else "",
+    "chunk_size": lambda o: f"chunk-{o.chunk_size}",
+    "left_context": lambda o: f"left-{o.left_context}" if o.left_context >= 0 else "left-all",
+    "feed_frames": lambda o: f"feed-{o.feed_frames}" if o.feed_frames is not None else "",
 }
 
 #: method name -> the registered method object
@@ -336,10 +356,16 @@ class PreparedDecoding:
     @torch.no_grad()
     def decode(self, x: torch.Tensor, x_lens: torch.Tensor, *, encoder_out: Any = None) -> list[list[int]]:
         """x (N, T, F) fbank, x_lens (N,) -> N best hypotheses (token ids, or word ids for
-        ``output == "words"``). ``encoder_out``: the model's ``EncoderOutput`` when already computed."""
-        enc_out = encoder_out if encoder_out is not None else self.model.encode(x, x_lens)
-        res = self.search(enc_out)
+        ``output == "words"``). ``encoder_out``: the model's ``EncoderOutput`` when already computed
+        (not for ``from_features`` methods, which encode the features themselves)."""
+        res = self._run(x, x_lens, encoder_out)
         return best_paths(res) if self.method.nbest else res
+
+    def _run(self, x: torch.Tensor, x_lens: torch.Tensor, encoder_out: Any) -> list:
+        if self.method.from_features:
+            return self.method.decode_features(self.model, x, x_lens, self.opts, self.state)
+        enc_out = encoder_out if encoder_out is not None else self.model.encode(x, x_lens)
+        return self.search(enc_out)
 
     @torch.no_grad()
     def decode_nbest(
@@ -348,8 +374,7 @@ class PreparedDecoding:
         """``(tokens, scores)`` per utterance, best first, at most ``nbest`` each (see :func:`decode_nbest`)."""
         if not self.method.nbest:
             raise ValueError(f"method {self.name!r} gives no n-best list; choose from {NBEST_METHODS}")
-        enc_out = encoder_out if encoder_out is not None else self.model.encode(x, x_lens)
-        res = self.search(enc_out)
+        res = self._run(x, x_lens, encoder_out)
         tokens = [[list(h) for h in r.tokens[:nbest]] for r in res]
         if self.method.output == "words":  # lattice methods: word ids spelled in model tokens
             tokens = [[self.state.words_to_tokens(h) for h in hyps] for hyps in tokens]
@@ -771,3 +796,6 @@ class CtcHlg(DecodingMethod):
 # icefall's CTC lattice methods (1best, ctc-decoding, nbest, nbest-rescoring, whole-lattice-rescoring,
 # attention-decoder-rescoring-with-ngram) register themselves here
 from asr_kd.decoding import lattice_methods as _lattice_methods  # noqa: E402, F401
+
+# chunk-by-chunk streaming transducer methods (streaming-greedy, streaming-modified-beam)
+from asr_kd.decoding import streaming as _streaming  # noqa: E402, F401
