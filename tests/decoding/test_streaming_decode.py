@@ -292,3 +292,18 @@ def test_mismatch_is_zero_for_an_unlimited_chunk(models, batch):
     x, x_lens = batch
     got = measure_streaming_mismatch(m.encoder, m.transducer, x, x_lens, chunk_size=1000, left_context=-1)
     assert got.token_mismatch == 0.0 and got.utts_differ == 0 and got.encoder_rel_diff < 1e-12
+
+
+def test_empty_and_too_short_utterances(encoder_type, models):
+    """Streams of 0 and 5 input frames (no encoder frame) decode to what simulated streaming gives."""
+    m = _get(models, encoder_type)
+    g = torch.Generator().manual_seed(2)
+    x, x_lens = torch.randn(3, 40, F, generator=g, dtype=torch.float64), torch.tensor([40, 5, 0])
+    for search in ("greedy", "modified-beam"):
+        kw = dict(chunk_size=2, left_context=1, search=search)
+        got = stream_decode(m.encoder, m.transducer, x, x_lens, **kw)
+        want = simulate_streaming(m.encoder, m.transducer, x, x_lens, **kw)
+        if search == "greedy":
+            assert got == want and got[2] == []
+        else:
+            assert [r.tokens for r in got] == [r.tokens for r in want] and got[2].tokens == [[]]
