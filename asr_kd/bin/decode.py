@@ -70,11 +70,12 @@ import json
 import logging
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
 
+from asr_kd.decoding.lattice_methods import NBEST_MODES
 from asr_kd.decoding.search import (
     PreparedDecoding,
     SearchOptions,
@@ -90,6 +91,121 @@ from asr_kd.utils import progress
 log = logging.getLogger("asr_kd.bin.decode")
 
 
+#: The :class:`~asr_kd.decoding.search.SearchOptions` fields set straight from the flag of the same name
+#: (``--num-paths`` -> ``num_paths``), with their ``add_argument`` keywords; each flag's default is the field's.
+#: The parser (:func:`add_search_flags`) and the options (:func:`search_options`) are both built from it.
+SEARCH_FLAGS: dict[str, dict] = {
+    "arpa": dict(
+        type=Path,
+        help="ctc-hlg: ARPA LM for G (default: HL, no LM); HLG = H o det(L o G) is built once and cached in the "
+        "lang dir (asr_kd.bin.compile_hlg builds it ahead)",
+    ),
+    "keep_epsilon": dict(
+        action="store_true",
+        help="ctc-hlg: keep LG's eps:eps arcs (G's backoffs): a far smaller graph than icefall's epsilon-free one",
+    ),
+    "lm_scale": dict(type=float, help="ctc-hlg: G weight scale; modified-beam-lm: the token LM's weight"),
+    "lm_arpa": dict(
+        type=Path,
+        help="modified-beam-lm: token-level ARPA for shallow fusion (its words are the model's tokens: "
+        "asr_kd.bin.train_lm --bpe-model, local/prepare_lm.sh --token-orders)",
+    ),
+    "blank_penalty": dict(
+        type=float,
+        help="subtracted from the blank logit (transducer methods) or the blank log-prob (CTC methods) [%(default)s]",
+    ),
+    "rescore_arpa": dict(
+        type=Path,
+        help="nbest-rescoring, whole-lattice-rescoring, attention-decoder-rescoring-with-ngram: the higher-order "
+        "word LM (e.g. G_4gram.arpa of the lang dir)",
+    ),
+    "num_paths": dict(
+        type=int,
+        help="lattice n-best methods: paths of the n-best (sampled: the best + num-paths - 1 draws; exact: the "
+        "num-paths best distinct word sequences) [%(default)s, icefall's]",
+    ),
+    "nbest_mode": dict(
+        choices=NBEST_MODES,
+        help="lattice n-best methods: icefall's sampled n-best (draws from the lattice posterior, deduplicated by "
+        "words, the 1-best always kept) or the exact n-best [%(default)s]",
+    ),
+    "nbest_scale": dict(
+        type=float,
+        help="sampled n-best: scale of the lattice scores before drawing (< 1: flatter, more distinct paths) "
+        "[%(default)s]",
+    ),
+    "nbest_seed": dict(
+        type=int,
+        help="sampled n-best on kaldi-decoder lattices: seed of the draws (k2's random_paths is deterministic) "
+        "[%(default)s]",
+    ),
+    "lattice_beam": dict(type=float, help="lattice pruning beam of the lattice methods [%(default)s]"),
+    "attention_scale": dict(type=float, help="attention-decoder-rescoring-with-ngram [%(default)s]"),
+    "lattice_backend": dict(
+        choices=["auto", "kaldi", "k2"],
+        help="lattice methods: kaldi-decoder lattices (whole-lattice rescoring by OpenFst compose) or k2's "
+        "(get_lattice; k2.compose) [%(default)s; auto: k2 when it imports]",
+    ),
+    "chunk_size": dict(
+        type=int,
+        help="streaming-*: encoder frames per chunk (4 = 160 ms at 25 Hz; the encoder's subsampling must allow it)",
+    ),
+    "left_context": dict(type=int, help="streaming-*: visible chunks to the left [%(default)s: all]"),
+    "feed_frames": dict(type=int, help="streaming-*: feature frames per call [one chunk's: 4 x chunk]"),
+    "search_beam": dict(type=float, help="ctc-hlg: decoder beam (cost units)"),
+    "acoustic_scale": dict(type=float, help="ctc-hlg: scale of the CTC log-probs"),
+    "ctc_weight": dict(type=float),
+    "ctc_layer": dict(type=int, help="decode CTC methods from this inter-CTC layer"),
+    "p_thr": dict(type=float, help="mask-ctc confidence threshold"),
+    "iterations": dict(
+        type=int,
+        help="mask-ctc / mask-ctc-beam K: masks filled per iteration with --mask-schedule paper "
+        "(ceil(N/K) iterations), the number of iterations with espnet [%(default)s]",
+    ),
+    "mask_schedule": dict(
+        choices=["paper", "espnet"],
+        help="Mask-CTC fill schedule (asr_kd.decoding.mask_ctc.mask_fill_schedule) [%(default)s]",
+    ),
+    "max_sym_per_frame": dict(type=int),
+    "length_penalty": dict(type=float),
+}
+
+
+def add_search_flags(p: argparse.ArgumentParser) -> None:
+    """The search-option flags: one per :data:`SEARCH_FLAGS` entry (default: the ``SearchOptions`` field's),
+    and those :func:`search_options` converts (``--beam``, ``--no-decoder-cache``, ``--rescore-lm-scale``)."""
+    defaults = {f.name: f.default for f in fields(SearchOptions)}
+    g = p.add_argument_group("search options (asr_kd.decoding.search.SearchOptions)")
+    for name, kwargs in SEARCH_FLAGS.items():
+        g.add_argument("--" + name.replace("_", "-"), default=defaults[name], **kwargs)
+    g.add_argument("--beam", type=int, default=None, help="beam size [10; 4 for modified-beam]")
+    g.add_argument(
+        "--no-decoder-cache",
+        action="store_true",
+        help="modified-beam*: recompute the predictor output per hypothesis and frame (same results; for timing)",
+    )
+    g.add_argument(
+        "--rescore-lm-scale",
+        type=float,
+        action="append",
+        help="repeatable [1.0]: weight of the rescoring LM; nbest-rescoring scores every value in one pass, "
+        "the other methods decode once per value",
+    )
+
+
+def search_options(args: argparse.Namespace, method: str, lang_dir: Path) -> SearchOptions:
+    """The :class:`SearchOptions` of ``method`` from the parsed flags: the :data:`SEARCH_FLAGS` fields as
+    given, the beam (the method's default when ``--beam`` is not given), the decoder cache, the first
+    ``--rescore-lm-scale`` (:func:`method_variants` runs the others) and the lang dir."""
+    return SearchOptions(
+        **{name: getattr(args, name) for name in SEARCH_FLAGS},
+        beam=args.beam or get_decoding_method(method).default_beam,
+        decoder_cache=not args.no_decoder_cache,
+        rescore_lm_scale=(args.rescore_lm_scale or [1.0])[0],
+        lang_dir=lang_dir,
+    )
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp-dir", type=Path, required=True)
@@ -101,120 +217,7 @@ def get_parser() -> argparse.ArgumentParser:
         help="repeatable [ctc-greedy] (asr_kd.decoding.search registry); ctc-hlg = WFST decoding "
         "of the CTC output with the lang dir's lexicon (HL) and, with --arpa, an n-gram LM (HLG)",
     )
-    p.add_argument(
-        "--arpa",
-        type=Path,
-        default=None,
-        help="ctc-hlg: ARPA LM for G (default: HL, no LM); HLG = H o det(L o G) is built once and cached in the "
-        "lang dir (asr_kd.bin.compile_hlg builds it ahead)",
-    )
-    p.add_argument(
-        "--keep-epsilon",
-        action="store_true",
-        help="ctc-hlg: keep LG's eps:eps arcs (G's backoffs): a far smaller graph than icefall's epsilon-free one",
-    )
-    p.add_argument(
-        "--lm-scale", type=float, default=1.0, help="ctc-hlg: G weight scale; modified-beam-lm: the token LM's weight"
-    )
-    p.add_argument(
-        "--lm-arpa",
-        type=Path,
-        default=None,
-        help="modified-beam-lm: token-level ARPA for shallow fusion (its words are the model's tokens: "
-        "asr_kd.bin.train_lm --bpe-model, local/prepare_lm.sh --token-orders)",
-    )
-    p.add_argument(
-        "--blank-penalty",
-        type=float,
-        default=0.0,
-        help="subtracted from the blank logit (transducer methods) or the blank log-prob (CTC methods) [0]",
-    )
-    p.add_argument(
-        "--rescore-arpa",
-        type=Path,
-        default=None,
-        help="nbest-rescoring, whole-lattice-rescoring, attention-decoder-rescoring-with-ngram: the higher-order "
-        "word LM (e.g. G_4gram.arpa of the lang dir)",
-    )
-    p.add_argument(
-        "--rescore-lm-scale",
-        type=float,
-        action="append",
-        help="repeatable [1.0]: weight of the rescoring LM; nbest-rescoring scores every value in one pass, "
-        "the other methods decode once per value",
-    )
-    p.add_argument(
-        "--num-paths",
-        type=int,
-        default=100,
-        help="lattice n-best methods: paths of the n-best (sampled: the best + num-paths - 1 draws; exact: the "
-        "num-paths best distinct word sequences) [100, icefall's]",
-    )
-    p.add_argument(
-        "--nbest-mode",
-        choices=["sampled", "exact"],
-        default="sampled",
-        help="lattice n-best methods: icefall's sampled n-best (draws from the lattice posterior, deduplicated by "
-        "words, the 1-best always kept) or the exact n-best [sampled]",
-    )
-    p.add_argument(
-        "--nbest-scale",
-        type=float,
-        default=0.5,
-        help="sampled n-best: scale of the lattice scores before drawing (< 1: flatter, more distinct paths) [0.5]",
-    )
-    p.add_argument(
-        "--nbest-seed",
-        type=int,
-        default=0,
-        help="sampled n-best on kaldi-decoder lattices: seed of the draws (k2's random_paths is deterministic) [0]",
-    )
-    p.add_argument("--lattice-beam", type=float, default=8.0, help="lattice pruning beam of the lattice methods [8]")
-    p.add_argument("--attention-scale", type=float, default=1.0, help="attention-decoder-rescoring-with-ngram [1]")
-    p.add_argument(
-        "--lattice-backend",
-        choices=["auto", "kaldi", "k2"],
-        default="kaldi",
-        help="lattice methods: kaldi-decoder lattices (whole-lattice rescoring by OpenFst compose) or k2's "
-        "(get_lattice; k2.compose) [kaldi; auto: k2 when it imports]",
-    )
-    p.add_argument(
-        "--no-decoder-cache",
-        action="store_true",
-        help="modified-beam*: recompute the predictor output per hypothesis and frame (same results; for timing)",
-    )
-    p.add_argument(
-        "--chunk-size",
-        type=int,
-        default=-1,
-        help="streaming-*: encoder frames per chunk (4 = 160 ms at 25 Hz; the encoder's subsampling must allow it)",
-    )
-    p.add_argument("--left-context", type=int, default=-1, help="streaming-*: visible chunks to the left [-1: all]")
-    p.add_argument(
-        "--feed-frames", type=int, default=None, help="streaming-*: feature frames per call [one chunk's: 4 x chunk]"
-    )
-    p.add_argument("--search-beam", type=float, default=16.0, help="ctc-hlg: decoder beam (cost units)")
-    p.add_argument("--acoustic-scale", type=float, default=1.0, help="ctc-hlg: scale of the CTC log-probs")
     p.add_argument("--split", action="append", help="repeatable [test]")
-    p.add_argument("--beam", type=int, default=None, help="beam size [10; 4 for modified-beam]")
-    p.add_argument("--ctc-weight", type=float, default=0.3)
-    p.add_argument("--ctc-layer", type=int, default=None, help="decode CTC methods from this inter-CTC layer")
-    p.add_argument("--p-thr", type=float, default=0.99, help="mask-ctc confidence threshold")
-    p.add_argument(
-        "--iterations",
-        type=int,
-        default=2,
-        help="mask-ctc / mask-ctc-beam K: masks filled per iteration with --mask-schedule paper "
-        "(ceil(N/K) iterations), the number of iterations with espnet [2]",
-    )
-    p.add_argument(
-        "--mask-schedule",
-        choices=["paper", "espnet"],
-        default="paper",
-        help="Mask-CTC fill schedule (asr_kd.decoding.mask_ctc.mask_fill_schedule) [paper]",
-    )
-    p.add_argument("--max-sym-per-frame", type=int, default=1)
-    p.add_argument("--length-penalty", type=float, default=0.0)
     p.add_argument("--max-duration", type=float, default=100.0, help="seconds of audio per batch")
     p.add_argument("--manifest-dir", type=Path, help="override the checkpoint config's data.manifest_dir")
     p.add_argument("--prefix", help="override data.prefix")
@@ -228,6 +231,7 @@ def get_parser() -> argparse.ArgumentParser:
         default="raise",
         help="a bad test cut: stop with an error naming it, or skip it and score it as deletions [raise]",
     )
+    add_search_flags(p)
     return p
 
 
@@ -341,37 +345,7 @@ def method_variants(methods: list[str], args, lang_dir: Path):
     scales = args.rescore_lm_scale or [1.0]
     for method in methods:
         m = get_decoding_method(method)
-        opts = SearchOptions(
-            beam=args.beam or m.default_beam,
-            ctc_weight=args.ctc_weight,
-            ctc_layer=args.ctc_layer,
-            max_sym_per_frame=args.max_sym_per_frame,
-            p_thr=args.p_thr,
-            iterations=args.iterations,
-            mask_schedule=args.mask_schedule,
-            length_penalty=args.length_penalty,
-            lang_dir=lang_dir,
-            arpa=args.arpa,
-            lm_scale=args.lm_scale,
-            search_beam=args.search_beam,
-            acoustic_scale=args.acoustic_scale,
-            keep_epsilon=args.keep_epsilon,
-            lm_arpa=args.lm_arpa,
-            blank_penalty=args.blank_penalty,
-            decoder_cache=not args.no_decoder_cache,
-            chunk_size=args.chunk_size,
-            left_context=args.left_context,
-            feed_frames=args.feed_frames,
-            num_paths=args.num_paths,
-            nbest_mode=args.nbest_mode,
-            nbest_scale=args.nbest_scale,
-            nbest_seed=args.nbest_seed,
-            lattice_beam=args.lattice_beam,
-            rescore_arpa=args.rescore_arpa,
-            rescore_lm_scale=scales[0],
-            attention_scale=args.attention_scale,
-            lattice_backend=args.lattice_backend,
-        )
+        opts = search_options(args, method, lang_dir)
         if not (getattr(m, "uses_rescore_lm", False) and args.rescore_arpa is not None):
             yield method, opts, None
         elif getattr(m, "lm_scales_in_one_pass", False):

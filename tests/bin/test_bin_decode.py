@@ -199,3 +199,41 @@ def test_decode_nbest_rescoring_scores_several_lm_scales_in_one_pass(trained, tm
         assert decode.main(single) == 0
         name = f"recogs-test-nbest-rescoring_noG_lm_lms-{scale}_sampled-100_ns-0.5.txt"
         assert _recogs(trained / "multi" / name) == _recogs(trained / f"one_{scale}" / name)
+
+
+def test_search_options_are_built_from_one_table():
+    """decode's SearchOptions come from SEARCH_FLAGS: without flags, the dataclass defaults (the method's beam);
+    each flag set alone changes its field only; --beam, --no-decoder-cache and --rescore-lm-scale convert."""
+    from dataclasses import fields, replace
+    from pathlib import Path
+
+    from asr_kd.bin import decode
+    from asr_kd.decoding.search import SearchOptions, get_decoding_method
+
+    lang = Path("lang")
+    parser = decode.get_parser()
+    none = parser.parse_args(["--exp-dir", "e"])
+    for method in ("ctc-greedy", "modified-beam", "nbest-rescoring"):
+        beam = get_decoding_method(method).default_beam
+        assert decode.search_options(none, method, lang) == SearchOptions(beam=beam, lang_dir=lang)
+    base = SearchOptions(beam=10, lang_dir=lang)
+    defaults = {f.name: f.default for f in fields(SearchOptions)}
+    assert set(decode.SEARCH_FLAGS) <= set(defaults)
+    for name, kwargs in decode.SEARCH_FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        if kwargs.get("action") == "store_true":
+            argv, value = [flag], True
+        elif "choices" in kwargs:
+            value = next(c for c in kwargs["choices"] if c != defaults[name])
+            argv = [flag, value]
+        else:
+            value = kwargs["type"]("3")
+            assert value != defaults[name], name
+            argv = [flag, "3"]
+        got = decode.search_options(parser.parse_args(["--exp-dir", "e", *argv]), "ctc-greedy", lang)
+        assert got == replace(base, **{name: value}), name
+    special = parser.parse_args(
+        ["--exp-dir", "e", "--beam", "3", "--no-decoder-cache", "--rescore-lm-scale", "0.5", "--rescore-lm-scale", "2"]
+    )
+    got = decode.search_options(special, "ctc-greedy", lang)
+    assert got == replace(base, beam=3, decoder_cache=False, rescore_lm_scale=0.5)
