@@ -94,3 +94,22 @@ def test_bad_streaming_settings_fail_at_start_up(trained, extra, match):
     with pytest.raises(ValueError, match=match):
         decode.main(["--exp-dir", str(trained), "--method", "streaming-greedy", "--res-dir", "dec_bad", *extra])
     assert not (res / "results.jsonl").exists()
+
+
+def test_a_model_trained_with_chunks_gets_no_warning(tmp_path):
+    """The checkpoint's stored config (training.chunk) is what the start-up check reads."""
+    import yaml
+
+    from asr_kd.bin import decode, train
+
+    conf = make_toy_recipe(tmp_path, model=CAUSAL_TRANSDUCER)
+    cfg = yaml.safe_load(conf.read_text())
+    cfg["training"]["chunk"] = {"chunk_size": 2, "left_context": 1}
+    conf.write_text(yaml.safe_dump(cfg))
+    exp = tmp_path / "exp"
+    assert train.main(["--config", str(conf), "--exp-dir", str(exp), "--max-steps", "2"]) == 0
+    argv = ["--exp-dir", str(exp), "--method", "streaming-greedy", "--chunk-size", "2", "--left-context", "1"]
+    assert decode.main(argv) == 0
+    log = (exp / "decode" / "decode.log").read_text()
+    assert "trained with chunk_size 2, left_context 1" in log and "% token mismatch" in log
+    assert "not trained for streaming" not in log and "WARNING" not in log
