@@ -3,6 +3,7 @@
 Modules: :mod:`~asr_kd.decoding.ctc` (greedy, prefix beam search, prefix scorer),
 :mod:`~asr_kd.decoding.attention` (joint CTC/attention beam search, attention rescoring),
 :mod:`~asr_kd.decoding.transducer` (greedy, modified beam search),
+:mod:`~asr_kd.decoding.streaming` (chunk-by-chunk transducer decoding with caches; per-chunk latency),
 :mod:`~asr_kd.decoding.mask_ctc` (Mask-CTC easy-first and beam search),
 :mod:`~asr_kd.decoding.wfst` (HL / HLG WFST decoding),
 :mod:`~asr_kd.decoding.k2_graph` (the same graphs decoded with k2, optional, imported lazily),
@@ -27,6 +28,7 @@ from asr_kd.decoding.search import (
     prepare_decoding,
     register_decoding_method,
 )
+from asr_kd.decoding.streaming import StreamingTransducerDecoder, simulate_streaming, stream_decode
 from asr_kd.decoding.transducer import modified_beam_search, transducer_greedy_search
 from asr_kd.decoding.wer import (
     Timer,
@@ -49,6 +51,9 @@ __all__ = [
     "attention_rescoring",
     "transducer_greedy_search",
     "modified_beam_search",
+    "StreamingTransducerDecoder",
+    "stream_decode",
+    "simulate_streaming",
     "mask_ctc_easy_first",
     "mask_ctc_beam_search",
     "mask_fill_schedule",
