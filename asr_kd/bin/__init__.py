@@ -30,6 +30,8 @@ USER_ERRORS = frozenset(
         "asr_kd.lm.lang.LangError",
         "asr_kd.decoding.hlg.GraphTooLargeError",
         "asr_kd.training.metrics.MetricsError",
+        "asr_kd.kd.repr.ReprTeacherError",
+        "asr_kd.kd.repr.MissingDocumentError",
     }
 )
 

@@ -36,12 +36,18 @@ def download(target_dir: str | Path, parts: Sequence[str]) -> Path:
 
 
 def cuts_from_manifests(recordings, supervisions):
-    """A CutSet with one MonoCut per supervision, spanning it exactly; cut id = supervision id."""
+    """A CutSet with one MonoCut per supervision, spanning it exactly; cut id = supervision id. Supervisions
+    get ``doc_id`` = ``<speaker>-<chapter>`` and ``doc_pos`` = the utterance index (:mod:`asr_kd.corpus.documents`)."""
     from lhotse import CutSet, MonoCut
+    from lhotse.utils import fastcopy
+
+    from asr_kd.corpus.documents import DOC_ID, DOC_POS, librispeech_document
 
     cuts = []
     for sup in supervisions:
         rec = recordings[sup.recording_id]
+        doc, pos = librispeech_document(sup.id)  # the chapter is the document (context augmentation)
+        sup = fastcopy(sup, custom={**(sup.custom or {}), DOC_ID: doc, DOC_POS: pos})
         cuts.append(
             MonoCut(
                 id=sup.id,

@@ -263,11 +263,18 @@ def check_disk_space(plan: Sequence[Utterance], audio_dir: str | Path, with_fban
 
 
 # ---------------------------------------------------------------------- manifests
-def build_manifests(plan: Sequence[Utterance], audio_dir: str | Path):
-    """(RecordingSet, SupervisionSet, CutSet) of one split, validated."""
+def build_manifests(plan: Sequence[Utterance], audio_dir: str | Path, documents: dict | None = None):
+    """(RecordingSet, SupervisionSet, CutSet) of one split, validated. ``documents``
+    (:func:`asr_kd.corpus.documents.read_documents`): add ``doc_id`` / ``doc_pos`` to the supervisions."""
     from lhotse import CutSet, MonoCut, Recording, RecordingSet, SupervisionSegment, SupervisionSet
     from lhotse.audio import AudioSource
     from lhotse.qa import validate, validate_recordings_and_supervisions
+
+    def _doc(u: Utterance) -> dict:
+        if documents is None:
+            return {}
+        doc, pos = documents.get(u.text, (f"utt:{u.id}", 0))
+        return {"doc_id": doc, "doc_pos": int(pos)}
 
     recordings, supervisions, cuts = [], [], []
     for u in plan:
@@ -293,7 +300,7 @@ def build_manifests(plan: Sequence[Utterance], audio_dir: str | Path):
                 text=u.text,
                 language="English",
                 speaker=u.voice,
-                custom={"accent": u.accent, "variant": u.variant, "speed": u.speed, "pitch": u.pitch},
+                custom={"accent": u.accent, "variant": u.variant, "speed": u.speed, "pitch": u.pitch, **_doc(u)},
             )
         )
         cuts.append(
@@ -314,8 +321,14 @@ def build_manifests(plan: Sequence[Utterance], audio_dir: str | Path):
     return recs, sups, cuts
 
 
-def write_manifests(synth_dir: str | Path, out_dir: str | Path, prefix: str = "synth") -> dict[str, int]:
-    """Manifests for every ``plan_<split>.tsv`` in ``synth_dir``; returns utterances per split."""
+def write_manifests(
+    synth_dir: str | Path, out_dir: str | Path, prefix: str = "synth", documents: str | Path | None = None
+) -> dict[str, int]:
+    """Manifests for every ``plan_<split>.tsv`` in ``synth_dir``; returns utterances per split.
+    ``documents``: a ``documents.tsv`` (:mod:`asr_kd.corpus.documents`) whose ids go to the supervisions."""
+    from asr_kd.corpus.documents import read_documents
+
+    docs = read_documents(documents) if documents is not None else None
     synth_dir, out_dir = Path(synth_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
@@ -324,7 +337,7 @@ def write_manifests(synth_dir: str | Path, out_dir: str | Path, prefix: str = "s
         if not plan_file.exists():
             continue
         plan = read_plan(plan_file)
-        recs, sups, cuts = build_manifests(plan, synth_dir / "audio")
+        recs, sups, cuts = build_manifests(plan, synth_dir / "audio", docs)
         recs.to_file(out_dir / f"{prefix}_recordings_{split}.jsonl.gz")
         sups.to_file(out_dir / f"{prefix}_supervisions_{split}.jsonl.gz")
         cuts.to_file(out_dir / f"{prefix}_cuts_{split}.jsonl.gz")
@@ -357,6 +370,7 @@ def get_parser() -> argparse.ArgumentParser:
     m.add_argument("--synth-dir", type=Path, required=True)
     m.add_argument("--out-dir", type=Path, required=True)
     m.add_argument("--prefix", default="synth")
+    m.add_argument("--documents", type=Path, default=None, help="documents.tsv (asr_kd.corpus.documents): doc ids")
     return p
 
 
@@ -378,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         synthesize(every, args.out_dir / "audio", nj=args.nj)
     else:
-        write_manifests(args.synth_dir, args.out_dir, prefix=args.prefix)
+        write_manifests(args.synth_dir, args.out_dir, prefix=args.prefix, documents=args.documents)
     return 0
 
 

@@ -3,6 +3,7 @@ KD training loss. See :mod:`asr_kd.kd.methods` for the config format; :mod:`asr_
 ``inter_aed_kd`` (masked-LM token distributions through auxiliary attention decoders, :mod:`asr_kd.kd.mlm`)."""
 
 import asr_kd.kd.inter_aed  # noqa: F401  (registers inter_aed_kd)
+import asr_kd.kd.repr_transfer  # noqa: F401  (registers lm_repr_transfer)
 from asr_kd.kd.methods import (
     KD_METHODS,
     AttentionRelationKd,

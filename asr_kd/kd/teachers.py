@@ -235,6 +235,7 @@ _LAZY_TEACHERS = {
     "offline": "asr_kd.kd.offline",
     "hf_mlm": "asr_kd.kd.mlm",
     "offline_mlm": "asr_kd.kd.mlm",
+    "offline_repr": "asr_kd.kd.repr",
 }
 
 

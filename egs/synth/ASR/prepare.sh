@@ -34,6 +34,9 @@
 #   5  (only with --precompute-fbank true) fbank -> $data/fbank/synth_cuts_{train,dev,test}.jsonl.gz
 #   6  (opt-in: --stop-stage 6) modified Kneser-Ney LMs on the train transcripts, kaldilm G, the disambiguated
 #      lexicons, L_disambig and the cached HL / HLG graphs -> $data/lang_bpe_${vocab_size}/ (local/prepare_lm.sh)
+#   7  (opt-in: --stage 7 --stop-stage 7) document ids for context augmentation (asr_kd.corpus.documents):
+#      $data/text/documents.tsv from the sources, then doc_id / doc_pos added in place to the supervisions and
+#      cuts of $data/manifests and $data/fbank (a corpus prepared before stage 3 wrote them; idempotent)
 #
 # Stage 2 first checks the free disk (wav, and fbank with --precompute-fbank true; ASR_KD_FREE_BYTES overrides
 # the measured free bytes). The BPE model is trained on the transcripts of the synthesised train split ($lang/transcript_words.txt),
@@ -93,6 +96,7 @@ stage1() {
   if [ -f "$data/text/.done_seed-${seed}" ]; then log "stage 1: $data/text exists; skipping"; return; fi
   rm -f "$data"/text/.done_*
   "$python" -m asr_kd.corpus.text prepare --download-dir "$download" --out-dir "$data/text" --seed "$seed"
+  "$python" -m asr_kd.corpus.documents make --download-dir "$download" --text-dir "$data/text"
   touch "$data/text/.done_seed-${seed}"
 }
 stage2() {
@@ -107,7 +111,9 @@ stage2() {
 stage3() {
   if [ -f "$data/manifests/.done_${tag}" ]; then log "stage 3: $data/manifests ($tag) exists; skipping"; return; fi
   rm -f "$data"/manifests/.done_*
-  "$python" -m asr_kd.corpus.synth manifests --synth-dir "$data/synth" --out-dir "$data/manifests"
+  local docs=()
+  [ ! -f "$data/text/documents.tsv" ] || docs=(--documents "$data/text/documents.tsv")
+  "$python" -m asr_kd.corpus.synth manifests --synth-dir "$data/synth" --out-dir "$data/manifests" ${docs[@]+"${docs[@]}"}
   touch "$data/manifests/.done_${tag}"
 }
 stage4() {
@@ -141,6 +147,17 @@ stage6() {
     ${tok[@]+"${tok[@]}"}
 }
 
+stage7() {
+  [ -f "$data/text/documents.tsv" ] || \
+    "$python" -m asr_kd.corpus.documents make --download-dir "$download" --text-dir "$data/text"
+  local m=()
+  for f in "$data"/manifests/synth_supervisions_*.jsonl.gz "$data"/manifests/synth_cuts_*.jsonl.gz \
+           "$data"/fbank/synth_cuts_*.jsonl.gz; do
+    [ ! -f "$f" ] || m+=("$f")
+  done
+  [ ${#m[@]} -eq 0 ] || "$python" -m asr_kd.corpus.documents add --documents "$data/text/documents.tsv" "${m[@]}"
+}
+
 log "size=$size seed=$seed vocab_size=$vocab_size nj=$nj stages $stage..$stop_stage, python=$python"
 if run_stage 0; then timed 0 "download text sources into $download" stage0; fi
 if run_stage 1; then timed 1 "normalise and split the text" stage1; fi
@@ -149,4 +166,5 @@ if run_stage 3; then timed 3 "Lhotse manifests" stage3; fi
 if run_stage 4; then timed 4 "BPE model ($vocab_size) and lexicons in $lang" stage4; fi
 if run_stage 5; then timed 5 "fbank features" stage5; fi
 if run_stage 6; then timed 6 "n-gram LMs ($lm_orders) and HL/HLG graphs in $lang" stage6; fi
+if run_stage 7; then timed 7 "document ids (doc_id, doc_pos) in the manifests" stage7; fi
 log "all done"
