@@ -144,7 +144,7 @@ def read_documents(path: str | Path) -> dict[str, tuple[str, int]]:
 def librispeech_document(utt_id: str) -> tuple[str, int]:
     """``"103-1240-0007"`` -> ``("103-1240", 7)``: the chapter is the document."""
     parts = utt_id.split("-")
-    if len(parts) != 3 or not parts[2].isdigit():
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
         raise ValueError(f"{utt_id!r} is not a LibriSpeech utterance id (<speaker>-<chapter>-<index>)")
     return f"{parts[0]}-{parts[1]}", int(parts[2])
 
