@@ -433,3 +433,66 @@ def test_dump_with_context_needs_document_ids(bert_dir, tmp_path, capsys):
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 2
     assert "MissingDocumentError" in r.stderr and "no document id" in r.stderr
+
+
+def test_synth_manifests_and_prepare_stage_7_record_documents(tmp_path):
+    """New manifests get the fields at stage 3 (synth.build_manifests with documents); a corpus prepared
+    before gets them from prepare.sh stage 7, in place; the plan (text, voice, audio) is unchanged."""
+    import subprocess
+    from pathlib import Path
+
+    from lhotse import CutSet, SupervisionSet
+
+    from asr_kd.corpus.synth import Utterance, build_manifests, wav_path_of
+    from asr_kd.testing.dummies import synth_signal, write_wav
+
+    _fake_sources(tmp_path / "download" / "root")
+    data = tmp_path / "data"
+    (data / "text").mkdir(parents=True)
+    (data / "text" / "train.txt").write_text("THE SECOND ONE FOLLOWS\nTHE FIRST SENTENCE IS HERE\n")
+    (data / "text" / "dev.txt").write_text("AND A THIRD\n")
+    (data / "text" / "test.txt").write_text("ONE MORE LINE HERE\n")
+    plan = [
+        Utterance("synth-train-000000", "train", "en-us", 150, 50, "THE SECOND ONE FOLLOWS"),
+        Utterance("synth-train-000001", "train", "en-us", 150, 50, "THE FIRST SENTENCE IS HERE"),
+        Utterance("synth-train-000002", "train", "en-us", 150, 50, "NOT A CORPUS SENTENCE"),
+    ]
+    for u in plan:
+        p = wav_path_of(tmp_path / "audio", u)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write_wav(p, synth_signal(0.5))
+    # a corpus prepared without documents
+    recs, sups, cuts = build_manifests(plan, tmp_path / "audio")
+    assert "doc_id" not in sups[plan[0].id].custom
+    (data / "manifests").mkdir()
+    sups.to_file(data / "manifests" / "synth_supervisions_train.jsonl.gz")
+    cuts.to_file(data / "manifests" / "synth_cuts_train.jsonl.gz")
+    asr = Path(__file__).resolve().parents[2] / "egs" / "synth" / "ASR"
+    r = subprocess.run(
+        ["bash", str(asr / "prepare.sh"), "--stage", "7", "--stop-stage", "7", "--data-dir", str(data)]
+        + ["--download-dir", str(tmp_path / "download")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "1 not in the map" in r.stdout
+    got_sups = SupervisionSet.from_file(data / "manifests" / "synth_supervisions_train.jsonl.gz")
+    got_cuts = CutSet.from_file(data / "manifests" / "synth_cuts_train.jsonl.gz")
+    want = {
+        "synth-train-000000": ("fortune:wisdom:0", 1),
+        "synth-train-000001": ("fortune:wisdom:0", 0),
+        "synth-train-000002": ("utt:synth-train-000002", 0),
+    }
+    for s in got_sups:
+        assert (s.custom["doc_id"], s.custom["doc_pos"]) == want[s.id] and s.custom["accent"] == "en-us"
+    for c in got_cuts:
+        s = c.supervisions[0]
+        assert (s.custom["doc_id"], s.custom["doc_pos"]) == want[c.id]
+        assert c.recording.sources[0].source == cuts[c.id].recording.sources[0].source  # same audio
+    # a fresh manifest step with the map gives the same fields (stage 3 with documents.tsv)
+    from asr_kd.corpus.documents import read_documents
+
+    _, sups2, _ = build_manifests(plan, tmp_path / "audio", read_documents(data / "text" / "documents.tsv"))
+    for s in sups2:
+        assert (s.custom["doc_id"], s.custom["doc_pos"]) == want[s.id]
