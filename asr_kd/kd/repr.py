@@ -484,6 +484,19 @@ class ReprDumpReport:
         }
 
 
+def _encode_up_to(vocab: Any, texts: Sequence[str], max_tokens: int) -> list[list[int]]:
+    """The piece ids of ``texts`` (closest first), as many as give ``max_tokens`` pieces (a chapter of a
+    hundred utterances is not tokenised whole for a 60-token context)."""
+    out, n = [], 0
+    for t in texts:
+        if n >= max_tokens:
+            break
+        ids = vocab.encode([t])[0][0]
+        out.append(ids)
+        n += len(ids)
+    return out
+
+
 def _seed_of(seed: int, cut_id: str, variant: int) -> int:
     import hashlib
 
@@ -551,24 +564,26 @@ def dump_representations(
         for b in range(0, len(todo), batch_size):
             chunk = todo[b : b + batch_size]
             utt = [i for i, _ in v.encode([t for _, t in chunk])]
+            contexts = []  # per cut (left, right), unmasked
+            if index is not None:
+                for cut, _ in chunk:
+                    prev, nxt = index.neighbours(cut.id)
+                    lf, rt = _encode_up_to(v, prev, context_tokens), _encode_up_to(v, nxt, context_tokens)
+                    lf, rt = assemble_context(lf, rt, context_tokens)
+                    contexts.append((lf, rt))
+                    report.with_context += int(bool(lf or rt))
+                    report.context_tokens += len(lf) + len(rt)
             per_variant = []
             for k in range(variants):
                 left = right = None
                 if index is not None:
                     left, right = [], []
-                    for cut, _ in chunk:
-                        prev, nxt = index.neighbours(cut.id)
-                        lf, rt = assemble_context(
-                            [i for i, _ in v.encode(prev)], [i for i, _ in v.encode(nxt)], context_tokens
-                        )
+                    for (cut, _), (lf, rt) in zip(chunk, contexts):
                         rng = random.Random(_seed_of(seed, cut.id, k))
                         rate = rng.uniform(min_mask, max_mask)
                         ctx = mask_context(lf + rt, v.mask_id, rate, rng)
                         left.append(ctx[: len(lf)])
                         right.append(ctx[len(lf) :])
-                        if k == 0:
-                            report.with_context += int(bool(lf or rt))
-                            report.context_tokens += len(lf) + len(rt)
                 per_variant.append(encode_batch(enc, utt, left, right))
             for i, ((cut, _), ids) in enumerate(zip(chunk, utt)):
                 if not ids:

