@@ -190,9 +190,6 @@ def build_kd_loss_fn(
             method = build_kd_method(name, model, **mc).to(device)
         except ValueError as e:  # MissingCapabilityError included
             raise type(e)(f"kd.methods[{i}] ({name}): {e}") from e
-        if any(True for _ in method.parameters()):
-            key = f"{i}_{name}"
-            model.kd_aux[key] = method
         entries.append(KdEntry(name, method, weight, schedule))
         log.info("kd method %s: weight %.3g, options %s", name, weight, mc)
     if teacher is not None:
@@ -204,6 +201,9 @@ def build_kd_loss_fn(
                 check(teacher)
             except ValueError as err:
                 raise type(err)(f"kd.methods[{i}] ({e.name}): {err}") from err
+    for i, e in enumerate(entries):  # after check_teacher: a method may build modules of the teacher's dims there
+        if any(True for _ in e.method.parameters()):
+            model.kd_aux[f"{i}_{e.name}"] = e.method.to(device)
     loss_fn = KdLossFn(entries, teacher, total_steps=total_steps, **asr_kwargs)
     loss_fn.check_model(model)
     return loss_fn

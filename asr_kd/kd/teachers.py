@@ -55,7 +55,8 @@ class TeacherOutput:
         nbest_scores: per utterance, their log-scores (same order).
         text_hidden: per chosen layer (N, S_t, D_t) hidden states of a text teacher.
         text_mask: (N, S_t) bool, valid text-teacher positions.
-        extra: anything else (method-specific).
+        extra: anything else (method-specific); an ``asr`` teacher asked for ``"encoder_out"`` puts its
+            (N, T', D) encoder output there.
     """
 
     ctc_logits: Tensor | None = None
@@ -180,6 +181,8 @@ class AsrTeacher(Teacher):
             if self.model.ctc is None:
                 raise ValueError("the KD method needs teacher CTC posteriors but the teacher has no CTC head")
             out.ctc_logits = self.model.ctc(enc.out)
+        if "encoder_out" in needs:  # (N, T', D) the encoder output (transducer KD runs the teacher's joiner on it)
+            out.extra["encoder_out"] = enc.out
         if "layer_outputs" in needs:
             # at the output frame rate (multi-rate encoders resample), each at its own dim
             out.layer_outputs = [enc.layer(k) for k in range(1, len(enc.layer_outputs) + 1)]
