@@ -75,7 +75,8 @@ def _method(root, teachers, **kw):
 
 
 def test_train_average_decode_with_two_teachers(recipe, tmp_path):
-    from asr_kd.bin import average, decode, train
+    from asr_kd.bin import average, decode, export, train
+    from asr_kd.training.asr_task import load_asr_model
 
     root, conf, small, deep = recipe
     exp = tmp_path / "exp"
@@ -104,9 +105,20 @@ def test_train_average_decode_with_two_teachers(recipe, tmp_path):
     assert average.main(args) == 0
     avg = torch.load(exp / "avg.pt", weights_only=True)
     assert avg["model"] and not any(k.startswith("kd_aux.") for k in avg["model"])
-    assert (
-        decode.main(["--exp-dir", str(exp), "--checkpoint", str(exp / "avg.pt"), "--method", "transducer-greedy"]) == 0
-    )
+    dec = ["--exp-dir", str(exp), "--method", "transducer-greedy"]
+    assert decode.main([*dec, "--checkpoint", str(exp / "avg.pt"), "--res-dir", "dec_avg"]) == 0
+    assert export.main(["--checkpoint", str(exp / "checkpoint-3.pt"), "--out", str(exp / "exported.pt")]) == 0
+    exported = torch.load(exp / "exported.pt", weights_only=True)
+    assert not any("kd_aux" in k for k in exported["model"])
+    full, _ = load_asr_model(exp / "checkpoint-3.pt")
+    small_model, _ = load_asr_model(exp / "exported.pt")
+    assert not any(k.startswith("kd_aux.") for k in full.state_dict())  # loading for decoding drops R too
+    for k, v in small_model.state_dict().items():
+        torch.testing.assert_close(v, full.state_dict()[k])
+    for name, ck in (("dec_full", "checkpoint-3.pt"), ("dec_export", "exported.pt")):
+        assert decode.main([*dec, "--checkpoint", str(exp / ck), "--res-dir", name]) == 0
+    a = (exp / "dec_full" / "recogs-test-transducer-greedy.txt").read_text()
+    assert a and a == (exp / "dec_export" / "recogs-test-transducer-greedy.txt").read_text()
 
 
 def test_regression_gradient_reaches_the_predictor_and_encoder(recipe):
