@@ -99,6 +99,7 @@ def chunk_from_ms(encoder: Any, chunk_ms: float, left_context_ms: float) -> tupl
             f"(subsampling {encoder.subsampling_factor}); use a positive multiple of {frame_ms:g} ms"
         )
     chunk = int(round(c))
+    encoder.check_chunk_size(chunk, -1)
     if left_context_ms == -1:
         left = -1
     else:
