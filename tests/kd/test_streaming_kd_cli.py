@@ -53,6 +53,9 @@ def test_streaming_kd_trains_and_exports_without_branch(teacher, tmp_path):
     log = (exp / "train.log").read_text()
     for part in ("skd_l1=", "skd_cos=", "skd_rel=", "skd_apc=", "transducer_kd=", "kd_w_streaming_kd="):
         assert part in log
+    # killed and resumed: the branch (built from the teacher's dims at start-up) is restored with the rest
+    assert train.main(["--config", conf, "--exp-dir", str(exp), "--max-steps", "4", *STUDENT, *kd]) == 0
+    assert "resumed from" in (exp / "train.log").read_text()
     state = torch.load(exp / "checkpoint-3.pt", weights_only=True)["model"]
     aux = [k for k in state if k.startswith("kd_aux.")]
     assert any(".transformer." in k for k in aux) and any(".lstm." in k for k in aux)

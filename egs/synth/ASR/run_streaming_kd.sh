@@ -40,11 +40,12 @@
 #      streaming-modified-beam, chunk by chunk with caches, per-chunk latency and RTF); the teacher, full context
 #   4  append the tables (streaming greedy, streaming beam, full context; WER, CER, RTF) to the results file
 #
-# Time per row (2.0 GHz 2-core box, --threads 2): the student alone trains at about 0.6 s/step (the 60-minute
-# Zipformer transducer recipe did 5,959 steps), the KD rows about 0.8-0.9 s/step (the frozen teacher's forward,
-# the branches; measured on one step of two utterances: the aux-branch step costs 1.2-1.5x the plain one), so
-# 3000 steps are about 30 min (no_kd) and 40-45 min (KD rows); the six rows about 4.5 h, plus about 2 min of
-# decoding per row and method on the test split. With --threads 1 on a box shared with another run, double it.
+# Time per row (the 2-core box, --threads 2): the student alone trains at about 0.6 s/step (the 60-minute
+# Zipformer transducer recipe did 5,959 steps). Measured on one step of 12 x 6.5 s utterances (one thread, the box
+# busy): no_kd 1.6 s, token_kd 1.9 s (1.2x: the teacher's forward and lattice), direct 2.0 s (1.25x), the aux-branch
+# rows 2.9 s (1.8x: four Transformer layers and LSTMs on 25 Hz frames). So 3000 steps take about 30 min (no_kd),
+# 36-38 min (token_kd, direct) and 55 min (aux rows); the six rows about 4.5 h, plus about 2 min of decoding per
+# row and method on the test split. With --threads 1 on a box shared with another run, double it.
 set -euo pipefail
 
 rows="no_kd token_kd aux_feat aux_feat_rel aux_apc direct"
