@@ -181,6 +181,11 @@ def test_method_relation_term_equals_loops_over_branch_and_teacher_qkv(pair):
         return x.transpose(1, 2).reshape(x.size(0), x.size(2), -1).double()
 
     want = _relation_kl_loops(flat(q), flat(tq), lens, 2) + _relation_kl_loops(flat(v), flat(tv), lens, 2)
+    # in float64 the library's relation KL equals the loops to rounding
+    exact = sum(
+        float(attention_relation_kl(a.double(), b.double(), lens, num_relation_heads=2)) for a, b in ((q, tq), (v, tv))
+    )
+    assert exact == pytest.approx(want, rel=1e-9)
     # near-uniform relations: a small KL summed in float32 from p (log p - log q) terms, hence rel 2e-3
     assert float(out["skd_rel"].detach()) == pytest.approx(want, rel=2e-3)
 
