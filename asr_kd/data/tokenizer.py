@@ -146,8 +146,15 @@ class Tokenizer:
 
     @classmethod
     def from_dir(cls, lang_dir: str | Path) -> Tokenizer:
-        """Load ``<lang_dir>/bpe.model``."""
-        return cls(Path(lang_dir) / BPE_MODEL)
+        """Load ``<lang_dir>/bpe.model``; a WordPiece lang dir (``wordpiece.json``, no ``bpe.model``) gives a
+        :class:`~asr_kd.data.wordpiece_tokenizer.WordPieceTokenizer` with the same interface."""
+        lang_dir = Path(lang_dir)
+        if not (lang_dir / BPE_MODEL).is_file():
+            from asr_kd.data.wordpiece_tokenizer import WORDPIECE_JSON, WordPieceTokenizer  # noqa: PLC0415
+
+            if (lang_dir / WORDPIECE_JSON).is_file():
+                return WordPieceTokenizer(lang_dir)  # type: ignore[return-value]
+        return cls(lang_dir / BPE_MODEL)
 
     # ------------------------------------------------------------------ ids
     @property
