@@ -29,7 +29,7 @@ floating-point model state in float64 on CPU and after every N-th step s sets
 every checkpoint (key ``model_avg``) and restored on resume; ``asr_kd.bin.average
 --use-averaged-model`` turns two such checkpoints into the average over the steps between them.
 
-One step: forward under autocast (bf16/fp16 on CUDA only; off on CPU), loss checked for NaN/inf
+One step: forward under autocast (bf16/fp16 on CUDA; on CPU only bf16 and only when asked for), loss checked for NaN/inf
 (**every rank skips together** if any rank's loss is bad: no backward, no optimiser step, counted and
 logged with the cut ids; after ``max_consecutive_bad`` consecutive bad batches training stops with
 :class:`TooManyBadBatchesError`), backward (through the fp16 ``GradScaler`` when used), gradient
@@ -144,7 +144,8 @@ class TrainerConfig:
     ``max_minutes`` counts this process's wall clock). ``ckpt_interval``: steps between
     ``checkpoint-<step>.pt`` (0 = none); one is also written at every epoch end (``epoch-<e>.pt``) and
     when a limit stops training. ``valid_interval``: steps between validations (0 = only at epoch end).
-    ``amp``: ``auto`` (bf16 on CUDA if supported, else off), ``bf16``, ``fp16``, ``off``; always off on CPU.
+    ``amp``: ``auto`` (bf16 on CUDA if supported, else off; off on CPU), ``bf16`` (CUDA, or CPU autocast:
+    worth it where the CPU has avx512_bf16 / AMX, docs/RESULTS.md measures it), ``fp16`` (CUDA only), ``off``.
     ``average_period``: N > 0 keeps icefall's running model average, updated every N steps (icefall's
     default is 200); 0 = off. ``progress_bar``: ``null`` = on when stderr is a terminal (and not under
     ``CI`` / ``ASR_KD_PROGRESS=0``), ``false`` = off, ``true`` = on. ``valid_decode``: a decoding method
@@ -303,15 +304,23 @@ def _lhotse_position_fix(state: dict, batches_consumed: int) -> dict:
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     amp = (amp or "off").lower()
-    if device.type != "cuda" or amp in ("off", "none", "false", "fp32", "no"):
+    if amp in ("off", "none", "false", "fp32", "no"):
+        return None
+    if amp not in ("auto", "bf16", "bfloat16", "fp16", "float16", "half"):
+        raise ValueError(f"amp must be auto, bf16, fp16 or off, not {amp!r}")
+    if device.type == "cpu":
+        if amp in ("bf16", "bfloat16"):
+            return torch.bfloat16  # CPU autocast: matmuls/convs in bf16, reductions and losses in fp32
+        if amp == "auto":
+            return None
+        raise ValueError("amp: fp16 autocast needs CUDA; on CPU use amp=bf16 or amp=off")
+    if device.type != "cuda":
         return None
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     if amp in ("bf16", "bfloat16"):
         return torch.bfloat16
-    if amp in ("fp16", "float16", "half"):
-        return torch.float16
-    raise ValueError(f"amp must be auto, bf16, fp16 or off, not {amp!r}")
+    return torch.float16
 
 
 # ------------------------------------------------------------------------------------------------ trainer

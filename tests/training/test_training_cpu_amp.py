@@ -1,0 +1,63 @@
+"""CPU bf16 autocast in the trainer (``amp: bf16``): asked for explicitly it runs the forward in bf16; ``auto``
+stays fp32 on CPU; fp16 is refused on CPU with a message that says what to use."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from training_toy import ListBatches, TinyModel
+
+from asr_kd.training import LossOutput, Trainer, TrainerConfig, build_optimizer
+
+
+def _trainer(tmp_path, amp, seen, max_steps=4):
+    torch.manual_seed(0)
+    model = TinyModel()
+    opt = build_optimizer(model.parameters(), {"lr": 1e-2})
+
+    def loss_fn(m, batch, step):
+        logits = m(batch["x"])
+        seen.append(logits.dtype)
+        loss = torch.nn.functional.cross_entropy(logits.float(), batch["y"])
+        return LossOutput(loss=loss, num_frames=len(batch["y"]))
+
+    cfg = TrainerConfig(
+        max_steps=max_steps,
+        max_epochs=None,
+        amp=amp,
+        ckpt_interval=0,
+        valid_interval=0,
+        tensorboard=False,
+        progress_bar=False,
+    )
+    return Trainer(model, opt, loss_fn, ListBatches(), exp_dir=tmp_path / amp, cfg=cfg)
+
+
+def test_bf16_on_cpu_runs_the_forward_in_bf16_and_keeps_fp32_weights(tmp_path):
+    seen: list[torch.dtype] = []
+    t = _trainer(tmp_path, "bf16", seen)
+    assert t.amp_dtype == torch.bfloat16 and not t.scaler.is_enabled()
+    before = [p.detach().clone() for p in t.model.parameters()]
+    assert t.fit()["step"] == 4
+    assert seen and all(d == torch.bfloat16 for d in seen)  # linear layers ran under autocast
+    for p, b in zip(t.model.parameters(), before):
+        assert p.dtype == torch.float32 and torch.isfinite(p).all() and not torch.equal(p, b)
+
+
+def test_auto_and_off_stay_fp32_on_cpu(tmp_path):
+    for amp in ("auto", "off"):
+        seen: list[torch.dtype] = []
+        t = _trainer(tmp_path, amp, seen, max_steps=2)
+        assert t.amp_dtype is None
+        t.fit()
+        assert seen and all(d == torch.float32 for d in seen)
+
+
+def test_fp16_on_cpu_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="fp16 autocast needs CUDA; on CPU use amp=bf16"):
+        _trainer(tmp_path, "fp16", [])
+
+
+def test_unknown_amp_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="amp must be auto, bf16, fp16 or off, not 'fp8'"):
+        _trainer(tmp_path, "fp8", [])
