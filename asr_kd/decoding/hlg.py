@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from asr_kd.lm.lang import num_arcs
+from asr_kd.lm.lang import is_disambig, num_arcs
 
 log = logging.getLogger(__name__)
 
@@ -400,7 +400,7 @@ def get_hlg(
         G = None
         if arpa_path is not None:
             G = compile_G(arpa_path, lang_dir / "words.txt", max_order=max_order, lm_scale=lm_scale)
-        first_tok = min(i for s, i in tok_dis.items() if s.startswith("#"))
+        first_tok = min(i for s, i in tok_dis.items() if is_disambig(s))  # not "##" WordPiece units
         LG, est = compile_LG(
             L,
             G,

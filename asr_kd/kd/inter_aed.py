@@ -26,8 +26,9 @@ with ``kd.teacher: {type: offline_mlm}`` (targets dumped by :mod:`asr_kd.bin.dum
 Vocabulary: the auxiliary decoders predict WordPiece units of ``tokenizer_dir`` (the MLM's folder): all V
 of them, or with ``restrict_to: <text file>`` only the pieces that occur in that text (plus the specials);
 the teacher's distributions are then restricted to those pieces and renormalised, and reference pieces
-outside the subset become ``[UNK]``. The student's CTC keeps its BPE. (The alternative, a student whose CTC
-also uses the WordPiece units, needs a lang dir in those units: not provided by ``prepare_lang``.)
+outside the subset become ``[UNK]``. The student's CTC keeps its own lang dir: BPE, or the same tokenizer's
+WordPiece units (``prepare_lang --token-type wordpiece --tokenizer-dir <tokenizer_dir>``,
+:mod:`asr_kd.lm.wordpiece_lang`), so that decoders and CTC share the units.
 """
 
 from __future__ import annotations

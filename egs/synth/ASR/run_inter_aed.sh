@@ -8,6 +8,7 @@
 #   bash egs/synth/ASR/run_inter_aed.sh --models "aed_final inter_aed"   # some of the KD models
 #   bash egs/synth/ASR/run_inter_aed.sh --stage 1 --stop-stage 2 --mlm-steps 50   # MLM smoke run + the dump
 #   bash egs/synth/ASR/run_inter_aed.sh --steps 200 --threads 2 -- data.max_duration=60
+#   bash egs/synth/ASR/run_inter_aed.sh --models "wp_ctc wp_inter_aed"  # WordPiece throughout (CTC in MLM units)
 #
 # Options (defaults in brackets):
 #   --steps N          training steps of every ASR model (also the LR schedule's length) [600]
@@ -18,7 +19,9 @@
 #   --mlm-steps N      MLM training steps [800: 15 min on one thread, dev masked-token accuracy 0.22]
 #   --mlm-batch B      MLM sentences per step [32]
 #   --topk K           stored top-k of the teacher per position [16]
-#   --models "..."     KD models of stages 3-5, from: aed_final inter_aed aed_ref aed_ref_inter [all four]
+#   --models "..."     KD models of stages 3-5, from: aed_final inter_aed aed_ref aed_ref_inter [all four], and the
+#                      opt-in WordPiece-throughout models (CTC in the MLM tokenizer's units, data/lang_wp):
+#                      wp_ctc (CTC alone) and wp_inter_aed (interAED-KD, decoders and CTC sharing the units)
 #   --avg A            checkpoints averaged before decoding [3]
 #   --hlg-lang DIR     model 5: lang dir with G_3gram.arpa (prepare.sh stage 6) for HLG 1best of model 1; the
 #                      stage is skipped when it has none [data/lang_bpe_128_lm]
@@ -29,11 +32,14 @@
 # Stages:
 #   1  MLM teacher: asr_kd.bin.train_mlm on data/text/train.txt (dev metrics: data/text/dev.txt) ->
 #      exp/mlm_minilm (skipped when exp/mlm_minilm/mlm_metrics.json exists)
-#   2  offline targets: asr_kd.bin.dump_mlm of the train and dev cuts -> data/kd_mlm_minilm (+ the test manifest)
+#   2  only when a wp_* model is asked for: data/lang_wp, the WordPiece lang dir of exp/mlm_minilm's tokenizer on
+#      data/text/train.txt (prepare_lang --token-type wordpiece; skipped when up to date); then the offline
+#      targets: asr_kd.bin.dump_mlm of the train and dev cuts -> data/kd_mlm_minilm (+ the test manifest)
 #   3  trainings: model 1 = CTC alone (conf/kd/ctc_l4.yaml, shared with run_kd.sh) -> exp/kd/ctc_l4_s<steps>;
 #      aed_final = + AED-KD on the final layer (conf/kd/aed_kd_final_l4.yaml); inter_aed = + interAED-KD on
 #      layers 2 and final (inter_aed_kd_l4.yaml); aed_ref / aed_ref_inter = the same decoders on the reference
-#      only (aed_ref_final_l4.yaml / aed_ref_inter_l4.yaml) -> exp/kd/<model>_s<steps>
+#      only (aed_ref_final_l4.yaml / aed_ref_inter_l4.yaml); wp_ctc / wp_inter_aed = model 1 / inter_aed with
+#      the CTC on data/lang_wp (ctc_wp_l4.yaml / inter_aed_kd_wp_l4.yaml) -> exp/kd/<model>_s<steps>
 #   4  average the last A checkpoints of each (the auxiliary decoders are dropped)
 #   5  decode the test split with CTC greedy; model 5 of the issue: model 1 with HLG (3-gram, 1best)
 #   6  append one row per model to the results file (asr_kd.bin.kd_report)
@@ -83,7 +89,10 @@ conf_of() {
     inter_aed) echo conf/kd/inter_aed_kd_l4.yaml ;;
     aed_ref) echo conf/kd/aed_ref_final_l4.yaml ;;
     aed_ref_inter) echo conf/kd/aed_ref_inter_l4.yaml ;;
-    *) echo "run_inter_aed.sh: unknown model '$1' (aed_final, inter_aed, aed_ref, aed_ref_inter)" >&2; exit 1 ;;
+    wp_ctc) echo conf/kd/ctc_wp_l4.yaml ;;
+    wp_inter_aed) echo conf/kd/inter_aed_kd_wp_l4.yaml ;;
+    *) echo "run_inter_aed.sh: unknown model '$1' (aed_final, inter_aed, aed_ref, aed_ref_inter, wp_ctc," \
+      "wp_inter_aed)" >&2; exit 1 ;;
   esac
 }
 label_of() {
@@ -92,9 +101,16 @@ label_of() {
     inter_aed) echo "CTC + interAED-KD (layers 2 + final)" ;;
     aed_ref) echo "CTC + auxiliary AED on the reference (final layer)" ;;
     aed_ref_inter) echo "CTC + auxiliary AEDs on the reference (layers 2 + final)" ;;
+    wp_ctc) echo "CTC alone in WordPiece units" ;;
+    wp_inter_aed) echo "CTC in WordPiece units + interAED-KD (layers 2 + final)" ;;
   esac
 }
-for m in $models; do conf_of "$m" >/dev/null; done
+needs_targets() { case "$1" in aed_final|inter_aed|wp_inter_aed) return 0 ;; *) return 1 ;; esac; }
+wp_lang=
+for m in $models; do
+  conf_of "$m" >/dev/null
+  case "$m" in wp_*) wp_lang=data/lang_wp ;; esac
+done
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 repo="$(cd ../../.. && pwd)"
@@ -129,6 +145,11 @@ if run_stage 1; then
 fi
 
 if run_stage 2; then
+  if [ -n "$wp_lang" ]; then
+    log "stage 2: WordPiece lang dir of $mlm_dir -> $wp_lang"
+    "$python" -m asr_kd.bin.prepare_lang --token-type wordpiece --tokenizer-dir "$mlm_dir" \
+      --text data/text/train.txt --lang-dir "$wp_lang"
+  fi
   log "stage 2: offline MLM targets (top-$topk) -> $kd_data"
   "$python" -m asr_kd.bin.dump_mlm --model-dir "$mlm_dir" --splits train dev --manifest-dir data/fbank \
     --prefix synth --out-dir "$kd_data" --topk "$topk" --num-threads "$threads"
@@ -140,9 +161,12 @@ if run_stage 3; then
   train conf/kd/ctc_l4.yaml "$base_dir"
   for m in $models; do
     log "stage 3: $(label_of "$m") -> exp/kd/${m}_s${steps}"
-    if [ "$m" = aed_final ] || [ "$m" = inter_aed ]; then
+    if needs_targets "$m"; then
       [ -f "$kd_data/synth_cuts_train.jsonl.gz" ] || { echo "run_inter_aed.sh: no targets in $kd_data (stage 2)" >&2; exit 1; }
     fi
+    case "$m" in wp_*)
+      [ -f "$wp_lang/wordpiece.json" ] || { echo "run_inter_aed.sh: no WordPiece lang dir $wp_lang (stage 2)" >&2; exit 1; } ;;
+    esac
     train "$(conf_of "$m")" "exp/kd/${m}_s${steps}"
   done
 fi
