@@ -92,7 +92,7 @@ def test_wordpiece_models_are_opt_in():
     assert bad.returncode != 0 and "unknown model 'wp_nothing'" in bad.stderr and "wp_inter_aed" in bad.stderr
     # the lang dir is made from the configs' tokenizer (exp/mlm_minilm) only when a wp model is asked for
     assert 'if [ -n "$wp_lang" ]; then' in text
-    assert '--token-type wordpiece --tokenizer-dir "$mlm_dir"' in text and "mlm_dir=exp/mlm_minilm" in text
+    assert '--token-type wordpiece --tokenizer-dir "$mlm_exp"' in text and "mlm_exp=exp/mlm_minilm" in text
 
 
 @pytest.mark.parametrize("model", sorted(WP_MODELS))

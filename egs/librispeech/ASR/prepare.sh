@@ -35,24 +35,11 @@ parts="train-clean-100 dev-clean dev-other test-clean test-other"
 vocab_size=500
 nj=2
 precompute_fbank=false
-data=data
+data_dir=data
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage="$2"; shift 2 ;;
-    --stop-stage) stop_stage="$2"; shift 2 ;;
-    --corpus-dir) corpus_dir="$2"; shift 2 ;;
-    --parts) parts="$2"; shift 2 ;;
-    --vocab-size) vocab_size="$2"; shift 2 ;;
-    --nj) nj="$2"; shift 2 ;;
-    --precompute-fbank) precompute_fbank="$2"; shift 2 ;;
-    --data-dir) data="$2"; shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "prepare.sh: unknown option $1" >&2; usage >&2; exit 1 ;;
-  esac
-done
+# the one option parser of the recipes, egs/synth/ASR/local/parse_options.sh (by its relative path)
+source "$(dirname "${BASH_SOURCE[0]}")/../../synth/ASR/local/parse_options.sh"  # --foo-bar V sets $foo_bar
+data="$data_dir"
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 repo="$(cd ../../.. && pwd)"

@@ -31,14 +31,13 @@
 # egs/synth/ASR/.demo.lock); the disk is checked before synthesis (prepare.sh stage 2).
 set -euo pipefail
 {  # read to the closing brace before running: editing this file during a demo cannot change that demo
+source "$(dirname "${BASH_SOURCE[0]}")/local/parse_options.sh"  # no options (the environment above); -h / --help
 cd "$(dirname "${BASH_SOURCE[0]}")"
 repo="$(cd ../../.. && pwd)"
 if [ -x "$repo/.venv/bin/python" ]; then python="$repo/.venv/bin/python"; else python=python3; fi
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 log_tag=demo
 source local/log.sh  # log, interactive, stage_plan / stage_begin / stage_end
-
-case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 
 lock=.demo.lock
 if command -v flock > /dev/null; then

@@ -51,32 +51,15 @@ seed=42
 vocab_size=500
 nj=2
 precompute_fbank=false
-data=data
-download=download
+data_dir=data
+download_dir=download
 lm_orders="3 4"
 token_lm_orders=
 bpe_model=
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage="$2"; shift 2 ;;
-    --stop-stage) stop_stage="$2"; shift 2 ;;
-    --size) size="$2"; shift 2 ;;
-    --seed) seed="$2"; shift 2 ;;
-    --vocab-size) vocab_size="$2"; shift 2 ;;
-    --nj) nj="$2"; shift 2 ;;
-    --precompute-fbank) precompute_fbank="$2"; shift 2 ;;
-    --data-dir) data="$2"; shift 2 ;;
-    --download-dir) download="$2"; shift 2 ;;
-    --lm-orders) lm_orders="$2"; shift 2 ;;
-    --token-lm-orders) token_lm_orders="$2"; shift 2 ;;
-    --bpe-model) bpe_model="$2"; shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "prepare.sh: unknown option $1" >&2; usage >&2; exit 1 ;;
-  esac
-done
+source "$(dirname "${BASH_SOURCE[0]}")/local/parse_options.sh"  # --foo-bar V sets $foo_bar; -h / --help
+data="$data_dir"
+download="$download_dir"
 case "$size" in tiny|small|default) ;; *) echo "prepare.sh: --size must be tiny, small or default" >&2; exit 1 ;; esac
 
 cd "$(dirname "${BASH_SOURCE[0]}")"

@@ -41,26 +41,8 @@ method=ctc-greedy
 decode_splits=test
 overrides=()
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage="$2"; shift 2 ;;
-    --stop-stage) stop_stage="$2"; shift 2 ;;
-    --config) config="$2"; shift 2 ;;
-    --exp-dir) exp_dir="$2"; shift 2 ;;
-    --size) size="$2"; shift 2 ;;
-    --max-minutes) max_minutes="$2"; shift 2 ;;
-    --max-steps) max_steps="$2"; shift 2 ;;
-    --nproc) nproc="$2"; shift 2 ;;
-    --avg) avg="$2"; shift 2 ;;
-    --method) method="$2"; shift 2 ;;
-    --decode-splits) decode_splits="$2"; shift 2 ;;
-    --) shift; overrides=("$@"); break ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 1 ;;
-  esac
-done
+parse_options_rest=overrides  # -- key=value ...
+source "$(dirname "${BASH_SOURCE[0]}")/local/parse_options.sh"  # --foo-bar V sets $foo_bar; -h / --help
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 repo="$(cd ../../.. && pwd)"

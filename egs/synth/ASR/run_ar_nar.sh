@@ -38,7 +38,7 @@
 set -euo pipefail
 
 steps=900
-from=600
+stage2_from=600
 teacher=exp/conformer_hybrid_s/averaged.pt
 threads=1
 avg=3
@@ -50,24 +50,11 @@ overrides=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 [ $# -ge 1 ] || { usage >&2; exit 1; }
 case "$1" in -h|--help) usage; exit 0 ;; esac
-size="$1"; shift
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --steps) steps="$2"; shift 2 ;;
-    --stage2-from) from="$2"; shift 2 ;;
-    --teacher) teacher="$2"; shift 2 ;;
-    --threads) threads="$2"; shift 2 ;;
-    --avg) avg="$2"; shift 2 ;;
-    --stage) stage="$2"; shift 2 ;;
-    --stop-stage) stop_stage="$2"; shift 2 ;;
-    --results) results="$2"; shift 2 ;;
-    --) shift; overrides=("$@"); break ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "run_ar_nar.sh: unknown option $1" >&2; usage >&2; exit 1 ;;
-  esac
-done
+readonly size="$1"; shift  # readonly: not an option
+parse_options_rest=overrides  # -- key=value ...
+source "$(dirname "${BASH_SOURCE[0]}")/local/parse_options.sh"  # --foo-bar V sets $foo_bar; -h / --help
 case "$size" in m|xs) ;; *) echo "run_ar_nar.sh: size must be m or xs, not '$size'" >&2; exit 1 ;; esac
-[ "$from" -gt 0 ] && [ "$from" -lt "$steps" ] || { echo "run_ar_nar.sh: need 0 < --stage2-from < --steps" >&2; exit 1; }
+[ "$stage2_from" -gt 0 ] && [ "$stage2_from" -lt "$steps" ] || { echo "run_ar_nar.sh: need 0 < --stage2-from < --steps" >&2; exit 1; }
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 repo="$(cd ../../.. && pwd)"
@@ -105,11 +92,11 @@ if run_stage 2; then
   train "conf/ar_nar/nar_${size}_fkd.yaml" "$fkd_dir" "$steps" "kd.teacher.checkpoint=$teacher"
 fi
 if run_stage 3; then
-  log "stage 3: NAR + frame- and sequence-level KD, from $fkd_dir/checkpoint-$from.pt -> $fskd_dir"
-  [ -f "$fkd_dir/checkpoint-$from.pt" ] || { echo "run_ar_nar.sh: $fkd_dir/checkpoint-$from.pt not found" \
+  log "stage 3: NAR + frame- and sequence-level KD, from $fkd_dir/checkpoint-$stage2_from.pt -> $fskd_dir"
+  [ -f "$fkd_dir/checkpoint-$stage2_from.pt" ] || { echo "run_ar_nar.sh: $fkd_dir/checkpoint-$stage2_from.pt not found" \
     "(the stage-1 run must keep a checkpoint at --stage2-from: training.ckpt_interval)" >&2; exit 1; }
-  train "conf/ar_nar/nar_${size}_fskd.yaml" "$fskd_dir" "$(( steps - from ))" "kd.teacher.checkpoint=$teacher" \
-    "training.init_from=$fkd_dir/checkpoint-$from.pt"
+  train "conf/ar_nar/nar_${size}_fskd.yaml" "$fskd_dir" "$(( steps - stage2_from ))" "kd.teacher.checkpoint=$teacher" \
+    "training.init_from=$fkd_dir/checkpoint-$stage2_from.pt"
 fi
 if run_stage 4; then
   log "stage 4: average the last $avg checkpoints"

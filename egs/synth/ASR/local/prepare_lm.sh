@@ -31,19 +31,7 @@ hlg_order=3
 dev_text=
 token_orders=
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --lang-dir) lang_dir="$2"; shift 2 ;;
-    --out-dir) out_dir="$2"; shift 2 ;;
-    --orders) orders="$2"; shift 2 ;;
-    --hlg-order) hlg_order="$2"; shift 2 ;;
-    --dev-text) dev_text="$2"; shift 2 ;;
-    --token-orders) token_orders="$2"; shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "prepare_lm.sh: unknown option $1" >&2; usage >&2; exit 1 ;;
-  esac
-done
+source "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"  # --foo-bar V sets $foo_bar; -h / --help
 out_dir="${out_dir:-$lang_dir}"
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
