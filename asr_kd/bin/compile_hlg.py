@@ -4,6 +4,7 @@ Usage::
 
     python -m asr_kd.bin.compile_hlg --lang-dir data/lang_bpe_500 --arpa data/lang_bpe_500/G_3gram.arpa
     python -m asr_kd.bin.compile_hlg --lang-dir data/lang_bpe_500            # HL (no G)
+    python -m asr_kd.bin.compile_hlg --lang-dir data/lang_wp --ctc-topo modified  # 12k tokens: O(V) H
 
 Writes ``<lang-dir>/HLG_<arpa stem>.fst`` (or ``HL.fst``) and a ``.json`` beside it with the
 sha256 of the inputs, the build time, the number of states and arcs, the file size and the size
@@ -31,6 +32,14 @@ def get_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep LG's eps:eps arcs (the removed #k, G's backoffs): a far smaller graph (HLG_..._eps.fst)",
     )
+    p.add_argument(
+        "--ctc-topo",
+        choices=("standard", "modified", "auto"),
+        default="auto",
+        help="H's CTC topology: standard (V*V arcs, the CTC collapse), modified (4V-3 arcs; a run of equal frames "
+        "may also be read as several tokens; cached as *_modified.fst) or auto = modified when the vocabulary has "
+        "more than 1000 tokens (asr_kd.decoding.wfst.AUTO_MODIFIED_ABOVE) [%(default)s]",
+    )
     p.add_argument("--max-mem-gb", type=float, default=None, help="refuse graphs estimated above this [80%% of free]")
     return p
 
@@ -51,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             max_order=args.max_order,
             max_bytes=max_bytes,
             remove_epsilon=not args.keep_epsilon,
+            ctc_topo=args.ctc_topo,
         )
     except (LangError, ArpaFormatError, GraphTooLargeError, FileNotFoundError) as e:
         print(f"compile_hlg: {e}", file=sys.stderr)
@@ -58,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "graph": str(info.path),
         "kind": info.kind,
+        "ctc_topo": info.ctc_topo,
         "cached": info.cached,
         "states": info.states,
         "arcs": info.arcs,

@@ -104,6 +104,11 @@ SEARCH_FLAGS: dict[str, dict] = {
         action="store_true",
         help="ctc-hlg: keep LG's eps:eps arcs (G's backoffs): a far smaller graph than icefall's epsilon-free one",
     ),
+    "ctc_topo": dict(
+        choices=("standard", "modified", "auto"),
+        help="ctc-hlg, lattice methods, ctc-decoding: H's CTC topology; modified has O(V) arcs and also reads a run "
+        "'a a' as two tokens; auto = modified above 1000 tokens (asr_kd.decoding.wfst.build_ctc_topo) [%(default)s]",
+    ),
     "lm_scale": dict(type=float, help="ctc-hlg: G weight scale; modified-beam-lm: the token LM's weight"),
     "lm_arpa": dict(
         type=Path,

@@ -13,7 +13,10 @@ Steps (icefall's ``compile_hlg.py``, with kaldifst instead of k2):
    arc-sorted. Without G, ``L`` alone is determinised the same way (``HL``).
 4. ``HLG = H o LG`` with H the CTC topology of :func:`asr_kd.decoding.wfst.build_ctc_topo`
    (input labels ``token + 1``, what kaldi-decoder's ``DecodableCtc`` expects), arc-sorted on the
-   input labels.
+   input labels. ``ctc_topo``: ``"standard"`` (``V * V`` arcs, the CTC collapse), ``"modified"``
+   (``4 V - 3`` arcs; a run of equal frames may also be read as several tokens, see
+   ``build_ctc_topo``) or ``"auto"`` (the default: modified when V > ``AUTO_MODIFIED_ABOVE`` = 1000,
+   so BPE-128 / BPE-500 graphs stay standard and a 12k WordPiece lang dir gets a buildable H).
 
 Before composing, :func:`estimate_graph_bytes` bounds the size of ``L o G`` and of ``H o LG``;
 a graph that would not fit in ``max_bytes`` (default: 80 % of the available memory) is refused
@@ -21,9 +24,12 @@ with :class:`GraphTooLargeError` naming the inputs and the estimate.
 
 :func:`get_hlg` caches the result in the lang dir as ``HLG_<lm>.fst`` / ``HL.fst`` with a
 ``.json`` beside it holding the sha256 of the inputs (``tokens.txt``, ``words.txt``,
-``lexicon.txt``, the ARPA file, ``lm_scale``, ``max_order``, this builder's version); a later call
-with the same inputs loads the file, changed inputs rebuild it. Build time, states, arcs and file
-size are logged and stored in the json.
+``lexicon.txt``, the ARPA file, ``lm_scale``, ``max_order``, this builder's version, and the CTC
+topology when it is the modified one); a later call with the same inputs loads the file, changed
+inputs rebuild it. Modified-topology graphs are cached under their own name (``HL_modified.fst``,
+``HLG_<lm>_modified.fst``) and their json records ``"ctc_topo"``; a cached graph whose json names
+another topology (no ``"ctc_topo"``: built before the option, standard) is rebuilt, never reused.
+Build time, states, arcs and file size are logged and stored in the json.
 """
 
 from __future__ import annotations
@@ -79,6 +85,7 @@ class GraphInfo:
     cached: bool = False
     sha256: str = ""
     estimate: dict = field(default_factory=dict)
+    ctc_topo: str = "standard"  # the CTC topology of H: "standard" or "modified"
 
 
 def _kf():
@@ -239,32 +246,43 @@ def compile_LG(
     return LG, estimate
 
 
-def compile_HLG(vocab_size: int, LG, *, max_bytes=None, inputs: str = ""):
+def compile_HLG(vocab_size: int, LG, *, max_bytes=None, inputs: str = "", ctc_topo: str = "auto"):
     """``H o LG`` (H: CTC topology over ``vocab_size`` tokens), arc-sorted on input labels.
 
-    Returns ``(HLG, estimate)``. The estimate: a state of ``H o LG`` is a pair (last token, LG
-    state ``s``): one per distinct token on the arcs into ``s`` (epsilon arcs bring the tokens into
-    their source), plus the after-blank one; each pair has a blank arc, a repeat self-loop and the
-    arcs of ``s``.
+    ``ctc_topo``: ``"standard"``, ``"modified"`` or ``"auto"`` (:func:`asr_kd.decoding.wfst.resolve_ctc_topo`).
+
+    Returns ``(HLG, estimate)``. The estimate: a state of ``H o LG`` is a pair (H state, LG state
+    ``s``): one per distinct token on the arcs into ``s`` (epsilon arcs bring the tokens into their
+    source), plus the after-blank one (state 0). Standard H: each pair has a blank arc, a repeat
+    self-loop and the arcs of ``s``. Modified H: the pair (0, ``s``) has the blank loop and two arcs
+    per arc of ``s`` (a one-frame run, the start of a longer one); a pair (``t``, ``s``) only its two
+    repeat arcs and the epsilon arcs of ``s``.
     """
-    from asr_kd.decoding.wfst import build_ctc_topo  # noqa: PLC0415
+    from asr_kd.decoding.wfst import build_ctc_topo, resolve_ctc_topo  # noqa: PLC0415
 
     kf = _kf()
+    topo = resolve_ctc_topo(ctc_topo, vocab_size)
     n = LG.num_states
     into: list[set] = [set() for _ in range(n)]
     eps_from: list[list[int]] = [[] for _ in range(n)]
     outdeg = [LG.num_arcs(s) for s in range(n)]
+    eps_out = [0] * n
     for s in range(n):
         for a in _arcs(LG, s):
             if a.ilabel:
                 into[a.nextstate].add(a.ilabel)
             else:
                 eps_from[a.nextstate].append(s)
+                eps_out[s] += 1
     pairs = [1 + len(into[s]) + sum(len(into[p]) for p in eps_from[s]) for s in range(n)]
     est_states = sum(pairs)
-    est_arcs = sum(p * (2 + o) for p, o in zip(pairs, outdeg))
+    if topo == "modified":
+        est_arcs = sum(1 + 2 * o + (p - 1) * (2 + e) for p, o, e in zip(pairs, outdeg, eps_out))
+    else:
+        est_arcs = sum(p * (2 + o) for p, o in zip(pairs, outdeg))
     estimate = {"HLG": _check_fits("H o LG", est_states, est_arcs, max_bytes, inputs)}
-    H = build_ctc_topo(vocab_size)
+    estimate["HLG"]["ctc_topo"] = topo
+    H = build_ctc_topo(vocab_size, modified=topo == "modified")
     kf.arcsort(H, sort_type="olabel")
     HLG = kf.compose(H, LG)
     if not isinstance(HLG, kf.StdVectorFst):
@@ -290,18 +308,28 @@ def _sha(parts: Mapping[str, object]) -> str:
 
 
 def graph_name(
-    arpa: str | Path | None, lm_scale: float = 1.0, max_order: int | None = None, remove_epsilon: bool = True
+    arpa: str | Path | None,
+    lm_scale: float = 1.0,
+    max_order: int | None = None,
+    remove_epsilon: bool = True,
+    ctc_topo: str = "standard",
 ) -> str:
     """Cache file stem: ``HL`` without an LM, else ``HLG_<arpa stem>[_o<max_order>][_lms-<scale>]``;
-    ``_eps`` appended when the epsilons are kept."""
+    ``_eps`` appended when the epsilons are kept, ``_modified`` with the modified CTC topology
+    (``ctc_topo``: the resolved ``"standard"`` or ``"modified"``)."""
+    if ctc_topo not in ("standard", "modified"):
+        raise ValueError(f"graph_name: ctc_topo must be 'standard' or 'modified' (resolved), got {ctc_topo!r}")
     if arpa is None:
-        return "HL" if remove_epsilon else "HL_eps"
-    name = f"HLG_{Path(arpa).name.removesuffix('.arpa')}"
-    if max_order is not None:
-        name += f"_o{max_order}"
-    if lm_scale != 1.0:
-        name += f"_lms-{lm_scale:g}"
-    return name if remove_epsilon else name + "_eps"
+        name = "HL"
+    else:
+        name = f"HLG_{Path(arpa).name.removesuffix('.arpa')}"
+        if max_order is not None:
+            name += f"_o{max_order}"
+        if lm_scale != 1.0:
+            name += f"_lms-{lm_scale:g}"
+    if not remove_epsilon:
+        name += "_eps"
+    return name + "_modified" if ctc_topo == "modified" else name
 
 
 def get_hlg(
@@ -314,6 +342,7 @@ def get_hlg(
     cache_dir: str | Path | None = None,
     max_bytes: int | None = None,
     remove_epsilon: bool = True,
+    ctc_topo: str = "auto",
 ):
     """The HLG (or HL without ``arpa``) of a lang dir, built once and cached (see the module docstring).
 
@@ -325,13 +354,19 @@ def get_hlg(
         cache: read/write the cached graph (``cache_dir``, default ``lang_dir``).
         max_bytes: refuse compositions estimated above this (default: 80 % of available memory).
         remove_epsilon: remove LG's ``eps:eps`` arcs (icefall's recipe; see :func:`compile_LG`).
+        ctc_topo: H's CTC topology, ``"standard"``, ``"modified"`` or ``"auto"`` (modified when the
+            vocabulary, ``max(tokens.txt ids) + 1``, exceeds ``AUTO_MODIFIED_ABOVE``; see
+            :func:`asr_kd.decoding.wfst.build_ctc_topo` for what each accepts).
 
     Returns:
         ``(graph, id_to_word, info)`` with info a :class:`GraphInfo`.
     """
+    from asr_kd.decoding.wfst import CTC_TOPOS, resolve_ctc_topo  # noqa: PLC0415
     from asr_kd.lm.lang import LangError, build_lexicon_disambig_fst, load_lexicon_ids, with_backoff_symbol  # noqa: PLC0415
 
     kf = _kf()
+    if ctc_topo not in CTC_TOPOS:  # before any file is read or written
+        raise ValueError(f"ctc_topo must be one of {', '.join(map(repr, CTC_TOPOS))}, got {ctc_topo!r}")
     lang_dir = Path(lang_dir)
     tmp_arpa = None
     if arpa is not None and "\n" in str(arpa):
@@ -347,6 +382,8 @@ def get_hlg(
         tokens, words, dis, tok_dis, _ = load_lexicon_ids(lang_dir)
         id_to_word = {i: w for w, i in words.items()}
         kind = "HL" if arpa_path is None else "HLG"
+        vocab = max(tokens.values()) + 1
+        topo = resolve_ctc_topo(ctc_topo, vocab)
         inputs = {
             "tokens.txt": lang_dir / "tokens.txt",
             "words.txt": lang_dir / "words.txt",
@@ -356,18 +393,23 @@ def get_hlg(
             "version": BUILDER_VERSION,
             "remove_epsilon": bool(remove_epsilon),
         }
+        if topo != "standard":  # standard: the original H, left out so earlier caches stay valid
+            inputs["ctc_topo"] = topo
         if arpa_path is not None:
             inputs["arpa"] = arpa_path
         sha = _sha(inputs)
         cdir = Path(cache_dir) if cache_dir is not None else lang_dir
-        stem = graph_name(arpa_path, lm_scale, max_order, remove_epsilon)
+        stem = graph_name(arpa_path, lm_scale, max_order, remove_epsilon, topo)
         fst_path, meta_path = cdir / f"{stem}.fst", cdir / f"{stem}.json"
         if cache and fst_path.is_file() and meta_path.is_file():
             try:
                 meta = json.loads(meta_path.read_text())
             except (OSError, ValueError):
                 meta = {}
-            if meta.get("sha256") == sha:
+            cached_topo = meta.get("ctc_topo", "standard")  # no field: built before the option (standard)
+            if meta.get("sha256") == sha and cached_topo != topo:
+                log.warning("%s: built with the %s CTC topology, %s asked for; rebuilding", fst_path, cached_topo, topo)
+            elif meta.get("sha256") == sha:
                 t0 = time.perf_counter()
                 graph = kf.StdVectorFst.read(str(fst_path))
                 if graph is not None and graph.num_states > 0:
@@ -381,9 +423,11 @@ def get_hlg(
                     info = GraphInfo(
                         kind, fst_path, meta.get("states", graph.num_states), meta.get("arcs", -1),
                         meta.get("file_bytes"), meta.get("build_seconds"), True, sha, meta.get("estimate", {}),
+                        topo,
                     )  # fmt: skip
                     return graph, id_to_word, info
-            log.info("%s: inputs changed (sha256 differs); rebuilding", fst_path)
+            else:
+                log.info("%s: inputs changed (sha256 differs); rebuilding", fst_path)
         desc = f"lang dir {lang_dir}" + (f", LM {arpa if tmp_arpa is None else '<text>'}" if arpa_path else "")
         if arpa_path is not None and "#0" not in words:
             raise LangError(f"{lang_dir / 'words.txt'}: no '#0' (G's backoff symbol); rewrite it with prepare_lang")
@@ -410,13 +454,12 @@ def get_hlg(
             inputs=desc,
             remove_epsilon=remove_epsilon,
         )
-        vocab = max(tokens.values()) + 1
-        graph, est2 = compile_HLG(vocab, LG, max_bytes=max_bytes, inputs=desc)
+        graph, est2 = compile_HLG(vocab, LG, max_bytes=max_bytes, inputs=desc, ctc_topo=topo)
         est.update(est2)
         est["LG_actual"] = {"states": LG.num_states, "arcs": num_arcs(LG)}
         secs = time.perf_counter() - t0
         states, arcs = graph.num_states, num_arcs(graph)
-        info = GraphInfo(kind, None, states, arcs, None, secs, False, sha, est)
+        info = GraphInfo(kind, None, states, arcs, None, secs, False, sha, est, topo)
         if cache:
             try:
                 cdir.mkdir(parents=True, exist_ok=True)
@@ -427,6 +470,7 @@ def get_hlg(
                 meta = {
                     "sha256": sha,
                     "kind": kind,
+                    "ctc_topo": topo,
                     "states": states,
                     "arcs": arcs,
                     "file_bytes": info.file_bytes,
@@ -438,8 +482,9 @@ def get_hlg(
             except OSError as e:
                 log.warning("cannot cache %s in %s (%s); keeping it in memory", kind, cdir, e)
         log.info(
-            "built %s (%s) in %.2fs: %d states, %d arcs%s",
-            kind, desc, secs, states, arcs, f", {info.file_bytes / 2**20:.1f} MiB on disk" if info.file_bytes else "",
+            "built %s (%s, %s CTC topology) in %.2fs: %d states, %d arcs%s",
+            kind, desc, topo, secs, states, arcs,
+            f", {info.file_bytes / 2**20:.1f} MiB on disk" if info.file_bytes else "",
         )  # fmt: skip
         return graph, id_to_word, info
     finally:

@@ -30,12 +30,14 @@ arcs removed (:func:`asr_kd.decoding.hlg.compile_HLG` / ``get_hlg``, cached in t
 kaldifst file) is a kaldifst graph in this same convention (H is
 :func:`~asr_kd.decoding.wfst.build_ctc_topo`, input labels ``token + 1``), so
 ``k2_one_best(k2_graph_from_kaldifst(HLG), log_probs, lens)`` decodes it with no other change, and
-``wfst_decode(HLG, log_probs, lens)`` is its k2-free equivalent. Any arc whose input became epsilon
-while keeping a word (a disambiguation symbol turned into epsilon after determinisation) goes
-through step 2, its word moving onto the neighbouring arcs' ragged aux labels. A graph built
-directly with k2 (icefall's ``compile_HLG``: labels already tokens with blank 0, no epsilons)
-skips the conversion: pass it to :func:`k2_one_best` as it is (icefall caches such graphs with
-``graph.as_dict()`` / ``k2.Fsa.from_dict``).
+``wfst_decode(HLG, log_probs, lens)`` is its k2-free equivalent. Either CTC topology of
+``build_ctc_topo`` (``get_hlg(..., ctc_topo=...)``) converts the same way: neither has epsilon inputs, and
+converted alone each has exactly the arcs of ``k2.ctc_topo(V - 1, modified=...)``, so no k2-built H is needed.
+Any arc whose input became epsilon while keeping a word (a disambiguation symbol turned into
+epsilon after determinisation) goes through step 2, its word moving onto the neighbouring arcs'
+ragged aux labels. A graph built directly with k2 (icefall's ``compile_HLG``: labels already
+tokens with blank 0, no epsilons) skips the conversion: pass it to :func:`k2_one_best` as it is
+(icefall caches such graphs with ``graph.as_dict()`` / ``k2.Fsa.from_dict``).
 """
 
 from __future__ import annotations

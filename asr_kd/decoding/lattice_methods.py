@@ -67,7 +67,10 @@ class OneBest(CtcHlg):
 class CtcDecoding(CtcHlg):
     """icefall's ``ctc-decoding``: the best path of the CTC topology H (kaldi-decoder), token ids.
 
-    Equal to CTC greedy search (H has no weights); ``opts.blank_penalty`` applies.
+    Equal to CTC greedy search (H has no weights) with the standard topology; ``opts.blank_penalty``
+    applies. With the modified topology (``opts.ctc_topo``; ``"auto"`` above 1000 tokens) a run of equal
+    frames ``a a`` is read as ``a`` or ``a a`` at equal cost, so the decoder's tie-break picks one: the
+    result may then differ from greedy search on such runs.
     """
 
     output = "tokens"
@@ -76,12 +79,13 @@ class CtcDecoding(CtcHlg):
         return None  # H depends on the model's vocabulary only: kept per size in prepare
 
     def prepare(self, model, opts, resources):
-        from asr_kd.decoding.wfst import build_hlg  # noqa: PLC0415
+        from asr_kd.decoding.wfst import build_hlg, resolve_ctc_topo  # noqa: PLC0415
 
         v = int(model.vocab_size)
-        if v not in self._cache:
-            self._cache[v] = HlgGraph(build_hlg(v), {}, v, "H")
-        return self._cache[v]
+        key = (v, resolve_ctc_topo(opts.ctc_topo, v))
+        if key not in self._cache:
+            self._cache[key] = HlgGraph(build_hlg(v, ctc_topo=key[1]), {}, v, "H")
+        return self._cache[key]
 
     def words(self, hyps, tokenizer, state):
         return [tokenizer.decode(list(h)).split() for h in hyps]
@@ -89,7 +93,8 @@ class CtcDecoding(CtcHlg):
     suffix_options = ("ctc_layer", "blank_penalty")
 
     def suffix(self, opts):
-        return DecodingMethod.suffix(self, opts)
+        base = DecodingMethod.suffix(self, opts)
+        return base if opts.ctc_topo == "auto" else f"{base}_topo-{opts.ctc_topo}"
 
 
 @dataclass

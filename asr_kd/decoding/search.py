@@ -115,6 +115,8 @@ class SearchOptions:
     search_beam: float = 16.0  # ctc-hlg: decoder beam (cost units)
     acoustic_scale: float = 1.0  # ctc-hlg: scale of the CTC log-probs
     keep_epsilon: bool = False  # ctc-hlg: keep LG's eps:eps arcs (a far smaller graph; asr_kd.decoding.hlg)
+    ctc_topo: str = "auto"  # ctc-hlg, lattice methods, ctc-decoding: H's CTC topology, "standard" | "modified" |
+    #   "auto" (modified above 1000 tokens; asr_kd.decoding.wfst.build_ctc_topo)
     lm_arpa: PathLike | None = None  # modified-beam-lm: token-level ARPA (words = the model's tokens)
     blank_penalty: float = 0.0  # subtracted from the blank logit (transducer-*, modified-beam*), log-prob (CTC methods)
     decoder_cache: bool = True  # modified-beam*: cache the predictor output per context (same results)
@@ -698,7 +700,9 @@ class CtcHlg(DecodingMethod):
     ``lexicon.txt``) and, with ``opts.arpa``, ``HLG = H o det(L o G)`` (G from kaldilm,
     ``opts.lm_scale``), disambiguation symbols and epsilons removed. The graph is built once and
     cached in the lang dir (``HL.fst`` / ``HLG_<lm>.fst``, rebuilt when the sha256 of its inputs
-    changes), and per process per lang dir, LM and scale. ``resources["hlg"] = (graph, id_to_word)``
+    changes), and per process per lang dir, LM and scale. H's CTC topology is ``opts.ctc_topo``
+    (``"auto"``: the modified one, O(V) arcs, above 1000 tokens; see
+    :func:`~asr_kd.decoding.wfst.build_ctc_topo`). ``resources["hlg"] = (graph, id_to_word)``
     passes a graph built elsewhere (e.g. :func:`~asr_kd.decoding.wfst.build_hlg_from_lang_dir`,
     the undeterminised composition). The search uses ``opts.search_beam``
     and ``opts.acoustic_scale``; hypotheses are **word ids** (``PreparedDecoding.words`` maps them
@@ -710,6 +714,12 @@ class CtcHlg(DecodingMethod):
         if getattr(model, "blank_id", 0) != 0:
             raise ValueError(
                 f"decoding method 'ctc-hlg' needs blank id 0 (the FST epsilon), the model has {model.blank_id}"
+            )
+        from asr_kd.decoding.wfst import CTC_TOPOS  # noqa: PLC0415
+
+        if opts.ctc_topo not in CTC_TOPOS:
+            raise ValueError(
+                f"SearchOptions.ctc_topo must be one of {', '.join(map(repr, CTC_TOPOS))}, got {opts.ctc_topo!r}"
             )
 
     @staticmethod
@@ -738,7 +748,7 @@ class CtcHlg(DecodingMethod):
             lm = ("text", hash(str(arpa)))
         else:
             lm = _file_key(Path(arpa))
-        return (tuple(files), lm, float(opts.lm_scale), bool(opts.keep_epsilon))
+        return (tuple(files), lm, float(opts.lm_scale), bool(opts.keep_epsilon), opts.ctc_topo)
 
     def prepare(self, model, opts, resources):
         try:
@@ -753,7 +763,9 @@ class CtcHlg(DecodingMethod):
         from asr_kd.lm.lang import is_disambig, read_symbols  # noqa: PLC0415
 
         lang = self._lang_dir(opts, resources)
-        graph, id_to_word, info = get_hlg(lang, opts.arpa, lm_scale=opts.lm_scale, remove_epsilon=not opts.keep_epsilon)
+        graph, id_to_word, info = get_hlg(
+            lang, opts.arpa, lm_scale=opts.lm_scale, remove_epsilon=not opts.keep_epsilon, ctc_topo=opts.ctc_topo
+        )
         vocab = sum(1 for s in read_symbols(lang / "tokens.txt") if not is_disambig(s))
         return HlgGraph(graph, id_to_word, vocab, info.kind, info)
 
@@ -788,6 +800,8 @@ class CtcHlg(DecodingMethod):
             parts.append(f"bp-{opts.blank_penalty:g}")
         if opts.keep_epsilon:
             parts.append("eps")
+        if opts.ctc_topo != "auto":  # auto: named by the lang dir (its vocabulary size decides)
+            parts.append(f"topo-{opts.ctc_topo}")
         if opts.ctc_layer is not None:
             parts.append(f"layer-{opts.ctc_layer}")
         return "_".join(parts)

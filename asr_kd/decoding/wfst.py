@@ -7,7 +7,9 @@ Graphs (tropical semiring, weights are costs = -log probabilities):
 
 - H (:func:`build_ctc_topo`): the CTC topology. Input labels are ``token + 1`` (kaldi-decoder's
   ``DecodableCtc`` numbers the columns of the log-probability matrix from 1), output labels the
-  non-blank tokens, emitted once per run of repeated frames. Every state is final.
+  non-blank tokens, emitted once per run of repeated frames (standard, ``V * V`` arcs) or once per
+  piece of such a run (modified, ``4 V - 3`` arcs, for large vocabularies: ``ctc_topo`` of
+  :func:`build_hlg`, ``"auto"`` = modified above :data:`AUTO_MODIFIED_ABOVE` tokens).
 - L (:func:`build_lexicon_fst`): token sequences -> words (``word_ids`` from ``words.txt``); the word
   is emitted on the first token of its spelling, state 0 is the start and the only final state.
 - G (:func:`build_arpa_fst`): an n-gram LM read from ARPA text: one state per history, backoff
@@ -30,6 +32,9 @@ import torch
 from asr_kd.decoding.common import NBest
 
 __all__ = [
+    "CTC_TOPOS",
+    "AUTO_MODIFIED_ABOVE",
+    "resolve_ctc_topo",
     "build_ctc_topo",
     "build_lexicon_fst",
     "build_arpa_fst",
@@ -47,22 +52,84 @@ def _kaldifst():
     return kaldifst
 
 
-def build_ctc_topo(vocab_size: int):
+#: the CTC topologies of :func:`build_ctc_topo` (``ctc_topo`` of :func:`build_hlg`, ``get_hlg``, ...)
+CTC_TOPOS = ("standard", "modified", "auto")
+#: ``ctc_topo="auto"`` builds the modified topology when the vocabulary (blank included) has more tokens
+#: than this, the standard one otherwise: BPE-128 / BPE-500 / character lang dirs keep the standard H (their
+#: graphs and results are unchanged), a WordPiece lang dir of 12k tokens gets the modified one
+AUTO_MODIFIED_ABOVE = 1000
+
+
+def resolve_ctc_topo(ctc_topo: str, vocab_size: int) -> str:
+    """``"standard"`` or ``"modified"``: ``ctc_topo`` itself, or for ``"auto"`` the modified topology when
+    ``vocab_size > AUTO_MODIFIED_ABOVE``. Anything else is a ``ValueError`` naming ``ctc_topo``."""
+    if ctc_topo not in CTC_TOPOS:
+        raise ValueError(f"ctc_topo must be one of {', '.join(map(repr, CTC_TOPOS))}, got {ctc_topo!r}")
+    if ctc_topo == "auto":
+        return "modified" if int(vocab_size) > AUTO_MODIFIED_ABOVE else "standard"
+    return ctc_topo
+
+
+def build_ctc_topo(vocab_size: int, modified: bool = False):
     """CTC topology H over tokens ``0..V-1`` (blank 0): input ``token + 1``, output ``token``.
 
-    State 0 means "after blank (or at the start)", state ``t`` "after token t". From every state:
-    blank -> state 0 (no output); token ``t`` -> state ``t`` with output ``t``, except from state
-    ``t`` itself, where ``t`` is a repeat (self-loop, no output). All states are final.
+    Both read a frame sequence ``pi = (pi_1, ..., pi_T)`` (each ``0..V-1``) into token sequences
+    without weights; they differ in which token sequences a frame sequence can be read as.
+
+    **Standard** (``modified=False``, V states, ``V * V`` arcs): the usual CTC collapse ``B``. State 0
+    means "after blank (or at the start)", state ``t`` "after token t". From every state: blank ->
+    state 0 (no output); token ``t`` -> state ``t`` with output ``t``, except from state ``t``
+    itself, where ``t`` is a repeat (self-loop, no output). All states are final. A frame sequence is
+    read as exactly one sequence, ``B(pi)``: merge runs of equal frames, then drop the blanks. So
+    ``a a`` is only ``a``; two equal neighbouring tokens need a blank between them (``a _ a`` is
+    ``a a``), and a sequence of U tokens with R equal neighbours needs ``T >= U + R`` frames.
+
+    **Modified** (``modified=True``, V states, ``4 V - 3`` arcs; k2's ``ctc_topo(V - 1, modified=True)``):
+    state 0 (start, the only final state) has a blank self-loop and, per token ``t``, a self-loop
+    ``t:t`` and an arc ``t:t`` to state ``t``; state ``t`` has a self-loop ``t:<eps>`` and an arc
+    ``t:<eps>`` back to state 0. Every token emission reads one non-empty run of frames ``t`` (one
+    frame: the self-loop of state 0; ``k >= 2`` frames: into state ``t``, ``k - 2`` self-loops, back),
+    with no blank inside it. A frame sequence is read as every sequence obtained by cutting each
+    maximal run of a token ``t`` in ``pi`` (``n`` equal frames between blanks or other tokens) into
+    ``m`` non-empty pieces, ``1 <= m <= n``, each piece one ``t``, blanks giving nothing. So:
+
+    - ``B(pi)`` is always among the readings (one piece per run): the standard language is a subset;
+    - a repeated token needs no blank: ``a a`` is read as ``a`` *and* as ``a a``; ``a a a`` as ``a``,
+      ``a a`` and ``a a a``; a sequence of U tokens needs only ``T >= U`` frames;
+    - a blank still separates: ``a _ a`` is only ``a a`` (never ``a``), and different tokens
+      ``a b`` are only ``a b``;
+    - one reading may come from several paths (``a a a`` as ``a a``: pieces 1+2 or 2+1), harmless to
+      the Viterbi (tropical) search of :func:`wfst_decode`.
+
+    With a lexicon (``H o L``) the two give the same best word sequence and score whenever no word
+    sequence of L spells two equal neighbouring tokens (inside a word or across a word boundary): a
+    reading that cuts a run in two then spells no word sequence. Where L has such spellings the
+    modified graph can align them with no blank between, and H alone (``ctc-decoding``) has no way to
+    choose between ``a`` and ``a a`` for frames ``a a`` (equal cost: ties). The standard topology is the
+    CTC loss's; the modified one exists for large vocabularies, where the standard one's ``V * V``
+    arcs (146M for 12k WordPiece tokens) do not fit.
     """
     kf = _kaldifst()
+    V = int(vocab_size)
+    if V < 1:
+        raise ValueError(f"vocab_size must be >= 1 (blank included), got {vocab_size}")
     H = kf.StdVectorFst()
-    for _ in range(vocab_size):
+    for _ in range(V):
         H.add_state()
     H.start = 0
-    for s in range(vocab_size):
+    if modified:
+        H.set_final(0, 0.0)
+        H.add_arc(0, kf.StdArc(1, 0, 0.0, 0))  # blank
+        for t in range(1, V):
+            H.add_arc(0, kf.StdArc(t + 1, t, 0.0, 0))  # a one-frame run of t
+            H.add_arc(0, kf.StdArc(t + 1, t, 0.0, t))  # the first frame of a longer run
+            H.add_arc(t, kf.StdArc(t + 1, 0, 0.0, t))  # its middle frames
+            H.add_arc(t, kf.StdArc(t + 1, 0, 0.0, 0))  # its last frame
+        return H
+    for s in range(V):
         H.set_final(s, 0.0)
         H.add_arc(s, kf.StdArc(1, 0, 0.0, 0))  # blank
-        for t in range(1, vocab_size):
+        for t in range(1, V):
             H.add_arc(s, kf.StdArc(t + 1, 0 if t == s else t, 0.0, t))
     return H
 
@@ -170,10 +237,15 @@ def build_hlg(
     arpa: str | Path | None = None,
     *,
     lm_scale: float = 1.0,
+    ctc_topo: str = "auto",
 ):
-    """H (no lexicon), ``H o L`` (lexicon) or ``H o L o G`` (lexicon and ARPA), arc-sorted."""
+    """H (no lexicon), ``H o L`` (lexicon) or ``H o L o G`` (lexicon and ARPA), arc-sorted.
+
+    ``ctc_topo``: ``"standard"``, ``"modified"`` (see :func:`build_ctc_topo` for what each accepts) or
+    ``"auto"`` (modified when ``vocab_size > AUTO_MODIFIED_ABOVE``, see :func:`resolve_ctc_topo`).
+    """
     kf = _kaldifst()
-    H = build_ctc_topo(vocab_size)
+    H = build_ctc_topo(vocab_size, modified=resolve_ctc_topo(ctc_topo, vocab_size) == "modified")
     if lexicon is None:
         kf.arcsort(H, sort_type="ilabel")
         return H
@@ -192,7 +264,7 @@ def build_hlg(
     return HLG
 
 
-def build_hlg_from_lang_dir(lang_dir: str | Path, arpa=None, *, lm_scale: float = 1.0):
+def build_hlg_from_lang_dir(lang_dir: str | Path, arpa=None, *, lm_scale: float = 1.0, ctc_topo: str = "auto"):
     """:func:`build_hlg` from a lang directory (``tokens.txt``, ``words.txt``, ``lexicon.txt``).
 
     Returns ``(graph, id_to_word)``.
@@ -207,7 +279,7 @@ def build_hlg_from_lang_dir(lang_dir: str | Path, arpa=None, *, lm_scale: float 
         for w, pieces in read_lexicon(lang_dir / "lexicon.txt").items()
         if all(p in tokens for p in pieces)
     ]
-    graph = build_hlg(len(tokens), lexicon, words, arpa, lm_scale=lm_scale)
+    graph = build_hlg(len(tokens), lexicon, words, arpa, lm_scale=lm_scale, ctc_topo=ctc_topo)
     return graph, {i: w for w, i in words.items()}
 
 
