@@ -11,6 +11,10 @@ Usage::
         --max-minutes 60 optim.lr=1.5e-3 data.max_duration=150
     # 2 processes (DDP; gloo on CPU, nccl on GPU)
     torchrun --nproc_per_node 2 -m asr_kd.bin.train --config conf/conformer_ctc_s.yaml --exp-dir exp/ddp
+    # a second --config is an overlay laid over the first (its ``replace:`` sections replace): the
+    # interAED-KD row with a Zipformer student instead of its 4-layer Conformer
+    python -m asr_kd.bin.train --config conf/kd/aed_kd_final_l4.yaml --config conf/students/zipformer_s.yaml \\
+        --exp-dir exp/kd/zf_aed_final_s600 --max-steps 600
 
 Running the same command again continues the run exactly where its last checkpoint left it (model,
 optimiser, scheduler, sampler position, RNG); ``--no-resume`` refuses to start in a directory that
@@ -151,7 +155,14 @@ def config_schema() -> dict[str, Any]:
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, required=True, help="experiment YAML")
+    p.add_argument(
+        "--config",
+        type=Path,
+        action="append",
+        required=True,
+        help="experiment YAML; repeated: each later file is an overlay laid over the ones before "
+        "(asr_kd.training.config, 'Composition')",
+    )
     p.add_argument("--exp-dir", type=Path, required=True, help="checkpoints, train.log, tensorboard/")
     p.add_argument("--max-steps", type=int, help="stop after this many training steps (overrides the config)")
     p.add_argument(
@@ -335,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         check_model_config(
             (init_ckpt.get("config") or {}).get("model"), cfg["model"], f"training.init_from={init_from}"
         )
-    log.info("config %s, exp dir %s, device %s, world size %d", args.config, exp_dir, info.device, info.world_size)
+    configs = " + ".join(str(c) for c in args.config)
+    log.info("config %s, exp dir %s, device %s, world size %d", configs, exp_dir, info.device, info.world_size)
 
     seed_everything(seed)  # the same initial model on every rank
     model = build_asr_model(cfg["model"]).to(info.device)

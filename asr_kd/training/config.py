@@ -10,6 +10,16 @@ settings), ``model`` (passed to ``asr_kd.models.build_asr_model``), ``loss`` (no
 (``TrainerConfig`` plus ``seed``). A config may name a ``base: other.yaml`` (relative to itself) whose
 values it overrides.
 
+Composition. Mappings merge key by key (:func:`deep_update`); anything else (lists included) replaces.
+A file's top-level ``replace: [model.encoder, optim, scheduler]`` names dotted sections that the file
+*replaces* instead of merging into: keys of its base's section that it does not repeat are dropped (a
+Zipformer ``model.encoder`` laid over a Conformer one must not keep ``subsampling_channels``). Every
+listed key must be set by the file itself. :func:`load_config` also takes a list of files: the first
+one (with its ``base:`` chain) is the config, each later one is laid over the result the same way, its
+``replace:`` keys included (an *overlay*, e.g. ``conf/students/zipformer_s.yaml`` on any KD row config;
+``asr_kd.bin.train --config ROW --config OVERLAY``). Overrides ``a.b=value`` come last; a numeric part
+indexes an existing list (``kd.methods.0.layers=[4,final]``).
+
 Checking. :func:`check_section` is the one check of every section: it rejects keys that are not in
 the section's schema (a ``{key: type hint}`` mapping, e.g. from a dataclass with
 :func:`dataclass_schema`), naming the key and the known ones, and values of the wrong type, naming
@@ -28,7 +38,7 @@ import dataclasses
 import os
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -37,6 +47,7 @@ import yaml
 __all__ = [
     "load_config",
     "apply_overrides",
+    "compose",
     "deep_update",
     "dump_config",
     "ConfigError",
@@ -202,12 +213,28 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
             raise ValueError(f"override {item!r} has an empty key")
-        node = cfg
-        for p in parts[:-1]:
-            if not isinstance(node.get(p), dict):
-                node[p] = {}
-            node = node[p]
-        node[parts[-1]] = _parse_value(value)
+        node: Any = cfg
+        for i, p in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):  # a numeric part indexes an existing list: kd.methods.0.layers=...
+                if not p.lstrip("-").isdigit() or not -len(node) <= int(p) < len(node):
+                    where = ".".join(parts[:i]) or "the config"
+                    raise ValueError(
+                        f"override {item!r}: {where} is a list of {len(node)} items, {p!r} is not an index into it"
+                    )
+                if last:
+                    node[int(p)] = _parse_value(value)
+                elif not isinstance(node[int(p)], (dict, list)):
+                    node[int(p)] = {}
+                if not last:
+                    node = node[int(p)]
+                continue
+            if last:
+                node[p] = _parse_value(value)
+            else:
+                if not isinstance(node.get(p), (dict, list)):
+                    node[p] = {}
+                node = node[p]
     return cfg
 
 
@@ -222,17 +249,69 @@ def _parse_value(text: str) -> Any:
     return value
 
 
-def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> dict:
-    """Read a YAML config (following ``base:`` chains) and apply ``overrides``."""
-    path = Path(path)
+def load_config(path: str | os.PathLike | Sequence[str | os.PathLike], overrides: Iterable[str] = ()) -> dict:
+    """Read a YAML config (following ``base:`` chains, honouring ``replace:``) and apply ``overrides``.
+
+    ``path`` may be a list of files: the first is the config, each later one an overlay laid over it
+    (module docstring, "Composition")."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths:
+        raise ValueError("load_config: no config file given")
+    cfg: dict = {}
+    for i, p in enumerate(paths):
+        own, replace = _read_config(Path(p))
+        cfg = own if i == 0 else compose(cfg, own, replace, str(p))
+    return apply_overrides(cfg, overrides)
+
+
+def _read_config(path: Path) -> tuple[dict, list[str]]:
+    """One file with its ``base:`` chain resolved, and the file's own ``replace:`` list (already applied
+    against its base; returned so that an overlay can apply it against what it is laid over)."""
     with open(path) as f:
         cfg = yaml.safe_load(f) or {}
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: the top level must be a mapping")
     base = cfg.pop("base", None)
+    replace = cfg.pop("replace", None) or []
+    if isinstance(replace, str) or not all(isinstance(k, str) and k for k in replace):
+        raise ConfigError(
+            f"{path}: replace must be a list of dotted keys (e.g. [model.encoder, optim]), not {replace!r}"
+        )
+    for key in replace:
+        if _lookup(cfg, key) is _MISSING:
+            raise ConfigError(f"{path}: replace names {key!r}, which this file does not set")
     if base is not None:
-        cfg = deep_update(load_config(path.parent / base), cfg)
-    return apply_overrides(cfg, overrides)
+        cfg = compose(load_config(path.parent / base), cfg, replace, str(path))
+    return cfg, list(replace)
+
+
+_MISSING = object()
+
+
+def _lookup(cfg: Mapping[str, Any], key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def compose(base: dict, other: Mapping[str, Any], replace: Iterable[str] = (), where: str = "config") -> dict:
+    """``other`` laid over ``base``: :func:`deep_update`, except that each dotted key of ``replace`` (set
+    in ``other``) takes ``other``'s value whole, dropping the keys of ``base``'s that ``other`` does not
+    repeat. ``where`` names ``other`` in errors."""
+    out = deep_update(base, other)
+    for key in replace:
+        value = _lookup(other, key)
+        if value is _MISSING:
+            raise ConfigError(f"{where}: replace names {key!r}, which it does not set")
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node[part]  # present: deep_update copied other's path
+        node[last] = copy.deepcopy(value)
+    return out
 
 
 def dump_config(cfg: Mapping[str, Any], path: str | os.PathLike, header: Iterable[str] = ()) -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from asr_kd.training.config import apply_overrides, load_config
+from asr_kd.training.config import ConfigError, apply_overrides, load_config
 
 CONF = Path(__file__).resolve().parents[2] / "egs" / "synth" / "ASR" / "conf"
 
@@ -16,6 +16,56 @@ def test_overrides_and_base(tmp_path):
     assert cfg == {"a": {"b": 2, "c": [3]}, "d": None, "e": {"f": 1e-3}, "g": True}
     with pytest.raises(ValueError):
         apply_overrides({}, ["novalue"])
+
+
+def test_replace_drops_the_base_keys_of_a_section(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "model: {encoder: {type: conformer, num_layers: 4, subsampling_channels: 32}, ctc: {}}\n"
+        "optim: {name: adamw, weight_decay: 0.01}\n"
+    )
+    (tmp_path / "merged.yaml").write_text("base: base.yaml\nmodel: {encoder: {type: zipformer}}\n")
+    (tmp_path / "child.yaml").write_text(
+        "base: base.yaml\nreplace: [model.encoder, optim]\nmodel: {encoder: {type: zipformer, preset: s}}\n"
+        "optim: {name: scaled_adam}\n"
+    )
+    merged = load_config(tmp_path / "merged.yaml")
+    assert merged["model"]["encoder"] == {"type": "zipformer", "num_layers": 4, "subsampling_channels": 32}
+    cfg = load_config(tmp_path / "child.yaml")
+    assert cfg == {
+        "model": {"encoder": {"type": "zipformer", "preset": "s"}, "ctc": {}},
+        "optim": {"name": "scaled_adam"},
+    }
+    (tmp_path / "bad.yaml").write_text("base: base.yaml\nreplace: [scheduler]\noptim: {name: sgd}\n")
+    with pytest.raises(ConfigError, match="replace names 'scheduler', which this file does not set"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "bad2.yaml").write_text("replace: optim\noptim: {name: sgd}\n")
+    with pytest.raises(ConfigError, match="replace must be a list of dotted keys"):
+        load_config(tmp_path / "bad2.yaml")
+
+
+def test_overlay_files_compose_in_order(tmp_path):
+    (tmp_path / "root.yaml").write_text("a: {x: 1, y: 2}\nb: {p: 1, q: 2}\nc: [1, 2]\n")
+    (tmp_path / "row.yaml").write_text("base: root.yaml\nb: {q: 3}\nk: {m: [{n: 1, l: [2]}]}\n")
+    (tmp_path / "over.yaml").write_text("replace: [a]\na: {z: 9}\nb: {p: 5}\n")
+    cfg = load_config([tmp_path / "row.yaml", tmp_path / "over.yaml"], ["k.m.0.l=[4,final]", "c.-1=7"])
+    assert cfg == {"a": {"z": 9}, "b": {"p": 5, "q": 3}, "c": [1, 7], "k": {"m": [{"n": 1, "l": [4, "final"]}]}}
+    # the overlay alone, or first: its replace has nothing below it
+    assert load_config([tmp_path / "over.yaml"]) == {"a": {"z": 9}, "b": {"p": 5}}
+    # order matters: the row laid over the overlay merges a back in
+    assert load_config([tmp_path / "over.yaml", tmp_path / "row.yaml"])["a"] == {"z": 9, "x": 1, "y": 2}
+    with pytest.raises(ValueError, match="no config file"):
+        load_config([])
+
+
+def test_list_index_overrides_name_a_bad_index():
+    cfg = {"kd": {"methods": [{"layers": [2, "final"]}]}}
+    assert apply_overrides(cfg, ["kd.methods.0.layers=[4,final]"])["kd"]["methods"][0]["layers"] == [4, "final"]
+    assert cfg["kd"]["methods"][0]["layers"] == [2, "final"]  # a copy
+    with pytest.raises(ValueError, match=r"kd.methods is a list of 1 items, '1' is not an index"):
+        apply_overrides(cfg, ["kd.methods.1.layers=[4]"])
+    with pytest.raises(ValueError, match=r"kd.methods is a list of 1 items, 'first' is not an index"):
+        apply_overrides(cfg, ["kd.methods.first=1"])
+    assert apply_overrides({"a": {}}, ["a.0=1"]) == {"a": {"0": 1}}  # a mapping keeps numeric keys
 
 
 @pytest.mark.parametrize(

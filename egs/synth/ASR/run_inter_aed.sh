@@ -9,9 +9,19 @@
 #   bash egs/synth/ASR/run_inter_aed.sh --stage 1 --stop-stage 2 --mlm-steps 50   # MLM smoke run + the dump
 #   bash egs/synth/ASR/run_inter_aed.sh --steps 200 --threads 2 -- data.max_duration=60
 #   bash egs/synth/ASR/run_inter_aed.sh --models "wp_ctc wp_inter_aed"  # WordPiece throughout (CTC in MLM units)
+#   bash egs/synth/ASR/run_inter_aed.sh --student zipformer --steps 600  # every row with a Zipformer "s" student
 #
 # Options (defaults in brackets):
-#   --steps N          training steps of every ASR model (also the LR schedule's length) [600]
+#   --steps N          training steps of every ASR model (also the cosine schedule's length; Eden has none) [600]
+#   --student S        the student of every row [conformer_l4]:
+#                      conformer_l4  4-layer Conformer "s" (2.13M parameters with the 128-piece CTC), AdamW +
+#                                    cosine over --steps; interAED-KD on layers 2 + final; exp/kd/<model>_s<steps>
+#                      zipformer     Zipformer "s" (4.65M), ScaledAdam + Eden + model_avg (the
+#                                    conf/zipformer_ctc_s.yaml recipe): the overlay conf/students/zipformer_s.yaml
+#                                    laid over each row's config, the intermediate decoder on layer 4 of 8
+#                                    (kd.methods.0.layers=[4,final]), averaged with --use-averaged-model;
+#                                    exp/kd/zf_ctc_s<steps> and exp/kd/zf_<model>_s<steps>, report experiment
+#                                    inter_aed_kd_zipformer_s, labels "... (Zipformer s)"
 #   --threads T        torch threads per process [1]
 #   --mlm-dir DIR      a ready masked LM (e.g. a local bert-base-uncased): stage 1 links exp/mlm_minilm (the
 #                      configs' teacher and tokenizer_dir) to it instead of training one [train one]
@@ -35,12 +45,15 @@
 #   2  only when a wp_* model is asked for: data/lang_wp, the WordPiece lang dir of exp/mlm_minilm's tokenizer on
 #      data/text/train.txt (prepare_lang --token-type wordpiece; skipped when up to date); then the offline
 #      targets: asr_kd.bin.dump_mlm of the train and dev cuts -> data/kd_mlm_minilm (+ the test manifest)
-#   3  trainings: model 1 = CTC alone (conf/kd/ctc_l4.yaml, shared with run_kd.sh) -> exp/kd/ctc_l4_s<steps>;
+#   3  trainings (the exp dirs of the conformer_l4 student; --student zipformer: exp/kd/zf_ctc_s<steps>,
+#      exp/kd/zf_<model>_s<steps>, each config + conf/students/zipformer_s.yaml):
+#      model 1 = CTC alone (conf/kd/ctc_l4.yaml, shared with run_kd.sh) -> exp/kd/ctc_l4_s<steps>;
 #      aed_final = + AED-KD on the final layer (conf/kd/aed_kd_final_l4.yaml); inter_aed = + interAED-KD on
 #      layers 2 and final (inter_aed_kd_l4.yaml); aed_ref / aed_ref_inter = the same decoders on the reference
 #      only (aed_ref_final_l4.yaml / aed_ref_inter_l4.yaml); wp_ctc / wp_inter_aed = model 1 / inter_aed with
 #      the CTC on data/lang_wp (ctc_wp_l4.yaml / inter_aed_kd_wp_l4.yaml) -> exp/kd/<model>_s<steps>
-#   4  average the last A checkpoints of each (the auxiliary decoders are dropped)
+#   4  average the last A checkpoints of each (the auxiliary decoders are dropped; zipformer: the model_avg
+#      running averages between the newest checkpoint and the one A before it, --use-averaged-model)
 #   5  decode the test split with CTC greedy; model 5 of the issue: model 1 with HLG (3-gram, 1best)
 #   6  append one row per model to the results file (asr_kd.bin.kd_report)
 set -euo pipefail
@@ -55,6 +68,7 @@ topk=16
 models="aed_final inter_aed aed_ref aed_ref_inter"
 avg=3
 hlg_lang=data/lang_bpe_128_lm
+student=conformer_l4
 stage=1
 stop_stage=6
 results=../../../docs/RESULTS.md
@@ -63,6 +77,20 @@ overrides=()
 parse_options_rest=overrides  # -- key=value ...
 source "$(dirname "${BASH_SOURCE[0]}")/local/parse_options.sh"  # --foo-bar V sets $foo_bar; -h / --help
 mlm_exp=exp/mlm_minilm  # the MLM teacher (trained here, or a link to --mlm-dir)
+
+# the student: its config overlay (train options), exp dir prefix, interAED-KD intermediate layer, labels
+case "$student" in
+  conformer_l4)
+    student_conf=; tag=; base_name=ctc_l4; inter_layer=2; base_label="CTC alone (4 layers)"; suffix=
+    sched=("scheduler.total_steps=$steps"); avg_args=(); experiment=inter_aed_kd ;;
+  zipformer)
+    student_conf=conf/students/zipformer_s.yaml; tag=zf_; base_name=ctc; inter_layer=4
+    base_label="CTC alone (Zipformer s)"; suffix=" (Zipformer s)"
+    sched=(); avg_args=(--use-averaged-model); experiment=inter_aed_kd_zipformer_s ;;
+  *) echo "run_inter_aed.sh: unknown --student '$student' (conformer_l4, zipformer)" >&2; exit 1 ;;
+esac
+student_args=()
+if [ -n "$student_conf" ]; then student_args=(--config "$student_conf"); fi
 
 conf_of() {
   case "$1" in
@@ -78,14 +106,20 @@ conf_of() {
 }
 label_of() {
   case "$1" in
-    aed_final) echo "CTC + AED-KD (final layer)" ;;
-    inter_aed) echo "CTC + interAED-KD (layers 2 + final)" ;;
-    aed_ref) echo "CTC + auxiliary AED on the reference (final layer)" ;;
-    aed_ref_inter) echo "CTC + auxiliary AEDs on the reference (layers 2 + final)" ;;
-    wp_ctc) echo "CTC alone in WordPiece units" ;;
-    wp_inter_aed) echo "CTC in WordPiece units + interAED-KD (layers 2 + final)" ;;
+    aed_final) echo "CTC + AED-KD (final layer)$suffix" ;;
+    inter_aed) echo "CTC + interAED-KD (layers $inter_layer + final)$suffix" ;;
+    aed_ref) echo "CTC + auxiliary AED on the reference (final layer)$suffix" ;;
+    aed_ref_inter) echo "CTC + auxiliary AEDs on the reference (layers $inter_layer + final)$suffix" ;;
+    wp_ctc) echo "CTC alone in WordPiece units$suffix" ;;
+    wp_inter_aed) echo "CTC in WordPiece units + interAED-KD (layers $inter_layer + final)$suffix" ;;
   esac
 }
+layer_args_of() {  # the intermediate-layer override of a model whose config has one (a Zipformer student)
+  case "$student:$1" in
+    zipformer:inter_aed|zipformer:aed_ref_inter|zipformer:wp_inter_aed) echo "kd.methods.0.layers=[$inter_layer,final]" ;;
+  esac
+}
+exp_of() { echo "exp/kd/${tag}$1_s${steps}"; }
 needs_targets() { case "$1" in aed_final|inter_aed|wp_inter_aed) return 0 ;; *) return 1 ;; esac; }
 wp_lang=
 for m in $models; do
@@ -100,15 +134,21 @@ export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1
 
 kd_data=data/kd_mlm_minilm
-base_dir=exp/kd/ctc_l4_s${steps}
+base_dir="$(exp_of "$base_name")"
 common=(--max-steps "$steps" --num-threads "$threads")
-sched=("scheduler.total_steps=$steps")
 log_tag=run_inter_aed
 source local/log.sh  # log, run_stage
 
 train() {  # config exp_dir [extra overrides]: local/log.sh's train_to with this script's common arguments
-  train_to "$steps" "$1" "$2" "${common[@]}" "${sched[@]}" "${@:3}" "${overrides[@]}"
+  train_to "$steps" "$1" "$2" "${common[@]}" ${student_args[@]+"${student_args[@]}"} ${sched[@]+"${sched[@]}"} \
+    "${@:3}" ${overrides[@]+"${overrides[@]}"}
 }
+plan() {  # model config exp_dir: one log line of what stage 3 trains
+  local l; l="$(layer_args_of "$1")"
+  log "plan ($student student): $1: $2${student_conf:+ + $student_conf}${l:+ $l} -> $3"
+}
+plan ctc conf/kd/ctc_l4.yaml "$base_dir"
+for m in $models; do plan "$m" "$(conf_of "$m")" "$(exp_of "$m")"; done
 
 if run_stage 1; then
   if [ -n "$mlm_dir" ]; then
@@ -141,21 +181,22 @@ if run_stage 3; then
   log "stage 3: model 1, CTC alone -> $base_dir"
   train conf/kd/ctc_l4.yaml "$base_dir"
   for m in $models; do
-    log "stage 3: $(label_of "$m") -> exp/kd/${m}_s${steps}"
+    log "stage 3: $(label_of "$m") -> $(exp_of "$m")"
     if needs_targets "$m"; then
       [ -f "$kd_data/synth_cuts_train.jsonl.gz" ] || { echo "run_inter_aed.sh: no targets in $kd_data (stage 2)" >&2; exit 1; }
     fi
     case "$m" in wp_*)
       [ -f "$wp_lang/wordpiece.json" ] || { echo "run_inter_aed.sh: no WordPiece lang dir $wp_lang (stage 2)" >&2; exit 1; } ;;
     esac
-    train "$(conf_of "$m")" "exp/kd/${m}_s${steps}"
+    layer="$(layer_args_of "$m")"
+    train "$(conf_of "$m")" "$(exp_of "$m")" ${layer:+"$layer"}
   done
 fi
 
 if run_stage 4; then
   log "stage 4: average the last $avg checkpoints"
-  for d in "$base_dir" $(for m in $models; do echo "exp/kd/${m}_s${steps}"; done); do
-    "$python" -m asr_kd.bin.average --exp-dir "$d" --avg "$avg" --out "$d/averaged.pt"
+  for d in "$base_dir" $(for m in $models; do exp_of "$m"; done); do
+    "$python" -m asr_kd.bin.average --exp-dir "$d" --avg "$avg" --out "$d/averaged.pt" ${avg_args[@]+"${avg_args[@]}"}
   done
 fi
 
@@ -165,7 +206,7 @@ if run_stage 5; then
   [ -f "$base_dir/decode/results.jsonl" ] || \
     "$python" -m asr_kd.bin.decode --exp-dir "$base_dir" --checkpoint "$base_dir/averaged.pt" --res-dir decode "${dec[@]}"
   for m in $models; do
-    d="exp/kd/${m}_s${steps}"
+    d="$(exp_of "$m")"
     "$python" -m asr_kd.bin.decode --exp-dir "$d" --checkpoint "$d/averaged.pt" --res-dir decode "${dec[@]}"
   done
   if [ -f "$hlg_lang/G_3gram.arpa" ]; then
@@ -180,13 +221,13 @@ fi
 
 if run_stage 6; then
   log "stage 6: append to $results"
-  entries=(--entry "CTC alone (4 layers)=$base_dir/decode")
-  for m in $models; do entries+=(--entry "$(label_of "$m")=exp/kd/${m}_s${steps}/decode"); done
-  "$python" -m asr_kd.bin.kd_report --out "$results" --experiment inter_aed_kd --steps "$steps" \
-    --baseline "CTC alone (4 layers)" "${entries[@]}"
+  entries=(--entry "$base_label=$base_dir/decode")
+  for m in $models; do entries+=(--entry "$(label_of "$m")=$(exp_of "$m")/decode"); done
+  "$python" -m asr_kd.bin.kd_report --out "$results" --experiment "$experiment" --steps "$steps" \
+    --baseline "$base_label" "${entries[@]}"
   if [ -f "$base_dir/decode_hlg/results.jsonl" ]; then
-    "$python" -m asr_kd.bin.kd_report --out "$results" --experiment inter_aed_kd --steps "$steps" --method 1best \
-      --entry "CTC alone (4 layers) + HLG 3-gram, 1best=$base_dir/decode_hlg"
+    "$python" -m asr_kd.bin.kd_report --out "$results" --experiment "$experiment" --steps "$steps" --method 1best \
+      --entry "$base_label + HLG 3-gram, 1best=$base_dir/decode_hlg"
   fi
 fi
 log "done"

@@ -9,9 +9,20 @@
 #   bash egs/synth/ASR/run_repr_kd.sh --rows "transducer last1 uniform3" --steps 300
 #   bash egs/synth/ASR/run_repr_kd.sh --stage 3 --stop-stage 3 --max-cuts 200   # dump cost on a sample only
 #   bash egs/synth/ASR/run_repr_kd.sh --steps 600 --threads 2 -- data.max_duration=60
+#   bash egs/synth/ASR/run_repr_kd.sh --student zipformer --stage 4    # every row with a Zipformer "s" student
 #
 # Options (defaults in brackets):
-#   --steps N          training steps of every row (also the LR schedule's length) [600]
+#   --steps N          training steps of every row (also the cosine schedule's length; Eden has none) [600]
+#   --student S        the transducer student of every row [conformer_l4]:
+#                      conformer_l4  4-layer Conformer "s" (2.35M parameters with V=128), AdamW + cosine over
+#                                    --steps; exp/repr/<row>_s<steps>
+#                      zipformer     Zipformer "s" (4.87M), ScaledAdam + Eden + model_avg (the
+#                                    conf/zipformer_transducer_s.yaml recipe): the overlay
+#                                    conf/students/zipformer_s.yaml laid over each row's config, averaged with
+#                                    --use-averaged-model; exp/repr/zf_<row>_s<steps>, report experiment
+#                                    lm_repr_transfer_zipformer_s, labels "... (Zipformer s)". The mappings are
+#                                    over the teachers' layers; the student side is the same for both students
+#                                    (predictor states attending over the encoder output), so rows are unchanged
 #   --threads T        torch threads per process [1]
 #   --rows "..."       rows of stages 4-7, from: transducer last1 last3 first3 uniform3 random3 uniform3_ctx
 #                      uniform3_ctx_mpnet [all]
@@ -36,8 +47,10 @@
 #   3  offline representations (asr_kd.bin.dump_repr, fp16) of the train and dev cuts -> data/kd_repr:
 #      minilm (all 6 layers, no context), minilm_ctx (layers 2 4 6, context, K variants), mpnet_ctx (layers
 #      4 8 12, context, K variants; only when a row needs it); each skipped when its report json exists
-#   4  trainings -> exp/repr/<row>_s<steps> (conf/repr/transducer_l4.yaml and conf/repr/transducer_<row>.yaml)
-#   5  average the last A checkpoints of each (the regression networks are dropped)
+#   4  trainings -> exp/repr/<row>_s<steps> (conf/repr/transducer_l4.yaml and conf/repr/transducer_<row>.yaml;
+#      --student zipformer: + conf/students/zipformer_s.yaml -> exp/repr/zf_<row>_s<steps>)
+#   5  average the last A checkpoints of each (the regression networks are dropped; zipformer: the model_avg
+#      running averages between the newest checkpoint and the one A before it, --use-averaged-model)
 #   6  decode the test split
 #   7  append one row per model (WER, CER, params) and the cost table (train s, s/step, kB per cut) to the results
 set -euo pipefail
@@ -52,6 +65,7 @@ mpnet_proj=0
 max_cuts=0
 decode_method=transducer-greedy
 avg=3
+student=conformer_l4
 stage=1
 stop_stage=7
 results=../../../docs/RESULTS.md
@@ -59,6 +73,19 @@ overrides=()
 
 parse_options_rest=overrides  # -- key=value ...
 source "$(dirname "${BASH_SOURCE[0]}")/local/parse_options.sh"  # --foo-bar V sets $foo_bar; -h / --help
+
+# the student: its config overlay (train options), exp dir prefix, labels
+case "$student" in
+  conformer_l4)
+    student_conf=; tag=; base_label="transducer alone (4 layers)"; suffix=
+    sched=("scheduler.total_steps=$steps"); avg_args=(); experiment=lm_repr_transfer ;;
+  zipformer)
+    student_conf=conf/students/zipformer_s.yaml; tag=zf_; base_label="transducer alone (Zipformer s)"
+    suffix=" (Zipformer s)"; sched=(); avg_args=(--use-averaged-model); experiment=lm_repr_transfer_zipformer_s ;;
+  *) echo "run_repr_kd.sh: unknown --student '$student' (conformer_l4, zipformer)" >&2; exit 1 ;;
+esac
+student_args=()
+if [ -n "$student_conf" ]; then student_args=(--config "$student_conf"); fi
 
 conf_of() {
   case "$1" in
@@ -70,14 +97,14 @@ conf_of() {
 }
 label_of() {
   case "$1" in
-    transducer) echo "transducer alone (4 layers)" ;;
-    last1) echo "+ MiniLM-L6, single layer (Last: 6)" ;;
-    last3) echo "+ MiniLM-L6, 3 layers, Last (4 5 6)" ;;
-    first3) echo "+ MiniLM-L6, 3 layers, First (1 2 3)" ;;
-    uniform3) echo "+ MiniLM-L6, 3 layers, Uniform (2 4 6)" ;;
-    random3) echo "+ MiniLM-L6, 3 layers, Random seed 0 (1 4 6)" ;;
-    uniform3_ctx) echo "+ MiniLM-L6, Uniform (2 4 6) + context" ;;
-    uniform3_ctx_mpnet) echo "+ MiniLM-L6 + MPNet-base, Uniform + context" ;;
+    transducer) echo "$base_label" ;;
+    last1) echo "+ MiniLM-L6, single layer (Last: 6)$suffix" ;;
+    last3) echo "+ MiniLM-L6, 3 layers, Last (4 5 6)$suffix" ;;
+    first3) echo "+ MiniLM-L6, 3 layers, First (1 2 3)$suffix" ;;
+    uniform3) echo "+ MiniLM-L6, 3 layers, Uniform (2 4 6)$suffix" ;;
+    random3) echo "+ MiniLM-L6, 3 layers, Random seed 0 (1 4 6)$suffix" ;;
+    uniform3_ctx) echo "+ MiniLM-L6, Uniform (2 4 6) + context$suffix" ;;
+    uniform3_ctx_mpnet) echo "+ MiniLM-L6 + MPNet-base, Uniform + context$suffix" ;;
   esac
 }
 fields_of() {  # the stored teacher fields a row reads
@@ -101,14 +128,19 @@ export HF_HUB_OFFLINE=1
 kd_data=data/kd_repr
 mpnet_exp=exp/teachers/all-mpnet-base-v2
 common=(--max-steps "$steps" --num-threads "$threads")
-sched=("scheduler.total_steps=$steps")
 log_tag=run_repr_kd
 source local/log.sh  # log, run_stage, train_to
 
 train() {  # config exp_dir [extra overrides]: local/log.sh's train_to with this script's common arguments
-  train_to "$steps" "$1" "$2" "${common[@]}" "${sched[@]}" "${@:3}" "${overrides[@]}"
+  train_to "$steps" "$1" "$2" "${common[@]}" ${student_args[@]+"${student_args[@]}"} ${sched[@]+"${sched[@]}"} \
+    "${@:3}" ${overrides[@]+"${overrides[@]}"}
 }
-exp_of() { echo "exp/repr/$1_s${steps}"; }
+exp_of() { echo "exp/repr/${tag}$1_s${steps}"; }
+row_conf() {  # the config stage 4 trains a row with (--mpnet-proj 384: the projected MPNet's)
+  if [ "$1" = uniform3_ctx_mpnet ] && [ "$mpnet_proj" -gt 0 ]; then echo conf/repr/transducer_uniform3_ctx_mpnet384.yaml
+  else conf_of "$1"; fi
+}
+for r in $rows; do log "plan ($student student): $r: $(row_conf "$r")${student_conf:+ + $student_conf} -> $(exp_of "$r")"; done
 
 if run_stage 1; then
   log "stage 1: document ids in data/manifests and data/fbank (prepare.sh stage 7)"
@@ -164,15 +196,16 @@ if run_stage 4; then
   [ -f "$kd_data/synth_cuts_train.jsonl.gz" ] || { echo "run_repr_kd.sh: no $kd_data (stage 3)" >&2; exit 1; }
   for r in $rows; do
     log "stage 4: $(label_of "$r") -> $(exp_of "$r")"
-    conf="$(conf_of "$r")"
-    if [ "$r" = uniform3_ctx_mpnet ] && [ "$mpnet_proj" -gt 0 ]; then conf=conf/repr/transducer_uniform3_ctx_mpnet384.yaml; fi
-    train "$conf" "$(exp_of "$r")"
+    train "$(row_conf "$r")" "$(exp_of "$r")"
   done
 fi
 
 if run_stage 5; then
   log "stage 5: average the last $avg checkpoints"
-  for r in $rows; do "$python" -m asr_kd.bin.average --exp-dir "$(exp_of "$r")" --avg "$avg" --out "$(exp_of "$r")/averaged.pt"; done
+  for r in $rows; do
+    "$python" -m asr_kd.bin.average --exp-dir "$(exp_of "$r")" --avg "$avg" --out "$(exp_of "$r")/averaged.pt" \
+      ${avg_args[@]+"${avg_args[@]}"}
+  done
 fi
 
 if run_stage 6; then
@@ -194,7 +227,7 @@ if run_stage 7; then
   done
   base=()
   if needs transducer; then base=(--baseline "$(label_of transducer)"); fi
-  "$python" -m asr_kd.bin.kd_report --out "$results" --experiment lm_repr_transfer --steps "$steps" \
+  "$python" -m asr_kd.bin.kd_report --out "$results" --experiment "$experiment" --steps "$steps" \
     --method "$decode_method" ${base[@]+"${base[@]}"} "${entries[@]}"
   "$python" local/repr_costs.py --kd-data "$kd_data" "${cost[@]}" --out "$results"
 fi
