@@ -302,6 +302,20 @@ def _lhotse_position_fix(state: dict, batches_consumed: int) -> dict:
     return state
 
 
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
+    """Whether the CPU has bf16 instructions (``avx512_bf16`` or ``amx_bf16`` in ``/proc/cpuinfo``'s flags);
+    ``None`` where that file does not exist (not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     amp = (amp or "off").lower()
     if amp in ("off", "none", "false", "fp32", "no"):
@@ -407,6 +421,11 @@ class Trainer:
         self.is_main = self.rank == 0
 
         self.amp_dtype = _amp_dtype(self.cfg.amp, self.device)
+        if self.amp_dtype == torch.bfloat16 and self.device.type == "cpu" and cpu_has_native_bf16() is False:
+            log.warning(
+                "amp=bf16 on a CPU without bf16 instructions (no avx512_bf16 / amx_bf16 in /proc/cpuinfo): "
+                "autocast will be emulated and is likely slower than fp32; set training.amp=off"
+            )
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda"
         )

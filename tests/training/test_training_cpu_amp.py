@@ -61,3 +61,28 @@ def test_fp16_on_cpu_is_refused(tmp_path):
 def test_unknown_amp_is_refused(tmp_path):
     with pytest.raises(ValueError, match="amp must be auto, bf16, fp16 or off, not 'fp8'"):
         _trainer(tmp_path, "fp8", [])
+
+
+def test_native_bf16_detection_reads_the_cpu_flags(tmp_path):
+    from asr_kd.training.trainer import cpu_has_native_bf16
+
+    with_bf16 = tmp_path / "a"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    with_amx = tmp_path / "b"
+    with_amx.write_text("flags\t\t: fpu avx2 amx_tile amx_bf16\n")
+    without = tmp_path / "c"
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert cpu_has_native_bf16(with_bf16) is True
+    assert cpu_has_native_bf16(with_amx) is True
+    assert cpu_has_native_bf16(without) is False
+    assert cpu_has_native_bf16(tmp_path / "missing") is None
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(tmp_path, monkeypatch, caplog):
+    import asr_kd.training.trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "cpu_has_native_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="asr_kd.training.trainer"):
+        t = _trainer(tmp_path, "bf16", [], max_steps=1)
+    assert t.amp_dtype == torch.bfloat16
+    assert "without bf16 instructions" in caplog.text and "training.amp=off" in caplog.text
