@@ -17,6 +17,7 @@ There is no ``bpe.model``: a model trained on characters needs its own tokenizer
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from asr_kd.lm.lang import LangError, _write_lines, write_disambig_files
@@ -29,23 +30,33 @@ CHAR_SPECIALS = ("<blk>", "<sos/eos>", "<unk>")
 RESERVED_WORDS = ("<eps>", "<UNK>", "#0", "<s>", "</s>")
 
 
+def clean_transcripts(text_lines, *, where: str, empty: str) -> tuple[list[str], Counter]:
+    """Whitespace-normalised non-empty lines of ``text_lines`` and their word counts.
+
+    A reserved word of ``words.txt`` (``<eps>``, ``#0``, ...) is a :class:`LangError` at ``"<where>:<lineno>"``;
+    no non-empty line is a :class:`LangError` with the message ``empty``.
+    """
+    lines, counts = [], Counter()
+    for lineno, line in enumerate(text_lines, 1):
+        ws = line.split()
+        if not ws:
+            continue
+        for w in ws:
+            if w in RESERVED_WORDS or w.startswith("#"):
+                raise LangError(f"{where}{lineno}: word {w!r} is a reserved symbol of words.txt")
+        counts.update(ws)
+        lines.append(" ".join(ws))
+    if not lines:
+        raise LangError(empty)
+    return lines, counts
+
+
 def _read_text(path: Path) -> tuple[list[str], list[str]]:
     if not path.is_file():
         raise LangError(f"{path}: not found")
-    lines, words = [], set()
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            ws = line.split()
-            if not ws:
-                continue
-            for w in ws:
-                if w in RESERVED_WORDS or w.startswith("#"):
-                    raise LangError(f"{path}:{lineno}: word {w!r} is a reserved symbol of words.txt")
-            words.update(ws)
-            lines.append(" ".join(ws))
-    if not lines:
-        raise LangError(f"{path}: no transcripts")
-    return lines, sorted(words)
+        lines, counts = clean_transcripts(f, where=f"{path}:", empty=f"{path}: no transcripts")
+    return lines, sorted(counts)
 
 
 def write_char_lang_dir(text: str | Path, lang_dir: str | Path) -> dict[str, int]:

@@ -46,7 +46,7 @@ from asr_kd.data.wordpiece_tokenizer import (
     WordPieceSegmenter,
     normalize_word,
 )
-from asr_kd.lm.char_lang import RESERVED_WORDS
+from asr_kd.lm.char_lang import clean_transcripts
 from asr_kd.lm.lang import LangError, _write_lines, is_disambig, write_disambig_files
 
 __all__ = ["WordPieceSource", "load_wordpiece_source", "write_wordpiece_lang_dir"]
@@ -174,18 +174,9 @@ def write_wordpiece_lang_dir(
     src = load_wordpiece_source(tokenizer_dir)
     out_dir = Path(out_dir)
 
-    lines, counts = [], Counter()
-    for lineno, line in enumerate(_lines(text_lines), 1):
-        ws = line.split()
-        if not ws:
-            continue
-        for w in ws:
-            if w in RESERVED_WORDS or w.startswith("#"):
-                raise LangError(f"text line {lineno}: word {w!r} is a reserved symbol of words.txt")
-        counts.update(ws)
-        lines.append(" ".join(ws))
-    if not lines:
-        raise LangError("no transcripts (every text line is empty)")
+    lines, counts = clean_transcripts(
+        _lines(text_lines), where="text line ", empty="no transcripts (every text line is empty)"
+    )
 
     if restore_case == "auto":
         restore_case = "upper" if src.lowercase and all(w == w.upper() for w in counts) else "none"
