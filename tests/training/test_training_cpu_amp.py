@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from training_toy import ListBatches, TinyModel
+from training_toy import toy_trainer
 
-from asr_kd.training import LossOutput, Trainer, TrainerConfig, build_optimizer
+from asr_kd.training import LossOutput
 
 
 def _trainer(tmp_path, amp, seen, max_steps=4):
-    torch.manual_seed(0)
-    model = TinyModel()
-    opt = build_optimizer(model.parameters(), {"lr": 1e-2})
+    """``toy_trainer`` under ``tmp_path / amp`` whose loss records the dtype of each forward's logits in ``seen``."""
 
     def loss_fn(m, batch, step):
         logits = m(batch["x"])
@@ -21,16 +19,7 @@ def _trainer(tmp_path, amp, seen, max_steps=4):
         loss = torch.nn.functional.cross_entropy(logits.float(), batch["y"])
         return LossOutput(loss=loss, num_frames=len(batch["y"]))
 
-    cfg = TrainerConfig(
-        max_steps=max_steps,
-        max_epochs=None,
-        amp=amp,
-        ckpt_interval=0,
-        valid_interval=0,
-        tensorboard=False,
-        progress_bar=False,
-    )
-    return Trainer(model, opt, loss_fn, ListBatches(), exp_dir=tmp_path / amp, cfg=cfg)
+    return toy_trainer(tmp_path / amp, amp, loss=loss_fn, max_steps=max_steps)
 
 
 def test_bf16_on_cpu_runs_the_forward_in_bf16_and_keeps_fp32_weights(tmp_path):

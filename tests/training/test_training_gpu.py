@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from training_toy import ListBatches, TinyModel, loss_fn
+from training_toy import ListBatches, TinyModel, toy_trainer
 
 from asr_kd.training import LossOutput, Trainer, TrainerConfig, build_optimizer
 
@@ -14,19 +14,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_amp_training_and_resume(tmp_path, amp):
     def make(max_steps):
-        torch.manual_seed(0)
-        model = TinyModel().cuda()
-        opt = build_optimizer(model.parameters(), {"lr": 1e-2})
-        cfg = TrainerConfig(
-            max_steps=max_steps,
-            max_epochs=None,
-            amp=amp,
-            ckpt_interval=0,
-            valid_interval=0,
-            tensorboard=False,
-            progress_bar=False,
-        )
-        return Trainer(model, opt, loss_fn, ListBatches(), exp_dir=tmp_path / amp, cfg=cfg)
+        return toy_trainer(tmp_path / amp, amp, max_steps=max_steps, device="cuda")
 
     t = make(6)
     assert t.amp_dtype == (torch.bfloat16 if amp == "bf16" else torch.float16)

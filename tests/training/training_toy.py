@@ -2,7 +2,7 @@
 
 Batch schema (N = batch size): ``{"x": (N, 4) float, "y": (N,) long, "feature_lens": (N,) long,
 "cut_ids": list[str]}``; ``feature_lens`` (100..149 frames, from the cut id) gives the batch its audio
-duration (``Trainer`` counts ``feature_lens`` × 10 ms).
+duration (``Trainer`` counts ``feature_lens`` × 10 ms). ``toy_trainer`` builds the ``Trainer`` of the AMP tests.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import zlib
 import torch
 from torch import nn
 
-from asr_kd.training import LossOutput
+from asr_kd.training import LossOutput, Trainer, TrainerConfig, build_optimizer
 
 
 class TinyModel(nn.Module):
@@ -123,3 +123,22 @@ class ListBatches:
 
     def __len__(self):
         return (len(self.ids) + self.batch_size - 1) // self.batch_size
+
+
+def toy_trainer(exp_dir, amp: str, loss=loss_fn, max_steps: int = 4, device: str = "cpu") -> Trainer:
+    """A ``Trainer`` of ``TinyModel`` (seeded, on ``device``) over ``ListBatches()`` with the given ``amp`` mode:
+    AdamW lr 1e-2, ``max_steps`` steps, no epoch limit, no validation, tensorboard or progress bar, and no
+    interval checkpoints (the one at the end is written under ``exp_dir``). ``loss``: ``loss_fn``'s signature."""
+    torch.manual_seed(0)
+    model = TinyModel().to(device)
+    opt = build_optimizer(model.parameters(), {"lr": 1e-2})
+    cfg = TrainerConfig(
+        max_steps=max_steps,
+        max_epochs=None,
+        amp=amp,
+        ckpt_interval=0,
+        valid_interval=0,
+        tensorboard=False,
+        progress_bar=False,
+    )
+    return Trainer(model, opt, loss, ListBatches(), exp_dir=exp_dir, cfg=cfg)
