@@ -27,13 +27,21 @@ Errors at start-up: a folder without a Hugging Face encoder (e.g. ONNX only: no 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-from itertools import islice
 from pathlib import Path
 
 import torch
+
+from asr_kd.bin._dump_common import (
+    add_manifest_args,
+    add_run_args,
+    input_manifests,
+    output_manifest,
+    read_cuts,
+    start,
+    write_summary,
+)
 
 log = logging.getLogger("asr_kd.bin.dump_repr")
 
@@ -50,32 +58,20 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-mask", type=float, default=0.0, help="lowest context mask rate [0.0]")
     p.add_argument("--max-mask", type=float, default=0.2, help="highest context mask rate [0.2]")
     p.add_argument("--seed", type=int, default=0, help="of the masks [0]")
-    p.add_argument("--splits", nargs="+", default=["train", "dev"], help="splits to dump [train dev]")
-    p.add_argument("--manifest-dir", type=Path, default=Path("data/fbank"))
-    p.add_argument("--prefix", default="synth")
-    p.add_argument("--out-dir", type=Path, required=True)
+    add_manifest_args(p)
     p.add_argument("--batch-size", type=int, default=32, help="sentences per forward [32]")
-    p.add_argument("--max-cuts", type=int, default=0, help="only the first N cuts of each split (timing) [all]")
-    p.add_argument("--num-threads", type=int, default=None, help="torch intra-op threads")
-    p.add_argument("--device", default="cpu")
+    add_run_args(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
+    start(args)
     from lhotse import CutSet
 
     from asr_kd.kd.repr import DocumentIndex, ReprDumpReport, ReprEncoder, dump_representations
 
-    paths = {}
-    for split in args.splits:
-        path = args.manifest_dir / f"{args.prefix}_cuts_{split}.jsonl.gz"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found (run prepare.sh, or pass --manifest-dir/--prefix)")
-        paths[split] = path
+    paths = input_manifests(args)
     if args.context_tokens > 0:  # before loading the model: a missing document id fails at once
         for path in paths.values():
             DocumentIndex.from_cuts(CutSet.from_jsonl_lazy(path), who=f"dump_repr --context-tokens ({path})")
@@ -84,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for split, path in paths.items():
-        cuts = CutSet.from_jsonl_lazy(path)
-        cuts = list(islice(cuts, args.max_cuts) if args.max_cuts > 0 else cuts)
+        cuts = list(read_cuts(path, args.max_cuts))
         report = ReprDumpReport()
         dump_representations(
             enc,
@@ -99,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             batch_size=args.batch_size,
             storage_name=f"{args.prefix}_repr_{args.name}_{split}",
-            output_manifest=args.out_dir / f"{args.prefix}_cuts_{split}.jsonl.gz",
+            output_manifest=output_manifest(args, split),
             report=report,
         )
         summary = {
@@ -111,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": torch.get_num_threads(),
             **report.as_dict(),
         }
-        (args.out_dir / f"{args.prefix}_repr_{args.name}_{split}.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_summary(args.out_dir / f"{args.prefix}_repr_{args.name}_{split}.json", summary)
         print(
             f"{split}: {args.name} representations of {report.num_done} of {report.num_cuts} cuts "
             f"({len(report.skipped)} skipped), layers {enc.layers} x D {enc.dim}, {report.bytes_per_cut / 1e3:.1f} kB "
