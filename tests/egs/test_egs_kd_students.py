@@ -186,33 +186,6 @@ REPR_LAYERS = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny_berts(tmp_path_factory):
-    """A 6- and a 12-layer tiny BERT (stand-ins of MiniLM-L6 / MPNet-base) and a 40-piece BPE lang dir."""
-    pytest.importorskip("transformers")
-    from transformers import BertConfig, BertModel
-
-    from asr_kd.data.tokenizer import train_bpe
-    from asr_kd.testing.dummies import DUMMY_TEXTS
-    from asr_kd.testing.tiny_mlm import make_tiny_mlm
-
-    root = tmp_path_factory.mktemp("repr")
-    tiny = make_tiny_mlm(root / "tok", head=False)
-    dirs = {}
-    for depth in (6, 12):
-        c = BertConfig.from_pretrained(tiny)
-        c.num_hidden_layers, c.hidden_size, c.intermediate_size = depth, 8, 16
-        d = root / f"bert{depth}"
-        BertModel(c, add_pooling_layer=False).save_pretrained(d)
-        for f in tiny.iterdir():
-            if f.name.startswith(("vocab", "tokenizer", "special")):
-                (d / f.name).write_bytes(f.read_bytes())
-        dirs[depth] = d
-    (root / "t.txt").write_text("\n".join(DUMMY_TEXTS * 4) + "\n")
-    train_bpe(root / "t.txt", root / "lang", vocab_size=40)
-    return dirs, root / "lang"
-
-
 @pytest.mark.parametrize("student", STUDENTS)
 def test_repr_rows_build_one_student_and_their_regression_networks(student, tiny_berts):
     import torch

@@ -52,17 +52,12 @@ def test_runner_uses_the_shared_train_to():
 
 
 @pytest.mark.parametrize("row", sorted(ROWS))
-def test_row_configs_build_the_same_student_and_their_regression_networks(row, tmp_path):
+def test_row_configs_build_the_same_student_and_their_regression_networks(row, tiny_berts):
     pytest.importorskip("transformers")
-    from transformers import BertConfig, BertModel
-
     from asr_kd.bin.train import config_schema
-    from asr_kd.data.tokenizer import train_bpe
     from asr_kd.kd import build_kd_loss_fn
     from asr_kd.kd.repr import OfflineReprTeacher
     from asr_kd.models.asr_model import build_asr_model
-    from asr_kd.testing.dummies import DUMMY_TEXTS
-    from asr_kd.testing.tiny_mlm import make_tiny_mlm
     from asr_kd.training.config import load_config, validate_config
 
     conf, layers = ROWS[row]
@@ -72,21 +67,8 @@ def test_row_configs_build_the_same_student_and_their_regression_networks(row, t
     assert cfg["model"] == base["model"] and cfg["training"] == base["training"] and cfg["data"] == base["data"]
     assert base["model"]["transducer"] and base["data"]["manifest_dir"] == "data/kd_repr"
     assert cfg["kd"]["teacher"] == {"type": "offline_repr", "models": list(layers)}
-    # stand-ins of the teachers' depths: a 6-layer and a 12-layer tiny BERT with the tiny tokenizer
-    tiny = make_tiny_mlm(tmp_path / "tok", head=False)
-    dirs = {}
-    for depth in (6, 12):
-        c = BertConfig.from_pretrained(tiny)
-        c.num_hidden_layers, c.hidden_size, c.intermediate_size = depth, 8, 16
-        d = tmp_path / f"bert{depth}"
-        BertModel(c, add_pooling_layer=False).save_pretrained(d)
-        for f in tiny.iterdir():
-            if f.name.startswith(("vocab", "tokenizer", "special")):
-                (d / f.name).write_bytes(f.read_bytes())
-        dirs[depth] = d
-    (tmp_path / "t.txt").write_text("\n".join(DUMMY_TEXTS * 4) + "\n")
-    train_bpe(tmp_path / "t.txt", tmp_path / "lang", vocab_size=40)
-    method = dict(cfg["kd"]["methods"][0], lang_dir=str(tmp_path / "lang"))
+    dirs, lang = tiny_berts  # stand-ins of the teachers' depths: a 6- and a 12-layer tiny BERT
+    method = dict(cfg["kd"]["methods"][0], lang_dir=str(lang))
     method["teachers"] = [
         dict(t, model_dir=str(dirs[12 if t["name"].startswith("mpnet") else 6])) for t in method["teachers"]
     ]
