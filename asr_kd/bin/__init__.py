@@ -1,7 +1,7 @@
 """Command-line entry points (``python -m asr_kd.bin.<name>``).
 
 Each entry point runs its ``main`` through :func:`run_main`: a mistake of the user's (a config key, a corrupt
-checkpoint, a vocabulary mismatch, a bad ARPA or lexicon line, ...) prints one line
+checkpoint, a vocabulary mismatch, a bad ARPA or lexicon line, a missing input file, ...) prints one line
 ``<prog>: error: <ErrorType>: <message>`` and exits with status 2, instead of a traceback. Set
 ``ASR_KD_TRACEBACK=1`` to get the traceback too; any other exception propagates as it is.
 """
@@ -32,6 +32,7 @@ USER_ERRORS = frozenset(
         "asr_kd.training.metrics.MetricsError",
         "asr_kd.kd.repr.ReprTeacherError",
         "asr_kd.kd.repr.MissingDocumentError",
+        "builtins.FileNotFoundError",  # a missing manifest, model folder, lang dir, ... (the message names it)
     }
 )
 

@@ -70,3 +70,35 @@ def test_run_main_passes_other_errors_and_statuses():
     assert run_main(bad_config, "p") == 2
     with pytest.raises(KeyError):
         run_main(bug, "p")
+
+
+def test_missing_input_file_is_one_line_and_status_2(tmp_path):
+    """A missing manifest (FileNotFoundError naming it) is a user error: one line, status 2, nothing written."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "asr_kd.bin.dump_mlm",
+            "--model-dir",
+            str(tmp_path / "no_mlm"),
+            "--splits",
+            "test",
+            "--manifest-dir",
+            str(tmp_path / "fbank"),
+            "--out-dir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("dump_mlm: error: FileNotFoundError: ") and "synth_cuts_test.jsonl.gz" in last, last
+    assert not (tmp_path / "out").exists()
+
+    def missing():
+        raise FileNotFoundError("x.txt not found")
+
+    assert run_main(missing, "p") == 2
