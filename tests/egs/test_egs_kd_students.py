@@ -85,6 +85,29 @@ def test_exp_dirs_differ_per_student():
     assert 'base_label="transducer alone (Zipformer s)"' in text and "experiment=lm_repr_transfer_zipformer_s" in text
 
 
+AVERAGE = re.compile(r"plan \((\S+) student\): average: --avg (\d+)( --use-averaged-model)?$")
+
+
+@pytest.mark.parametrize("script", ["run_inter_aed.sh", "run_repr_kd.sh"])
+def test_averaging_per_student_fits_the_kept_checkpoints(script):
+    """Conformer rows average the last 3 checkpoints' weights; Zipformer rows take model_avg over 5 checkpoint
+    intervals (--use-averaged-model reads --avg + 1 files, so the overlay must keep at least that many)."""
+    from asr_kd.training.config import load_config
+
+    def average(*args):
+        proc = run(script, "--stage", "9", "--stop-stage", "8", *args)
+        assert proc.returncode == 0, proc.stderr
+        found = [AVERAGE.search(line) for line in proc.stdout.splitlines()]
+        (m,) = [m for m in found if m]
+        return int(m.group(2)), bool(m.group(3))
+
+    assert average("--student", "conformer_l4") == (3, False)
+    assert average("--student", "zipformer") == (5, True)
+    assert average("--student", "zipformer", "--avg", "2") == (2, True)
+    keep = load_config(str(ASR / "conf" / "students" / "zipformer_s.yaml"))["training"]["keep_last"]
+    assert keep >= 5 + 1
+
+
 def test_overlay_is_the_zipformer_recipe():
     from asr_kd.training.config import load_config
     from asr_kd.training.optim import unused_options

@@ -32,7 +32,8 @@
 #   --models "..."     KD models of stages 3-5, from: aed_final inter_aed aed_ref aed_ref_inter [all four], and the
 #                      opt-in WordPiece-throughout models (CTC in the MLM tokenizer's units, data/lang_wp):
 #                      wp_ctc (CTC alone) and wp_inter_aed (interAED-KD, decoders and CTC sharing the units)
-#   --avg A            checkpoints averaged before decoding [3]
+#   --avg A            checkpoints averaged before decoding [conformer_l4: 3 (the last 3 checkpoints' weights);
+#                      zipformer: 5 (model_avg over the last 500 steps, checkpoints every 100)]
 #   --hlg-lang DIR     model 5: lang dir with G_3gram.arpa (prepare.sh stage 6) for HLG 1best of model 1; the
 #                      stage is skipped when it has none [data/lang_bpe_128_lm]
 #   --stage N / --stop-stage M   [1 / 6]
@@ -66,7 +67,7 @@ mlm_steps=800
 mlm_batch=32
 topk=16
 models="aed_final inter_aed aed_ref aed_ref_inter"
-avg=3
+avg=
 hlg_lang=data/lang_bpe_128_lm
 student=conformer_l4
 stage=1
@@ -89,6 +90,9 @@ case "$student" in
     sched=(); avg_args=(--use-averaged-model); experiment=inter_aed_kd_zipformer_s ;;
   *) echo "run_inter_aed.sh: unknown --student '$student' (conformer_l4, zipformer)" >&2; exit 1 ;;
 esac
+if [ -z "$avg" ]; then
+  if [ "$student" = zipformer ]; then avg=5; else avg=3; fi
+fi
 student_args=()
 if [ -n "$student_conf" ]; then student_args=(--config "$student_conf"); fi
 
@@ -149,6 +153,7 @@ plan() {  # model config exp_dir: one log line of what stage 3 trains
 }
 plan ctc conf/kd/ctc_l4.yaml "$base_dir"
 for m in $models; do plan "$m" "$(conf_of "$m")" "$(exp_of "$m")"; done
+log "plan ($student student): average: --avg $avg${avg_args[*]:+ ${avg_args[*]}}"
 
 if run_stage 1; then
   if [ -n "$mlm_dir" ]; then
@@ -209,7 +214,9 @@ if run_stage 5; then
     d="$(exp_of "$m")"
     "$python" -m asr_kd.bin.decode --exp-dir "$d" --checkpoint "$d/averaged.pt" --res-dir decode "${dec[@]}"
   done
-  if [ -f "$hlg_lang/G_3gram.arpa" ]; then
+  if [ -f "$base_dir/decode_hlg/results.jsonl" ]; then
+    log "stage 5: model 5 already decoded ($base_dir/decode_hlg)"
+  elif [ -f "$hlg_lang/G_3gram.arpa" ]; then
     log "stage 5: model 5, CTC alone + HLG 3-gram 1best ($hlg_lang)"
     "$python" -m asr_kd.bin.decode --exp-dir "$base_dir" --checkpoint "$base_dir/averaged.pt" --res-dir decode_hlg \
       --lang-dir "$hlg_lang" --arpa "$hlg_lang/G_3gram.arpa" --keep-epsilon --method 1best --split test \

@@ -34,7 +34,8 @@
 #   --max-cuts N       stage 3: only the first N cuts per split, into data/kd_repr_sample (timing / bytes per cut;
 #                      never the training data) [all]
 #   --decode-method M  [transducer-greedy]
-#   --avg A            checkpoints averaged before decoding [3]
+#   --avg A            checkpoints averaged before decoding [conformer_l4: 3 (the last 3 checkpoints' weights);
+#                      zipformer: 5 (model_avg over the last 500 steps, checkpoints every 100)]
 #   --stage N / --stop-stage M   [1 / 7]
 #   --results FILE     markdown log to append to [../../../docs/RESULTS.md]
 #   -- key=value ...   config overrides for every training
@@ -64,7 +65,7 @@ mpnet_dir=
 mpnet_proj=0
 max_cuts=0
 decode_method=transducer-greedy
-avg=3
+avg=
 student=conformer_l4
 stage=1
 stop_stage=7
@@ -84,6 +85,9 @@ case "$student" in
     suffix=" (Zipformer s)"; sched=(); avg_args=(--use-averaged-model); experiment=lm_repr_transfer_zipformer_s ;;
   *) echo "run_repr_kd.sh: unknown --student '$student' (conformer_l4, zipformer)" >&2; exit 1 ;;
 esac
+if [ -z "$avg" ]; then
+  if [ "$student" = zipformer ]; then avg=5; else avg=3; fi
+fi
 student_args=()
 if [ -n "$student_conf" ]; then student_args=(--config "$student_conf"); fi
 
@@ -141,6 +145,7 @@ row_conf() {  # the config stage 4 trains a row with (--mpnet-proj 384: the proj
   else conf_of "$1"; fi
 }
 for r in $rows; do log "plan ($student student): $r: $(row_conf "$r")${student_conf:+ + $student_conf} -> $(exp_of "$r")"; done
+log "plan ($student student): average: --avg $avg${avg_args[*]:+ ${avg_args[*]}}"
 
 if run_stage 1; then
   log "stage 1: document ids in data/manifests and data/fbank (prepare.sh stage 7)"
