@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from asr_kd.bin._common import cut_manifests
+
 __all__ = [
     "add_manifest_args",
     "add_run_args",
@@ -54,14 +56,9 @@ def start(args: argparse.Namespace) -> None:
 def input_manifests(args: argparse.Namespace) -> dict[str, Path]:
     """``{split: <manifest-dir>/<prefix>_cuts_<split>.jsonl.gz}`` in ``args.splits`` order.
 
-    Raises ``FileNotFoundError`` naming the first missing manifest (before any model is loaded)."""
-    paths = {}
-    for split in args.splits:
-        path = args.manifest_dir / f"{args.prefix}_cuts_{split}.jsonl.gz"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found (run prepare.sh, or pass --manifest-dir/--prefix)")
-        paths[split] = path
-    return paths
+    Raises ``FileNotFoundError`` naming the first missing manifest (before any model is loaded):
+    :func:`asr_kd.bin._common.cut_manifests`."""
+    return cut_manifests(args.manifest_dir, args.prefix, args.splits)
 
 
 def read_cuts(path: Path, max_cuts: int = 0):

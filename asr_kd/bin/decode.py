@@ -75,6 +75,7 @@ from pathlib import Path
 
 import torch
 
+from asr_kd.bin._common import cut_manifests
 from asr_kd.decoding.lattice_methods import NBEST_MODES
 from asr_kd.decoding.search import (
     PreparedDecoding,
@@ -444,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     data_cfg = dict(config.get("data") or {})
     manifest_dir = Path(args.manifest_dir or data_cfg.get("manifest_dir", "data/manifests"))
     prefix = args.prefix or data_cfg.get("prefix", "synth")
+    paths = cut_manifests(manifest_dir, prefix, splits)  # all of them before anything is decoded or written
     lang_dir = Path(args.lang_dir or data_cfg.get("lang_dir", "data/lang_bpe_500"))
     tokenizer = Tokenizer.from_dir(lang_dir)
     check_vocab(  # a lang dir of another vocabulary would decode garbage (or IndexError): refuse it
@@ -466,10 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         splits,
     )
 
-    for split in splits:
-        path = manifest_dir / f"{prefix}_cuts_{split}.jsonl.gz"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found (run prepare.sh, or pass --manifest-dir/--prefix)")
+    for split, path in paths.items():
         cuts = CutSet.from_file(path)
         refs = reference_words(cuts) if args.on_error == "skip" else {}
         summary = {}

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from asr_kd.bin._common import cut_manifests
 from asr_kd.bin.decode import resolve_checkpoint
 from asr_kd.decoding.search import NBEST_METHODS
 from asr_kd.training.asr_task import load_asr_model
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     check_teacher_lang_dir(model, ckpt, args.lang_dir, data_cfg.get("lang_dir"))
     manifest_dir = Path(args.manifest_dir or data_cfg.get("manifest_dir", "data/manifests"))
     prefix = args.prefix or data_cfg.get("prefix", "synth")
+    paths = cut_manifests(manifest_dir, prefix, args.splits or ["train"])
     features = AsrDataConfig(
         num_workers=args.num_workers,
         on_the_fly_feats=bool(data_cfg.get("on_the_fly_feats", True)),
@@ -128,12 +130,6 @@ def main(argv: list[str] | None = None) -> int:
         args.out_dir,
     )
 
-    paths = {}
-    for split in args.splits or ["train"]:
-        path = manifest_dir / f"{prefix}_cuts_{split}.jsonl.gz"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found (run prepare.sh, or pass --manifest-dir/--prefix)")
-        paths[split] = path
     args.out_dir.mkdir(parents=True, exist_ok=True)
     total_failed = 0
     for split, path in paths.items():

@@ -2,6 +2,7 @@
 
 import ast
 import json
+import re
 
 import pytest
 
@@ -85,6 +86,22 @@ def test_decode_inter_ctc_layer_and_bad_method(trained):
     assert (trained / "dec_layer1" / "recogs-test-ctc-greedy_layer-1.txt").is_file()
     with pytest.raises(ValueError, match="transducer"):
         decode.main(["--exp-dir", str(trained), "--method", "modified-beam"])
+
+
+def test_decode_checks_every_split_manifest_before_decoding(trained):
+    """``--split test --split nope``: the missing second manifest is named before the first split is decoded, and
+    nothing is written (not even the result folder)."""
+    from asr_kd.bin import decode
+
+    missing = trained.parent / "data" / "manifests" / "toy_cuts_nope.jsonl.gz"
+    argv = ["--exp-dir", str(trained), "--split", "test", "--split", "nope", "--res-dir", "dec_missing"]
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{missing} not found") + r".*--manifest-dir/--prefix"):
+        decode.main(argv)
+    assert not (trained / "dec_missing").exists()
+    other = trained.parent / "elsewhere"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{other / 'x_cuts_test.jsonl.gz'} not found")):
+        decode.main([*argv[:2], "--manifest-dir", str(other), "--prefix", "x", "--res-dir", "dec_missing"])
+    assert not (trained / "dec_missing").exists()
 
 
 def test_decode_ctc_hlg_outputs_lexicon_words(trained):

@@ -1,5 +1,7 @@
 """The dump_teacher CLI end to end on a toy recipe: checkpoint -> manifests with offline KD targets."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -111,6 +113,20 @@ def test_dump_teacher_cli_keeps_and_lists_failed_cuts(trained, tmp_path, capsys)
     assert list(dumped.ids) == [c.id for c in cuts]
     assert [c.has_custom("kd_ctc_topk_values") for c in dumped] == [False, True]
     assert not dumped[1].has_custom("kd_nbest")
+
+
+def test_dump_teacher_cli_names_a_missing_manifest_before_writing(trained, tmp_path):
+    from asr_kd.bin import dump_teacher
+
+    root, exp = trained
+    out = tmp_path / "never"
+    missing = root / "data" / "manifests" / "toy_cuts_nope.jsonl.gz"
+    argv = ["--checkpoint", str(exp / "checkpoint-2.pt"), "--splits", "test", "nope", "--out-dir", str(out)]
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{missing} not found") + r".*--manifest-dir/--prefix"):
+        dump_teacher.main(argv)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'x_cuts_train.jsonl.gz'} not found")):
+        dump_teacher.main([*argv[:2], "--manifest-dir", str(tmp_path), "--prefix", "x", "--out-dir", str(out)])
+    assert not out.exists()
 
 
 def test_student_trains_from_the_dumped_targets(trained, tmp_path):
