@@ -1,11 +1,13 @@
 """The KD runners' ``--student`` option (run_inter_aed.sh, issue 15; run_repr_kd.sh, issue 17): the Zipformer
 overlay conf/students/zipformer_s.yaml laid over every row config, as each runner's plan prints it, loads with
 the strict checker and builds one student per runner (same parameter count on every row, the Zipformer recipe's
-optimiser and schedule) whose KD methods find their layers; exp dirs per student; unknown students refused."""
+optimiser and schedule) whose KD methods find their layers; exp dirs per student; unknown students refused;
+the setup both runners source, local/student.sh: its documented defaults per student."""
 
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -25,6 +27,7 @@ KD_KEYS = {
     "aed_ref_inter": {"conformer_l4": ["l2", "final"], "zipformer": ["l4", "final"]},
     "wp_inter_aed": {"conformer_l4": ["l2", "final"], "zipformer": ["l4", "final"]},
 }
+STUDENT_SH = ASR / "local" / "student.sh"  # the student setup both runners source
 PLAN = re.compile(r"plan \((\S+) student\): (\S+): (\S+)(?: \+ (\S+))?(?: (\S+=\S+))? -> (\S+)$")
 
 
@@ -78,8 +81,8 @@ def test_exp_dirs_differ_per_student():
             assert zf[row][0][1] == ASR / "conf" / "students" / "zipformer_s.yaml"
         assert not set(c[2] for c in conf.values()) & set(z[2] for z in zf.values())
     text = (ASR / "run_inter_aed.sh").read_text()
-    # the labels and report experiment say which student
-    assert 'base_label="CTC alone (Zipformer s)"; suffix=" (Zipformer s)"' in text
+    # the labels and report experiment say which student (the rows' label suffix: local/student.sh)
+    assert 'base_label="CTC alone (Zipformer s)"' in text and 'suffix=" (Zipformer s)"' in STUDENT_SH.read_text()
     assert "experiment=inter_aed_kd_zipformer_s" in text and 'base_label="CTC alone (4 layers)"' in text
     text = (ASR / "run_repr_kd.sh").read_text()
     assert 'base_label="transducer alone (Zipformer s)"' in text and "experiment=lm_repr_transfer_zipformer_s" in text
@@ -106,6 +109,85 @@ def test_averaging_per_student_fits_the_kept_checkpoints(script):
     assert average("--student", "zipformer", "--avg", "2") == (2, True)
     keep = load_config(str(ASR / "conf" / "students" / "zipformer_s.yaml"))["training"]["keep_last"]
     assert keep >= 5 + 1
+
+
+#: a toy runner: the helper sourced after its options, then what it set (one name=value line each), its plan line
+TOY_RUNNER = r"""set -euo pipefail
+student={student}; steps=77; avg={avg}
+source {helper}
+log() {{ echo "log: $*"; }}
+for v in student_conf tag suffix avg; do printf '%s=%s\n' "$v" "${{!v}}"; done
+printf 'student_args=%s\nsched=%s\navg_args=%s\n' "${{student_args[*]}}" "${{sched[*]}}" "${{avg_args[*]}}"
+printf 'left=%s\n' "$(compgen -v _st_ || true)"
+student_plan_average
+"""
+#: what local/student.sh sets per student (--steps 77, no --avg), as its header documents it
+STUDENT_DEFAULTS = {
+    "conformer_l4": {
+        "student_conf": "",
+        "tag": "",
+        "suffix": "",
+        "avg": "3",
+        "student_args": "",
+        "sched": "scheduler.total_steps=77",
+        "avg_args": "",
+    },
+    "zipformer": {
+        "student_conf": "conf/students/zipformer_s.yaml",
+        "tag": "zf_",
+        "suffix": " (Zipformer s)",
+        "avg": "5",
+        "student_args": "--config conf/students/zipformer_s.yaml",
+        "sched": "",
+        "avg_args": "--use-averaged-model",
+    },
+}
+
+
+def student_setup(tmp_path: Path, student: str, avg: str = "") -> subprocess.CompletedProcess:
+    """Source local/student.sh from a toy runner (--student S --steps 77 --avg A) and print what it set."""
+    script = tmp_path / "toy.sh"
+    q = shlex.quote
+    script.write_text(TOY_RUNNER.format(student=q(student), avg=q(avg), helper=q(str(STUDENT_SH))))
+    return subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("student", STUDENTS)
+def test_student_helper_sets_the_documented_defaults(tmp_path, student):
+    expected = STUDENT_DEFAULTS[student]
+    proc = student_setup(tmp_path, student)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    got = dict(line.split("=", 1) for line in lines if not line.startswith("log: "))
+    assert got.pop("left") == ""  # no helper-internal names left behind
+    assert got == expected
+    avg = f"--avg {expected['avg']}" + (" --use-averaged-model" if expected["avg_args"] else "")
+    assert lines[-1] == f"log: plan ({student} student): average: {avg}"
+    # an explicit --avg is kept; the rest is the student's
+    proc = student_setup(tmp_path, student, avg="2")
+    assert proc.returncode == 0, proc.stderr
+    assert "avg=2" in proc.stdout.splitlines() and proc.stdout.splitlines()[-1].startswith(
+        f"log: plan ({student} student): average: --avg 2"
+    )
+    header = STUDENT_SH.read_text().split("\n\n")[0]  # the documented names
+    for name in (*expected, "student_plan_average"):
+        assert f"#   {name} " in header
+
+
+@pytest.mark.parametrize("student", ["zipformer_xl", "", "Zipformer"])
+def test_student_helper_refuses_an_unknown_student(tmp_path, student):
+    proc = student_setup(tmp_path, student)
+    assert proc.returncode == 1 and proc.stdout == ""  # nothing after the source line runs
+    assert proc.stderr == f"toy.sh: unknown --student '{student}' (conformer_l4, zipformer)\n"
+
+
+def test_runners_source_the_student_helper():
+    for script in ("run_inter_aed.sh", "run_repr_kd.sh"):
+        text = (ASR / script).read_text()
+        assert 'source "$(dirname "${BASH_SOURCE[0]}")/local/student.sh"' in text
+        assert "student_plan_average" in text
+        # the shared setup is not repeated in the runner
+        assert "unknown --student '" not in text and "avg_args=(" not in text and "student_args=(" not in text
 
 
 def test_overlay_is_the_zipformer_recipe():

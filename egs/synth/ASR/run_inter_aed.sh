@@ -79,22 +79,13 @@ parse_options_rest=overrides  # -- key=value ...
 source "$(dirname "${BASH_SOURCE[0]}")/local/parse_options.sh"  # --foo-bar V sets $foo_bar; -h / --help
 mlm_exp=exp/mlm_minilm  # the MLM teacher (trained here, or a link to --mlm-dir)
 
-# the student: its config overlay (train options), exp dir prefix, interAED-KD intermediate layer, labels
+# the student: its config overlay (train options), exp dir prefix, label suffix, --avg default (local/student.sh);
+# here: its model 1 exp dir name, interAED-KD intermediate layer, baseline label and report experiment
+source "$(dirname "${BASH_SOURCE[0]}")/local/student.sh"  # refuses an unknown --student
 case "$student" in
-  conformer_l4)
-    student_conf=; tag=; base_name=ctc_l4; inter_layer=2; base_label="CTC alone (4 layers)"; suffix=
-    sched=("scheduler.total_steps=$steps"); avg_args=(); experiment=inter_aed_kd ;;
-  zipformer)
-    student_conf=conf/students/zipformer_s.yaml; tag=zf_; base_name=ctc; inter_layer=4
-    base_label="CTC alone (Zipformer s)"; suffix=" (Zipformer s)"
-    sched=(); avg_args=(--use-averaged-model); experiment=inter_aed_kd_zipformer_s ;;
-  *) echo "run_inter_aed.sh: unknown --student '$student' (conformer_l4, zipformer)" >&2; exit 1 ;;
+  conformer_l4) base_name=ctc_l4; inter_layer=2; base_label="CTC alone (4 layers)"; experiment=inter_aed_kd ;;
+  zipformer) base_name=ctc; inter_layer=4; base_label="CTC alone (Zipformer s)"; experiment=inter_aed_kd_zipformer_s ;;
 esac
-if [ -z "$avg" ]; then
-  if [ "$student" = zipformer ]; then avg=5; else avg=3; fi
-fi
-student_args=()
-if [ -n "$student_conf" ]; then student_args=(--config "$student_conf"); fi
 
 conf_of() {
   case "$1" in
@@ -153,7 +144,7 @@ plan() {  # model config exp_dir: one log line of what stage 3 trains
 }
 plan ctc conf/kd/ctc_l4.yaml "$base_dir"
 for m in $models; do plan "$m" "$(conf_of "$m")" "$(exp_of "$m")"; done
-log "plan ($student student): average: --avg $avg${avg_args[*]:+ ${avg_args[*]}}"
+student_plan_average
 
 if run_stage 1; then
   if [ -n "$mlm_dir" ]; then

@@ -75,21 +75,13 @@ overrides=()
 parse_options_rest=overrides  # -- key=value ...
 source "$(dirname "${BASH_SOURCE[0]}")/local/parse_options.sh"  # --foo-bar V sets $foo_bar; -h / --help
 
-# the student: its config overlay (train options), exp dir prefix, labels
+# the student: its config overlay (train options), exp dir prefix, label suffix, --avg default (local/student.sh);
+# here: its baseline label and report experiment
+source "$(dirname "${BASH_SOURCE[0]}")/local/student.sh"  # refuses an unknown --student
 case "$student" in
-  conformer_l4)
-    student_conf=; tag=; base_label="transducer alone (4 layers)"; suffix=
-    sched=("scheduler.total_steps=$steps"); avg_args=(); experiment=lm_repr_transfer ;;
-  zipformer)
-    student_conf=conf/students/zipformer_s.yaml; tag=zf_; base_label="transducer alone (Zipformer s)"
-    suffix=" (Zipformer s)"; sched=(); avg_args=(--use-averaged-model); experiment=lm_repr_transfer_zipformer_s ;;
-  *) echo "run_repr_kd.sh: unknown --student '$student' (conformer_l4, zipformer)" >&2; exit 1 ;;
+  conformer_l4) base_label="transducer alone (4 layers)"; experiment=lm_repr_transfer ;;
+  zipformer) base_label="transducer alone (Zipformer s)"; experiment=lm_repr_transfer_zipformer_s ;;
 esac
-if [ -z "$avg" ]; then
-  if [ "$student" = zipformer ]; then avg=5; else avg=3; fi
-fi
-student_args=()
-if [ -n "$student_conf" ]; then student_args=(--config "$student_conf"); fi
 
 conf_of() {
   case "$1" in
@@ -145,7 +137,7 @@ row_conf() {  # the config stage 4 trains a row with (--mpnet-proj 384: the proj
   else conf_of "$1"; fi
 }
 for r in $rows; do log "plan ($student student): $r: $(row_conf "$r")${student_conf:+ + $student_conf} -> $(exp_of "$r")"; done
-log "plan ($student student): average: --avg $avg${avg_args[*]:+ ${avg_args[*]}}"
+student_plan_average
 
 if run_stage 1; then
   log "stage 1: document ids in data/manifests and data/fbank (prepare.sh stage 7)"
