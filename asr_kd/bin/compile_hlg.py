@@ -20,6 +20,8 @@ import logging
 import sys
 from pathlib import Path
 
+from asr_kd.bin._common import refuse
+
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             ctc_topo=args.ctc_topo,
         )
     except (LangError, ArpaFormatError, GraphTooLargeError, FileNotFoundError) as e:
-        print(f"compile_hlg: {e}", file=sys.stderr)
-        return 1
+        return refuse("compile_hlg", e)
     summary = {
         "graph": str(info.path),
         "kind": info.kind,

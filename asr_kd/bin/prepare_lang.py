@@ -44,6 +44,7 @@ import logging
 import sys
 from pathlib import Path
 
+from asr_kd.bin._common import refuse
 from asr_kd.data.tokenizer import BPE_MODEL, LANG_FILES, Tokenizer, install_bpe, train_bpe
 from asr_kd.lm.lang import DISAMBIG_FILES, LangError, write_disambig_files
 
@@ -133,8 +134,7 @@ def char_lang(text: Path, lang_dir: Path, *, force: bool = False) -> int:
     try:
         info = write_char_lang_dir(text, lang_dir)
     except LangError as e:
-        print(f"prepare_lang: {e}", file=sys.stderr)
-        return 1
+        return refuse("prepare_lang", e)
     print(
         f"prepare_lang: wrote the char lang dir {lang_dir} ({info['tokens']} tokens, {info['words']} words, "
         f"#1..#{info['max_disambig']})"
@@ -155,8 +155,7 @@ def wordpiece_lang(
     try:
         src = load_wordpiece_source(tokenizer_dir)
     except (FileNotFoundError, ValueError) as e:
-        print(f"prepare_lang: --tokenizer-dir {tokenizer_dir}: {e}", file=sys.stderr)
-        return 1
+        return refuse("prepare_lang", f"--tokenizer-dir {tokenizer_dir}: {e}")
     outs = [lang_dir / f for f in ("tokens.txt", WORDPIECE_JSON, "words.txt", "lexicon.txt", *DISAMBIG_FILES)]
     if not force and text.is_file() and _all_newer(outs, text):
         config = json.loads((lang_dir / WORDPIECE_JSON).read_text(encoding="utf-8"))
@@ -166,13 +165,11 @@ def wordpiece_lang(
             print(f"prepare_lang: {lang_dir} (WordPiece) is newer than {text}; skipping (use --force)")
             return 0
     if not text.is_file():
-        print(f"prepare_lang: --text {text}: not found", file=sys.stderr)
-        return 1
+        return refuse("prepare_lang", f"--text {text}: not found")
     try:
         info = write_wordpiece_lang_dir(tokenizer_dir, text, lang_dir, restore_case=restore_case)
     except (LangError, ValueError) as e:
-        print(f"prepare_lang: {e}", file=sys.stderr)
-        return 1
+        return refuse("prepare_lang", e)
     print(
         f"prepare_lang: wrote the WordPiece lang dir {lang_dir} ({info['tokens']} tokens: {info['units']} of "
         f"{info['source_size']} units of {tokenizer_dir}; {info['words']} words, #1..#{info['max_disambig']}; "
@@ -198,8 +195,7 @@ def write_disambig(lang_dir: Path, *, force: bool = False) -> int:
     try:
         info = write_disambig_files(lang_dir)
     except LangError as e:
-        print(f"prepare_lang: {e}", file=sys.stderr)
-        return 1
+        return refuse("prepare_lang", e)
     print(f"prepare_lang: wrote {', '.join(DISAMBIG_FILES)} in {lang_dir} (#1..#{info['max_disambig']})")
     return 0
 

@@ -1,4 +1,4 @@
-"""The helpers several CLIs share (asr_kd.bin._common)."""
+"""The helpers several CLIs share (asr_kd.bin._common): the cut-manifest check, the one-line refusal."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from asr_kd.bin._common import cut_manifests
+from asr_kd.bin._common import cut_manifests, refuse
 
 
 def test_cut_manifests_in_split_order_or_the_first_missing_one_named(tmp_path):
@@ -25,3 +25,11 @@ def test_cut_manifests_in_split_order_or_the_first_missing_one_named(tmp_path):
         cut_manifests(tmp_path, "toy", ["dir"])  # a directory is not a manifest
     with pytest.raises(FileNotFoundError, match="other_cuts_train.jsonl.gz not found"):
         cut_manifests(tmp_path, "other", ["train"])
+
+
+def test_refuse_prints_one_line_on_stderr_and_returns_1(capsys):
+    assert refuse("prepare_lang", "--text /x/t.txt: not found") == 1
+    assert refuse("compile_hlg", FileNotFoundError("/x/lexicon.txt not found")) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "prepare_lang: --text /x/t.txt: not found\ncompile_hlg: /x/lexicon.txt not found\n"
