@@ -8,19 +8,21 @@ Usage (what ``egs/synth/ASR/run_kd.sh`` runs after decoding)::
         --entry "self-KD, sub-model (layers 1-4)=exp/kd/self_kd_l7/decode_sub" --baseline "k-layer alone"
 
 Each entry's ``<dir>/results.jsonl`` (written by ``asr_kd.bin.decode``) gives the newest result for
-``--split`` and ``--method``; parameters are counted from the decoded checkpoint. Rows go under the
-heading ``## KD experiment log`` (created when missing), with the relative WER change against
-``--baseline``. ``--plot PNG`` also draws the entries' WER / CER as bars (``asr_kd.bin.plot bars``).
+``--split`` and ``--method`` (a method name or a full suffix; ``asr_kd.bin._common.latest_result``);
+parameters are counted from the decoded checkpoint. Rows go under the heading ``## KD experiment log``
+(created when missing), with the relative WER change against ``--baseline``. ``--plot PNG`` also draws the
+entries' WER / CER as bars (``asr_kd.bin.plot bars``).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import platform
 import sys
 from pathlib import Path
+
+from asr_kd.bin._common import latest_result, results_file
 
 HEADING = "## KD experiment log (appended by egs/synth/ASR/run_kd.sh)"
 COLUMNS = (
@@ -38,17 +40,6 @@ COLUMNS = (
     "RTF",
     "checkpoint",
 )
-
-
-def latest_result(res_dir: Path, split: str, method: str) -> dict:
-    path = res_dir / "results.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: decode first (asr_kd.bin.decode --res-dir)")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r["split"] == split and r["method"].split("_")[0] == method]
-    if not rows:
-        raise ValueError(f"{path}: no result for split {split!r} and method {method!r}")
-    return rows[-1]
 
 
 def count_params(checkpoint: str) -> int:
@@ -145,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         from asr_kd.bin import plot
 
         specs = [
-            (label, Path(e.rsplit("=", 1)[1]) / "results.jsonl", args.method)
-            for e, (label, _, _) in zip(args.entry, entries)
+            (label, results_file(e.rsplit("=", 1)[1]), args.method) for e, (label, _, _) in zip(args.entry, entries)
         ]
         plot.plot_bars(specs, args.plot, split=args.split, title=args.experiment)
     return 0

@@ -33,11 +33,11 @@ results file or a split / method it lacks, a malformed ``--hline``) is one line 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from asr_kd.bin._common import latest_result, results_file
 from asr_kd.training.metrics import MetricsError, load_metrics
 
 __all__ = [
@@ -243,32 +243,7 @@ def parse_result_spec(spec: str) -> tuple[str, Path, str | None]:
     head, colon, tail = rest.rpartition(":")
     if colon and "/" not in tail and tail:
         path, method = head, tail
-    p = Path(path)
-    return label, (p if p.suffix == ".jsonl" else p / "results.jsonl"), method
-
-
-def _pick(path: Path, split: str, method: str | None) -> dict:
-    if not path.is_file():
-        raise MetricsError(f"{path} not found: decode first (asr_kd.bin.decode writes results.jsonl)")
-    rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                raise MetricsError(f"{path}:{i}: not a JSON row") from None
-    picked = [
-        r
-        for r in rows
-        if r.get("split") == split
-        and (method is None or r.get("method") == method or str(r.get("method", "")).split("_")[0] == method)
-    ]
-    if not picked:
-        have = sorted({f"{r.get('split')}/{r.get('method')}" for r in rows})
-        raise MetricsError(
-            f"{path}: no result for split {split!r}" + (f" and method {method!r}" if method else "") + f"; has {have}"
-        )
-    return picked[-1]
+    return label, results_file(path), method
 
 
 def bar_series(results: Sequence[str | tuple[str, Path, str | None]], split: str = "test") -> list[dict]:
@@ -278,7 +253,7 @@ def bar_series(results: Sequence[str | tuple[str, Path, str | None]], split: str
     out = []
     for spec in results:
         label, path, method = parse_result_spec(spec) if isinstance(spec, str) else spec
-        row = _pick(path, split, method)
+        row = latest_result(path, split, method)
         out.append(
             {"label": label, "method": row.get("method"), "wer": row["wer"], "cer": row["cer"], "path": str(path)}
         )
