@@ -48,7 +48,14 @@ def _model(args):
             avg = path / "averaged.pt"
             path = avg if avg.is_file() else find_latest(path)
         model, config = load_asr_model(path)
-        lang = args.model if (args.model / "bpe.model").is_file() else Path(config["data"]["lang_dir"])
+        lang = args.lang_dir or (
+            args.model if (args.model / "bpe.model").is_file() else Path(config["data"]["lang_dir"])
+        )
+        if not (lang / "bpe.model").is_file():
+            sys.exit(
+                f"bench_streaming.py: no bpe.model in the lang dir {lang} (the model's data.lang_dir, relative to the "
+                "directory the model was trained from, e.g. egs/synth/ASR): run from there or pass --lang-dir"
+            )
         return model.eval(), Tokenizer.from_dir(lang), config.get("data") or {}
     from asr_kd.models.asr_model import build_asr_model
 
@@ -92,6 +99,7 @@ def main() -> int:
     p.add_argument("--preset", default="s", help="without --model: a random causal preset of --encoder [s]")
     p.add_argument("--encoder", default="zipformer", choices=["zipformer", "conformer"])
     p.add_argument("--vocab-size", type=int, default=128, help="random model's vocabulary [128]")
+    p.add_argument("--lang-dir", type=Path, default=None, help="with --model: override its data.lang_dir")
     p.add_argument("--cuts", type=Path, default=None, help="test cuts (default: random features)")
     p.add_argument("--num", type=int, default=20, help="utterances (random: how many; cuts: the first N) [20]")
     p.add_argument("--seconds", type=float, default=5.0, help="random utterances' length [5]")
