@@ -277,7 +277,8 @@ def plot_bars(
         pos = [x + (j - 0.5) * width for x in xs]
         bars = ax.bar(pos, [r[key] for r in rows], width, label=name)
         ax.bar_label(bars, fmt="%.1f", fontsize=8)
-    ax.set_xticks(xs, [f"{r['label']}\n({r['method']})" for r in rows], fontsize=8)
+    # a method's option suffix (``streaming-greedy_chunk-4_left-4``) on lines of its own, so long names do not overlap
+    ax.set_xticks(xs, [f"{r['label']}\n({r['method'].replace('_', chr(10))})" for r in rows], fontsize=8)
     ax.set_ylabel(f"{split} error rate %")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
