@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from asr_kd.kd.teachers import Teacher, TeacherOutput, _freeze, register_teacher
 from asr_kd.kd.wordpiece import UnkReport, WordPieceVocab
+from asr_kd.utils.manifests import write_cuts
 
 __all__ = [
     "MLM_VALUES",
@@ -457,8 +458,7 @@ def dump_mlm_targets(
         out.append(cut)
     result = CutSet.from_cuts(out)
     if output_manifest is not None:
-        Path(output_manifest).parent.mkdir(parents=True, exist_ok=True)
-        result.to_file(output_manifest)
+        write_cuts(result, output_manifest)  # atomic: a training may be reading the manifest being replaced
     report.num_cuts, report.num_done = len(out), len(targets)
     report.seconds = time.perf_counter() - t0
     return result

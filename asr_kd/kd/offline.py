@@ -48,6 +48,7 @@ from lhotse.utils import fastcopy, is_module_available
 from torch import Tensor, nn
 
 from asr_kd.kd.teachers import AsrTeacher, Teacher, TeacherOutput, register_teacher
+from asr_kd.utils.manifests import write_cuts
 
 __all__ = [
     "TOPK_VALUES",
@@ -303,8 +304,7 @@ def dump_teacher_targets(
         out.append(cut)
     result = CutSet.from_cuts(out)
     if output_manifest is not None:
-        Path(output_manifest).parent.mkdir(parents=True, exist_ok=True)
-        result.to_file(output_manifest)
+        write_cuts(result, output_manifest)  # atomic: a training may be reading the manifest being replaced
 
     report.num_cuts = len(out)
     report.num_done = len(targets)

@@ -69,6 +69,7 @@ import torch
 from torch import Tensor
 
 from asr_kd.kd.teachers import Teacher, TeacherOutput, register_teacher
+from asr_kd.utils.manifests import write_cuts
 
 __all__ = [
     "MAPPINGS",
@@ -602,8 +603,7 @@ def dump_representations(
     out = [fastcopy(c, custom={**(c.custom or {}), **stored[c.id]}) if c.id in stored else c for c in cuts]
     result = CutSet.from_cuts(out)
     if output_manifest is not None:
-        Path(output_manifest).parent.mkdir(parents=True, exist_ok=True)
-        result.to_file(output_manifest)
+        write_cuts(result, output_manifest)  # atomic: a training may be reading the manifest being replaced
     report.num_cuts, report.num_done = len(out), len(stored)
     report.seconds = time.perf_counter() - t0
     return result
