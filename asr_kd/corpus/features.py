@@ -23,6 +23,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from asr_kd.utils.manifests import write_cuts
+
 log = logging.getLogger(__name__)
 
 NUM_MEL_BINS = 80
@@ -74,9 +76,7 @@ def compute_fbank(
             storage_type=LilcomChunkyWriter,
             progress_bar=progress_enabled(),  # lhotse's tqdm bar, in a terminal only
         )
-        tmp = out.with_name(out.name.replace(".jsonl.gz", ".tmp.jsonl.gz"))
-        cuts.to_file(tmp)
-        tmp.replace(out)
+        write_cuts(cuts, out)  # atomic: never a partial manifest at out
         written.append(out)
     return written
 
