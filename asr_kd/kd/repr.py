@@ -560,33 +560,46 @@ def dump_representations(
     for c, t in todo:
         if not t:
             report.skipped.append((c.id, "empty transcript"))
-    todo = sorted([(c, t) for c, t in todo if t], key=lambda ct: len(ct[1]))
-    with _make_writer(out_dir / (storage_name or f"kd_repr_{name}")) as writer:
-        for b in range(0, len(todo), batch_size):
-            chunk = todo[b : b + batch_size]
-            utt = [i for i, _ in v.encode([t for _, t in chunk])]
-            contexts = []  # per cut (left, right), unmasked
+    todo = [(c, t) for c, t in todo if t]
+    # tokenise everything first (utterance, unmasked context), then batch by the length of the whole teacher
+    # input, cuts without context apart: sorting by the utterance alone mixed 0- and 60-token contexts in one
+    # batch (padding), and a cut without context is the same input in every variant, so it is run once
+    items = []  # (cut, utterance ids, left context, right context)
+    for b in range(0, len(todo), batch_size):
+        chunk = todo[b : b + batch_size]
+        for (cut, _), (ids, _) in zip(chunk, v.encode([t for _, t in chunk])):
+            lf = rt = []
             if index is not None:
-                for cut, _ in chunk:
-                    prev, nxt = index.neighbours(cut.id)
-                    lf, rt = _encode_up_to(v, prev, context_tokens), _encode_up_to(v, nxt, context_tokens)
-                    lf, rt = assemble_context(lf, rt, context_tokens)
-                    contexts.append((lf, rt))
-                    report.with_context += int(bool(lf or rt))
-                    report.context_tokens += len(lf) + len(rt)
-            per_variant = []
+                prev, nxt = index.neighbours(cut.id)
+                lf, rt = assemble_context(
+                    _encode_up_to(v, prev, context_tokens), _encode_up_to(v, nxt, context_tokens), context_tokens
+                )
+                report.with_context += int(bool(lf or rt))
+                report.context_tokens += len(lf) + len(rt)
+            items.append((cut, list(ids), lf, rt))
+    items.sort(key=lambda it: (bool(it[2] or it[3]), len(it[1]) + len(it[2]) + len(it[3])))
+    with _make_writer(out_dir / (storage_name or f"kd_repr_{name}")) as writer:
+        for b in range(0, len(items), batch_size):
+            chunk = items[b : b + batch_size]
+            utt = [ids for _, ids, _, _ in chunk]
+            per_variant: list[list[Tensor]] = []
             for k in range(variants):
-                left = right = None
-                if index is not None:
-                    left, right = [], []
-                    for (cut, _), (lf, rt) in zip(chunk, contexts):
-                        rng = random.Random(_seed_of(seed, cut.id, k))
-                        rate = rng.uniform(min_mask, max_mask)
-                        ctx = mask_context(lf + rt, v.mask_id, rate, rng)
-                        left.append(ctx[: len(lf)])
-                        right.append(ctx[len(lf) :])
-                per_variant.append(encode_batch(enc, utt, left, right))
-            for i, ((cut, _), ids) in enumerate(zip(chunk, utt)):
+                if index is None:
+                    per_variant.append(encode_batch(enc, utt))
+                    continue
+                # variant k > 0 re-runs only the cuts that have a context to mask
+                run = [i for i, (_, _, lf, rt) in enumerate(chunk) if k == 0 or lf or rt]
+                left, right = [], []
+                for i in run:
+                    cut, _, lf, rt = chunk[i]
+                    rng = random.Random(_seed_of(seed, cut.id, k))
+                    rate = rng.uniform(min_mask, max_mask)
+                    ctx = mask_context(lf + rt, v.mask_id, rate, rng)
+                    left.append(ctx[: len(lf)])
+                    right.append(ctx[len(lf) :])
+                got = dict(zip(run, encode_batch(enc, [utt[i] for i in run], left, right)))
+                per_variant.append([got[i] if i in got else per_variant[0][i] for i in range(len(chunk))])
+            for i, (cut, ids, _, _) in enumerate(chunk):
                 if not ids:
                     report.skipped.append((cut.id, "no WordPiece units"))
                     continue

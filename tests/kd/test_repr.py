@@ -384,6 +384,56 @@ def test_context_variants_change_only_with_context(bert_dir, tmp_path):
     torch.testing.assert_close(torch.from_numpy(mid[:, 0]).float(), want, atol=2e-3, rtol=2e-3)
 
 
+@pytest.mark.parametrize("batch_size", [1, 3, 32])
+def test_every_context_variant_equals_its_own_forward(bert_dir, tmp_path, batch_size):
+    """The dump batches by teacher-input length and runs a cut without context once for all variants: every
+    stored variant of every cut still equals that cut's own masked input run alone, whatever the batching."""
+    from asr_kd.kd.repr import (
+        ReprEncoder,
+        _encode_up_to,
+        _seed_of,
+        assemble_context,
+        dump_representations,
+        encode_batch,
+        mask_context,
+        repr_fields,
+    )
+    from asr_kd.testing.dummies import DUMMY_TEXTS
+
+    texts = list(DUMMY_TEXTS[:6])
+    docs = [("a", 0), ("b", 0), ("a", 1), ("c", 0), ("a", 2), ("c", 1)]
+    cuts = _doc_cuts(tmp_path, texts, docs)
+    enc = ReprEncoder(bert_dir)
+    out = dump_representations(
+        enc,
+        cuts,
+        tmp_path / f"v{batch_size}",
+        name="c",
+        context_tokens=12,
+        variants=3,
+        seed=3,
+        max_mask=0.5,
+        batch_size=batch_size,
+    )
+    arr_f, ids_f, _ = repr_fields("c")
+    v = enc.vocab
+    text_of = {(d, p): t for t, (d, p) in zip(texts, docs)}
+    n_ctx = 0
+    for cut, (d, p) in zip(out, docs):
+        a = torch.from_numpy(cut.load_custom(arr_f)).float()
+        ids = cut.custom[ids_f]
+        prev = [text_of[(d, q)] for q in range(p - 1, -1, -1)]
+        nxt = [text_of[(d, q)] for q in range(p + 1, 10) if (d, q) in text_of]
+        lf, rt = assemble_context(_encode_up_to(v, prev, 12), _encode_up_to(v, nxt, 12), 12)
+        n_ctx += int(bool(lf or rt))
+        for k in range(3):
+            rng = random.Random(_seed_of(3, cut.id, k))
+            ctx = mask_context(lf + rt, v.mask_id, rng.uniform(0.0, 0.5), rng)
+            want = encode_batch(enc, [ids], [ctx[: len(lf)]], [ctx[len(lf) :]])[0]
+            torch.testing.assert_close(a[:, k], want, atol=2e-3, rtol=2e-3)
+    assert n_ctx == 5  # only document b's cut has no neighbour
+
+
 def test_projection_is_fixed_and_reduces_the_dim(bert_dir):
     from asr_kd.kd.repr import ReprEncoder, encode_batch
 
