@@ -85,8 +85,11 @@ def format_rows(
 
 
 def append_rows(out: Path, lines: list[str]) -> None:
+    """Add ``lines`` (table rows) to the log table under :data:`HEADING`, right after its last row, so that
+    whatever a runner wrote after the log (a cost table, a later section) stays after it; the heading and
+    table header are created at the end of the file when missing. Written atomically."""
     text = out.read_text() if out.is_file() else ""
-    if HEADING not in text:
+    if HEADING not in text.splitlines():
         header = [
             "",
             HEADING,
@@ -98,10 +101,15 @@ def append_rows(out: Path, lines: list[str]) -> None:
             "|" + "---|" * len(COLUMNS),
         ]
         text = text.rstrip("\n") + "\n" + "\n".join(header) + "\n"
-    else:
-        text = text.rstrip("\n") + "\n"
+    doc = text.rstrip("\n").split("\n")
+    i = doc.index(HEADING) + 1
+    while i < len(doc) and not doc[i].startswith("|"):  # the paragraph between heading and table
+        i += 1
+    while i < len(doc) and doc[i].startswith("|"):  # the table: header, rule, rows
+        i += 1
+    doc[i:i] = lines
     tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(text + "\n".join(lines) + "\n")
+    tmp.write_text("\n".join(doc) + "\n")
     tmp.replace(out)
 
 
